@@ -1,0 +1,50 @@
+"""rtseg_compiler: YAML layer graphs in, audited PyTorch segmentation networks out.
+
+>>> from rtseg_compiler import analyze
+>>> a = analyze("specs/models/skipnet_mobilenet_v1.yaml")          # doctest: +SKIP
+>>> a.audit.macs                                                  # doctest: +SKIP
+
+``analyze`` needs no torch; ``compile_model`` also builds the module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .diagnostics import Diagnostic, Location, SpecError
+from .ir import Graph
+from .passes.count import Audit
+from .pipeline import Analysis, analyze, validate_file
+
+__all__ = ["Analysis", "Audit", "CompiledModel", "Diagnostic", "Location", "SpecError",
+           "analyze", "compile_model", "validate_file", "__version__"]
+
+__version__ = "0.1.0"
+
+
+@dataclass(frozen=True)
+class CompiledModel:
+    """A built network with the analysis it was built from."""
+
+    module: Any  # torch.fx.GraphModule; typed loosely so importing this package needs no torch
+    audit: Audit
+    graph: Graph
+    analysis: Analysis
+
+
+def compile_model(path: str | Path | None = None, input_size: tuple[int, int] | None = None,
+                  num_classes: int | None = None, *, encoder: str | Path | None = None,
+                  meta: str | Path | None = None) -> CompiledModel:
+    """Analyse a spec and emit its torch module; raises SpecError for an invalid spec."""
+    from .emit.torch_module import emit_torch
+
+    analysis = analyze(path, input_size, num_classes, encoder=encoder, meta=meta)
+    module = emit_torch(analysis.resolved, class_name=_class_name(analysis.graph.name))
+    return CompiledModel(module, analysis.audit, analysis.resolved.graph, analysis)
+
+
+def _class_name(name: str) -> str:
+    parts = [p for p in "".join(c if c.isalnum() else "_" for c in name).split("_") if p]
+    return "".join(p[:1].upper() + p[1:] for p in parts) or "CompiledNet"

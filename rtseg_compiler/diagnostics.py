@@ -1,0 +1,141 @@
+"""Diagnostics: every problem with a spec is a located, collected message.
+
+A compiler pass never raises on the first bad value it sees. It appends a
+:class:`Diagnostic` to a :class:`Diagnostics` collector and carries on where it
+can, so that a user fixing a spec sees all independent mistakes in one run. At
+the end of a pass the collector raises one :class:`SpecError` holding them all.
+
+Rendering follows the convention of C compilers and linters, which editors and
+CI annotators already parse::
+
+    specs/encoders/mobilenet_v1.yaml:41:7: error: groups=3 does not divide in_channels=32
+        note: in block 'dwsep' used at specs/encoders/mobilenet_v1.yaml:30:5
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+__all__ = [
+    "Location",
+    "Diagnostic",
+    "Diagnostics",
+    "SpecError",
+    "did_you_mean",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A point in a spec file; line and column are 1-based, as editors show them."""
+
+    file: str
+    line: int = 0
+    col: int = 0
+
+    def __str__(self) -> str:
+        path = _display_path(self.file)
+        if self.line <= 0:
+            return path
+        return f"{path}:{self.line}:{self.col}"
+
+
+def _display_path(path: str) -> str:
+    """Paths relative to the working directory when that is shorter, as compilers print them."""
+    if not path or path.startswith("<"):
+        return path or "<spec>"
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # different drive on Windows
+        return path
+    return rel if len(rel) < len(path) else path
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """One located message.
+
+    ``notes`` carry context such as the chain of block uses that produced a
+    layer; ``hint`` says what would be valid.
+    """
+
+    message: str
+    loc: Location | None = None
+    severity: str = "error"
+    hint: str | None = None
+    notes: tuple[str, ...] = ()
+
+    def render(self) -> str:
+        where = f"{self.loc}: " if self.loc is not None else ""
+        text = f"{where}{self.severity}: {self.message}"
+        if self.hint:
+            text += f" ({self.hint})"
+        for note in self.notes:
+            text += f"\n    note: {note}"
+        return text
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+class SpecError(Exception):
+    """A spec is invalid. Holds every diagnostic found, errors first."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]):
+        self.diagnostics = tuple(diagnostics)
+        super().__init__("\n".join(d.render() for d in self.diagnostics))
+
+    @property
+    def errors(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.severity == "error")
+
+
+@dataclass
+class Diagnostics:
+    """A collector passes append to; :meth:`raise_if_errors` ends a pass."""
+
+    items: list[Diagnostic] = field(default_factory=list)
+    #: Past this many errors further ones are dropped: a fuzzed file can
+    #: produce one error per node and nobody reads the ten-thousandth.
+    limit: int = 200
+
+    def error(self, message: str, loc: Location | None = None, *, hint: str | None = None,
+              notes: Iterable[str] = ()) -> None:
+        self.add(Diagnostic(message, loc, "error", hint, tuple(notes)))
+
+    def warning(self, message: str, loc: Location | None = None, *, hint: str | None = None,
+                notes: Iterable[str] = ()) -> None:
+        self.add(Diagnostic(message, loc, "warning", hint, tuple(notes)))
+
+    def add(self, diagnostic: Diagnostic) -> None:
+        if len(self.items) < self.limit and diagnostic not in self.items:
+            self.items.append(diagnostic)
+
+    def extend(self, diagnostics: Iterable[Diagnostic]) -> None:
+        for d in diagnostics:
+            self.add(d)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.severity == "error" for d in self.items)
+
+    @property
+    def warnings(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.items if d.severity == "warning")
+
+    def raise_if_errors(self) -> None:
+        if self.has_errors:
+            ordered = sorted(self.items, key=lambda d: d.severity != "error")
+            raise SpecError(ordered)
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """A "did you mean" hint from the closest candidates, or None when nothing is close."""
+    pool = sorted({str(c) for c in candidates})
+    close = difflib.get_close_matches(str(word), pool, n=3, cutoff=0.6)
+    if not close:
+        return None
+    return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"

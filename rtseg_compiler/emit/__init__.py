@@ -1,0 +1,1 @@
+"""Emitters: torch modules (``torch_module``) and Graphviz diagrams (``dot``)."""

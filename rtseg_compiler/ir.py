@@ -1,0 +1,212 @@
+"""The compiler's intermediate representation: small, frozen, and checked by ``passes.check``.
+
+A spec goes through these stages, each a value of a type below::
+
+    YAML text --load--> located data --expand--> Graph (attrs may hold Expr)
+             --link--> Graph in topological order
+             --infer_shapes--> Resolved (concrete attrs + TensorType per node)
+             --count--> Audit
+
+Nodes refer to their inputs by qualified name ("encoder.ds3.pw"), never by
+position, so inserting a layer never silently rewires another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .diagnostics import Location
+
+__all__ = [
+    "TensorType",
+    "Expr",
+    "Literal",
+    "Lazy",
+    "ChannelsOf",
+    "Scope",
+    "Node",
+    "Tap",
+    "Graph",
+    "Resolved",
+    "INPUT",
+    "frozen_map",
+]
+
+#: The name of the image placeholder every graph starts from.
+INPUT = "input"
+
+
+def frozen_map(mapping: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    """A read-only view of a copy, for mapping fields of frozen dataclasses."""
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class TensorType:
+    """The type of one feature map of a batch-1 image: channels, height, width.
+
+    ``stride`` is the map's reduction relative to the input image (a tap
+    called ``stride16`` must have stride 16). It is a Fraction because
+    transposed convolutions and upsampling divide it.
+    """
+
+    channels: int
+    height: int
+    width: int
+    stride: Fraction = Fraction(1)
+
+    @property
+    def numel(self) -> int:
+        return self.channels * self.height * self.width
+
+    @property
+    def spatial(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    def __str__(self) -> str:
+        return f"{self.channels}x{self.height}x{self.width}"
+
+
+@dataclass(frozen=True, slots=True)
+class Expr:
+    """An unevaluated expression from a spec, with where it was written."""
+
+    text: str
+    loc: Location | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """A parameter bound to a plain value."""
+
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Lazy:
+    """A parameter bound to an expression, evaluated in the scope where it was written."""
+
+    expr: Expr
+    scope: "Scope"
+    #: For block arguments: the node whose channels ``in_channels`` means at the use site.
+    input_ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelsOf:
+    """A parameter bound to the channel count of a node, known once shapes are inferred."""
+
+    ref: str
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Names visible to expressions: a chain of frozen binding maps."""
+
+    bindings: Mapping[str, Any] = field(default_factory=frozen_map)
+    parent: "Scope | None" = None
+
+    def lookup(self, name: str) -> Any | None:
+        scope: Scope | None = self
+        while scope is not None:
+            if name in scope.bindings:
+                return scope.bindings[name]
+            scope = scope.parent
+        return None
+
+    def names(self) -> set[str]:
+        out: set[str] = set()
+        scope: Scope | None = self
+        while scope is not None:
+            out.update(scope.bindings)
+            scope = scope.parent
+        return out
+
+    def child(self, bindings: Mapping[str, Any]) -> "Scope":
+        return Scope(frozen_map(bindings), self)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One layer. ``attrs`` hold Expr values until shape inference resolves them."""
+
+    name: str
+    op: str
+    inputs: tuple[str, ...]
+    attrs: Mapping[str, Any]
+    loc: Location | None = None
+    attr_locs: Mapping[str, Location] = field(default_factory=frozen_map)
+    #: Context lines such as "in block 'dwsep' used at FILE:LINE:COL", outermost last.
+    origin: tuple[str, ...] = ()
+    scope: Scope | None = None
+    #: "encoder" or "meta": which file of a model the layer came from.
+    part: str = "encoder"
+
+    def attr_loc(self, attr: str) -> Location | None:
+        return self.attr_locs.get(attr, self.loc)
+
+    def replace(self, **changes: Any) -> "Node":
+        """A copy with ``changes``; unknown fields are an error, no change returns self."""
+        unknown = set(changes) - set(self.__dataclass_fields__)
+        assert not unknown, f"Node has no fields {sorted(unknown)}"
+        if all(getattr(self, k) == v for k, v in changes.items()):
+            return self
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class Tap:
+    """A named feature map an encoder offers to meta-architectures (``stride16`` ...)."""
+
+    name: str
+    node: str
+    loc: Location | None = None
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A whole network: nodes in declaration (after ``link``: topological) order."""
+
+    name: str
+    nodes: tuple[Node, ...]
+    output: str
+    taps: tuple[Tap, ...] = ()
+    input_channels: int = 3
+    #: (height, width) from the spec, used when the caller gives none.
+    default_input: tuple[int, int] | None = None
+    num_classes: int | None = None
+    #: The spec files the graph came from: {"model": path, "encoder": path, "meta": path}.
+    files: Mapping[str, str] = field(default_factory=frozen_map)
+    #: Encoder-level facts a meta may require, e.g. the declared output stride.
+    info: Mapping[str, Any] = field(default_factory=frozen_map)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {n.name: i for i, n in enumerate(self.nodes)})
+
+    def node(self, name: str) -> Node:
+        return self.nodes[self._index[name]]  # type: ignore[attr-defined]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._index  # type: ignore[attr-defined]
+
+    def tap(self, name: str) -> Tap | None:
+        return next((t for t in self.taps if t.name == name), None)
+
+    def replace(self, **changes: Any) -> "Graph":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A graph whose attributes are concrete, with the type of every node for one input size."""
+
+    graph: Graph
+    input: TensorType
+    types: Mapping[str, TensorType]
+
+    @property
+    def output(self) -> TensorType:
+        return self.types[self.graph.output]

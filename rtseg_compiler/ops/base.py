@@ -1,0 +1,194 @@
+"""The op registry: what an op is, and the helpers op families share.
+
+An op is declared once, in one file under ``ops/``, by an :class:`OpDef` that
+holds everything the compiler needs to know about it:
+
+* ``fields``: its attributes with types and defaults, from which the JSON
+  Schema fragment is generated (so schema and semantics cannot drift);
+* ``complete``: derived defaults and cross-field checks, e.g. conv padding
+  ``d*(k-1)//2`` and "groups divides in_channels";
+* ``infer``: the output :class:`~rtseg_compiler.ir.TensorType`, following
+  PyTorch's arithmetic exactly;
+* ``count``: parameters, MACs and TF-profiler FLOPs, analytically;
+* ``build``: the torch module (or function) that computes it. Only this hook
+  imports torch, and only when called.
+
+Adding an op is one ``register(OpDef(...))`` call in one file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Callable, Mapping, Sequence
+
+from ..ir import TensorType
+
+__all__ = [
+    "Field",
+    "OpDef",
+    "OpError",
+    "Cost",
+    "FunctionCall",
+    "register",
+    "get_op",
+    "list_ops",
+    "REGISTRY",
+    "conv_out",
+    "same_spatial",
+]
+
+
+class OpError(ValueError):
+    """A problem with one layer's attributes or inputs.
+
+    ``field`` names the attribute to point at (its line in the spec), ``hint``
+    what would be valid. ``spatial`` marks a size mismatch that depends on the
+    input resolution, for which the compiler can suggest other input sizes.
+    """
+
+    def __init__(self, message: str, field: str | None = None, hint: str | None = None,
+                 spatial: bool = False, dims: str = "hw"):
+        super().__init__(message)
+        self.field = field
+        self.hint = hint
+        self.spatial = spatial
+        #: Which of height ("h") and width ("w") the spatial problem concerns.
+        self.dims = dims
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One op attribute.
+
+    kinds: ``int`` (non-negative integer or expression), ``pair`` (an int or
+    ``[h, w]``), ``number`` (float), ``bool``, ``choice`` (one of ``choices``).
+    ``default=REQUIRED`` makes the field mandatory; ``None`` means "derived by
+    the op's ``complete`` hook".
+    """
+
+    kind: str
+    default: Any = None
+    minimum: int | float | None = None
+    choices: tuple[str, ...] = ()
+    doc: str = ""
+
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What one layer costs for a batch-1 image.
+
+    ``macs`` are multiply-accumulates of conv, transposed conv and linear
+    layers with bias excluded (transposed conv counted by input size): the
+    quantity torch's FlopCounterMode reports as FLOPs / 2.
+    ``tf_flops`` follow TensorFlow's profiler (``float_operation``), the
+    convention of the RTSeg paper's GFLOPs: 2·MAC for conv and linear,
+    ``2·Hout·Wout·k²·Cin·Cout/s²`` for transposed conv, one per element for
+    bias adds and element-wise adds, ``k²`` per output element for pooling,
+    zero for batch norm and activations.
+    """
+
+    params: int = 0
+    macs: int = 0
+    tf_flops: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCall:
+    """A build result that is a plain function call rather than a module (add, crop ...)."""
+
+    fn: Callable[..., Any]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _no_complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any]:
+    return attrs
+
+
+def _free(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Cost:
+    return Cost()
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """Everything about one op; see the module docstring."""
+
+    name: str
+    summary: str
+    fields: Mapping[str, Field]
+    infer: Callable[[Mapping[str, Any], Sequence[TensorType]], TensorType]
+    build: Callable[[Mapping[str, Any], Sequence[TensorType], TensorType], Any]
+    count: Callable[[Mapping[str, Any], Sequence[TensorType], TensorType], Cost] = _free
+    complete: Callable[[dict[str, Any], Sequence[TensorType]], dict[str, Any]] = _no_complete
+    #: (fewest, most) inputs; most=None for any number.
+    arity: tuple[int, int | None] = (1, 1)
+    #: Field names that must be given in the spec.
+    required: tuple[str, ...] = ()
+
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    """Add an op; a second op of the same name is an error, not a silent overwrite."""
+    if op.name in REGISTRY:
+        raise ValueError(f"op '{op.name}' is already registered")
+    for name in op.required:
+        if name not in op.fields:
+            raise ValueError(f"op '{op.name}': required field '{name}' is not declared")
+    REGISTRY[op.name] = op
+    return op
+
+
+def get_op(name: str) -> OpDef | None:
+    return REGISTRY.get(name)
+
+
+def list_ops() -> list[str]:
+    return sorted(REGISTRY)
+
+
+# ---------------------------------------------------------------------------
+# Shape helpers shared by op families
+
+
+def conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int = 1,
+             ceil_mode: bool = False) -> int:
+    """PyTorch's output size for conv and pooling along one dimension.
+
+    ``floor((size + 2p - d(k-1) - 1)/s) + 1``; with ``ceil_mode`` the division
+    rounds up, but a window that would start inside the right padding is
+    dropped (``torch.nn.MaxPool2d`` documentation, and ATen's
+    ``pooling_output_shape``).
+    """
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    if span < 0:
+        return 0
+    if ceil_mode:
+        out = -(-span // stride) + 1
+        if (out - 1) * stride >= size + padding:
+            out -= 1
+        return out
+    return span // stride + 1
+
+
+def same_spatial(op: str, ins: Sequence[TensorType], names: Sequence[str] | None = None) -> None:
+    """Raise a spatial OpError when inputs to a fusion op differ in height or width."""
+    first = ins[0]
+    for i, t in enumerate(ins[1:], start=1):
+        if t.spatial != first.spatial:
+            a = names[0] if names else "input 0"
+            b = names[i] if names else f"input {i}"
+            dims = ("h" if t.height != first.height else "") + ("w" if t.width != first.width else "")
+            raise OpError(
+                f"{op} needs inputs of equal height and width, but '{a}' is "
+                f"{first.height}x{first.width} and '{b}' is {t.height}x{t.width}",
+                field="inputs", spatial=True, dims=dims,
+                hint="align them with a 'crop' layer, or use an input size that divides evenly")
+
+
+def scale_stride(t: TensorType, factor: Fraction | int) -> Fraction:
+    return t.stride * Fraction(factor)

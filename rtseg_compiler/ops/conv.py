@@ -1,0 +1,149 @@
+"""Convolution and transposed convolution.
+
+Shapes follow ``torch.nn.Conv2d`` / ``ConvTranspose2d`` exactly. MACs exclude
+bias and count transposed convolution by its *input* size
+(``Hin·Win·Cin·(Cout/g)·kh·kw``): each input pixel scatters one kernel, which
+is what ``torch.utils.flop_counter`` and fvcore count. Counting by output size
+(PyPI ``thop`` 0.1.1, torchinfo) inflates a 16x16/8 upsampling by 64x.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any, Mapping, Sequence
+
+from ..ir import TensorType
+from .base import REQUIRED, Cost, Field, OpDef, OpError, conv_out, register
+
+_COMMON = {
+    "out": Field("int", REQUIRED, minimum=1, doc="output channels"),
+    "kernel": Field("pair", REQUIRED, minimum=1, doc="kernel size, k or [kh, kw]"),
+    "stride": Field("pair", 1, minimum=1),
+    "padding": Field("pair", None, minimum=0),
+    "dilation": Field("pair", 1, minimum=1),
+    "groups": Field("int", 1, minimum=1, doc="channel groups; in_channels for depthwise"),
+    "bias": Field("bool", True),
+}
+
+
+def _check_groups(attrs: Mapping[str, Any], cin: int) -> None:
+    g, out = attrs["groups"], attrs["out"]
+    if cin % g:
+        divisors = [d for d in range(1, cin + 1) if cin % d == 0 and out % d == 0]
+        raise OpError(f"groups={g} does not divide in_channels={cin}", field="groups",
+                      hint=f"groups that divide both {cin} and out={out}: "
+                           f"{', '.join(map(str, divisors[-6:]))}")
+    if out % g:
+        raise OpError(f"groups={g} does not divide out={out}", field="groups",
+                      hint=f"use out={(out // g + 1) * g} or a groups value dividing {out}")
+
+
+# --------------------------------------------------------------------------- conv
+
+def _conv_complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any]:
+    _check_groups(attrs, ins[0].channels)
+    if attrs["padding"] is None:
+        # 'same' for odd kernels at stride 1: d*(k-1)/2 keeps the size.
+        attrs["padding"] = tuple(d * (k - 1) // 2 for k, d in zip(attrs["kernel"], attrs["dilation"]))
+    return attrs
+
+
+def _conv_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
+    x = ins[0]
+    (kh, kw), (sh, sw) = attrs["kernel"], attrs["stride"]
+    (ph, pw), (dh, dw) = attrs["padding"], attrs["dilation"]
+    h = conv_out(x.height, kh, sh, ph, dh)
+    w = conv_out(x.width, kw, sw, pw, dw)
+    return TensorType(attrs["out"], h, w, x.stride * sh)
+
+
+def _conv_count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Cost:
+    kh, kw = attrs["kernel"]
+    per_output = (ins[0].channels // attrs["groups"]) * kh * kw
+    macs = out.numel * per_output
+    bias = out.channels if attrs["bias"] else 0
+    params = out.channels * per_output + bias
+    return Cost(params, macs, 2 * macs + (out.numel if attrs["bias"] else 0))
+
+
+def _conv_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
+    from torch import nn
+    return nn.Conv2d(ins[0].channels, attrs["out"], attrs["kernel"], attrs["stride"],
+                     attrs["padding"], attrs["dilation"], attrs["groups"], attrs["bias"])
+
+
+register(OpDef(
+    name="conv",
+    summary="2-D convolution (grouped, depthwise, dilated, asymmetric kernels)",
+    fields=_COMMON,
+    required=("out", "kernel"),
+    complete=_conv_complete,
+    infer=_conv_infer,
+    count=_conv_count,
+    build=_conv_build,
+))
+
+
+# --------------------------------------------------------------------------- deconv
+
+def _deconv_complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any]:
+    _check_groups(attrs, ins[0].channels)
+    pads, extras = [], []
+    for i, (k, s, d) in enumerate(zip(attrs["kernel"], attrs["stride"], attrs["dilation"])):
+        span = d * (k - 1) + 1
+        if attrs["padding"] is None:
+            # Default padding and output_padding make the output exactly s times
+            # the input: (in-1)s - 2p + span + op = s*in  <=>  op = 2p - (span - s).
+            p = max(0, -(-(span - s) // 2))
+            op = 2 * p - (span - s) if attrs["output_padding"] is None else attrs["output_padding"][i]
+        else:
+            p = attrs["padding"][i]
+            op = 0 if attrs["output_padding"] is None else attrs["output_padding"][i]
+        if op >= max(s, d):
+            raise OpError(f"output_padding={op} must be smaller than stride={s} or dilation={d}",
+                          field="output_padding" if attrs["output_padding"] is not None else "padding",
+                          hint="give padding explicitly, or change kernel and stride")
+        pads.append(p)
+        extras.append(op)
+    attrs["padding"], attrs["output_padding"] = tuple(pads), tuple(extras)
+    return attrs
+
+
+def _deconv_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
+    x = ins[0]
+    dims = []
+    for size, k, s, p, d, op in zip(x.spatial, attrs["kernel"], attrs["stride"], attrs["padding"],
+                                    attrs["dilation"], attrs["output_padding"]):
+        dims.append((size - 1) * s - 2 * p + d * (k - 1) + op + 1)
+    return TensorType(attrs["out"], dims[0], dims[1], x.stride / Fraction(attrs["stride"][0]))
+
+
+def _deconv_count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Cost:
+    x = ins[0]
+    (kh, kw), (sh, sw) = attrs["kernel"], attrs["stride"]
+    per_input = (out.channels // attrs["groups"]) * kh * kw
+    macs = x.numel * per_input
+    params = x.channels * per_input + (out.channels if attrs["bias"] else 0)
+    # TensorFlow's Conv2DBackpropInput: 2·Hout·Wout·k²·Cin·Cout/s² (flops_registry.py).
+    tf = 2 * out.height * out.width * kh * kw * x.channels * (out.channels // attrs["groups"])
+    tf //= sh * sw
+    return Cost(params, macs, tf + (out.numel if attrs["bias"] else 0))
+
+
+def _deconv_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
+    from torch import nn
+    return nn.ConvTranspose2d(ins[0].channels, attrs["out"], attrs["kernel"], attrs["stride"],
+                              attrs["padding"], attrs["output_padding"], attrs["groups"],
+                              attrs["bias"], attrs["dilation"])
+
+
+register(OpDef(
+    name="deconv",
+    summary="2-D transposed convolution; default padding makes the output stride x input",
+    fields={**_COMMON, "output_padding": Field("pair", None, minimum=0)},
+    required=("out", "kernel"),
+    complete=_deconv_complete,
+    infer=_deconv_infer,
+    count=_deconv_count,
+    build=_deconv_build,
+))

@@ -1,0 +1,108 @@
+"""Batch norm, activations, dropout and identity: shape-preserving, MAC-free ops.
+
+None of these multiply-accumulate, so they add no MACs; TensorFlow's profiler
+also gives FusedBatchNorm and Relu zero FLOPs, which is the RTSeg convention.
+Batch norm has 2·C parameters (weight and bias); its running statistics are
+buffers, not parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from ..ir import TensorType
+from .base import Cost, Field, OpDef, register
+
+
+def _same(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
+    return ins[0]
+
+
+def _bn_count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Cost:
+    return Cost(params=2 * out.channels if attrs["affine"] else 0)
+
+
+def _bn_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
+    from torch import nn
+    return nn.BatchNorm2d(out.channels, eps=attrs["eps"], momentum=attrs["momentum"],
+                          affine=attrs["affine"])
+
+
+register(OpDef(
+    name="bn",
+    summary="batch normalization over channels",
+    fields={
+        "eps": Field("number", 1e-5, minimum=0),
+        "momentum": Field("number", 0.1, minimum=0),
+        "affine": Field("bool", True),
+    },
+    infer=_same, count=_bn_count, build=_bn_build,
+))
+
+
+def _relu_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
+    from torch import nn
+    return nn.ReLU(inplace=attrs["inplace"])
+
+
+register(OpDef(
+    name="relu", summary="rectified linear unit",
+    fields={"inplace": Field("bool", False)},
+    infer=_same, build=_relu_build,
+))
+
+
+def _relu6_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
+    from torch import nn
+    return nn.ReLU6(inplace=attrs["inplace"])
+
+
+register(OpDef(
+    name="relu6", summary="ReLU clipped at 6 (MobileNet)",
+    fields={"inplace": Field("bool", False)},
+    infer=_same, build=_relu6_build,
+))
+
+
+def _prelu_count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Cost:
+    return Cost(params=out.channels if attrs["per_channel"] else 1)
+
+
+def _prelu_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
+    from torch import nn
+    return nn.PReLU(out.channels if attrs["per_channel"] else 1, init=attrs["init"])
+
+
+register(OpDef(
+    name="prelu", summary="parametric ReLU (ENet); one slope per channel unless per_channel: false",
+    fields={"per_channel": Field("bool", True), "init": Field("number", 0.25)},
+    infer=_same, count=_prelu_count, build=_prelu_build,
+))
+
+
+def _dropout_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
+    from torch import nn
+    return nn.Dropout2d(attrs["p"]) if attrs["channelwise"] else nn.Dropout(attrs["p"])
+
+
+def _dropout_complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any]:
+    from .base import OpError
+    if not 0 <= attrs["p"] <= 1:
+        raise OpError(f"dropout probability p={attrs['p']} is outside [0, 1]", field="p")
+    return attrs
+
+
+register(OpDef(
+    name="dropout", summary="dropout (identity at inference)",
+    fields={"p": Field("number", 0.5, minimum=0), "channelwise": Field("bool", False)},
+    complete=_dropout_complete, infer=_same, build=_dropout_build,
+))
+
+
+def _identity_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
+    from torch import nn
+    return nn.Identity()
+
+
+register(OpDef(name="identity", summary="passes its input through", fields={},
+               infer=_same, build=_identity_build))

@@ -1,0 +1,97 @@
+"""Resampling: upsampling by a factor or to another map's size, and cropping.
+
+``crop`` is how a decoder aligns an upsampled map with an encoder tap when the
+input size is not a multiple of the network stride (360 is not a multiple of
+32): it keeps the first ``H x W`` rows and columns of its first input, where
+``H x W`` is the size of its second input, which is also what TensorFlow's
+'SAME' transposed convolution does with an explicit output shape.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any, Mapping, Sequence
+
+from ..ir import TensorType
+from .base import Cost, Field, FunctionCall, OpDef, OpError, register
+
+
+def _upsample_complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any]:
+    if len(ins) == 1 and attrs["scale"] is None:
+        raise OpError("upsample needs a 'scale', or a second input whose size it takes",
+                      field="scale")
+    if len(ins) == 2 and attrs["scale"] is not None:
+        raise OpError("upsample takes either 'scale' or a size reference input, not both",
+                      field="scale")
+    if attrs["mode"] == "nearest" and attrs["align_corners"]:
+        raise OpError("align_corners applies to bilinear mode only", field="align_corners")
+    return attrs
+
+
+def _upsample_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
+    x = ins[0]
+    if len(ins) == 2:
+        ref = ins[1]
+        return TensorType(x.channels, ref.height, ref.width, ref.stride)
+    scale = attrs["scale"]
+    h, w = math.floor(x.height * scale), math.floor(x.width * scale)
+    return TensorType(x.channels, h, w, x.stride / Fraction(scale).limit_denominator(1000))
+
+
+def resize_like(x: Any, ref: Any, mode: str, align_corners: bool | None) -> Any:
+    from torch.nn import functional as F
+    return F.interpolate(x, size=ref.shape[-2:], mode=mode, align_corners=align_corners)
+
+
+def _upsample_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
+    align = attrs["align_corners"] if attrs["mode"] == "bilinear" else None
+    if len(ins) == 2:
+        return FunctionCall(resize_like, {"mode": attrs["mode"], "align_corners": align})
+    from torch import nn
+    return nn.Upsample(scale_factor=attrs["scale"], mode=attrs["mode"], align_corners=align)
+
+
+register(OpDef(
+    name="upsample",
+    summary="nearest or bilinear resize by 'scale', or to the size of a second input",
+    fields={
+        "scale": Field("number", None, minimum=0),
+        "mode": Field("choice", "nearest", choices=("nearest", "bilinear")),
+        "align_corners": Field("bool", False),
+    },
+    arity=(1, 2), complete=_upsample_complete, infer=_upsample_infer, build=_upsample_build,
+))
+
+
+def crop_like(x: Any, ref: Any, center: bool = False) -> Any:
+    """``x`` cut to ``ref``'s height and width (from the top-left, or centred)."""
+    h, w = ref.shape[-2], ref.shape[-1]
+    if not center:
+        return x[:, :, :h, :w]
+    top = (x.shape[-2] - h) // 2
+    left = (x.shape[-1] - w) // 2
+    return x[:, :, top:top + h, left:left + w]
+
+
+def _crop_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
+    x, ref = ins
+    if x.height < ref.height or x.width < ref.width:
+        raise OpError(f"crop cannot enlarge: input is {x.height}x{x.width}, reference is "
+                      f"{ref.height}x{ref.width}", field="inputs", spatial=True,
+                      dims=("h" if x.height < ref.height else "") + ("w" if x.width < ref.width else ""),
+                      hint="crop the larger map to the smaller one")
+    return TensorType(x.channels, ref.height, ref.width, x.stride)
+
+
+def _crop_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
+    return FunctionCall(crop_like, {"center": attrs["align"] == "center"})
+
+
+register(OpDef(
+    name="crop",
+    summary="cut the first input to the height and width of the second (inputs: [x, like])",
+    fields={"align": Field("choice", "start", choices=("start", "center"))},
+    arity=(2, 2), infer=_crop_infer, build=_crop_build,
+    count=lambda attrs, ins, out: Cost(),
+))

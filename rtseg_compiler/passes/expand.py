@@ -1,0 +1,499 @@
+"""Pass 1: expand validated spec documents into a flat list of named layers.
+
+* Blocks are inlined; a use named ``ds3`` of a block with layers ``dw`` and
+  ``pw`` yields ``ds3.dw`` and ``ds3.pw``, and ``ds3`` then means the block's
+  output. ``repeat: n`` yields ``name.1`` ... ``name.n``, chained, with the
+  repeat index ``i`` (0-based) visible to the arguments.
+* A layer without ``input``/``inputs`` takes the previous layer's output; the
+  first layer of a block takes the block's input; ``input`` names the image
+  (top level) or the block input (inside a block).
+* Layers without a name are named after the last named layer and their op
+  (``conv1_bn``), so every node has a stable, readable name.
+* Qualified names start with the part: ``encoder.conv1``, ``head.score32``.
+  A meta refers to encoder feature maps only through taps: ``encoder.stride16``.
+
+References may point forward; they are resolved when their list of layers is
+complete, so ``link`` can report a cycle rather than "unknown name".
+Expressions are checked for syntax and unknown names here, and evaluated
+later by ``infer_shapes``, when channel counts are known.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..diagnostics import Diagnostics, Location, did_you_mean
+from ..ir import INPUT, ChannelsOf, Expr, Graph, Lazy, Literal, Node, Scope, Tap, frozen_map
+from ..ops import REGISTRY
+from ..spec.expr import ExprError, names_in
+from ..spec.load import LocatedList, LocatedMap, location_of
+from ..spec.schema import BLOCK_USE_KEYS, LAYER_KEYS
+from .env import Env, StaticOnly, evaluate_value
+
+__all__ = ["expand_encoder", "expand_model", "expand_meta_alone", "Part", "MAX_LAYERS"]
+
+#: A ResNet-101 has about 350 layers; 20,000 catches runaway repeats long before memory does.
+MAX_LAYERS = 20_000
+#: Blocks may use blocks; deeper than this is almost surely a block using itself.
+MAX_BLOCK_DEPTH = 16
+
+_PLACEHOLDER = "\x00ref"
+#: Qualified-name prefix per part. A meta's layers live under "head" ("meta" would
+#: collide with torch.fx.GraphModule.meta in the emitted module).
+_PREFIX = {"encoder": "encoder.", "meta": "head."}
+
+
+@dataclass
+class Part:
+    """The result of expanding one encoder or meta document."""
+
+    nodes: list[Node]
+    output: str | None
+    taps: list[Tap] = field(default_factory=list)
+    scope: Scope = field(default_factory=Scope)
+
+
+@dataclass
+class _Body:
+    """One list of layers being expanded: a document's top level, or one use of a block."""
+
+    prefix: str
+    scope: Scope
+    input_ref: str | None
+    origin: tuple[str, ...]
+    top_level: bool
+    in_block: bool
+    names: dict[str, str] = field(default_factory=dict)
+    name_locs: dict[str, Location] = field(default_factory=dict)
+    reserved: set[str] = field(default_factory=set)
+    pending: list[tuple[str, str, Location | None]] = field(default_factory=list)
+
+
+class _Expander:
+    def __init__(self, doc: LocatedMap, file: str, part: str, diags: Diagnostics,
+                 taps: dict[str, str] | None = None, requires: set[str] | None = None,
+                 root_scope: Scope | None = None):
+        self.doc = doc
+        self.root_scope = root_scope or Scope()
+        self.file = file
+        self.part = part
+        self.diags = diags
+        self.blocks: dict[str, Any] = dict(doc.get("blocks") or {})
+        self.nodes: list[Node] = []
+        self.node_names: set[str] = set()
+        self.aliases: dict[str, str] = {}
+        self.counter = itertools.count()
+        #: For a meta: tap name -> qualified encoder node (None while checking a meta alone).
+        self.encoder_taps = taps
+        self.requires = requires or set()
+        self.overflow = False
+        self.real = lambda ref: ref
+
+    # -- references -------------------------------------------------------
+    def placeholder(self, body: _Body, text: str, loc: Location | None) -> str:
+        """The qualified name for ``text`` if it is already defined, else a token resolved later."""
+        known = (text == INPUT or text in body.names
+                 or (text.startswith("encoder.") and self.part == "meta")
+                 or ("." in text and body.top_level and body.prefix + text in self.node_names))
+        if known:
+            return self.resolve(body, text, loc)
+        token = f"{_PLACEHOLDER}{next(self.counter)}"
+        body.pending.append((token, text, loc))
+        return token
+
+    def resolve_pending(self, body: _Body) -> None:
+        for token, text, loc in body.pending:
+            self.aliases[token] = self.resolve(body, text, loc)
+
+    def resolve(self, body: _Body, text: str, loc: Location | None) -> str:
+        if text == INPUT:
+            if body.input_ref is None:
+                self.diags.error("'input' is not available here", loc,
+                                 hint="a meta's layers read 'encoder.<tap>' or earlier layers")
+                return INPUT
+            return body.input_ref
+        if text in body.names:
+            return body.names[text]
+        qualified = body.prefix + text
+        if "." in text and qualified in self.node_names and body.top_level:
+            return qualified
+        if text.startswith("encoder.") and self.part == "meta":
+            tap = text[len("encoder."):]
+            if self.encoder_taps is None:  # checking a meta alone: requires is the contract
+                if tap not in self.requires and tap != "output":
+                    self.diags.error(f"tap '{tap}' is used but not listed in 'requires'", loc,
+                                     hint=f"add it to requires: [{', '.join(sorted(self.requires | {tap}))}]")
+                return INPUT
+            if tap in self.encoder_taps:
+                return self.encoder_taps[tap]
+            self.diags.error(f"the encoder has no tap '{tap}'", loc,
+                             hint=did_you_mean(tap, self.encoder_taps)
+                             or f"taps: {', '.join(sorted(self.encoder_taps))}")
+            return INPUT
+        candidates = list(body.names) + ([INPUT] if body.input_ref else [])
+        if self.part == "meta":
+            candidates += [f"encoder.{t}" for t in (self.encoder_taps or self.requires)]
+        self.diags.error(f"unknown layer '{text}'", loc,
+                         hint=did_you_mean(text, candidates),
+                         notes=body.origin)
+        return INPUT
+
+    # -- expressions ------------------------------------------------------
+    def check_expression(self, text: str, loc: Location | None, body: _Body,
+                         extra: set[str] = frozenset(), origin: tuple[str, ...] = ()) -> None:
+        try:
+            used = names_in(text)
+        except ExprError as exc:
+            self.diags.error(str(exc), loc, notes=origin or body.origin)
+            return
+        known = body.scope.names() | {"in_channels"} | set(extra)
+        for name in sorted(used - known):
+            self.diags.error(f"unknown name '{name}' in expression {text!r}", loc,
+                             hint=did_you_mean(name, known) or f"known: {', '.join(sorted(known))}",
+                             notes=origin or body.origin)
+
+    def static_int(self, value: Any, what: str, loc: Location | None, body: _Body,
+                   extra: dict[str, Any] | None = None) -> int | None:
+        scope = body.scope.child({k: Literal(v) for k, v in (extra or {}).items()})
+        try:
+            result = evaluate_value(value, Env(scope, None))
+        except StaticOnly:
+            self.diags.error(f"'{what}' must not depend on channel counts", loc, notes=body.origin)
+            return None
+        except (ExprError, KeyError) as exc:
+            self.diags.error(f"'{what}': {exc}", loc, notes=body.origin)
+            return None
+        if isinstance(result, float) and result.is_integer():
+            result = int(result)
+        if isinstance(result, bool) or not isinstance(result, int) or result < 1:
+            self.diags.error(f"'{what}' must be a positive integer, got {result!r}", loc,
+                             notes=body.origin)
+            return None
+        return result
+
+    # -- bodies -----------------------------------------------------------
+    def expand_body(self, layers: Any, body: _Body, depth: int) -> str | None:
+        if not isinstance(layers, list):
+            return body.input_ref
+        body.reserved = {item.get("name") for item in layers if isinstance(item, dict)} - {None}
+        prev = body.input_ref
+        last_named = None
+        for idx, item in enumerate(layers):
+            if self.overflow or not isinstance(item, dict):
+                continue
+            loc = layers.item_loc(idx) if isinstance(layers, LocatedList) else None
+            name = item.get("name")
+            if name is not None and name in body.names:
+                self.diags.error(f"duplicate layer name '{name}'", location_of(item, ("name",)),
+                                 hint=f"first defined at {body.name_locs[name]}", notes=body.origin)
+                name = None
+            repeat = 1
+            if "repeat" in item:
+                repeat = self.static_int(item["repeat"], "repeat", location_of(item, ("repeat",)), body)
+                if repeat is None:
+                    repeat = 1
+            if name is None:
+                base = f"{last_named}_{item.get('op') or item.get('block')}" if last_named else str(
+                    item.get("op") or item.get("block"))
+                name = self.fresh_name(body, base)
+            else:
+                last_named = name
+            explicit = self.explicit_inputs(item, body)
+            if "block" in item:
+                out = self.expand_use(item, loc, name, body, prev, explicit, repeat, depth)
+            else:
+                out = self.expand_op(item, loc, name, body, prev, explicit, repeat)
+            body.names[name] = out if out is not None else INPUT
+            body.name_locs[name] = loc
+            prev = out
+        self.resolve_pending(body)
+        return prev
+
+    def fresh_name(self, body: _Body, base: str) -> str:
+        name, n = base, 2
+        while name in body.names or name in body.reserved:
+            name, n = f"{base}_{n}", n + 1
+        body.reserved.add(name)
+        return name
+
+    def explicit_inputs(self, item: dict, body: _Body) -> list[str] | None:
+        if "inputs" in item and isinstance(item["inputs"], list):
+            refs = item["inputs"]
+            return [self.placeholder(body, str(r), location_of(item, ("inputs", i)))
+                    for i, r in enumerate(refs)]
+        if "input" in item and isinstance(item["input"], str):
+            return [self.placeholder(body, item["input"], location_of(item, ("input",)))]
+        return None
+
+    def add_node(self, node: Node) -> None:
+        if len(self.nodes) >= MAX_LAYERS:
+            if not self.overflow:
+                self.diags.error(f"the spec expands to more than {MAX_LAYERS:,} layers", node.loc,
+                                 hint="check 'repeat' counts")
+            self.overflow = True
+            return
+        if node.name in self.node_names:
+            self.diags.error(f"layer name '{node.name}' is produced twice", node.loc,
+                             notes=node.origin)
+            return
+        self.nodes.append(node)
+        self.node_names.add(node.name)
+
+    def expand_op(self, item: dict, loc: Location | None, name: str, body: _Body, prev: str | None,
+                  explicit: list[str] | None, repeat: int) -> str | None:
+        op_name = item.get("op")
+        op = REGISTRY.get(op_name)
+        if op is None:
+            return prev  # the schema pass has reported it
+        attrs: dict[str, Any] = {}
+        attr_locs: dict[str, Location] = {}
+        for key, value in item.items():
+            if key in LAYER_KEYS or key not in op.fields:
+                continue
+            vloc = location_of(item, (key,))
+            attr_locs[key] = vloc
+            f = op.fields[key]
+            if f.kind == "pair" and isinstance(value, list):
+                parts = []
+                for i, v in enumerate(value):
+                    if isinstance(v, str):
+                        self.check_expression(v, location_of(item, (key, i)), body, {"i"})
+                        parts.append(Expr(v, location_of(item, (key, i))))
+                    else:
+                        parts.append(v)
+                attrs[key] = tuple(parts)
+            elif isinstance(value, str) and f.kind != "choice":
+                self.check_expression(value, vloc, body, {"i"})
+                attrs[key] = Expr(value, vloc)
+            else:
+                attrs[key] = value
+        out = prev
+        for r in range(repeat):
+            qualified = body.prefix + (name if repeat == 1 else f"{name}.{r + 1}")
+            if r == 0 and explicit is not None:
+                inputs = tuple(explicit)
+            elif out is not None:
+                inputs = (out,)
+            else:
+                self.diags.error(f"layer '{name}' has no input", loc,
+                                 hint="name one with 'input: encoder.<tap>'", notes=body.origin)
+                return None
+            scope = body.scope.child({"i": Literal(r)}) if repeat > 1 else body.scope
+            self.add_node(Node(qualified, op_name, inputs, frozen_map(attrs), loc,
+                               frozen_map(attr_locs), body.origin, scope, self.part))
+            out = qualified
+        return out
+
+    def expand_use(self, item: dict, loc: Location | None, name: str, body: _Body, prev: str | None,
+                   explicit: list[str] | None, repeat: int, depth: int) -> str | None:
+        block_name = item.get("block")
+        block = self.blocks.get(block_name)
+        use_loc = location_of(item, ("block",))
+        if not isinstance(block, dict):
+            self.diags.error(f"unknown block '{block_name}'", use_loc,
+                             hint=did_you_mean(str(block_name), self.blocks)
+                             or (f"blocks: {', '.join(sorted(self.blocks))}" if self.blocks
+                                 else "this file defines no blocks"), notes=body.origin)
+            return prev
+        if depth >= MAX_BLOCK_DEPTH:
+            self.diags.error(f"blocks nest deeper than {MAX_BLOCK_DEPTH} (does block "
+                             f"'{block_name}' use itself?)", use_loc, notes=body.origin)
+            return prev
+        declared = block.get("params") or {}
+        args = {k: v for k, v in item.items() if k not in BLOCK_USE_KEYS}
+        ok = True
+        for key in args:
+            if key not in declared:
+                self.diags.error(f"block '{block_name}' has no parameter '{key}'",
+                                 location_of(item, (key,), key=True),
+                                 hint=did_you_mean(key, declared)
+                                 or f"parameters: {', '.join(declared) or 'none'}", notes=body.origin)
+                ok = False
+        for key, default in declared.items():
+            if default is None and key not in args:
+                self.diags.error(f"block '{block_name}' needs parameter '{key}'", loc,
+                                 notes=body.origin)
+                ok = False
+        for key, value in args.items():
+            if isinstance(value, str):
+                self.check_expression(value, location_of(item, (key,)), body, {"i"})
+        if not ok:
+            return prev
+        origin = (f"in block '{block_name}' used at {use_loc}",) + body.origin
+        out = prev
+        for r in range(repeat):
+            if r == 0 and explicit is not None:
+                block_input = explicit[0]
+            elif out is not None:
+                block_input = out
+            else:
+                self.diags.error(f"block use '{name}' has no input", loc, notes=body.origin)
+                return None
+            caller = body.scope.child({"i": Literal(r)})
+            bindings: dict[str, Any] = {"i": Literal(r), "block_in_channels": ChannelsOf(block_input)}
+            for key, default in declared.items():
+                value = args.get(key, default)
+                if isinstance(value, str):
+                    where = location_of(item, (key,)) if key in args else location_of(block, ("params", key))
+                    bindings[key] = Lazy(Expr(value, where), caller if key in args else None,
+                                         input_ref=block_input if key in args else None)
+                else:
+                    bindings[key] = Literal(value)
+            for key, default in declared.items():
+                if key not in args and isinstance(default, str):
+                    self.check_expression(default, location_of(block, ("params", key)), body,
+                                          set(declared) | {"i", "block_in_channels"}, origin)
+            scope = self.root_scope.child(bindings)
+            prefix = body.prefix + (name if repeat == 1 else f"{name}.{r + 1}") + "."
+            inner = _Body(prefix, scope, block_input, origin, top_level=False, in_block=True)
+            last = self.expand_body(block.get("layers"), inner, depth + 1)
+            out_ref = block.get("output")
+            if isinstance(out_ref, str):
+                last = self.resolve(inner, out_ref, location_of(block, ("output",)))
+            out = last
+        return out
+
+    # -- documents --------------------------------------------------------
+    def finish(self) -> list[Node]:
+        """Substitute resolved references for placeholders everywhere."""
+        def real(ref: str) -> str:
+            seen = 0
+            while ref.startswith(_PLACEHOLDER) and seen < 64:
+                ref = self.aliases.get(ref, INPUT)
+                seen += 1
+            return ref
+
+        self.real = real
+        return [n.replace(inputs=tuple(real(i) for i in n.inputs)) for n in self.nodes]
+
+
+def _param_bindings(doc: LocatedMap, overrides: dict | None, file: str, diags: Diagnostics,
+                    what: str, override_loc: Location | None) -> dict[str, Any]:
+    declared = doc.get("params") or {}
+    bindings: dict[str, Any] = {}
+    for key, value in declared.items():
+        bindings[key] = _binding(value, location_of(doc, ("params", key)))
+    for key, value in (overrides or {}).items():
+        if key not in declared:
+            diags.error(f"{what} has no parameter '{key}'",
+                        location_of(overrides, (key,), key=True) if isinstance(overrides, LocatedMap)
+                        else override_loc,
+                        hint=did_you_mean(key, declared) or f"parameters: {', '.join(declared) or 'none'}")
+            continue
+        bindings[key] = _binding(value, location_of(overrides, (key,)))
+    return bindings
+
+
+def _binding(value: Any, loc: Location | None) -> Any:
+    if isinstance(value, str):
+        return Lazy(Expr(value, loc), None)
+    return Literal(value)
+
+
+def _expand_part(doc: LocatedMap, file: str, part: str, scope: Scope, diags: Diagnostics,
+                 taps: dict[str, str] | None = None, requires: set[str] | None = None,
+                 input_ref: str | None = INPUT) -> tuple[_Expander, list[Node], str | None, _Body]:
+    ex = _Expander(doc, file, part, diags, taps, requires, scope)
+    body = _Body(_PREFIX[part], scope, input_ref, (), top_level=True, in_block=False)
+    last = ex.expand_body(doc.get("layers"), body, 0)
+    output = last
+    if isinstance(doc.get("output"), str):
+        output = ex.resolve(body, doc["output"], location_of(doc, ("output",)))
+    nodes = ex.finish()
+    output = ex.real(output) if output else output
+    return ex, nodes, output, body
+
+
+def expand_encoder(doc: LocatedMap, file: str, diags: Diagnostics,
+                   overrides: dict | None = None, override_loc: Location | None = None) -> Part:
+    """Expand an encoder document: its layers, taps and output."""
+    scope = Scope(frozen_map(_param_bindings(doc, overrides, file, diags, "the encoder", override_loc)))
+    ex, nodes, output, body = _expand_part(doc, file, "encoder", scope, diags)
+    taps = []
+    for tap_name, ref in (doc.get("taps") or {}).items():
+        if not isinstance(ref, str):
+            continue
+        loc = location_of(doc, ("taps", tap_name))
+        target = ex.real(ex.resolve(body, ref, loc))
+        taps.append(Tap(tap_name, target, loc))
+    return Part(nodes, output, taps, scope)
+
+
+def _meta_scope(doc: LocatedMap, file: str, diags: Diagnostics, num_classes: int | None,
+                overrides: dict | None, taps: dict[str, str] | None, encoder_output: str | None,
+                override_loc: Location | None) -> Scope:
+    bindings = _param_bindings(doc, overrides, file, diags, "the meta-architecture", override_loc)
+    bindings["num_classes"] = Literal(num_classes if num_classes is not None else 21)
+    tap_names = taps if taps is not None else {t: INPUT for t in (doc.get("requires") or [])}
+    for name, node in tap_names.items():
+        bindings[f"encoder.{name}.channels"] = ChannelsOf(node)
+    if encoder_output is not None or taps is None:
+        bindings["encoder.output.channels"] = ChannelsOf(encoder_output or INPUT)
+    return Scope(frozen_map(bindings))
+
+
+def expand_meta_alone(doc: LocatedMap, file: str, diags: Diagnostics) -> Part:
+    """Expand a meta without an encoder, to check its names and references."""
+    requires = set(doc.get("requires") or [])
+    scope = _meta_scope(doc, file, diags, None, None, None, None, None)
+    ex, nodes, output, _ = _expand_part(doc, file, "meta", scope, diags, None, requires, None)
+    return Part(nodes, output, [], scope)
+
+
+def expand_model(encoder_doc: LocatedMap, encoder_file: str, meta_doc: LocatedMap, meta_file: str,
+                 diags: Diagnostics, *, name: str, num_classes: int,
+                 encoder_params: dict | None = None, meta_params: dict | None = None,
+                 default_input: tuple[int, int] | None = None,
+                 files: dict[str, str] | None = None, model_loc: Location | None = None) -> Graph:
+    """Expand an encoder and a meta into one graph; the meta reads encoder taps."""
+    enc = expand_encoder(encoder_doc, encoder_file, diags, encoder_params, model_loc)
+    taps = {t.name: t.node for t in enc.taps}
+    meta_loc = location_of(meta_doc, ("requires",))
+    for req in meta_doc.get("requires") or []:
+        if req not in taps:
+            diags.error(f"the meta-architecture requires tap '{req}', which the encoder "
+                        f"'{encoder_doc.get('name')}' does not declare", meta_loc,
+                        hint=did_you_mean(req, taps) or f"encoder taps: {', '.join(sorted(taps)) or 'none'}",
+                        notes=(f"encoder taps are declared at {location_of(encoder_doc, ('taps',))}",))
+    taps_with_output = dict(taps)
+    if enc.output:
+        taps_with_output.setdefault("output", enc.output)
+    scope = _meta_scope(meta_doc, meta_file, diags, num_classes, meta_params, taps_with_output,
+                        enc.output, model_loc)
+    _, meta_nodes, output, _ = _expand_part(meta_doc, meta_file, "meta", scope, diags,
+                                            taps_with_output, None, INPUT)
+    info = {}
+    for key in ("output_stride",):
+        if key in encoder_doc:
+            info[f"encoder_{key}"] = encoder_doc[key]
+        if key in meta_doc:
+            info[f"meta_{key}"] = meta_doc[key]
+    info["meta_requires"] = tuple(meta_doc.get("requires") or ())
+    return Graph(
+        name=name,
+        nodes=tuple(enc.nodes + meta_nodes),
+        output=output or (enc.output or INPUT),
+        taps=tuple(enc.taps),
+        input_channels=int(encoder_doc.get("input_channels", 3)),
+        default_input=default_input,
+        num_classes=num_classes,
+        files=frozen_map(files or {}),
+        info=frozen_map(info),
+    )
+
+
+def encoder_graph(doc: LocatedMap, file: str, diags: Diagnostics) -> Graph:
+    """An encoder on its own, as a graph whose output is its last layer (for `validate`)."""
+    enc = expand_encoder(doc, file, diags)
+    size = doc.get("input")
+    return Graph(
+        name=str(doc.get("name", "encoder")),
+        nodes=tuple(enc.nodes),
+        output=enc.output or INPUT,
+        taps=tuple(enc.taps),
+        input_channels=int(doc.get("input_channels", 3)),
+        default_input=tuple(size) if isinstance(size, list) and len(size) == 2 else None,
+        files=frozen_map({"encoder": file}),
+    )

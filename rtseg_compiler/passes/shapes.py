@@ -1,0 +1,239 @@
+"""Pass 3: evaluate every attribute and infer every tensor type, in pure Python.
+
+Walks the linked graph in order. For each node it evaluates the spec's
+expressions (``in_channels`` is the node's first input's channel count),
+type-checks them against the op's fields, applies the op's ``complete`` hook
+(derived defaults, cross-field checks) and ``infer`` rule, and records a
+:class:`~rtseg_compiler.ir.TensorType`. Errors are collected per node; a node
+whose inputs failed is skipped rather than reported again.
+
+When a fusion node sees inputs of different sizes, the error suggests the
+nearest input sizes for which the whole graph is consistent (height and width
+are searched independently, since no op mixes the two).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from fractions import Fraction
+from typing import Any, Mapping
+
+from ..diagnostics import Diagnostics, Location, did_you_mean
+from ..ir import INPUT, Expr, Graph, Node, Resolved, TensorType, frozen_map
+from ..ops import REGISTRY, OpError
+from ..ops.base import REQUIRED, Field
+from ..spec.expr import ExprError
+from .env import Env, evaluate_value
+
+__all__ = ["infer_shapes", "suggest_input_sizes", "MAX_SPATIAL"]
+
+#: 16k x 16k is beyond any segmentation input; larger sizes are typos.
+MAX_SPATIAL = 16_384
+#: No real layer has more than a few tens of thousands of channels.
+MAX_CHANNELS = 1_000_000
+_TAP_STRIDE = re.compile(r"^stride(\d+)$")
+
+
+class _Skip(Exception):
+    """An input of this node failed; its own error was already reported."""
+
+
+def _typed(value: Any, f: Field, name: str) -> Any:
+    """Check an evaluated value against its field kind; pairs become (h, w) tuples."""
+    if f.kind == "pair":
+        items = list(value) if isinstance(value, (list, tuple)) else [value, value]
+        return tuple(_typed_int(v, f, name) for v in items)
+    if f.kind == "int":
+        return _typed_int(value, f, name)
+    if f.kind == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise OpError(f"{name} must be a number, got {value!r}", field=name)
+        if f.minimum is not None and value < f.minimum:
+            raise OpError(f"{name}={value} is below the minimum {f.minimum}", field=name)
+        return value
+    if f.kind == "bool":
+        if not isinstance(value, bool):
+            raise OpError(f"{name} must be true or false, got {value!r}", field=name)
+        return value
+    if f.kind == "choice":
+        if value not in f.choices:
+            raise OpError(f"{name}={value!r} is not one of {', '.join(f.choices)}", field=name,
+                          hint=did_you_mean(str(value), f.choices))
+        return value
+    raise OpError(f"unknown field kind {f.kind}")  # pragma: no cover
+
+
+def _typed_int(value: Any, f: Field, name: str) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OpError(f"{name} must be an integer, got {value!r}", field=name,
+                      hint="wrap the expression in int() or round()" if isinstance(value, float) else None)
+    if f.minimum is not None and value < f.minimum:
+        what = "positive" if f.minimum == 1 else f"at least {f.minimum}"
+        raise OpError(f"{name} must be {what}, got {value}", field=name)
+    if value > MAX_CHANNELS:
+        raise OpError(f"{name}={value:,} is beyond the limit of {MAX_CHANNELS:,}", field=name)
+    return value
+
+
+def _evaluate_attrs(node: Node, env: Env) -> dict[str, Any]:
+    op = REGISTRY[node.op]
+    attrs: dict[str, Any] = {}
+    for name, f in op.fields.items():
+        raw = node.attrs.get(name, f.default)
+        if raw is REQUIRED:
+            raise OpError(f"op '{node.op}' needs '{name}'", field=name)
+        if raw is None:
+            attrs[name] = None
+            continue
+        if f.kind == "choice":
+            attrs[name] = _typed(raw, f, name)
+            continue
+        try:
+            if isinstance(raw, tuple):
+                value = tuple(evaluate_value(v, env) for v in raw)
+            else:
+                value = evaluate_value(raw, env)
+        except (ExprError, KeyError) as exc:
+            msg = str(exc) if isinstance(exc, ExprError) else f"unknown name {exc}"
+            raise OpError(f"{name}: {msg}", field=name) from None
+        attrs[name] = _typed(value, f, name)
+    return attrs
+
+
+def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
+                 *, suggest: bool = True, spatial_dims: set[str] | None = None) -> Resolved:
+    """Resolve attributes and types for an input of ``input_size`` = (height, width)."""
+    h, w = input_size
+    image = TensorType(graph.input_channels, h, w, Fraction(1))
+    types: dict[str, TensorType] = {INPUT: image}
+    failed: set[str] = set()
+    resolved_nodes = []
+    spatial_errors = []
+
+    def channels_of(ref: str) -> int:
+        if ref in failed:
+            raise _Skip
+        if ref not in types:
+            raise ExprError(f"the channels of '{ref}' are not known here")
+        return types[ref].channels
+
+    for node in graph.nodes:
+        op = REGISTRY.get(node.op)
+        if op is None:
+            diags.error(f"unknown op '{node.op}'", node.loc, notes=node.origin)
+            failed.add(node.name)
+            continue
+        if any(i in failed for i in node.inputs):
+            failed.add(node.name)
+            continue
+        ins = [types[i] for i in node.inputs]
+        lo, hi = op.arity
+        if len(ins) < lo or (hi is not None and len(ins) > hi):
+            want = f"{lo}" if lo == hi else (f"at least {lo}" if hi is None else f"{lo} to {hi}")
+            diags.error(f"op '{node.op}' takes {want} input{'s' if want != '1' else ''}, "
+                        f"got {len(ins)}", node.loc, notes=node.origin,
+                        hint="list them with 'inputs: [a, b]'" if lo > 1 else None)
+            failed.add(node.name)
+            continue
+        env = Env(node.scope, channels_of, lambda ins=ins: ins[0].channels)
+        try:
+            attrs = _evaluate_attrs(node, env)
+            attrs = op.complete(attrs, ins)
+            out = op.infer(attrs, ins)
+            _check_output(node, out, ins)
+        except _Skip:
+            failed.add(node.name)
+            continue
+        except OpError as exc:
+            loc = node.attr_loc(exc.field) if exc.field and exc.field != "inputs" else node.loc
+            if exc.field == "inputs" and "inputs" in node.attr_locs:
+                loc = node.attr_locs["inputs"]
+            message = f"{exc} (layer '{_short(node.name)}')"
+            if exc.spatial:
+                if spatial_dims is not None:
+                    spatial_dims.update(exc.dims)
+                message = f"{exc} at layer '{_short(node.name)}' for input {h}x{w}"
+                spatial_errors.append((node, message, exc.hint, loc))
+            else:
+                diags.error(message, loc, hint=exc.hint, notes=node.origin)
+            failed.add(node.name)
+            continue
+        types[node.name] = out
+        resolved_nodes.append(node.replace(attrs=frozen_map(attrs)))
+    if spatial_errors:
+        hint_sizes = suggest_input_sizes(graph, input_size) if suggest else None
+        for node, message, hint, loc in spatial_errors:
+            if hint_sizes:
+                hint = f"input sizes that work nearby: {hint_sizes}"
+            diags.error(message, loc, hint=hint, notes=node.origin)
+    if not diags.has_errors:
+        _check_taps(graph, types, diags)
+    resolved = graph.replace(nodes=tuple(resolved_nodes))
+    return Resolved(resolved, image, frozen_map(types))
+
+
+def _short(name: str) -> str:
+    return name.split(".", 1)[1] if "." in name else name
+
+
+def _check_output(node: Node, out: TensorType, ins: list[TensorType]) -> None:
+    if out.height < 1 or out.width < 1:
+        src = ins[0]
+        raise OpError(f"output would be {out.height}x{out.width}: the {src.height}x{src.width} "
+                      f"input is too small for this layer", spatial=True,
+                      dims=("h" if out.height < 1 else "") + ("w" if out.width < 1 else ""),
+                      hint="use a larger input, or less stride/padding")
+    if out.height > MAX_SPATIAL or out.width > MAX_SPATIAL:
+        raise OpError(f"output {out.height}x{out.width} is beyond {MAX_SPATIAL} pixels a side",
+                      spatial=False)
+
+
+def _check_taps(graph: Graph, types: Mapping[str, TensorType], diags: Diagnostics) -> None:
+    """A tap named strideN must sit on a map of stride N; the contract metas rely on."""
+    for tap in graph.taps:
+        match = _TAP_STRIDE.match(tap.name)
+        if not match or tap.node not in types:
+            continue
+        want = int(match.group(1))
+        have = types[tap.node].stride
+        if have != want:
+            diags.error(f"tap '{tap.name}' points at '{_short(tap.node)}', whose stride is "
+                        f"{_fmt_stride(have)}, not {want}", tap.loc,
+                        hint=f"tap a layer at stride {want}, or rename the tap 'stride{_fmt_stride(have)}'")
+
+
+def _fmt_stride(stride: Fraction) -> str:
+    return str(stride.numerator) if stride.denominator == 1 else str(stride)
+
+
+def suggest_input_sizes(graph: Graph, input_size: tuple[int, int], radius: int = 128) -> str | None:
+    """Nearest heights and widths for which the graph's shapes are consistent.
+
+    No op mixes height and width, so each is searched on its own: a height is
+    good when no size error concerns the height dimension.
+    """
+    h, w = input_size
+
+    def bad_dims(size: tuple[int, int]) -> set[str]:
+        found: set[str] = set()
+        infer_shapes(graph, size, Diagnostics(), suggest=False, spatial_dims=found)
+        return found
+
+    def nearest(dim: str, current: int, make) -> list[int]:
+        found: list[int] = []
+        for delta in range(radius + 1):
+            for cand in sorted({current - delta, current + delta}):
+                if cand >= 1 and dim not in bad_dims(make(cand)):
+                    found.append(cand)
+            if len(found) >= 2:
+                break
+        return found[:2]
+
+    heights = nearest("h", h, lambda c: (c, w))
+    widths = nearest("w", w, lambda c: (h, c))
+    if not heights or not widths:
+        return None
+    return ", ".join(dict.fromkeys(f"{a}x{b}" for a in heights for b in widths))

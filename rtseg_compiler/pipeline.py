@@ -1,0 +1,144 @@
+"""The compiler driver: files in, analysed graph out. Imports no torch.
+
+``analyze`` runs load -> schema -> expand -> link -> infer_shapes -> count and
+returns an :class:`Analysis`; every problem on the way is collected into one
+:class:`~rtseg_compiler.diagnostics.SpecError`. ``validate_file`` runs the
+checks that make sense for one file of any kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from .diagnostics import Diagnostic, Diagnostics, Location, SpecError
+from .ir import Graph, Resolved
+from .passes import count, infer_shapes, link
+from .passes.count import Audit
+from .passes.expand import encoder_graph, expand_meta_alone, expand_model
+from .spec.load import LocatedMap, load_spec_file, location_of
+from .spec.schema import validate_document
+
+__all__ = ["Analysis", "analyze", "load_graph", "validate_file", "DEFAULT_ENCODER_INPUT"]
+
+#: The ImageNet size, for checking an encoder on its own when it names none.
+DEFAULT_ENCODER_INPUT = (224, 224)
+#: Cityscapes at half resolution, the RTSeg training size.
+DEFAULT_MODEL_INPUT = (512, 1024)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything the compiler knows about a model without torch."""
+
+    graph: Graph
+    resolved: Resolved
+    audit: Audit
+    warnings: tuple[Diagnostic, ...] = field(default=())
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return (self.resolved.input.height, self.resolved.input.width)
+
+
+def _load_checked(path: str | Path, diags: Diagnostics, expected: str | None = None,
+                  referenced_at: Location | None = None) -> LocatedMap | None:
+    try:
+        doc = load_spec_file(path)
+    except SpecError as exc:
+        if referenced_at is not None:
+            notes = (f"referenced at {referenced_at}",)
+            diags.extend(Diagnostic(d.message, d.loc, d.severity, d.hint, d.notes + notes)
+                         for d in exc.diagnostics)
+        else:
+            diags.extend(exc.diagnostics)
+        return None
+    problems = validate_document(doc, str(path), expected)
+    diags.extend(problems)
+    return None if problems else doc
+
+
+def _resolve_relative(model_path: Path, ref: str) -> Path:
+    candidate = Path(ref)
+    return candidate if candidate.is_absolute() else (model_path.parent / candidate)
+
+
+def load_graph(path: str | Path | None = None, *, encoder: str | Path | None = None,
+               meta: str | Path | None = None, num_classes: int | None = None,
+               diags: Diagnostics | None = None) -> Graph:
+    """Expand a model file, an encoder file, or an encoder + meta pair into one graph."""
+    diags = diags if diags is not None else Diagnostics()
+    if path is None and (encoder is None or meta is None):
+        diags.error("give a model spec, or both --encoder and --meta")
+        diags.raise_if_errors()
+    if path is not None:
+        doc = _load_checked(path, diags)
+        diags.raise_if_errors()
+        kind = doc["kind"]
+        if kind == "encoder":
+            graph = encoder_graph(doc, str(path), diags)
+            diags.raise_if_errors()
+            return graph
+        if kind == "meta":
+            diags.error("a meta-architecture has no shapes on its own", location_of(doc, ("kind",)),
+                        hint="compile a model file, or pass --encoder E.yaml --meta M.yaml")
+            diags.raise_if_errors()
+        model_path = Path(path)
+        enc_path = _resolve_relative(model_path, doc["encoder"])
+        meta_path = _resolve_relative(model_path, doc["meta"])
+        enc_doc = _load_checked(enc_path, diags, "encoder", location_of(doc, ("encoder",)))
+        meta_doc = _load_checked(meta_path, diags, "meta", location_of(doc, ("meta",)))
+        diags.raise_if_errors()
+        size = doc.get("input")
+        graph = expand_model(
+            enc_doc, str(enc_path), meta_doc, str(meta_path), diags,
+            name=str(doc.get("name") or model_path.stem),
+            num_classes=num_classes or doc["num_classes"],
+            encoder_params=doc.get("encoder_params"), meta_params=doc.get("meta_params"),
+            default_input=tuple(size) if size else None,
+            files={"model": str(model_path), "encoder": str(enc_path), "meta": str(meta_path)},
+            model_loc=location_of(doc, ()),
+        )
+    else:
+        enc_doc = _load_checked(encoder, diags, "encoder")
+        meta_doc = _load_checked(meta, diags, "meta")
+        diags.raise_if_errors()
+        graph = expand_model(
+            enc_doc, str(encoder), meta_doc, str(meta), diags,
+            name=f"{meta_doc.get('name')}_{enc_doc.get('name')}",
+            num_classes=num_classes or 21, files={"encoder": str(encoder), "meta": str(meta)},
+        )
+    diags.raise_if_errors()
+    return graph
+
+
+def analyze(path: str | Path | None = None, input_size: tuple[int, int] | None = None,
+            num_classes: int | None = None, *, encoder: str | Path | None = None,
+            meta: str | Path | None = None, keep_unused: bool = False) -> Analysis:
+    """Run every torch-free pass; raises SpecError listing all problems found."""
+    diags = Diagnostics()
+    graph = load_graph(path, encoder=encoder, meta=meta, num_classes=num_classes, diags=diags)
+    linked = link(graph, diags, keep_unused=keep_unused)
+    diags.raise_if_errors()
+    size = input_size or linked.default_input or (
+        DEFAULT_MODEL_INPUT if "meta" in linked.files else DEFAULT_ENCODER_INPUT)
+    resolved = infer_shapes(linked, tuple(size), diags)
+    diags.raise_if_errors()
+    return Analysis(linked, resolved, count(resolved), diags.warnings)
+
+
+def validate_file(path: str | Path, input_size: tuple[int, int] | None = None) -> list[Diagnostic]:
+    """All diagnostics (errors and warnings) for one spec file of any kind."""
+    diags = Diagnostics()
+    doc = _load_checked(path, diags)
+    if doc is None:
+        return diags.items
+    if doc["kind"] == "meta":
+        part = expand_meta_alone(doc, str(path), diags)
+        if not diags.has_errors:
+            g = Graph(str(doc.get("name")), tuple(part.nodes), part.output or "input")
+            link(g, diags)
+        return diags.items
+    try:
+        return list(analyze(path, input_size).warnings)
+    except SpecError as exc:
+        return list(exc.diagnostics)

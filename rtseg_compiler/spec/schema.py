@@ -1,0 +1,321 @@
+"""JSON Schemas (draft 2020-12) for the three spec kinds, generated from the op registry.
+
+The per-op part of the layer schema comes from each op's ``fields``, so the
+schema an editor sees and the attributes the compiler accepts cannot drift.
+The generated schemas ship as package data (``rtseg_compiler/schemas``) and
+``rtsegc schema KIND`` prints them; a test checks the shipped files are current
+(regenerate with ``python -m rtseg_compiler.spec.schema --write``).
+
+Validation turns each jsonschema error into a located diagnostic that names
+the field, the offending value and what would be valid.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import jsonschema
+
+from ..diagnostics import Diagnostic, did_you_mean
+from ..ops import REGISTRY, Field
+from ..ops.base import REQUIRED
+from .load import LocatedMap, location_of
+
+__all__ = ["KINDS", "schema_for", "validate_document", "SCHEMA_DIR", "LAYER_KEYS", "BLOCK_USE_KEYS"]
+
+KINDS = ("encoder", "meta", "model")
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+REF_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$"
+
+#: Keys every op layer may have besides its op's fields.
+LAYER_KEYS = ("name", "op", "input", "inputs", "repeat", "doc")
+#: Keys of a block use besides the block's own parameters.
+BLOCK_USE_KEYS = ("name", "block", "input", "repeat", "doc")
+
+_EXPR = {"type": "string", "minLength": 1, "description": "an expression over spec parameters"}
+
+
+def _field_schema(f: Field) -> dict[str, Any]:
+    doc = {"description": f.doc} if f.doc else {}
+    if f.kind == "int":
+        s: dict[str, Any] = {"type": ["integer", "string"]}
+        if f.minimum is not None:
+            s["minimum"] = f.minimum
+    elif f.kind == "pair":
+        item: dict[str, Any] = {"type": ["integer", "string"]}
+        if f.minimum is not None:
+            item["minimum"] = f.minimum
+        s = {**item, "type": ["integer", "string", "array"], "items": item,
+             "minItems": 2, "maxItems": 2}
+    elif f.kind == "number":
+        s = {"type": ["number", "string"]}
+        if f.minimum is not None:
+            s["minimum"] = f.minimum
+    elif f.kind == "bool":
+        s = {"type": ["boolean", "string"]}
+    elif f.kind == "choice":
+        s = {"enum": list(f.choices)}
+    else:  # pragma: no cover - a registry bug, caught by the schema test
+        raise ValueError(f"unknown field kind {f.kind!r}")
+    if f.default is not REQUIRED and f.default is not None:
+        s["default"] = list(f.default) if isinstance(f.default, tuple) else f.default
+    return {**s, **doc}
+
+
+def _ref_schema() -> dict[str, Any]:
+    return {"type": "string", "pattern": REF_PATTERN}
+
+
+def _layer_schema() -> dict[str, Any]:
+    common = {
+        "name": {"type": "string", "pattern": NAME_PATTERN},
+        "input": _ref_schema(),
+        "inputs": {"type": "array", "items": _ref_schema(), "minItems": 1},
+        "repeat": {"type": ["integer", "string"], "minimum": 1},
+        "doc": {"type": "string"},
+    }
+    per_op = []
+    for name in sorted(REGISTRY):
+        op = REGISTRY[name]
+        per_op.append({
+            "if": {"properties": {"op": {"const": name}}, "required": ["op"]},
+            "then": {
+                "description": op.summary,
+                "properties": {**common, "op": {"const": name},
+                               **{k: _field_schema(f) for k, f in op.fields.items()}},
+                "required": ["op", *op.required],
+                "additionalProperties": False,
+            },
+        })
+    op_layer = {
+        "required": ["op"],
+        "properties": {"op": {"enum": sorted(REGISTRY)}},
+        "not": {"required": ["input", "inputs"]},
+        "allOf": per_op,
+    }
+    block_use = {
+        "required": ["name", "block"],
+        "properties": {
+            "name": common["name"], "block": {"type": "string", "pattern": NAME_PATTERN},
+            "input": common["input"], "repeat": common["repeat"], "doc": common["doc"],
+        },
+        "additionalProperties": {"type": ["number", "string", "boolean"]},
+    }
+    return {
+        "type": "object",
+        "if": {"required": ["block"]},
+        "then": block_use,
+        "else": op_layer,
+    }
+
+
+def _params_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "propertyNames": {"pattern": NAME_PATTERN},
+        "additionalProperties": {"type": ["number", "string", "boolean"]},
+    }
+
+
+def _body_props() -> dict[str, Any]:
+    return {
+        "blocks": {
+            "type": "object",
+            "propertyNames": {"pattern": NAME_PATTERN},
+            "additionalProperties": {
+                "type": "object",
+                "required": ["layers"],
+                "properties": {
+                    "doc": {"type": "string"},
+                    "params": {
+                        "type": "object",
+                        "propertyNames": {"pattern": NAME_PATTERN},
+                        "additionalProperties": {"type": ["number", "string", "boolean", "null"]},
+                    },
+                    "layers": {"type": "array", "items": {"$ref": "#/$defs/layer"}, "minItems": 1},
+                    "output": _ref_schema(),
+                },
+                "additionalProperties": False,
+            },
+        },
+        "layers": {"type": "array", "items": {"$ref": "#/$defs/layer"}, "minItems": 1},
+        "output": _ref_schema(),
+    }
+
+
+def _size_schema() -> dict[str, Any]:
+    return {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2}
+
+
+def schema_for(kind: str) -> dict[str, Any]:
+    """The JSON Schema of one spec kind ('encoder', 'meta' or 'model')."""
+    head = {"$schema": DIALECT, "$id": f"https://rtseg-compiler.invalid/schemas/{kind}.json",
+            "title": f"rtseg_compiler {kind} spec"}
+    base = {"kind": {"const": kind}, "name": {"type": "string", "pattern": NAME_PATTERN},
+            "doc": {"type": "string"}}
+    if kind == "model":
+        return {
+            **head, "type": "object",
+            "required": ["kind", "encoder", "meta", "num_classes"],
+            "properties": {
+                **base,
+                "encoder": {"type": "string", "minLength": 1, "description": "path, relative to this file"},
+                "meta": {"type": "string", "minLength": 1, "description": "path, relative to this file"},
+                "num_classes": {"type": "integer", "minimum": 1},
+                "input": {**_size_schema(), "description": "default input [height, width]"},
+                "encoder_params": _params_schema(),
+                "meta_params": _params_schema(),
+            },
+            "additionalProperties": False,
+        }
+    props = {**base, "params": _params_schema(), **_body_props()}
+    required = ["kind", "name", "layers"]
+    if kind == "encoder":
+        props["taps"] = {"type": "object", "propertyNames": {"pattern": NAME_PATTERN},
+                         "additionalProperties": _ref_schema()}
+        props["input"] = {**_size_schema(), "description": "input [height, width] for checking alone"}
+        props["input_channels"] = {"type": "integer", "minimum": 1}
+        props["output_stride"] = {"type": "integer", "minimum": 1}
+    elif kind == "meta":
+        props["requires"] = {"type": "array", "items": {"type": "string", "pattern": NAME_PATTERN},
+                             "uniqueItems": True}
+        props["output_stride"] = {"type": "integer", "enum": [8, 16, 32],
+                                  "description": "the encoder output stride this meta needs"}
+    else:
+        raise ValueError(f"unknown spec kind {kind!r}")
+    return {**head, "type": "object", "required": required, "properties": props,
+            "additionalProperties": False, "$defs": {"layer": _layer_schema()}}
+
+
+_VALIDATORS: dict[str, jsonschema.Draft202012Validator] = {}
+
+
+def _validator(kind: str) -> jsonschema.Draft202012Validator:
+    if kind not in _VALIDATORS:
+        schema = schema_for(kind)
+        jsonschema.Draft202012Validator.check_schema(schema)
+        _VALIDATORS[kind] = jsonschema.Draft202012Validator(schema)
+    return _VALIDATORS[kind]
+
+
+def _path_text(path: Any) -> str:
+    out = ""
+    for step in path:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
+    return out or "(top level)"
+
+
+def validate_document(doc: Any, file: str, expected_kind: str | None = None) -> list[Diagnostic]:
+    """Schema diagnostics for one loaded spec document, each located in ``file``."""
+    root_loc = location_of(doc, ())
+    if not isinstance(doc, dict):
+        return [Diagnostic(f"a spec file must be a mapping, not {type(doc).__name__}", root_loc,
+                           hint="start with 'kind: encoder', 'kind: meta' or 'kind: model'")]
+    kind = doc.get("kind")
+    if kind not in KINDS:
+        loc = location_of(doc, ("kind",)) if "kind" in doc else root_loc
+        hint = did_you_mean(str(kind), KINDS) or f"one of {', '.join(KINDS)}"
+        what = "missing 'kind'" if "kind" not in doc else f"unknown kind {kind!r}"
+        return [Diagnostic(what, loc, hint=hint)]
+    if expected_kind and kind != expected_kind:
+        return [Diagnostic(f"expected a {expected_kind} spec, found kind '{kind}'",
+                           location_of(doc, ("kind",)))]
+    out = []
+    errors = sorted(_validator(kind).iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
+    for error in errors:
+        out.extend(_explain(error, doc))
+    return out
+
+
+def _explain(error: jsonschema.ValidationError, doc: Any) -> Iterator[Diagnostic]:
+    path = tuple(error.absolute_path)
+    where = _path_text(path)
+    loc = location_of(doc, path)
+    v, value = error.validator, error.instance
+    if v == "additionalProperties" and isinstance(value, dict):
+        allowed = set(error.schema.get("properties", {}))
+        owner = f"op '{value.get('op')}'" if "op" in value else where
+        for key in value:
+            if key not in allowed:
+                hint = did_you_mean(key, allowed) or f"allowed: {', '.join(sorted(allowed))}"
+                key_loc = location_of(doc, (*path, key), key=True)
+                yield Diagnostic(f"unknown field '{key}' in {owner}", key_loc, hint=hint)
+        return
+    if v == "required":
+        missing = [k for k in error.validator_value if k not in value]
+        owner = f"op '{value.get('op')}'" if isinstance(value, dict) and "op" in value else where
+        for key in missing:
+            yield Diagnostic(f"{owner} is missing required field '{key}'", loc)
+        return
+    if v == "enum":
+        hint = did_you_mean(str(value), map(str, error.validator_value))
+        choices = ", ".join(map(str, error.validator_value))
+        if path and path[-1] == "op":
+            yield Diagnostic(f"unknown op '{value}'", loc, hint=hint or f"known ops: {choices}")
+        else:
+            yield Diagnostic(f"{where}: {value!r} is not one of {choices}", loc, hint=hint)
+        return
+    if v == "const":
+        yield Diagnostic(f"{where}: expected {error.validator_value!r}, got {value!r}", loc)
+        return
+    if v == "type":
+        wanted = error.validator_value
+        wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
+        wanted = wanted.replace("string", "expression string")
+        yield Diagnostic(f"{where}: expected {wanted}, got {_describe(value)}", loc)
+        return
+    if v == "minimum":
+        yield Diagnostic(f"{where}: {value!r} is below the minimum {error.validator_value}", loc)
+        return
+    if v == "pattern":
+        yield Diagnostic(f"{where}: {value!r} is not a valid name", loc,
+                         hint="names are letters, digits and '_', not starting with a digit; "
+                              "references may be dotted ('encoder.stride16')")
+        return
+    if v in ("minItems", "maxItems"):
+        yield Diagnostic(f"{where}: {error.message}", loc,
+                         hint="sizes and pairs are written [height, width]")
+        return
+    if v == "not" and isinstance(value, dict) and "input" in value and "inputs" in value:
+        yield Diagnostic("a layer takes 'input' or 'inputs', not both", loc)
+        return
+    if v == "propertyNames":
+        yield Diagnostic(f"{where}: {error.message}", loc)
+        return
+    yield Diagnostic(f"{where}: {error.message}", loc)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if value is None:
+        return "null (empty value)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for kind in KINDS:
+        path = directory / f"{kind}.schema.json"
+        path.write_text(json.dumps(schema_for(kind), indent=2) + "\n")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":  # pragma: no cover - maintenance entry point
+    if "--write" in sys.argv:
+        for p in write_schemas():
+            print(p)
+    else:
+        print(json.dumps({k: schema_for(k) for k in KINDS}, indent=2))
