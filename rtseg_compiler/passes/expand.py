@@ -438,7 +438,7 @@ def expand_meta_alone(doc: LocatedMap, file: str, diags: Diagnostics) -> Part:
     """Expand a meta without an encoder, to check its names and references."""
     requires = set(doc.get("requires") or [])
     scope = _meta_scope(doc, file, diags, None, None, None, None, None)
-    ex, nodes, output, _ = _expand_part(doc, file, "meta", scope, diags, None, requires, None)
+    ex, nodes, output, _ = _expand_part(doc, file, "meta", scope, diags, None, requires, INPUT)
     return Part(nodes, output, [], scope)
 
 

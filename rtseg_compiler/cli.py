@@ -1,0 +1,337 @@
+"""``rtsegc``: the command-line front end.
+
+Exit status: 0 success, 2 invalid spec or usage (diagnostics on stderr as
+``FILE:LINE:COL: error: MESSAGE``), 3 an internal compiler error (a bug: the
+message says how to report it; ``RTSEGC_DEBUG=1`` shows the traceback).
+``validate``, ``shapes``, ``flops``, ``schema`` and ``ops`` never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .diagnostics import Diagnostic, SpecError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_SPEC, EXIT_INTERNAL = 0, 2, 3
+
+
+class UsageError(Exception):
+    """A bad command line (not a bad spec); reported like argparse does."""
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'512x1024', '512,1024' or '512' (square) -> (height, width)."""
+    cleaned = text.lower().replace(",", "x").replace("*", "x")
+    parts = [p.strip() for p in cleaned.split("x") if p.strip()]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: write HxW, e.g. 512x1024") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1 or max(values) > 16384:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: write HxW with 1 <= H, W <= 16384")
+    return values[0], values[1]
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def human(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:g}"
+
+
+def _print_diagnostics(diags: Sequence[Diagnostic]) -> None:
+    for d in diags:
+        print(d.render(), file=sys.stderr)
+
+
+def _model_args(p: argparse.ArgumentParser, *, sizes: bool = True) -> None:
+    p.add_argument("model", nargs="?", help="model spec (or an encoder spec); "
+                   "or give --encoder and --meta instead")
+    p.add_argument("--encoder", metavar="E.yaml", help="encoder spec, with --meta, instead of a model")
+    p.add_argument("--meta", metavar="M.yaml", help="meta-architecture spec, with --encoder")
+    if sizes:
+        p.add_argument("--input", type=parse_size, metavar="HxW",
+                       help="input height x width (default: the model's 'input')")
+    p.add_argument("--num-classes", type=_positive, metavar="N", help="override the model's num_classes")
+
+
+def _analysis(args: argparse.Namespace, keep_unused: bool = False) -> Any:
+    from .pipeline import analyze
+
+    if args.model is None and not (args.encoder and args.meta):
+        raise UsageError("give a model spec, or both --encoder and --meta")
+    if args.model is not None and (args.encoder or args.meta):
+        raise UsageError("give either a model spec or --encoder/--meta, not both")
+    result = analyze(args.model, getattr(args, "input", None), args.num_classes,
+                     encoder=args.encoder, meta=args.meta, keep_unused=keep_unused)
+    _print_diagnostics(result.warnings)
+    return result
+
+
+# --------------------------------------------------------------------------- commands
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .pipeline import validate_file
+
+    status = EXIT_OK
+    for path in args.paths:
+        diags = validate_file(path, args.input)
+        _print_diagnostics(diags)
+        errors = [d for d in diags if d.severity == "error"]
+        if errors:
+            status = EXIT_SPEC
+            print(f"{path}: {len(errors)} error{'s' if len(errors) != 1 else ''}", file=sys.stderr)
+        elif not args.quiet:
+            print(f"{path}: ok")
+    return status
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: set[int] = frozenset()) -> str:
+    cells = [list(map(str, headers))] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for k, row in enumerate(cells):
+        parts = [c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(row)]
+        lines.append("  ".join(parts).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _stride(value: Any) -> str:
+    return str(value.numerator) if value.denominator == 1 else str(value)
+
+
+def _dilation(d: Sequence[int]) -> str:
+    return str(d[0]) if d[0] == d[1] else f"{d[0]}x{d[1]}"
+
+
+def cmd_shapes(args: argparse.Namespace) -> int:
+    result = _analysis(args)
+    rows = [(layer.name, layer.op, "x".join(map(str, layer.output_shape)), _stride(layer.stride),
+             _dilation(layer.dilation)) for layer in result.audit.layers]
+    image = result.resolved.input
+    print(f"{result.graph.name}: input {image.channels}x{image.height}x{image.width}")
+    print(_table(("name", "op", "output (CxHxW)", "stride", "dilation"), rows, right={3, 4}))
+    taps = ", ".join(f"{t.name}={t.node.split('.', 1)[1]}" for t in result.graph.taps)
+    if taps:
+        print(f"taps: {taps}")
+    return EXIT_OK
+
+
+def cmd_flops(args: argparse.Namespace) -> int:
+    from .passes.count import CONVENTIONS
+
+    result = _analysis(args, keep_unused=args.count_unused)
+    audit = result.audit
+    conv = args.convention
+    if args.json:
+        print(json.dumps(audit.to_json(conv), indent=2))
+        return EXIT_OK
+    unit = {"mac": "MACs", "flop": "FLOPs", "tf": "FLOPs (tf)"}[conv]
+    if args.per_layer:
+        rows = [(layer.name, layer.op, "x".join(map(str, layer.output_shape)), f"{layer.params:,}",
+                 f"{layer.value(conv):,}") for layer in audit.layers]
+        print(_table(("name", "op", "output", "params", unit), rows, right={3, 4}))
+        print()
+    n, c, h, w = audit.input
+    print(f"model        {audit.model}")
+    print(f"input        {n}x{c}x{h}x{w}")
+    print(f"output       {'x'.join(map(str, audit.output_shape))}")
+    print(f"params       {audit.params:,} ({human(audit.params)})")
+    print(f"MACs         {audit.macs:,} ({human(audit.macs)})")
+    print(f"FLOPs        {audit.flops:,} ({human(audit.flops)})")
+    if conv == "tf":
+        print(f"FLOPs (tf)   {audit.tf_flops:,} ({human(audit.tf_flops)})")
+    print(f"convention   {conv}: {CONVENTIONS[conv]}")
+    if args.count_unused:
+        print("             layers whose output is unused are counted (--count-unused)")
+    return EXIT_OK
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import compile_model
+    from .emit.torch_module import count_parameters
+
+    if args.model is None and not (args.encoder and args.meta):
+        raise UsageError("give a model spec, or both --encoder and --meta")
+    compiled = compile_model(args.model, args.input, args.num_classes, encoder=args.encoder, meta=args.meta)
+    _print_diagnostics(compiled.analysis.warnings)
+    audit = compiled.audit
+    params = count_parameters(compiled.module)
+    n, c, h, w = audit.input
+    with torch.device("meta"):
+        probe = torch.empty(1, c, h, w)
+    module = compiled.module
+    out_shape = tuple(module.to("meta")(probe).shape) if args.check_forward else audit.output_shape
+    ok_params = params == audit.params
+    ok_shape = tuple(out_shape) == tuple(audit.output_shape)
+    print(f"compiled     {audit.model} ({len(audit.layers)} layers)")
+    print(f"input        {n}x{c}x{h}x{w}")
+    print(f"output       {'x'.join(map(str, out_shape))} "
+          f"({'matches' if ok_shape else 'DIFFERS FROM'} inferred {'x'.join(map(str, audit.output_shape))})")
+    print(f"params       {params:,} ({'matches' if ok_params else 'DIFFERS FROM'} audit {audit.params:,})")
+    print(f"MACs         {audit.macs:,} ({human(audit.macs)});  FLOPs {audit.flops:,} ({human(audit.flops)})")
+    if args.save_code:
+        Path(args.save_code).write_text(compiled.module.code)
+        print(f"forward code written to {args.save_code}")
+    if not (ok_params and ok_shape):
+        print("error: the emitted module disagrees with the audit (a compiler bug)", file=sys.stderr)
+        return EXIT_INTERNAL
+    return EXIT_OK
+
+
+def cmd_visualize(args: argparse.Namespace) -> int:
+    from .emit.dot import emit_dot
+
+    result = _analysis(args)
+    dot = emit_dot(result.resolved)
+    out = Path(args.output) if args.output else Path(f"{result.graph.name}.svg")
+    fmt = args.format or (out.suffix.lstrip(".") or "svg")
+    if fmt in ("dot", "gv"):
+        out.write_text(dot.source)
+        print(f"wrote {out}")
+        return EXIT_OK
+    import shutil
+    if shutil.which("dot") is None:
+        dot_path = out.with_suffix(".dot")
+        dot_path.write_text(dot.source)
+        print(f"error: rendering {fmt} needs Graphviz's 'dot' program (Debian: apt-get install graphviz); "
+              f"wrote the DOT source to {dot_path}", file=sys.stderr)
+        return EXIT_SPEC
+    data = dot.pipe(format=fmt)
+    out.write_bytes(data)
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .spec.schema import KINDS, schema_for
+
+    kinds = [args.kind] if args.kind else list(KINDS)
+    data = schema_for(kinds[0]) if len(kinds) == 1 else {k: schema_for(k) for k in kinds}
+    print(json.dumps(data, indent=2))
+    return EXIT_OK
+
+
+def cmd_ops(args: argparse.Namespace) -> int:
+    from .ops import REGISTRY
+    from .ops.base import REQUIRED
+
+    for name in sorted(REGISTRY):
+        op = REGISTRY[name]
+        fields = []
+        for key, f in op.fields.items():
+            if f.default is REQUIRED:
+                fields.append(f"{key}")
+            elif f.default is None:
+                fields.append(f"{key}=auto")
+            else:
+                fields.append(f"{key}={f.default}")
+        lo, hi = op.arity
+        arity = f"{lo}" if lo == hi else (f"{lo}+" if hi is None else f"{lo}-{hi}")
+        print(f"{name:<10} {op.summary}")
+        print(f"{'':<10} inputs: {arity}; fields: {', '.join(fields) or 'none'}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- entry
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rtsegc", description="Compile and audit YAML specs of real-time segmentation networks.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check spec files (exit 0 if all are valid, 2 otherwise)")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--input", type=parse_size, metavar="HxW", help="check shapes at this input size")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing for valid files")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("shapes", help="per-layer output shapes, strides and dilations")
+    _model_args(p)
+    p.set_defaults(func=cmd_shapes)
+
+    p = sub.add_parser("flops", help="parameters, MACs and FLOPs, computed from the spec alone")
+    _model_args(p)
+    p.add_argument("--per-layer", action="store_true", help="a row per layer")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--convention", choices=("mac", "flop", "tf"), default="flop",
+                   help="what the total counts: mac, flop = 2 x MACs (default), "
+                        "tf = TensorFlow profiler (RTSeg paper)")
+    p.add_argument("--count-unused", action="store_true",
+                   help="also count layers whose output is unused (TensorFlow's profiler did)")
+    p.set_defaults(func=cmd_flops)
+
+    p = sub.add_parser("compile", help="build the PyTorch module and check it against the audit")
+    _model_args(p)
+    p.add_argument("--save-code", metavar="FILE.py", help="write the generated forward() source")
+    p.add_argument("--no-forward", dest="check_forward", action="store_false",
+                   help="skip the shape-only forward pass on the meta device")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("visualize", help="draw the network with Graphviz")
+    _model_args(p)
+    p.add_argument("-o", "--output", metavar="FILE", help="output file (.svg, .png, .pdf or .dot)")
+    p.add_argument("--format", help="output format, when the file name does not say")
+    p.set_defaults(func=cmd_visualize)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of spec files, for editors")
+    p.add_argument("kind", nargs="?", choices=("encoder", "meta", "model"))
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("ops", help="list the ops and their fields")
+    p.set_defaults(func=cmd_ops)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except SpecError as exc:
+        _print_diagnostics(exc.diagnostics)
+        return EXIT_SPEC
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"rtsegc: error: {exc}", file=sys.stderr)
+        return EXIT_SPEC
+    except KeyboardInterrupt:
+        print("rtsegc: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+        if os.environ.get("RTSEGC_DEBUG"):
+            raise
+        print(f"rtsegc: internal compiler error: {type(exc).__name__}: {exc}\n"
+              "This is a bug in rtsegc, not in your spec. Re-run with RTSEGC_DEBUG=1 for the "
+              "traceback and report it.", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
