@@ -36,11 +36,12 @@ class CompiledModel:
 
 def compile_model(path: str | Path | None = None, input_size: tuple[int, int] | None = None,
                   num_classes: int | None = None, *, encoder: str | Path | None = None,
-                  meta: str | Path | None = None) -> CompiledModel:
+                  meta: str | Path | None = None, output_stride: int | None = None) -> CompiledModel:
     """Analyse a spec and emit its torch module; raises SpecError for an invalid spec."""
     from .emit.torch_module import emit_torch
 
-    analysis = analyze(path, input_size, num_classes, encoder=encoder, meta=meta)
+    analysis = analyze(path, input_size, num_classes, encoder=encoder, meta=meta,
+                       output_stride=output_stride)
     module = emit_torch(analysis.resolved, class_name=_class_name(analysis.graph.name))
     return CompiledModel(module, analysis.audit, analysis.resolved.graph, analysis)
 

@@ -72,6 +72,8 @@ def _model_args(p: argparse.ArgumentParser, *, sizes: bool = True) -> None:
         p.add_argument("--input", type=parse_size, metavar="HxW",
                        help="input height x width (default: the model's 'input')")
     p.add_argument("--num-classes", type=_positive, metavar="N", help="override the model's num_classes")
+    p.add_argument("--output-stride", type=int, choices=(8, 16, 32), metavar="{8,16,32}",
+                   help="rewrite encoder strides into dilations to reach this output stride")
 
 
 def _analysis(args: argparse.Namespace, keep_unused: bool = False) -> Any:
@@ -82,7 +84,8 @@ def _analysis(args: argparse.Namespace, keep_unused: bool = False) -> Any:
     if args.model is not None and (args.encoder or args.meta):
         raise UsageError("give either a model spec or --encoder/--meta, not both")
     result = analyze(args.model, getattr(args, "input", None), args.num_classes,
-                     encoder=args.encoder, meta=args.meta, keep_unused=keep_unused)
+                     encoder=args.encoder, meta=args.meta, keep_unused=keep_unused,
+                     output_stride=args.output_stride)
     _print_diagnostics(result.warnings)
     return result
 
@@ -176,7 +179,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     if args.model is None and not (args.encoder and args.meta):
         raise UsageError("give a model spec, or both --encoder and --meta")
-    compiled = compile_model(args.model, args.input, args.num_classes, encoder=args.encoder, meta=args.meta)
+    compiled = compile_model(args.model, args.input, args.num_classes, encoder=args.encoder, meta=args.meta,
+                             output_stride=args.output_stride)
     _print_diagnostics(compiled.analysis.warnings)
     audit = compiled.audit
     params = count_parameters(compiled.module)

@@ -14,6 +14,7 @@ from .diagnostics import Diagnostic, Diagnostics, Location, SpecError
 from .ir import Graph, Resolved
 from .passes import count, infer_shapes, link
 from .passes.count import Audit
+from .passes.dilate import VALID_OUTPUT_STRIDES, dilate
 from .passes.expand import encoder_graph, expand_meta_alone, expand_model
 from .spec.load import LocatedMap, load_spec_file, location_of
 from .spec.schema import validate_document
@@ -113,8 +114,13 @@ def load_graph(path: str | Path | None = None, *, encoder: str | Path | None = N
 
 def analyze(path: str | Path | None = None, input_size: tuple[int, int] | None = None,
             num_classes: int | None = None, *, encoder: str | Path | None = None,
-            meta: str | Path | None = None, keep_unused: bool = False) -> Analysis:
-    """Run every torch-free pass; raises SpecError listing all problems found."""
+            meta: str | Path | None = None, keep_unused: bool = False,
+            output_stride: int | None = None) -> Analysis:
+    """Run every torch-free pass; raises SpecError listing all problems found.
+
+    ``output_stride`` (8 or 16) rewrites encoder strides into dilations; by
+    default a meta that declares ``output_stride`` gets it.
+    """
     diags = Diagnostics()
     graph = load_graph(path, encoder=encoder, meta=meta, num_classes=num_classes, diags=diags)
     linked = link(graph, diags, keep_unused=keep_unused)
@@ -123,7 +129,28 @@ def analyze(path: str | Path | None = None, input_size: tuple[int, int] | None =
         DEFAULT_MODEL_INPUT if "meta" in linked.files else DEFAULT_ENCODER_INPUT)
     resolved = infer_shapes(linked, tuple(size), diags)
     diags.raise_if_errors()
-    return Analysis(linked, resolved, count(resolved), diags.warnings)
+    resolved = _apply_output_stride(resolved, output_stride, tuple(size), diags)
+    return Analysis(resolved.graph, resolved, count(resolved), diags.warnings)
+
+
+def _apply_output_stride(resolved: Resolved, requested: int | None, size: tuple[int, int],
+                         diags: Diagnostics) -> Resolved:
+    graph = resolved.graph
+    target = requested or graph.info.get("meta_output_stride")
+    if target is None:
+        return resolved
+    if target not in VALID_OUTPUT_STRIDES:
+        diags.error(f"output stride {target} is not one of {', '.join(map(str, VALID_OUTPUT_STRIDES))}")
+        diags.raise_if_errors()
+    natural = max((resolved.types[n.name].stride for n in graph.nodes if n.part == "encoder"),
+                  default=1)
+    if target >= natural:
+        return resolved
+    rewritten = dilate(resolved, target, diags)
+    diags.raise_if_errors()
+    again = infer_shapes(rewritten, size, diags, check_taps=False)
+    diags.raise_if_errors()
+    return again
 
 
 def validate_file(path: str | Path, input_size: tuple[int, int] | None = None) -> list[Diagnostic]:

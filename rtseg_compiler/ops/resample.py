@@ -81,7 +81,7 @@ def _crop_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorTy
                       f"{ref.height}x{ref.width}", field="inputs", spatial=True,
                       dims=("h" if x.height < ref.height else "") + ("w" if x.width < ref.width else ""),
                       hint="crop the larger map to the smaller one")
-    return TensorType(x.channels, ref.height, ref.width, x.stride)
+    return TensorType(x.channels, ref.height, ref.width, ref.stride)
 
 
 def _crop_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
