@@ -112,6 +112,10 @@ def _free(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) 
     return Cost()
 
 
+def _no_extra(attrs: Mapping[str, Any]) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class OpDef:
     """Everything about one op; see the module docstring."""
@@ -127,6 +131,13 @@ class OpDef:
     arity: tuple[int, int | None] = (1, 1)
     #: Field names that must be given in the spec.
     required: tuple[str, ...] = ()
+    #: Given the resolved attrs: whether the built module returns ``(value, extra)``
+    #: (max pooling with ``indices: true`` returns the argmax indices). The node's
+    #: value is the first item; consumers read the second only through ``extra_inputs``.
+    returns_extra: Callable[[Mapping[str, Any]], bool] = _no_extra
+    #: Input positions that receive their producer's extra output instead of its
+    #: value (unpool's indices); the producer must return one.
+    extra_inputs: tuple[int, ...] = ()
 
 
 REGISTRY: dict[str, OpDef] = {}
@@ -180,12 +191,13 @@ def same_spatial(op: str, ins: Sequence[TensorType], names: Sequence[str] | None
     first = ins[0]
     for i, t in enumerate(ins[1:], start=1):
         if t.spatial != first.spatial:
-            a = names[0] if names else "input 0"
-            b = names[i] if names else f"input {i}"
+            # "input #k" is replaced by the layer's name when the error is reported.
+            a = names[0] if names else "input #0"
+            b = names[i] if names else f"input #{i}"
             dims = ("h" if t.height != first.height else "") + ("w" if t.width != first.width else "")
             raise OpError(
-                f"{op} needs inputs of equal height and width, but '{a}' is "
-                f"{first.height}x{first.width} and '{b}' is {t.height}x{t.width}",
+                f"{op} needs inputs of equal height and width, but {a} is "
+                f"{first.height}x{first.width} and {b} is {t.height}x{t.width}",
                 field="inputs", spatial=True, dims=dims,
                 hint="align them with a 'crop' layer, or use an input size that divides evenly")
 

@@ -33,6 +33,14 @@ MAX_SPATIAL = 16_384
 #: No real layer has more than a few tens of thousands of channels.
 MAX_CHANNELS = 1_000_000
 _TAP_STRIDE = re.compile(r"^stride(\d+)$")
+_INPUT_REF = re.compile(r"input #(\d+)")
+
+
+def _input_name(node: Node, index: int) -> str:
+    """'head.up32' for input #0 of a node, as ops' messages refer to inputs by position."""
+    if 0 <= index < len(node.inputs):
+        return f"'{_short(node.inputs[index])}'"
+    return f"input #{index}"
 
 
 class _Skip(Exception):
@@ -152,11 +160,12 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
             loc = node.attr_loc(exc.field) if exc.field and exc.field != "inputs" else node.loc
             if exc.field == "inputs" and "inputs" in node.attr_locs:
                 loc = node.attr_locs["inputs"]
-            message = f"{exc} (layer '{_short(node.name)}')"
+            text = _INPUT_REF.sub(lambda m: _input_name(node, int(m.group(1))), str(exc))
+            message = f"{text} (layer '{_short(node.name)}')"
             if exc.spatial:
                 if spatial_dims is not None:
                     spatial_dims.update(exc.dims)
-                message = f"{exc} at layer '{_short(node.name)}' for input {h}x{w}"
+                message = f"{text} at layer '{_short(node.name)}' for input {h}x{w}"
                 spatial_errors.append((node, message, exc.hint, loc))
             else:
                 diags.error(message, loc, hint=exc.hint, notes=node.origin)
@@ -210,11 +219,12 @@ def _fmt_stride(stride: Fraction) -> str:
     return str(stride.numerator) if stride.denominator == 1 else str(stride)
 
 
-def suggest_input_sizes(graph: Graph, input_size: tuple[int, int], radius: int = 128) -> str | None:
-    """Nearest heights and widths for which the graph's shapes are consistent.
+def suggest_input_sizes(graph: Graph, input_size: tuple[int, int], radius: int = 256) -> str | None:
+    """The nearest smaller and larger input sizes for which the graph's shapes are consistent.
 
-    No op mixes height and width, so each is searched on its own: a height is
-    good when no size error concerns the height dimension.
+    No op mixes height and width, so each is searched on its own, and only the
+    dimension that has a problem is changed: a height is good when no size
+    error concerns the height dimension.
     """
     h, w = input_size
 
@@ -223,18 +233,19 @@ def suggest_input_sizes(graph: Graph, input_size: tuple[int, int], radius: int =
         infer_shapes(graph, size, Diagnostics(), suggest=False, spatial_dims=found)
         return found
 
-    def nearest(dim: str, current: int, make) -> list[int]:
-        found: list[int] = []
-        for delta in range(radius + 1):
-            for cand in sorted({current - delta, current + delta}):
-                if cand >= 1 and dim not in bad_dims(make(cand)):
-                    found.append(cand)
-            if len(found) >= 2:
-                break
-        return found[:2]
+    broken = bad_dims(input_size)
 
-    heights = nearest("h", h, lambda c: (c, w))
-    widths = nearest("w", w, lambda c: (h, c))
-    if not heights or not widths:
+    def around(dim: str, current: int, make) -> list[int]:
+        if dim not in broken:
+            return [current]
+        below = next((c for c in range(current - 1, max(current - radius, 0), -1)
+                      if dim not in bad_dims(make(c))), None)
+        above = next((c for c in range(current + 1, current + radius + 1)
+                      if dim not in bad_dims(make(c))), None)
+        return [c for c in (below, above) if c is not None]
+
+    heights = around("h", h, lambda c: (c, w))
+    widths = around("w", w, lambda c: (h, c))
+    if not heights or not widths or (heights == [h] and widths == [w]):
         return None
     return ", ".join(dict.fromkeys(f"{a}x{b}" for a in heights for b in widths))
