@@ -127,14 +127,34 @@ def analyze(path: str | Path | None = None, input_size: tuple[int, int] | None =
     diags.raise_if_errors()
     size = input_size or linked.default_input or (
         DEFAULT_MODEL_INPUT if "meta" in linked.files else DEFAULT_ENCODER_INPUT)
-    resolved = infer_shapes(linked, tuple(size), diags)
+    declared = linked.info.get("meta_output_stride")
+    if output_stride and declared and output_stride != declared:
+        diags.error(f"--output-stride {output_stride} conflicts with the meta-architecture, which is "
+                    f"written for output stride {declared}", Location(linked.files.get("meta", "")),
+                    hint=f"drop --output-stride, or use {declared}")
+        diags.raise_if_errors()
+    target = output_stride or declared
+    if target:
+        deeper = [t for t in linked.info.get("meta_requires", ()) if _tap_stride(t) > target]
+        if deeper and not declared:
+            diags.warning(f"at output stride {target} the taps {', '.join(deeper)} all have stride "
+                          f"{target}; a meta written for strided taps may not expect that",
+                          Location(linked.files.get("meta", "")))
+    # A head written for the dilated encoder need not fit it at its natural stride (Dilation crops
+    # its 8x upsampling of the stride-8 map to the input; from stride 32 that map is 4x too
+    # small), so when the encoder is to be dilated, shapes are first inferred for it alone.
+    encoder_only = linked.replace(nodes=tuple(n for n in linked.nodes if n.part == "encoder"))
+    resolved = infer_shapes(encoder_only if target else linked, tuple(size), diags)
     diags.raise_if_errors()
-    resolved = _apply_output_stride(resolved, output_stride, tuple(size), diags)
+    if target:
+        resolved = _apply_output_stride(resolved, output_stride, tuple(size), diags,
+                                        head=tuple(n for n in linked.nodes if n.part != "encoder"))
     return Analysis(resolved.graph, resolved, count(resolved), diags.warnings)
 
 
 def _apply_output_stride(resolved: Resolved, requested: int | None, size: tuple[int, int],
-                         diags: Diagnostics) -> Resolved:
+                         diags: Diagnostics, head: tuple = ()) -> Resolved:
+    """``resolved`` (the encoder) dilated to the output stride, then ``head`` appended and inferred."""
     graph = resolved.graph
     target = requested or graph.info.get("meta_output_stride")
     if target is None:
@@ -144,11 +164,10 @@ def _apply_output_stride(resolved: Resolved, requested: int | None, size: tuple[
         diags.raise_if_errors()
     natural = max((resolved.types[n.name].stride for n in graph.nodes if n.part == "encoder"),
                   default=1)
-    if target >= natural:
-        return resolved
-    rewritten = dilate(resolved, target, diags)
+    rewritten = dilate(resolved, target, diags) if target < natural else graph
     diags.raise_if_errors()
-    again = infer_shapes(rewritten, size, diags, check_taps=False)
+    rewritten = rewritten.replace(nodes=rewritten.nodes + head)
+    again = infer_shapes(rewritten, size, diags, check_taps=target >= natural)
     diags.raise_if_errors()
     return again
 
@@ -169,3 +188,9 @@ def validate_file(path: str | Path, input_size: tuple[int, int] | None = None) -
         return list(analyze(path, input_size).warnings)
     except SpecError as exc:
         return list(exc.diagnostics)
+
+
+def _tap_stride(name: str) -> int:
+    """N for a tap called strideN, else 0."""
+    digits = name[len("stride"):] if name.startswith("stride") else ""
+    return int(digits) if digits.isdigit() else 0

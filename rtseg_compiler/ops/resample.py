@@ -77,8 +77,9 @@ def crop_like(x: Any, ref: Any, center: bool = False) -> Any:
 def _crop_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
     x, ref = ins
     if x.height < ref.height or x.width < ref.width:
-        raise OpError(f"crop cannot enlarge: input is {x.height}x{x.width}, reference is "
-                      f"{ref.height}x{ref.width}", field="inputs", spatial=True,
+        # "input #k" becomes the layer's name when shapes.py reports the error.
+        raise OpError(f"crop cannot enlarge input #0 ({x.height}x{x.width}) to the size of "
+                      f"input #1 ({ref.height}x{ref.width})", field="inputs", spatial=True,
                       dims=("h" if x.height < ref.height else "") + ("w" if x.width < ref.width else ""),
                       hint="crop the larger map to the smaller one")
     return TensorType(x.channels, ref.height, ref.width, ref.stride)
