@@ -10,6 +10,7 @@ hand (``benchmarks/bench_forward.py`` measures the ratio).
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import torch
@@ -45,21 +46,43 @@ def emit_torch(resolved: Resolved, class_name: str = "CompiledNet") -> fx.GraphM
     root = nn.Module()
     graph = fx.Graph()
     values: dict[str, fx.Node] = {INPUT: graph.placeholder("x")}
+    #: Second results of ops that return (value, extra), e.g. max-pool indices for unpool.
+    extras: dict[str, fx.Node] = {}
     for node in resolved.graph.nodes:
         built = build_layer(resolved, node.name)
-        args = tuple(values[i] for i in node.inputs)
+        op = REGISTRY[node.op]
+        args = tuple(_extra_of(extras, src, node.name) if pos in op.extra_inputs else values[src]
+                     for pos, src in enumerate(node.inputs))
+        # Names go through create_node so fx keeps them unique: 'stage2_1.conv' and 'stage2.1.conv'
+        # both read stage2_1_conv, and assigning Node.name directly would make the graph fail lint().
+        base = node.name.replace(".", "_")
+        extra = op.returns_extra(node.attrs)
+        call = f"{base}_pair" if extra else base
         if isinstance(built, nn.Module):
             _attach(root, node.name, built)
-            values[node.name] = graph.call_module(node.name, args)
+            values[node.name] = graph.create_node("call_module", node.name, args, {}, name=call)
         elif isinstance(built, FunctionCall):
-            values[node.name] = graph.call_function(built.fn, args, dict(built.kwargs))
+            values[node.name] = graph.create_node("call_function", built.fn, args, dict(built.kwargs),
+                                                  name=call)
         else:  # pragma: no cover - an op's build hook returned something else
             raise TypeError(f"op {node.op} built {type(built).__name__}, not a module or call")
-        values[node.name].name = node.name.replace(".", "_")
+        if extra:
+            pair = values[node.name]
+            values[node.name] = graph.create_node("call_function", operator.getitem, (pair, 0), name=base)
+            extras[node.name] = graph.create_node("call_function", operator.getitem, (pair, 1),
+                                                  name=f"{base}_extra")
+        values[node.name].meta["layer"] = node.name  # the spec layer, for tools and tests
     graph.output(values[resolved.graph.output])
     module = fx.GraphModule(root, graph, class_name=class_name)
     module.eval()
     return module
+
+
+def _extra_of(extras: dict[str, fx.Node], src: str, consumer: str) -> fx.Node:
+    if src not in extras:  # shape inference rejects this; guards hand-made graphs
+        raise ValueError(f"layer '{consumer}' needs the extra output (indices) of '{src}', "
+                         f"which returns none")
+    return extras[src]
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -46,7 +46,7 @@ def _window_count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tens
 def _maxpool_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
     from torch import nn
     return nn.MaxPool2d(attrs["kernel"], attrs["stride"], attrs["padding"],
-                        ceil_mode=attrs["ceil_mode"])
+                        ceil_mode=attrs["ceil_mode"], return_indices=attrs["indices"])
 
 
 def _avgpool_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
@@ -55,9 +55,14 @@ def _avgpool_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Ten
                         ceil_mode=attrs["ceil_mode"], count_include_pad=attrs["count_include_pad"])
 
 
-register(OpDef(name="maxpool", summary="max pooling", fields=_WINDOW, required=("kernel",),
-               complete=_window_complete, infer=_window_infer, count=_window_count,
-               build=_maxpool_build))
+# With ``indices: true`` the pool also returns where each maximum was, which an
+# ``unpool`` layer (ENet, SegNet) reads to put values back in place (ops/unpool.py).
+register(OpDef(name="maxpool", summary="max pooling; indices: true also returns argmax indices for unpool",
+               fields={**_WINDOW, "indices": Field("bool", False, doc="also return the argmax "
+                                                   "indices, for an unpool layer")},
+               required=("kernel",), complete=_window_complete, infer=_window_infer,
+               count=_window_count, build=_maxpool_build,
+               returns_extra=lambda attrs: bool(attrs["indices"])))
 
 register(OpDef(name="avgpool", summary="average pooling",
                fields={**_WINDOW, "count_include_pad": Field("bool", True)}, required=("kernel",),

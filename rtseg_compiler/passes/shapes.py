@@ -32,6 +32,8 @@ __all__ = ["infer_shapes", "suggest_input_sizes", "MAX_SPATIAL"]
 MAX_SPATIAL = 16_384
 #: No real layer has more than a few tens of thousands of channels.
 MAX_CHANNELS = 1_000_000
+#: Layer visits suggest_input_sizes may spend looking for input sizes that work.
+SUGGEST_BUDGET = 50_000
 _TAP_STRIDE = re.compile(r"^stride(\d+)$")
 _INPUT_REF = re.compile(r"input #(\d+)")
 
@@ -120,6 +122,7 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
     types: dict[str, TensorType] = {INPUT: image}
     failed: set[str] = set()
     resolved_nodes = []
+    with_extra: set[str] = set()  # nodes whose module returns (value, extra): pools with indices
     spatial_errors = []
 
     def channels_of(ref: str) -> int:
@@ -151,6 +154,11 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
         try:
             attrs = _evaluate_attrs(node, env)
             attrs = op.complete(attrs, ins)
+            for pos in op.extra_inputs:  # e.g. unpool reads a max-pool's indices
+                if pos < len(node.inputs) and node.inputs[pos] not in with_extra:
+                    raise OpError(f"input #{pos} must be a layer that also returns indices "
+                                  f"(a maxpool with 'indices: true')", field="inputs",
+                                  hint="add 'indices: true' to that maxpool, or name the maxpool")
             out = op.infer(attrs, ins)
             _check_output(node, out, ins)
         except _Skip:
@@ -172,6 +180,8 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
             failed.add(node.name)
             continue
         types[node.name] = out
+        if op.returns_extra(attrs):
+            with_extra.add(node.name)
         resolved_nodes.append(node.replace(attrs=frozen_map(attrs)))
     if spatial_errors:
         hint_sizes = suggest_input_sizes(graph, input_size) if suggest else None
@@ -227,8 +237,15 @@ def suggest_input_sizes(graph: Graph, input_size: tuple[int, int], radius: int =
     error concerns the height dimension.
     """
     h, w = input_size
+    # Each candidate re-runs inference over the whole graph (about 20 us a layer). Cap the
+    # layer visits so that a 20,000-layer spec, or a layer no input size can satisfy, costs
+    # about a second; once spent, candidates count as bad and the search ends.
+    runs_left = [max(1, SUGGEST_BUDGET // max(1, len(graph.nodes)))]
 
     def bad_dims(size: tuple[int, int]) -> set[str]:
+        if runs_left[0] <= 0:
+            return {"h", "w"}
+        runs_left[0] -= 1
         found: set[str] = set()
         infer_shapes(graph, size, Diagnostics(), suggest=False, spatial_dims=found)
         return found
