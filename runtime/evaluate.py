@@ -1,0 +1,198 @@
+"""Evaluate a compiled network: loss, confusion matrix, per-class IoU, mIoU, pixel accuracy.
+
+Protocol (say which one a reported mIoU uses; RTSeg's paper numbers came from the Cityscapes script at
+full resolution, its in-repo numbers from the training size):
+
+- ``--label-size input`` (default): labels are resized to the network input with nearest neighbour and
+  compared with the logits' argmax there; cheap, and what RTSeg's per-epoch validation did.
+- ``--label-size original``: labels stay at their stored size and logits are upsampled bilinearly to it
+  before the argmax, the usual "full-resolution" protocol.
+
+Usage::
+
+    python -m runtime.evaluate --checkpoint out/best.pt --data ../shared/data/camvid-mini --split val
+    python -m runtime.evaluate specs/models/skipnet_mobilenet_v1.yaml --weights w.pt --input 360x480 \\
+        --data ../shared/data/camvid-mini --classes camvid --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .build import ModelArgs, build_model, make_dataset, pick_device
+from .data import IGNORE_INDEX, class_set
+from .metrics import ConfusionMatrix, SegMetrics, format_table
+
+__all__ = ["EvalResult", "evaluate", "main"]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    loss: float | None  # mean per-batch loss; None without a criterion
+    metrics: SegMetrics
+    confusion: torch.Tensor  # int64 (N, N), rows = truth
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, *, device: torch.device | str = "cpu",
+             criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+             max_batches: int | None = None, ignore_index: int = IGNORE_INDEX, channels_last: bool = False,
+             autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+             ) -> EvalResult:
+    """Run ``model`` in eval mode over ``loader`` (at most ``max_batches``) and score it.
+
+    Under torch.distributed every rank scores its shard and the confusion matrix and loss sums are
+    all-reduced, so all ranks return the same, global result.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    cm = ConfusionMatrix(num_classes, ignore_index, device=device)
+    loss_stats = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of batch losses, batches)
+    try:
+        for i, (x, y) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            x = x.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=True)
+            with autocast():
+                logits = model(x)  # (B, N, H, W)
+            if logits.shape[-2:] != y.shape[-2:]:
+                logits = F.interpolate(logits.float(), size=y.shape[-2:], mode="bilinear",
+                                       align_corners=False)
+            if criterion is not None:
+                loss_stats[0] += float(criterion(logits, y))
+                loss_stats[1] += 1
+            cm.update(logits, y)
+    finally:
+        model.train(was_training)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(cm.matrix)
+        dist.all_reduce(loss_stats)
+    loss = float(loss_stats[0] / loss_stats[1]) if criterion is not None and loss_stats[1] > 0 else None
+    return EvalResult(loss, cm.compute(), cm.matrix.cpu())
+
+
+def save_confusion_csv(path: str | Path, confusion: torch.Tensor, names: Sequence[str]) -> None:
+    """Rows = ground truth, columns = prediction, with class names as header and first column."""
+    lines = ["truth\\pred," + ",".join(names)]
+    lines += [f"{n}," + ",".join(str(int(v)) for v in row) for n, row in zip(names, confusion.tolist())]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+# --------------------------------------------------------------------------- command line
+
+def _size(text: str) -> tuple[int, int]:
+    from rtseg_compiler.cli import parse_size
+
+    return parse_size(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m runtime.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", nargs="?", help="model spec (or give --encoder/--meta, or --checkpoint)")
+    p.add_argument("--encoder", help="encoder spec, with --meta")
+    p.add_argument("--meta", help="meta-architecture spec, with --encoder")
+    p.add_argument("--checkpoint", help="a runtime checkpoint (best.pt/last.pt); rebuilds its model "
+                   "(from the spec paths it stores, unless a spec is given too)")
+    p.add_argument("--weights", help="a state dict (or checkpoint) to load strictly into the spec's model")
+    p.add_argument("--data", required=True, help="CamVid-layout folder, or 'synthetic'")
+    p.add_argument("--split", default="val")
+    p.add_argument("--classes", default=None,
+                   help="'camvid' or a class count (default: the checkpoint's, else camvid)")
+    p.add_argument("--input", type=_size, metavar="HxW", help="network input size (default: checkpoint/spec)")
+    p.add_argument("--output-stride", type=int, choices=(8, 16, 32))
+    p.add_argument("--label-size", choices=("input", "original"), default="input",
+                   help="score at the input size (labels resized nearest) or at the labels' stored size")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--limit", type=int, help="evaluate only the first N images")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--save-confusion", metavar="FILE.csv", help="write the confusion matrix")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status 0, or 2 for a bad spec, a missing file or weights that do not fit (message on stderr)."""
+    from rtseg_compiler import SpecError
+
+    from .weights import WeightsError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except SpecError as exc:
+        for d in exc.diagnostics:
+            print(d.render(), file=sys.stderr)
+    except (FileNotFoundError, WeightsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    state = None
+    if args.checkpoint:
+        checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+        margs = ModelArgs.from_dict(checkpoint["model_args"])
+        if args.model or args.encoder or args.meta:  # the stored spec paths are relative to the training cwd
+            margs = replace(margs, model=args.model, encoder=args.encoder, meta=args.meta)
+        state = checkpoint["model"]
+        classes_spec = args.classes or checkpoint.get("config", {}).get("classes", margs.num_classes)
+    else:
+        classes_spec = args.classes or "camvid"
+        margs = ModelArgs(args.model, args.encoder, args.meta, None, class_set(classes_spec).num_classes,
+                          args.output_stride)
+    classes = class_set(classes_spec)
+    if classes.num_classes != margs.num_classes:
+        print(f"error: the model predicts {margs.num_classes} classes, --classes gives {classes.num_classes}",
+              file=sys.stderr)
+        return 2
+    if args.input:
+        margs = replace(margs, input_size=args.input)
+    compiled = build_model(margs)
+    model = compiled.module
+    if state is not None:
+        model.load_state_dict(state)
+    elif args.weights:
+        from .weights import load_pretrained
+
+        load_pretrained(model, args.weights, prefix="")
+    else:
+        print("warning: no --checkpoint or --weights: evaluating a randomly initialised network",
+              file=sys.stderr)
+    _, _, h, w = compiled.audit.input
+    dataset = make_dataset(args.data, args.split, (h, w), classes, limit=args.limit,
+                           label_size=args.label_size)
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
+    device = pick_device(args.device)
+    result = evaluate(model.to(device), loader, classes.num_classes, device=device)
+    if args.save_confusion:
+        save_confusion_csv(args.save_confusion, result.confusion, classes.names)
+    if args.json:
+        out = {"model": compiled.audit.model, "input": [h, w], "split": args.split, "images": len(dataset),
+               "label_size": args.label_size, **result.metrics.to_json(classes.names)}
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"{compiled.audit.model} at {h}x{w} on {args.data} [{args.split}], {len(dataset)} images, "
+              f"labels at {args.label_size} size")
+        print(format_table(result.metrics, classes.names))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,408 @@
+"""Train a compiled segmentation network; one process, or several under torchrun (DDP).
+
+Shaped like nanoGPT's ``train.py``: config, then ``get_lr``, then one top-to-bottom loop that evaluates and
+checkpoints every ``eval_interval`` iterations. Defaults follow RTSeg's paper-era configs
+(``config/experiments_config/*_train.yaml``): Adam at a constant lr 1e-4, weight decay 5e-4, batch 4,
+ENet-weighted cross-entropy, no augmentation.
+
+Usage::
+
+    python -m runtime.train specs/models/skipnet_mobilenet_v1.yaml --data ../shared/data/camvid-mini \\
+        --input 360x480 --max-iters 2000 --out-dir out/skipnet_camvid
+    torchrun --standalone --nproc_per_node 2 -m runtime.train ...    # DDP: gloo on CPU, nccl on CUDA
+
+The checkpoint (``last.pt`` at every evaluation, ``best.pt`` when mIoU improves) holds plain data only:
+tensors, numbers, strings and dicts, so ``torch.load(weights_only=True)`` reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+from .build import SYNTHETIC, ModelArgs, build_model, make_dataset, pick_device
+from .data import IGNORE_INDEX, class_set
+from .evaluate import evaluate
+from .losses import SegmentationLoss, class_pixel_counts, enet_class_weights
+
+__all__ = ["TrainConfig", "TrainError", "get_lr", "main", "parse_config", "train"]
+
+CHECKPOINT_VERSION = 1
+
+
+class TrainError(Exception):
+    """A run that cannot start as configured (no batches, a checkpoint of another model); exit status 2."""
+
+
+def _opt(help: str, *, choices: Sequence[Any] | None = None, metavar: str | None = None,
+         **kwargs: Any) -> Any:
+    return field(metadata={"help": help, "choices": choices, "metavar": metavar}, **kwargs)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # model
+    model: str | None = _opt("model spec (positional); or --encoder and --meta", default=None)
+    encoder: str | None = _opt("encoder spec, with --meta", default=None)
+    meta: str | None = _opt("meta-architecture spec, with --encoder", default=None)
+    input: tuple[int, int] | None = _opt("training size HxW (default: the spec's input)", metavar="HxW",
+                                         default=None)
+    output_stride: int | None = _opt("dilate the encoder to output stride 8 or 16", choices=(8, 16, 32),
+                                     default=None)
+    pretrained: str | None = _opt("local state dict for the encoder (strict; nothing is downloaded)",
+                                  default=None)
+    pretrained_prefix: str = _opt("keys of --pretrained that are loaded (all others are skipped)",
+                                  default="encoder.")
+    # data
+    data: str = _opt("CamVid-layout folder, or 'synthetic'", default=SYNTHETIC)
+    classes: str = _opt("'camvid' (11 classes, label 11 = void) or a class count", default="camvid")
+    train_split: str = _opt("training split folder", default="train")
+    val_split: str = _opt("validation split folder", default="val")
+    limit_train: int | None = _opt("use only the first N training images (smoke runs)", default=None)
+    limit_val: int | None = _opt("use only the first N validation images", default=None)
+    hflip: float = _opt("horizontal flip probability (RTSeg: 0)", default=0.0)
+    weighted_loss: bool = _opt("ENet class weights 1/ln(1.02 + p_c) (RTSeg: on)", default=True)
+    # optimisation: RTSeg used Adam, lr 1e-4 constant, weight decay 5e-4, batch 4-6
+    batch_size: int = _opt("images per step per process", default=4)
+    max_iters: int = _opt("optimiser steps in total", default=2000)
+    lr: float = _opt("peak learning rate (Adam)", default=1e-4)
+    min_lr: float = _opt("final learning rate of poly/cosine decay", default=0.0)
+    schedule: str = _opt("constant (RTSeg), poly (power 0.9, torchvision) or cosine",
+                         choices=("constant", "poly", "cosine"), default="constant")
+    warmup_iters: int = _opt("linear warm-up steps", default=0)
+    weight_decay: float = _opt("L2 coefficient (Adam's coupled decay = RTSeg's wd/2*||w||^2 loss)",
+                               default=5e-4)
+    grad_clip: float = _opt("clip the gradient norm to this (0 = off)", default=0.0)
+    # evaluation and I/O
+    eval_interval: int = _opt("evaluate and checkpoint every N steps (0: only at the end)", default=250)
+    eval_batches: int | None = _opt("evaluate on at most N batches per process", default=None)
+    log_interval: int = _opt("print the training loss every N steps", default=10)
+    out_dir: str = _opt("checkpoints and log.jsonl go here", default="out")
+    resume: bool = _opt("continue from out_dir/last.pt", default=False)
+    # system
+    device: str = _opt("auto, cpu, cuda or cuda:N", default="auto")
+    seed: int = _opt("base random seed (rank r uses seed + r)", default=1337)
+    num_workers: int = _opt("DataLoader worker processes", default=0)
+    channels_last: bool = _opt("NHWC memory format (faster convs with oneDNN and cuDNN)", default=False)
+    amp: bool = _opt("mixed precision: bf16 autocast on CPU, fp16 + GradScaler on CUDA", default=False)
+    deterministic: bool = _opt("torch.use_deterministic_algorithms (warn-only)", default=False)
+
+    def __post_init__(self) -> None:
+        if self.model is None and not (self.encoder and self.meta):
+            raise ValueError("give a model spec, or both --encoder and --meta")
+        if self.schedule not in ("constant", "poly", "cosine"):
+            raise ValueError(f"schedule must be constant, poly or cosine, got {self.schedule!r}")
+        if self.max_iters < 0 or self.batch_size < 1 or self.warmup_iters < 0:
+            raise ValueError("need max_iters >= 0, batch_size >= 1, warmup_iters >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["input"] = list(self.input) if self.input else None
+        return data
+
+    def model_args(self) -> ModelArgs:
+        return ModelArgs(self.model, self.encoder, self.meta, self.input, class_set(self.classes).num_classes,
+                         self.output_stride)
+
+
+def _size(text: str) -> tuple[int, int]:
+    from rtseg_compiler.cli import parse_size
+
+    return parse_size(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One option per TrainConfig field (``--max-iters`` for ``max_iters``), typed from its annotation."""
+    p = argparse.ArgumentParser(prog="python -m runtime.train", description=__doc__.split("\n\n")[0])
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        kind = hints[f.name]
+        base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        if f.name == "model":
+            p.add_argument("model", nargs="?", help=f.metadata["help"])
+        elif base is bool:
+            p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
+                           default=f.default, help=help_text)
+        else:
+            convert = _size if typing.get_origin(base) is tuple else base  # tuple[int, int]: "HxW"
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=convert, default=f.default, help=help_text,
+                           choices=f.metadata["choices"], metavar=f.metadata["metavar"])
+    return p
+
+
+def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
+    args = build_parser().parse_args(argv)
+    try:
+        return TrainConfig(**vars(args))
+    except ValueError as exc:
+        build_parser().error(str(exc))
+        raise  # unreachable: error() exits
+
+
+# --------------------------------------------------------------------------- learning rate
+
+def get_lr(it: int, cfg: TrainConfig) -> float:
+    """Learning rate for step ``it`` (0-based); a pure function of the step and the config."""
+    # 1) linear warm-up from lr/(warmup+1) to lr
+    if it < cfg.warmup_iters:
+        return cfg.lr * (it + 1) / (cfg.warmup_iters + 1)
+    # 2) constant: RTSeg (its decay code is commented out, train/train.py:584-586)
+    if cfg.schedule == "constant":
+        return cfg.lr
+    # 3) decay from lr to min_lr over the remaining steps
+    span = max(1, cfg.max_iters - cfg.warmup_iters)
+    progress = min(1.0, (it - cfg.warmup_iters) / span)
+    if cfg.schedule == "poly":  # torchvision's PolynomialLR, power 0.9
+        return cfg.min_lr + (cfg.lr - cfg.min_lr) * (1.0 - progress) ** 0.9
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    """Write to a temporary file, then rename: an interrupted save never leaves a truncated checkpoint."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _shard(dataset, rank: int, world: int):
+    """Every ``world``-th sample from ``rank`` on: disjoint, complete, and without the padding that
+    DistributedSampler adds (padding would count some validation images twice)."""
+    return dataset if world == 1 else Subset(dataset, range(rank, len(dataset), world))
+
+
+def _log(path: Path | None, record: dict) -> None:
+    if path is not None:
+        with path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+# --------------------------------------------------------------------------- training
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run the whole training; returns a summary (losses per step, last evaluation, checkpoint paths)."""
+    # ---- processes and devices: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE
+    ddp = int(os.environ.get("RANK", -1)) != -1
+    device = pick_device(cfg.device)
+    if ddp:
+        import torch.distributed as dist
+
+        use_nccl = device.type == "cuda"
+        dist.init_process_group(backend="nccl" if use_nccl else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if use_nccl:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+    else:
+        rank, world = 0, 1
+    master = rank == 0
+    try:
+        return _train(cfg, device, rank, world, master, ddp)
+    finally:
+        if ddp:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master: bool,
+           ddp: bool) -> dict[str, Any]:
+    torch.manual_seed(cfg.seed + rank)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not cfg.deterministic
+    out_dir = Path(cfg.out_dir)
+    if master:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / "log.jsonl" if master else None
+    classes = class_set(cfg.classes)
+
+    # ---- model
+    margs = cfg.model_args()
+    compiled = build_model(margs)
+    raw_model = compiled.module
+    _, _, height, width = compiled.audit.input
+    margs = ModelArgs(**{**asdict(margs), "input_size": (height, width)})  # pin the resolved size
+    if cfg.pretrained and not cfg.resume:
+        from .weights import load_pretrained
+
+        report = load_pretrained(raw_model, cfg.pretrained, prefix=cfg.pretrained_prefix)
+        if master:
+            print(f"pretrained: {report.render()}")
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    raw_model.to(device=device, memory_format=fmt)
+
+    # ---- data
+    train_set = make_dataset(cfg.data, cfg.train_split, (height, width), classes, limit=cfg.limit_train,
+                             hflip_prob=cfg.hflip, seed=cfg.seed)
+    val_set = make_dataset(cfg.data, cfg.val_split, (height, width), classes, limit=cfg.limit_val,
+                           seed=cfg.seed)
+    pin = device.type == "cuda"
+    if ddp:
+        sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
+                                     drop_last=len(train_set) >= world)
+        train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler,
+                                  num_workers=cfg.num_workers, pin_memory=pin)
+    else:
+        sampler = None
+        generator = torch.Generator().manual_seed(cfg.seed)
+        train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=generator,
+                                  num_workers=cfg.num_workers, pin_memory=pin,
+                                  drop_last=len(train_set) >= cfg.batch_size)
+    if len(train_loader) == 0:
+        raise TrainError(f"{cfg.data} [{cfg.train_split}]: no training batches "
+                         "(empty split or --limit-train 0)")
+    val_loader = DataLoader(_shard(val_set, rank, world), batch_size=cfg.batch_size, shuffle=False,
+                            num_workers=cfg.num_workers, pin_memory=pin)
+
+    # ---- loss: ENet weights over the training labels, void excluded
+    weights = None
+    if cfg.weighted_loss:
+        weights = enet_class_weights(class_pixel_counts(train_set.labels(), classes.num_classes))
+    criterion = SegmentationLoss(weights, IGNORE_INDEX).to(device)
+
+    # ---- optimiser, precision, resume
+    optimizer = torch.optim.Adam(raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    amp_dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if cfg.amp else None
+    autocast = ((lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None
+                else contextlib.nullcontext)
+    use_scaler = amp_dtype == torch.float16
+    scaler = (torch.amp.GradScaler("cuda", enabled=use_scaler) if hasattr(torch.amp, "GradScaler")
+              else torch.cuda.amp.GradScaler(enabled=use_scaler))
+    iter_num, best_miou = 0, -1.0
+    if cfg.resume:
+        checkpoint = torch.load(out_dir / "last.pt", map_location=device, weights_only=True)
+        if checkpoint["model_args"] != margs.to_dict():
+            raise TrainError(f"cannot resume: the checkpoint was trained with {checkpoint['model_args']}, "
+                             f"this run builds {margs.to_dict()}")
+        raw_model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        iter_num, best_miou = checkpoint["iter_num"], checkpoint["best_miou"]
+        torch.set_rng_state(checkpoint["rng"]["torch"].cpu())
+        if master:
+            print(f"resumed from {out_dir / 'last.pt'} at step {iter_num} (best mIoU {best_miou:.4f})")
+    model = raw_model
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        if device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        raw_model = model.module
+
+    def batches():
+        """Endless training batches; the epoch (and so the shuffle) follows from the step count."""
+        epoch = iter_num // max(1, len(train_loader))
+        while True:
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            yield from train_loader
+            epoch += 1
+
+    def checkpoint_dict(metrics: dict) -> dict:
+        return {"version": CHECKPOINT_VERSION, "model": raw_model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "model_args": margs.to_dict(), "config": cfg.to_dict(), "iter_num": iter_num,
+                "best_miou": best_miou, "metrics": metrics, "class_weights": weights,
+                "rng": {"torch": torch.get_rng_state()}}
+
+    if master:
+        print(f"{compiled.audit.model}: {compiled.audit.params:,} params, input {height}x{width}, "
+              f"{len(train_set)} train / {len(val_set)} val images, {world} process(es) on {device}")
+        if weights is not None:
+            print("class weights: " + " ".join(f"{w:.2f}" for w in weights.tolist()))
+
+    # ---- the loop
+    losses: list[float] = []
+    last_eval: dict = {}
+    stream = batches()
+    t0 = time.perf_counter()
+    model.train()
+    while iter_num < cfg.max_iters:
+        lr = get_lr(iter_num, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y = next(stream)
+        x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
+        y = y.to(device, non_blocking=True)
+        with autocast():
+            logits = model(x)  # (B, N, H, W)
+        loss = criterion(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        iter_num += 1
+        loss_value = loss.item()
+        losses.append(loss_value)
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"loss is {loss_value} at step {iter_num} (lr {lr:g})")
+        t1 = time.perf_counter()
+        dt, t0 = t1 - t0, t1
+        if master and (iter_num % max(1, cfg.log_interval) == 0 or iter_num == 1):
+            print(f"step {iter_num}: loss {loss_value:.4f}, lr {lr:.3g}, {dt * 1000:.0f} ms")
+        _log(log_path, {"iter": iter_num, "loss": loss_value, "lr": lr, "ms": round(dt * 1000, 2)})
+
+        # ---- evaluate and checkpoint (every rank evaluates its shard; results are all-reduced)
+        if (cfg.eval_interval > 0 and iter_num % cfg.eval_interval == 0) or iter_num == cfg.max_iters:
+            result = evaluate(raw_model, val_loader, classes.num_classes, device=device, criterion=criterion,
+                              max_batches=cfg.eval_batches, channels_last=cfg.channels_last,
+                              autocast=autocast)
+            last_eval = {"iter": iter_num, "val_loss": result.loss, **result.metrics.to_json(classes.names)}
+            miou = result.metrics.miou
+            improved = miou == miou and miou > best_miou  # NaN never improves
+            if improved:
+                best_miou = miou
+            if master:
+                print(f"step {iter_num}: val loss {result.loss:.4f}, mIoU {100 * miou:.2f} %, "
+                      f"pixel acc {100 * result.metrics.pixel_accuracy:.2f} %")
+                _log(log_path, {"eval": last_eval})
+                state = checkpoint_dict(last_eval)
+                _atomic_save(state, out_dir / "last.pt")
+                if improved:
+                    _atomic_save(state, out_dir / "best.pt")
+            t0 = time.perf_counter()  # do not charge evaluation to the next step
+    return {"iter_num": iter_num, "losses": losses, "eval": last_eval, "best_miou": best_miou,
+            "out_dir": str(out_dir), "rank": rank, "world_size": world}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status 0, or 2 for a bad spec, a missing file or weights that do not fit (message on stderr)."""
+    from rtseg_compiler import SpecError
+
+    from .weights import WeightsError
+
+    cfg = parse_config(argv)
+    try:
+        train(cfg)
+    except SpecError as exc:
+        for d in exc.diagnostics:
+            print(d.render(), file=sys.stderr)
+        return 2
+    except (FileNotFoundError, WeightsError, TrainError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
