@@ -1,0 +1,72 @@
+"""Fixtures shared by every layer of the test suite. Imports no torch.
+
+``tests/unit`` must run where torch is missing (the analytic audit needs only
+PyYAML, jsonschema and networkx), so nothing here may import it; torch tests
+import it themselves.
+
+Most tests build a tiny spec in ``tmp_path`` rather than reading one from
+``specs/``: a three-layer encoder at 24x40 makes every expected number small
+enough to derive by hand in the test's docstring.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+#: The repository root (the directory holding ``specs/`` and ``pyproject.toml``).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SPECS = REPO_ROOT / "specs"
+
+SpecWriter = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def specs_dir() -> Path:
+    return SPECS
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path) -> SpecWriter:
+    """``write_spec(name, text)`` writes dedented YAML to ``tmp_path/name`` and returns the path.
+
+    ``name`` may contain directories (``"meta/head.yaml"``); they are created.
+    """
+
+    def write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+        return path
+
+    return write
+
+
+def encoder_yaml(layers: str, *, input_size: tuple[int, int] = (24, 40), channels: int = 32,
+                 extra: str = "") -> str:
+    """An encoder spec around ``layers`` (YAML list items, any indentation).
+
+    The default input, 32 channels at 24x40, is the one of the measured micro-op
+    table in flop-conventions.md §2, so its MAC counts can be pinned directly.
+    """
+    body = textwrap.indent(textwrap.dedent(layers).strip("\n"), "  ")
+    return (f"kind: encoder\nname: probe\ninput: [{input_size[0]}, {input_size[1]}]\n"
+            f"input_channels: {channels}\n{textwrap.dedent(extra)}layers:\n{body}\n")
+
+
+@pytest.fixture
+def encoder_spec(write_spec: SpecWriter) -> Callable[..., Path]:
+    """``encoder_spec(layers, **kw)`` writes :func:`encoder_yaml` to ``enc.yaml`` and returns the path."""
+
+    def make(layers: str, *, name: str = "enc.yaml", **kwargs) -> Path:
+        return write_spec(name, encoder_yaml(layers, **kwargs))
+
+    return make
