@@ -36,12 +36,18 @@ class CompiledModel:
 
 def compile_model(path: str | Path | None = None, input_size: tuple[int, int] | None = None,
                   num_classes: int | None = None, *, encoder: str | Path | None = None,
-                  meta: str | Path | None = None, output_stride: int | None = None) -> CompiledModel:
-    """Analyse a spec and emit its torch module; raises SpecError for an invalid spec."""
+                  meta: str | Path | None = None, output_stride: int | None = None,
+                  budget: Any = None) -> CompiledModel:
+    """Analyse a spec and emit its torch module; raises SpecError for an invalid spec.
+
+    The analysis and its resource ``budget`` (a ``passes.budget.Budget``; default 2e9
+    parameters, 32 GiB of activations) run first, so an oversized spec fails before torch
+    allocates anything.
+    """
     from .emit.torch_module import emit_torch
 
     analysis = analyze(path, input_size, num_classes, encoder=encoder, meta=meta,
-                       output_stride=output_stride)
+                       output_stride=output_stride, budget=budget)
     module = emit_torch(analysis.resolved, class_name=_class_name(analysis.graph.name))
     return CompiledModel(module, analysis.audit, analysis.resolved.graph, analysis)
 

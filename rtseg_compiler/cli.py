@@ -76,6 +76,42 @@ def _model_args(p: argparse.ArgumentParser, *, sizes: bool = True) -> None:
                    help="rewrite encoder strides into dilations to reach this output stride")
 
 
+_SCALE = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_amount(text: str) -> int:
+    """'2e9', '500M', '32GiB', '16G' -> a positive integer (K/M/G/T decimal, Ki/Mi/Gi/Ti binary)."""
+    cleaned = text.strip().lower().replace("_", "").replace(",", "")
+    cleaned = cleaned[:-1] if cleaned.endswith("b") else cleaned
+    number = cleaned.rstrip("kmgti")
+    suffix = cleaned[len(number):]
+    try:
+        value = float(number) * _SCALE[suffix]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"invalid amount {text!r}: write e.g. 2e9, 500M or 32GiB") from None
+    if not 1 <= value < 1e30:
+        raise argparse.ArgumentTypeError(f"invalid amount {text!r}: must be at least 1")
+    return int(value)
+
+
+def _budget_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-params", type=parse_amount, metavar="N",
+                   help="refuse models with more parameters (default 2e9)")
+    p.add_argument("--max-activations", type=parse_amount, metavar="BYTES",
+                   help="refuse models whose float32 layer outputs sum to more (default 32GiB)")
+
+
+def _budget(args: argparse.Namespace) -> Any:
+    from .passes.budget import DEFAULT_BUDGET, Budget
+
+    params = getattr(args, "max_params", None)
+    acts = getattr(args, "max_activations", None)
+    if params is None and acts is None:
+        return None
+    return Budget(params or DEFAULT_BUDGET.max_params, acts or DEFAULT_BUDGET.max_activation_bytes)
+
+
 def _analysis(args: argparse.Namespace, keep_unused: bool = False) -> Any:
     from .pipeline import analyze
 
@@ -85,7 +121,7 @@ def _analysis(args: argparse.Namespace, keep_unused: bool = False) -> Any:
         raise UsageError("give either a model spec or --encoder/--meta, not both")
     result = analyze(args.model, getattr(args, "input", None), args.num_classes,
                      encoder=args.encoder, meta=args.meta, keep_unused=keep_unused,
-                     output_stride=args.output_stride)
+                     output_stride=args.output_stride, budget=_budget(args))
     _print_diagnostics(result.warnings)
     return result
 
@@ -97,7 +133,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     status = EXIT_OK
     for path in args.paths:
-        diags = validate_file(path, args.input)
+        diags = validate_file(path, args.input, budget=_budget(args))
         _print_diagnostics(diags)
         errors = [d for d in diags if d.severity == "error"]
         if errors:
@@ -180,7 +216,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.model is None and not (args.encoder and args.meta):
         raise UsageError("give a model spec, or both --encoder and --meta")
     compiled = compile_model(args.model, args.input, args.num_classes, encoder=args.encoder, meta=args.meta,
-                             output_stride=args.output_stride)
+                             output_stride=args.output_stride, budget=_budget(args))
     _print_diagnostics(compiled.analysis.warnings)
     audit = compiled.audit
     params = count_parameters(compiled.module)
@@ -313,14 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--input", type=parse_size, metavar="HxW", help="check shapes at this input size")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing for valid files")
+    _budget_args(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("shapes", help="per-layer output shapes, strides and dilations")
     _model_args(p)
+    _budget_args(p)
     p.set_defaults(func=cmd_shapes)
 
     p = sub.add_parser("flops", help="parameters, MACs and FLOPs, computed from the spec alone")
     _model_args(p)
+    _budget_args(p)
     p.add_argument("--per-layer", action="store_true", help="a row per layer")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--convention", choices=("mac", "flop", "tf"), default="flop",
@@ -332,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="build the PyTorch module and check it against the audit")
     _model_args(p)
+    _budget_args(p)
     p.add_argument("--save-code", metavar="FILE.py", help="write the generated forward() source")
     p.add_argument("--no-forward", dest="check_forward", action="store_false",
                    help="skip the shape-only forward pass on the meta device")
@@ -354,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("visualize", help="draw the network with Graphviz")
     _model_args(p)
+    _budget_args(p)
     p.add_argument("-o", "--output", metavar="FILE", help="output file (.svg, .png, .pdf or .dot)")
     p.add_argument("--format", help="output format, when the file name does not say")
     p.set_defaults(func=cmd_visualize)

@@ -13,6 +13,7 @@ from pathlib import Path
 from .diagnostics import Diagnostic, Diagnostics, Location, SpecError
 from .ir import Graph, Resolved
 from .passes import count, infer_shapes, link
+from .passes.budget import DEFAULT_BUDGET, Budget, check_budget, check_listed_layers
 from .passes.count import Audit
 from .passes.dilate import VALID_OUTPUT_STRIDES, dilate
 from .passes.expand import encoder_graph, expand_meta_alone, expand_model
@@ -53,7 +54,7 @@ def _load_checked(path: str | Path, diags: Diagnostics, expected: str | None = N
         else:
             diags.extend(exc.diagnostics)
         return None
-    problems = validate_document(doc, str(path), expected)
+    problems = check_listed_layers(doc, str(path)) or validate_document(doc, str(path), expected)
     diags.extend(problems)
     return None if problems else doc
 
@@ -115,8 +116,11 @@ def load_graph(path: str | Path | None = None, *, encoder: str | Path | None = N
 def analyze(path: str | Path | None = None, input_size: tuple[int, int] | None = None,
             num_classes: int | None = None, *, encoder: str | Path | None = None,
             meta: str | Path | None = None, keep_unused: bool = False,
-            output_stride: int | None = None) -> Analysis:
+            output_stride: int | None = None, budget: Budget | None = None) -> Analysis:
     """Run every torch-free pass; raises SpecError listing all problems found.
+
+    ``budget`` (default :data:`~rtseg_compiler.passes.budget.DEFAULT_BUDGET`) bounds
+    parameters and activations, checked on the audit before anything is allocated.
 
     ``output_stride`` (8 or 16) rewrites encoder strides into dilations; by
     default a meta that declares ``output_stride`` gets it.
@@ -149,7 +153,10 @@ def analyze(path: str | Path | None = None, input_size: tuple[int, int] | None =
     if target:
         resolved = _apply_output_stride(resolved, output_stride, tuple(size), diags,
                                         head=tuple(n for n in linked.nodes if n.part != "encoder"))
-    return Analysis(resolved.graph, resolved, count(resolved), diags.warnings)
+    audit = count(resolved)
+    check_budget(resolved, audit, budget or DEFAULT_BUDGET, diags)
+    diags.raise_if_errors()
+    return Analysis(resolved.graph, resolved, audit, diags.warnings)
 
 
 def _apply_output_stride(resolved: Resolved, requested: int | None, size: tuple[int, int],
@@ -172,7 +179,8 @@ def _apply_output_stride(resolved: Resolved, requested: int | None, size: tuple[
     return again
 
 
-def validate_file(path: str | Path, input_size: tuple[int, int] | None = None) -> list[Diagnostic]:
+def validate_file(path: str | Path, input_size: tuple[int, int] | None = None, *,
+                  budget: Budget | None = None) -> list[Diagnostic]:
     """All diagnostics (errors and warnings) for one spec file of any kind."""
     diags = Diagnostics()
     doc = _load_checked(path, diags)
@@ -185,7 +193,7 @@ def validate_file(path: str | Path, input_size: tuple[int, int] | None = None) -
             link(g, diags)
         return diags.items
     try:
-        return list(analyze(path, input_size).warnings)
+        return list(analyze(path, input_size, budget=budget).warnings)
     except SpecError as exc:
         return list(exc.diagnostics)
 

@@ -9,6 +9,7 @@ is what ``torch.utils.flop_counter`` and fvcore count. Counting by output size
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
@@ -26,10 +27,16 @@ _COMMON = {
 }
 
 
+def _divisors(n: int) -> list[int]:
+    """Divisors of ``n`` in increasing order, in O(sqrt(n)) steps (channels may come from a hostile spec)."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
 def _check_groups(attrs: Mapping[str, Any], cin: int) -> None:
     g, out = attrs["groups"], attrs["out"]
     if cin % g:
-        divisors = [d for d in range(1, cin + 1) if cin % d == 0 and out % d == 0]
+        divisors = _divisors(math.gcd(cin, out))
         raise OpError(f"groups={g} does not divide in_channels={cin}", field="groups",
                       hint=f"groups that divide both {cin} and out={out}: "
                            f"{', '.join(map(str, divisors[-6:]))}")

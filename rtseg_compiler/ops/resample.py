@@ -24,6 +24,9 @@ def _upsample_complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict
     if len(ins) == 2 and attrs["scale"] is not None:
         raise OpError("upsample takes either 'scale' or a size reference input, not both",
                       field="scale")
+    if attrs["scale"] is not None and attrs["scale"] <= 0:
+        raise OpError(f"upsample scale={attrs['scale']} must be positive", field="scale",
+                      hint="2 doubles height and width; 0.5 halves them")
     if attrs["mode"] == "nearest" and attrs["align_corners"]:
         raise OpError("align_corners applies to bilinear mode only", field="align_corners")
     return attrs
@@ -36,7 +39,9 @@ def _upsample_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> Tens
         return TensorType(x.channels, ref.height, ref.width, ref.stride)
     scale = attrs["scale"]
     h, w = math.floor(x.height * scale), math.floor(x.width * scale)
-    return TensorType(x.channels, h, w, x.stride / Fraction(scale).limit_denominator(1000))
+    # limit_denominator keeps 1/3-style scales readable; a tiny scale would round to 0.
+    factor = Fraction(scale).limit_denominator(1000) or Fraction(scale)
+    return TensorType(x.channels, h, w, x.stride / factor)
 
 
 def resize_like(x: Any, ref: Any, mode: str, align_corners: bool | None) -> Any:

@@ -58,7 +58,14 @@ class Env:
                 ref, lookup = binding.input_ref, self.channels_of
                 in_ch = lambda: lookup(ref)  # noqa: E731
             inner = Env(scope, self.channels_of, in_ch, self.depth + 1)
-            return evaluate_value(binding.expr.text, inner)
+            try:
+                return evaluate_value(binding.expr.text, inner)
+            except ExprError as exc:
+                # Blame the text that failed (a block argument, a parameter), not the layer
+                # field that used it; the innermost binding sets it first.
+                if getattr(exc, "loc", None) is None:
+                    exc.loc = binding.expr.loc  # type: ignore[attr-defined]
+                raise
         raise ExprError(f"cannot evaluate binding {binding!r}")  # pragma: no cover
 
 

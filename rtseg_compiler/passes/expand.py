@@ -124,13 +124,17 @@ class _Expander:
             if self.encoder_taps is None:  # checking a meta alone: requires is the contract
                 if tap not in self.requires and tap != "output":
                     self.diags.error(f"tap '{tap}' is used but not listed in 'requires'", loc,
-                                     hint=f"add it to requires: [{', '.join(sorted(self.requires | {tap}))}]")
+                                     hint=did_you_mean(tap, self.requires | {"output"})
+                                     or f"add it to requires: [{', '.join(sorted(self.requires | {tap}))}]")
                 return INPUT
             if tap in self.encoder_taps:
                 return self.encoder_taps[tap]
             self.diags.error(f"the encoder has no tap '{tap}'", loc,
                              hint=did_you_mean(tap, self.encoder_taps)
                              or f"taps: {', '.join(sorted(self.encoder_taps))}")
+            return INPUT
+        # Past MAX_LAYERS names were dropped; a collector full of errors would drop this one.
+        if self.overflow or (self.diags.full and self.diags.has_errors):
             return INPUT
         candidates = list(body.names) + ([INPUT] if body.input_ref else [])
         if self.part == "meta":
@@ -163,7 +167,9 @@ class _Expander:
             self.diags.error(f"'{what}' must not depend on channel counts", loc, notes=body.origin)
             return None
         except (ExprError, KeyError) as exc:
-            self.diags.error(f"'{what}': {exc}", loc, notes=body.origin)
+            hint = (f"'{what}' is fixed before shapes are known: use numbers and parameters"
+                    if "in_channels" in str(exc) else None)
+            self.diags.error(f"'{what}': {exc}", loc, hint=hint, notes=body.origin)
             return None
         if isinstance(result, float) and result.is_integer():
             result = int(result)
@@ -231,7 +237,7 @@ class _Expander:
         if len(self.nodes) >= MAX_LAYERS:
             if not self.overflow:
                 self.diags.error(f"the spec expands to more than {MAX_LAYERS:,} layers", node.loc,
-                                 hint="check 'repeat' counts")
+                                 hint="check 'repeat' counts", notes=node.origin)
             self.overflow = True
             return
         if node.name in self.node_names:
@@ -271,6 +277,8 @@ class _Expander:
                 attrs[key] = value
         out = prev
         for r in range(repeat):
+            if self.overflow:  # 'repeat: 10**11' must stop at MAX_LAYERS, not loop 10^11 times
+                break
             qualified = body.prefix + (name if repeat == 1 else f"{name}.{r + 1}")
             if r == 0 and explicit is not None:
                 inputs = tuple(explicit)
@@ -324,6 +332,8 @@ class _Expander:
         origin = (f"in block '{block_name}' used at {use_loc}",) + body.origin
         out = prev
         for r in range(repeat):
+            if self.overflow:
+                break
             if r == 0 and explicit is not None:
                 block_input = explicit[0]
             elif out is not None:

@@ -108,7 +108,9 @@ def _evaluate_attrs(node: Node, env: Env) -> dict[str, Any]:
                 value = evaluate_value(raw, env)
         except (ExprError, KeyError) as exc:
             msg = str(exc) if isinstance(exc, ExprError) else f"unknown name {exc}"
-            raise OpError(f"{name}: {msg}", field=name) from None
+            err = OpError(f"{name}: {msg}", field=name)
+            err.loc = getattr(exc, "loc", None)  # set when a parameter's own text failed (env.py)
+            raise err from None
         attrs[name] = _typed(value, f, name)
     return attrs
 
@@ -168,6 +170,7 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
             loc = node.attr_loc(exc.field) if exc.field and exc.field != "inputs" else node.loc
             if exc.field == "inputs" and "inputs" in node.attr_locs:
                 loc = node.attr_locs["inputs"]
+            loc = getattr(exc, "loc", None) or loc
             text = _INPUT_REF.sub(lambda m: _input_name(node, int(m.group(1))), str(exc))
             message = f"{text} (layer '{_short(node.name)}')"
             if exc.spatial:

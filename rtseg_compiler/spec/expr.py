@@ -22,6 +22,7 @@ before it is computed, so ``10**10**10`` fails at once instead of hanging.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import operator
 from typing import Any, Callable, Mapping
@@ -60,8 +61,25 @@ def _int(x: Any) -> int:
     return int(x)
 
 
+#: ``round(5, -10**9)`` would compute 10**(10**9); no value in a spec has more than 12 digits.
+MAX_NDIGITS = 16
+
+
 def _round(x: Any, ndigits: Any = None) -> Any:
-    return round(x) if ndigits is None else round(x, int(ndigits))
+    if ndigits is None:
+        return round(x)
+    if isinstance(ndigits, bool) or not isinstance(ndigits, int) or abs(ndigits) > MAX_NDIGITS:
+        raise ExprError(f"round: ndigits must be an integer from -{MAX_NDIGITS} to {MAX_NDIGITS}, "
+                        f"got {ndigits!r}")
+    return round(x, ndigits)
+
+
+#: How each function is called, for error messages (Python's own name the internal helpers).
+USAGE = {
+    "int": "int(x)", "round": "round(x) or round(x, ndigits)", "min": "min(a, b, ...)",
+    "max": "max(a, b, ...)", "abs": "abs(x)", "floor": "floor(x)", "ceil": "ceil(x)",
+    "make_divisible": "make_divisible(value, divisor=8, min_value=divisor)",
+}
 
 
 #: The functions a spec may call. Each takes and returns plain numbers.
@@ -101,6 +119,13 @@ def parse(text: str) -> ast.Expression:
     """Parse and check an expression's form; raises :class:`ExprError`."""
     if not isinstance(text, str):
         raise ExprError(f"expected an expression string, got {type(text).__name__}")
+    return _parse(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> ast.Expression:
+    # Cached: shape inference evaluates the same few dozen strings once per layer and per
+    # candidate input size (suggest_input_sizes), and the trees are only read, never changed.
     if len(text) > MAX_EXPRESSION_LENGTH:
         raise ExprError(f"expression is {len(text)} characters long, over the limit of "
                         f"{MAX_EXPRESSION_LENGTH}")
@@ -189,7 +214,10 @@ def evaluate(text: str, env: Mapping[str, Any] | Callable[[str], Any]) -> Any:
     """
     tree = parse(text)
     lookup = env.__getitem__ if isinstance(env, Mapping) else env
-    return _bound(_eval(tree.body, lookup, text), text)
+    try:
+        return _bound(_eval(tree.body, lookup, text), text)
+    except RecursionError:  # 256 characters nest at most ~128 deep; only a deep caller gets here
+        raise ExprError(f"expression {text!r} nests too deeply") from None
 
 
 def _bound(value: Any, text: str) -> Any:
@@ -260,10 +288,16 @@ def _eval(node: ast.AST, lookup: Callable[[str], Any], text: str) -> Any:
         return _eval(branch, lookup, text)
     if isinstance(node, ast.Call):
         args = [_eval(a, lookup, text) for a in node.args]
+        name = node.func.id
+        if name in ("min", "max") and len(args) < 2:
+            raise ExprError(f"{name} needs two or more numbers: {USAGE[name]}")
         try:
-            return _bound(FUNCTIONS[node.func.id](*args), text)
+            return _bound(FUNCTIONS[name](*args), text)
         except ExprError:
             raise
-        except (TypeError, ValueError, OverflowError, ZeroDivisionError) as exc:
-            raise ExprError(f"{node.func.id}(...) failed: {exc}") from None
+        except TypeError:
+            raise ExprError(f"{name} called with {len(args)} argument{'s' if len(args) != 1 else ''}"
+                            f" in {text!r}; write {USAGE[name]}") from None
+        except (ValueError, OverflowError, ZeroDivisionError) as exc:
+            raise ExprError(f"{name}(...) failed in {text!r}: {exc}") from None
     raise ExprError(f"'{type(node).__name__}' is not allowed in a spec expression")

@@ -21,6 +21,7 @@ carrying the :class:`~rtseg_compiler.diagnostics.Location` of each key and value
 from __future__ import annotations
 
 import math
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -110,17 +111,28 @@ def load_spec_file(path: str | Path) -> Any:
     name = str(path)
     diags = Diagnostics()
     p = Path(path)
+    if not name.strip():
+        diags.error("empty file name", Location("<spec>"), hint="pass a .yaml file")
+        diags.raise_if_errors()
     try:
         if p.is_dir():
             diags.error("is a directory, not a spec file", Location(name),
                         hint="pass a .yaml file")
             diags.raise_if_errors()
-        size = p.stat().st_size
-        if size > MAX_FILE_BYTES:
-            diags.error(f"file is {size:,} bytes, over the limit of {MAX_FILE_BYTES:,}",
+        info = p.stat()
+        if not stat.S_ISREG(info.st_mode):
+            # /dev/zero or a FIFO would be read forever (or block): refuse before opening.
+            diags.error("not a regular file", Location(name), hint="pass a .yaml file")
+            diags.raise_if_errors()
+        if info.st_size > MAX_FILE_BYTES:
+            diags.error(f"file is {info.st_size:,} bytes, over the limit of {MAX_FILE_BYTES:,}",
                         Location(name), hint="spec files are small; is this the right file?")
             diags.raise_if_errors()
-        data = p.read_bytes()
+        with p.open("rb") as handle:  # bounded: the file may grow between stat and read
+            data = handle.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            diags.error(f"file is over the limit of {MAX_FILE_BYTES:,} bytes", Location(name))
+            diags.raise_if_errors()
     except SpecError:
         raise
     except FileNotFoundError:
@@ -131,6 +143,10 @@ def load_spec_file(path: str | Path) -> Any:
         diags.raise_if_errors()
     except OSError as exc:
         diags.error(f"cannot read file: {exc.strerror or exc}", Location(name))
+        diags.raise_if_errors()
+    except ValueError:  # a path holding a NUL byte, e.g. from a model's 'encoder: "a\\0b"'
+        diags.error("invalid file name (it contains a NUL character)",
+                    Location(name.replace("\0", "\\0")))
         diags.raise_if_errors()
     try:
         text = data.decode("utf-8")
@@ -155,51 +171,98 @@ def load_spec_text(text: str, name: str = "<spec>") -> Any:
         diags.raise_if_errors()
     _check_event_stream(text, name, diags)
     diags.raise_if_errors()
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        diags.error(_yaml_problem(exc), _mark_location(exc, name))
-        diags.raise_if_errors()
-    except yaml.YAMLError as exc:  # pragma: no cover - PyYAML marks nearly everything
-        diags.error(f"invalid YAML: {exc}", Location(name))
-        diags.raise_if_errors()
+    node = None
+    for loader in _loaders(text):
+        try:
+            node = yaml.compose(text, Loader=loader)
+            break
+        except yaml.YAMLError as exc:
+            if loader is yaml.SafeLoader or len(text) > _REPARSE_LIMIT:
+                _report_yaml_error(exc, text, name, diags)
+                diags.raise_if_errors()
     if node is None:
         diags.error("file holds no YAML document", Location(name, 1, 1))
         diags.raise_if_errors()
+    if not isinstance(node, yaml.MappingNode):
+        what = "a list" if isinstance(node, yaml.SequenceNode) else f"the single value {node.value[:40]!r}"
+        diags.error(f"a spec file must be a mapping of 'key: value' lines, not {what}",
+                    Location(name, node.start_mark.line + 1, node.start_mark.column + 1),
+                    hint="start with 'kind: encoder', 'kind: meta' or 'kind: model'")
+        diags.raise_if_errors()
     builder = _Builder(name, diags)
+    if builder.expanded_size(node) > MAX_NODES:
+        diags.raise_if_errors()
     value = builder.build(node, depth=0)
     diags.raise_if_errors()
     return value
 
 
+#: libyaml (PyYAML's C extension) parses about 20x faster than the pure-Python parser: a
+#: 400 KB file takes 0.15 s instead of 2.6 s. Marks and node graphs are the same.
+_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: On a syntax error in a file up to this size, PyYAML's parser runs again for its message,
+#: which names the character ("found character '\\t'") where libyaml's does not.
+_REPARSE_LIMIT = 200_000
+
+
+def _loaders(text: str) -> tuple[type, ...]:
+    if _FAST_LOADER is yaml.SafeLoader:
+        return (yaml.SafeLoader,)
+    return (_FAST_LOADER, yaml.SafeLoader)
+
+
 def _check_event_stream(text: str, name: str, diags: Diagnostics) -> None:
     """Depth, size and document-count checks on the event stream, before composing."""
+    for loader in _loaders(text):
+        try:
+            _walk_events(text, name, diags, loader)
+            return
+        except yaml.YAMLError as exc:
+            if loader is yaml.SafeLoader or len(text) > _REPARSE_LIMIT:
+                _report_yaml_error(exc, text, name, diags)
+                return
+
+
+def _report_yaml_error(exc: yaml.YAMLError, text: str, name: str, diags: Diagnostics) -> None:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        diags.error(_yaml_problem(exc), _mark_location(exc, name))
+    elif isinstance(exc, yaml.reader.ReaderError):
+        diags.error(f"character U+{exc.character:04X} is not allowed in YAML (control characters "
+                    "are refused)", _offset_location(text, exc.position, name),
+                    hint="remove it, or write it as an escape inside a double-quoted string")
+    else:  # pragma: no cover - every parser error above is marked
+        diags.error(f"invalid YAML: {exc}", Location(name))
+
+
+def _walk_events(text: str, name: str, diags: Diagnostics, loader: type) -> None:
     depth = 0
     events = 0
     documents = 0
-    try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            events += 1
-            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    diags.error(f"nesting deeper than {MAX_DEPTH} levels",
-                                _event_location(event, name),
-                                hint="spec files nest a few levels; this looks generated or hostile")
-                    return
-            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                depth -= 1
-            elif isinstance(event, yaml.DocumentStartEvent):
-                documents += 1
-                if documents > 1:
-                    diags.error("more than one YAML document in a spec file",
-                                _event_location(event, name), hint="remove the '---' separator")
-                    return
-            if events > MAX_NODES:
-                diags.error(f"more than {MAX_NODES:,} YAML events", _event_location(event, name))
+    for event in yaml.parse(text, Loader=loader):
+        events += 1
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                diags.error(f"nesting deeper than {MAX_DEPTH} levels",
+                            _event_location(event, name),
+                            hint="spec files nest a few levels; this looks generated or hostile")
                 return
-    except yaml.MarkedYAMLError as exc:
-        diags.error(_yaml_problem(exc), _mark_location(exc, name))
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+        elif isinstance(event, yaml.DocumentStartEvent):
+            documents += 1
+            if documents > 1:
+                diags.error("more than one YAML document in a spec file",
+                            _event_location(event, name), hint="remove the '---' separator")
+                return
+        if events > MAX_NODES:
+            diags.error(f"more than {MAX_NODES:,} YAML events", _event_location(event, name))
+            return
+
+
+def _offset_location(text: str, offset: int, name: str) -> Location:
+    line = text.count("\n", 0, offset) + 1
+    return Location(name, line, offset - (text.rfind("\n", 0, offset) + 1) + 1)
 
 
 def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
@@ -234,6 +297,49 @@ class _Builder:
 
     def loc(self, node: yaml.Node) -> Location:
         return Location(self.name, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def expanded_size(self, root: yaml.Node) -> int:
+        """Nodes the document has once aliases are expanded, counted without expanding them.
+
+        An alias is the same node object as its anchor, so a memo per node makes
+        this linear in the composed (unexpanded) size: a "billion laughs" file is
+        measured at 10^9 and refused in microseconds, before anything is built.
+        Returns at most MAX_NODES + 1 and reports the error itself.
+        """
+        memo: dict[int, int] = {}
+        on_path: set[int] = set()
+        culprit: list[yaml.Node] = []  # the innermost container that went over: the one to blame
+
+        def size(node: yaml.Node, depth: int) -> int:
+            key = id(node)
+            if key in memo:
+                return memo[key]
+            if key in on_path:  # recursive alias: the builder reports it with its location
+                return 1
+            if depth > MAX_DEPTH:  # likewise reported by the builder; stop walking here
+                return 1
+            total = 1
+            if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+                on_path.add(key)
+                children = (c for pair in node.value for c in pair) if isinstance(
+                    node, yaml.MappingNode) else iter(node.value)
+                for child in children:
+                    total += size(child, depth + 1)
+                    if total > MAX_NODES:
+                        if not culprit:
+                            culprit.append(node)
+                        break
+                on_path.discard(key)
+            memo[key] = total
+            return total
+
+        total = size(root, 0)
+        if total > MAX_NODES:
+            self.diags.error(
+                f"the YAML expands to more than {MAX_NODES:,} nodes (aliases are expanded)",
+                self.loc(culprit[0] if culprit else root),
+                hint="anchors and aliases that multiply ('billion laughs') are refused")
+        return total
 
     def build(self, node: yaml.Node, depth: int) -> Any:
         if self.exhausted:
@@ -311,7 +417,8 @@ class _Builder:
         try:
             value = self.constructor.construct_object(node, deep=True)
         except (yaml.YAMLError, ValueError, OverflowError) as exc:
-            self.diags.error(f"cannot read scalar {node.value[:40]!r}: {exc}", self.loc(node))
+            reason = str(exc).split(";")[0]  # drop Python's "use sys.set_int_max_str_digits()"
+            self.diags.error(f"cannot read scalar {node.value[:40]!r}: {reason}", self.loc(node))
             return None
         if isinstance(value, float) and not math.isfinite(value):
             self.diags.error(f"non-finite number {node.value!r}", self.loc(node),
