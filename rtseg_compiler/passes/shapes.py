@@ -172,7 +172,7 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
                 loc = node.attr_locs["inputs"]
             loc = getattr(exc, "loc", None) or loc
             text = _INPUT_REF.sub(lambda m: _input_name(node, int(m.group(1))), str(exc))
-            message = f"{text} (layer '{_short(node.name)}')"
+            message = f"{text} ({node.op} '{_short(node.name)}')"
             if exc.spatial:
                 if spatial_dims is not None:
                     spatial_dims.update(exc.dims)

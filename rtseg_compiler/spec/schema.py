@@ -224,7 +224,8 @@ def validate_document(doc: Any, file: str, expected_kind: str | None = None) -> 
         what = "missing 'kind'" if "kind" not in doc else f"unknown kind {kind!r}"
         return [Diagnostic(what, loc, hint=hint)]
     if expected_kind and kind != expected_kind:
-        return [Diagnostic(f"expected a {expected_kind} spec, found kind '{kind}'",
+        article = "an" if expected_kind[0] in "aeiou" else "a"
+        return [Diagnostic(f"expected {article} {expected_kind} spec, found kind '{kind}'",
                            location_of(doc, ("kind",)))]
     out = []
     errors = sorted(_validator(kind).iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
@@ -279,8 +280,10 @@ def _explain(error: jsonschema.ValidationError, doc: Any) -> Iterator[Diagnostic
                               "references may be dotted ('encoder.stride16')")
         return
     if v in ("minItems", "maxItems"):
-        yield Diagnostic(f"{where}: {error.message}", loc,
-                         hint="sizes and pairs are written [height, width]")
+        pair = error.validator_value == 2 and error.schema.get("maxItems") == 2
+        hint = "sizes and pairs are written [height, width]" if pair else (
+            "a list of layers needs at least one layer" if path and path[-1] == "layers" else None)
+        yield Diagnostic(f"{where}: {error.message}", loc, hint=hint)
         return
     if v == "not" and isinstance(value, dict) and "input" in value and "inputs" in value:
         yield Diagnostic("a layer takes 'input' or 'inputs', not both", loc)
