@@ -11,9 +11,11 @@ enough to derive by hand in the test's docstring.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import textwrap
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -70,3 +72,25 @@ def encoder_spec(write_spec: SpecWriter) -> Callable[..., Path]:
         return write_spec(name, encoder_yaml(layers, **kwargs))
 
     return make
+
+
+@contextlib.contextmanager
+def no_hang(seconds: int = 30) -> Iterator[None]:
+    """Turn a run longer than ``seconds`` into a test failure (SIGALRM; a no-op where there is none).
+
+    Used around the compiler on hostile and fuzzed specs, where "hangs" is the bug to catch.
+    """
+    if not hasattr(signal, "SIGALRM"):  # pragma: no cover - Windows
+        yield
+        return
+
+    def fail(signum: int, frame: Any) -> None:
+        raise AssertionError(f"the compiler was still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

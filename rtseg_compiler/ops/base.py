@@ -202,5 +202,17 @@ def same_spatial(op: str, ins: Sequence[TensorType], names: Sequence[str] | None
                 hint="align them with a 'crop' layer, or use an input size that divides evenly")
 
 
+def complete_window(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any]:
+    """Pooling windows (max/avg pool, unpool): stride defaults to the kernel, and
+    padding may be at most half the kernel, as ``torch.nn.MaxPool2d`` requires."""
+    if attrs["stride"] is None:
+        attrs["stride"] = attrs["kernel"]
+    for k, p in zip(attrs["kernel"], attrs["padding"]):
+        if 2 * p > k:
+            raise OpError(f"padding={p} is more than half the kernel size {k}", field="padding",
+                          hint=f"use padding <= {k // 2}")
+    return attrs
+
+
 def scale_stride(t: TensorType, factor: Fraction | int) -> Fraction:
     return t.stride * Fraction(factor)

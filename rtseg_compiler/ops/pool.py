@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import REQUIRED, Cost, Field, OpDef, OpError, conv_out, register
+from .base import REQUIRED, Cost, Field, OpDef, complete_window, conv_out, register
 
 _WINDOW = {
     "kernel": Field("pair", REQUIRED, minimum=1),
@@ -19,16 +19,6 @@ _WINDOW = {
     "padding": Field("pair", 0, minimum=0),
     "ceil_mode": Field("bool", False),
 }
-
-
-def _window_complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any]:
-    if attrs["stride"] is None:
-        attrs["stride"] = attrs["kernel"]
-    for k, p in zip(attrs["kernel"], attrs["padding"]):
-        if 2 * p > k:
-            raise OpError(f"padding={p} is more than half the kernel size {k}", field="padding",
-                          hint=f"use padding <= {k // 2}")
-    return attrs
 
 
 def _window_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
@@ -60,13 +50,13 @@ def _avgpool_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Ten
 register(OpDef(name="maxpool", summary="max pooling; indices: true also returns argmax indices for unpool",
                fields={**_WINDOW, "indices": Field("bool", False, doc="also return the argmax "
                                                    "indices, for an unpool layer")},
-               required=("kernel",), complete=_window_complete, infer=_window_infer,
+               required=("kernel",), complete=complete_window, infer=_window_infer,
                count=_window_count, build=_maxpool_build,
                returns_extra=lambda attrs: bool(attrs["indices"])))
 
 register(OpDef(name="avgpool", summary="average pooling",
                fields={**_WINDOW, "count_include_pad": Field("bool", True)}, required=("kernel",),
-               complete=_window_complete, infer=_window_infer, count=_window_count,
+               complete=complete_window, infer=_window_infer, count=_window_count,
                build=_avgpool_build))
 
 

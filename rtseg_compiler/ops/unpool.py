@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import REQUIRED, Cost, Field, FunctionCall, OpDef, OpError, register
+from .base import REQUIRED, Cost, Field, FunctionCall, OpDef, OpError, complete_window, register
 
 
 def max_unpool(x: Any, indices: Any, like: Any = None, *, kernel: tuple[int, int],
@@ -38,16 +38,6 @@ def max_unpool(x: Any, indices: Any, like: Any = None, *, kernel: tuple[int, int
     from torch.nn import functional as F
     size = None if like is None else like.shape[-2:]
     return F.max_unpool2d(x, indices, kernel, stride, padding, output_size=size)
-
-
-def _complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any]:
-    if attrs["stride"] is None:
-        attrs["stride"] = attrs["kernel"]
-    for k, p in zip(attrs["kernel"], attrs["padding"]):
-        if 2 * p > k:
-            raise OpError(f"padding={p} is more than half the kernel size {k}", field="padding",
-                          hint=f"use the pool's padding, at most {k // 2}")
-    return attrs
 
 
 def _default_size(size: int, k: int, s: int, p: int) -> int:
@@ -98,7 +88,7 @@ register(OpDef(
     required=("kernel",),
     arity=(2, 3),
     extra_inputs=(1,),
-    complete=_complete,
+    complete=complete_window,
     infer=_infer,
     count=lambda attrs, ins, out: Cost(),
     build=_build,

@@ -14,13 +14,12 @@ are searched independently, since no op mixes the two).
 
 from __future__ import annotations
 
-import math
 import re
 from fractions import Fraction
 from typing import Any, Mapping
 
-from ..diagnostics import Diagnostics, Location, did_you_mean
-from ..ir import INPUT, Expr, Graph, Node, Resolved, TensorType, frozen_map
+from ..diagnostics import Diagnostics, did_you_mean
+from ..ir import INPUT, Graph, Node, Resolved, TensorType, frozen_map
 from ..ops import REGISTRY, OpError
 from ..ops.base import REQUIRED, Field
 from ..spec.expr import ExprError

@@ -22,7 +22,7 @@ import jsonschema
 from ..diagnostics import Diagnostic, did_you_mean
 from ..ops import REGISTRY, Field
 from ..ops.base import REQUIRED
-from .load import LocatedMap, location_of
+from .load import location_of
 
 __all__ = ["KINDS", "schema_for", "validate_document", "SCHEMA_DIR", "LAYER_KEYS", "BLOCK_USE_KEYS"]
 

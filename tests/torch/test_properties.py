@@ -33,10 +33,10 @@ import torch
 import yaml
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from torch import fx
 from torch.utils.flop_counter import FlopCounterMode
 
 from rtseg_compiler import compile_model
+from test_emit import ShapeRecorder
 from rtseg_compiler.diagnostics import SpecError
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -387,20 +387,6 @@ def model_specs(draw) -> tuple[dict[str, Any], dict[str, Any], int]:
 
 
 # --------------------------------------------------------------------------- the properties
-
-class ShapeRecorder(fx.Interpreter):
-    """Each layer's output shape, found through the ``layer`` tag emit puts in node.meta."""
-
-    def __init__(self, module: fx.GraphModule):
-        super().__init__(module)
-        self.shapes: dict[str, tuple[int, ...]] = {}
-
-    def run_node(self, n: fx.Node):
-        out = super().run_node(n)
-        if "layer" in n.meta:
-            self.shapes[n.meta["layer"]] = tuple(out.shape)
-        return out
-
 
 def check_against_torch(compiled) -> None:
     audit, module = compiled.audit, compiled.module

@@ -21,19 +21,18 @@ lives in ``.hypothesis/``), and prints the mutated files' source with
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import string
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import no_hang
 from rtseg_compiler.diagnostics import SpecError
 from rtseg_compiler.ops import REGISTRY
 from rtseg_compiler.passes import shapes
@@ -65,25 +64,6 @@ def _model_files() -> list[Path]:
 MODELS = _model_files()
 #: The three specs the issue names come first, so a short run always covers them.
 PREFERRED = [SPECS / "models/skipnet_mobilenet_v1.yaml"]
-
-
-@contextlib.contextmanager
-def no_hang(seconds: int = HANG_SECONDS) -> Iterator[None]:
-    """Turn a run longer than ``seconds`` into a test failure (SIGALRM, where there is one)."""
-    if not hasattr(signal, "SIGALRM"):  # pragma: no cover - Windows
-        yield
-        return
-
-    def fail(signum: int, frame: Any) -> None:
-        raise AssertionError(f"the compiler ran for more than {seconds} s on a mutated spec")
-
-    previous = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(autouse=True)
@@ -271,7 +251,7 @@ def test_mutated_model_compiles_or_raises_spec_error(case: tuple[dict[str, bytes
     files, model, _ = case
     with tempfile.TemporaryDirectory() as tmp:
         _write(Path(tmp), files)
-        with no_hang():
+        with no_hang(HANG_SECONDS):
             try:
                 analyze(Path(tmp) / model, size)
             except SpecError as exc:
@@ -285,7 +265,7 @@ def test_mutated_file_validates_or_reports(case: tuple[dict[str, bytes], str, st
     files, _, target = case
     with tempfile.TemporaryDirectory() as tmp:
         _write(Path(tmp), files)
-        with no_hang():
+        with no_hang(HANG_SECONDS):
             diags = validate_file(Path(tmp) / target)
         for d in diags:
             assert d.loc is not None and d.loc.file, f"unlocated diagnostic: {d.render()}"
@@ -300,7 +280,7 @@ def test_arbitrary_text_is_refused_cleanly(text: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "spec.yaml"
         path.write_bytes(text.encode("utf-8", "surrogatepass"))
-        with no_hang():
+        with no_hang(HANG_SECONDS):
             try:
                 analyze(path)
             except SpecError as exc:

@@ -11,40 +11,20 @@ guard against hangs with an alarm.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
 import tracemalloc
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
+from conftest import no_hang
 from rtseg_compiler.diagnostics import SpecError
 from rtseg_compiler.passes import budget, expand
 from rtseg_compiler.pipeline import analyze, validate_file
 from rtseg_compiler.spec import load
 from rtseg_compiler.spec.load import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, load_spec_file, load_spec_text
-
-
-@contextlib.contextmanager
-def no_hang(seconds: int = 30) -> Iterator[None]:
-    """Fail instead of hanging (SIGALRM; a no-op where there is none)."""
-    if not hasattr(signal, "SIGALRM"):  # pragma: no cover - Windows
-        yield
-        return
-
-    def fail(signum: int, frame: Any) -> None:
-        raise AssertionError(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _error(text: str, name: str = "hostile.yaml") -> Any:
