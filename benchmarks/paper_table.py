@@ -151,8 +151,10 @@ def reason(row: PaperRow, a: Analysis) -> str:
             parts.append(f"counts conv6_1 + score_fr, built but unused in the original graph "
                          f"(+{(ours - used) / G:.2f}; used path alone {used / G:.2f}, "
                          f"{_pct(used / G, row.paper)})")
-        parts.append(f"the TF graph also had conv biases before BN (+{bias / G:.3f}) and a softmax "
-                     f"(+{soft / G:.3f}): {closed:.2f} ({_pct(closed, row.paper)})")
+        missing = (f"conv biases before BN (+{bias / G:.3f}) and a softmax" if bias
+                   else "a softmax (the spec already has the conv biases)")
+        parts.append(f"the TF graph also had {missing} (+{soft / G:.3f}): {closed:.2f} "
+                     f"({_pct(closed, row.paper)})")
         parts.append(f"the paper prints {row.printed}, i.e. +-{_rounding(row)}")
         return "; ".join(parts)
     extra = torch2016_extras(a)

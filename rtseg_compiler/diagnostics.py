@@ -44,14 +44,15 @@ class Location:
 
 
 def _display_path(path: str) -> str:
-    """Paths relative to the working directory when that is shorter, as compilers print them."""
+    """Paths relative to the working directory when inside it and shorter, as compilers print them."""
     if not path or path.startswith("<"):
         return path or "<spec>"
     try:
         rel = os.path.relpath(path)
     except ValueError:  # different drive on Windows
         return path
-    return rel if len(rel) < len(path) else path
+    # Relative only below the working directory: "../../x.yaml" reads worse than an absolute path.
+    return rel if not rel.startswith(os.pardir) and len(rel) < len(path) else path
 
 
 @dataclass(frozen=True, slots=True)

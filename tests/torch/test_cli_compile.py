@@ -34,7 +34,7 @@ def test_compile_checks_module_against_audit(capsys):
     code, out, err = rtsegc(capsys, "compile", MODEL)
     assert code == 0, err
     assert "output       1x20x512x1024 (matches inferred 1x20x512x1024)" in out
-    assert "params       3,358,136 (matches audit 3,358,136)" in out
+    assert "params       3,369,080 (matches audit 3,369,080)" in out
     assert "6,860,701,696" in out  # MACs at 512x1024
 
 
@@ -104,7 +104,7 @@ def test_flops_json_matches_analysis(capsys):
     assert data["input"] == [1, 3, 512, 1024]
     assert data["macs"] == audit.macs == 6_860_701_696
     assert data["flops"] == 2 * data["macs"]
-    assert data["params"] == audit.params == 3_358_136
+    assert data["params"] == audit.params == 3_369_080
     assert data["output_shape"] == [1, 20, 512, 1024]
     layers = data["layers"]
     assert [row["name"] for row in layers] == [row.name for row in audit.layers]
@@ -114,7 +114,7 @@ def test_flops_json_matches_analysis(capsys):
     assert sum(row["params"] for row in layers) == data["params"]
     first = layers[0]
     assert first == {**first, "name": "encoder.conv1", "op": "conv", "output_shape": [32, 256, 512],
-                     "macs": 256 * 512 * 32 * 3 * 9, "params": 864}
+                     "macs": 256 * 512 * 32 * 3 * 9, "params": 864 + 32}  # + bias (conv_bias)
     up8 = next(row for row in layers if row["name"] == "head.up8")
     assert up8["macs"] == 64 * 128 * 20 * 20 * 16 * 16  # by input: 64·128·20·20·16² = 838,860,800
     assert up8["output_shape"] == [20, 512, 1024]
