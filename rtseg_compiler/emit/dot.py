@@ -32,7 +32,9 @@ def _label(name: str, op: str, attrs: Any, shape: str) -> str:
         bits.append(f"d{dilation[0]}")
     if attrs.get("groups", 1) != 1:
         bits.append(f"g{attrs['groups']}")
-    short = name.split(".", 1)[1]
+    # Inside a block's cluster the cluster already says "layer1.1"; show only "conv1".
+    parts = name.split(".")
+    short = parts[-1] if len(parts) > 2 else parts[1]
     return f"{short}\\n{' '.join(bits)}\\n{shape}"
 
 
