@@ -37,7 +37,8 @@ class CompiledModel:
 def compile_model(path: str | Path | None = None, input_size: tuple[int, int] | None = None,
                   num_classes: int | None = None, *, encoder: str | Path | None = None,
                   meta: str | Path | None = None, output_stride: int | None = None,
-                  budget: Any = None) -> CompiledModel:
+                  budget: Any = None, encoder_params: dict[str, Any] | None = None,
+                  meta_params: dict[str, Any] | None = None) -> CompiledModel:
     """Analyse a spec and emit its torch module; raises SpecError for an invalid spec.
 
     The analysis and its resource ``budget`` (a ``passes.budget.Budget``; default 2e9
@@ -47,7 +48,8 @@ def compile_model(path: str | Path | None = None, input_size: tuple[int, int] | 
     from .emit.torch_module import emit_torch
 
     analysis = analyze(path, input_size, num_classes, encoder=encoder, meta=meta,
-                       output_stride=output_stride, budget=budget)
+                       output_stride=output_stride, budget=budget,
+                       encoder_params=encoder_params, meta_params=meta_params)
     module = emit_torch(analysis.resolved, class_name=_class_name(analysis.graph.name))
     return CompiledModel(module, analysis.audit, analysis.resolved.graph, analysis)
 

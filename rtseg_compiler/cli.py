@@ -74,6 +74,32 @@ def _model_args(p: argparse.ArgumentParser, *, sizes: bool = True) -> None:
     p.add_argument("--num-classes", type=_positive, metavar="N", help="override the model's num_classes")
     p.add_argument("--output-stride", type=int, choices=(8, 16, 32), metavar="{8,16,32}",
                    help="rewrite encoder strides into dilations to reach this output stride")
+    p.add_argument("--encoder-param", action="append", type=parse_param, metavar="NAME=VALUE",
+                   dest="encoder_params", help="override an encoder parameter, e.g. width=0.5 (repeatable)")
+    p.add_argument("--meta-param", action="append", type=parse_param, metavar="NAME=VALUE",
+                   dest="meta_params", help="override a meta-architecture parameter (repeatable)")
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """'width=0.5' -> ('width', 0.5); 'bias=true' -> True; anything else stays an expression string."""
+    name, sep, value = text.partition("=")
+    name, value = name.strip(), value.strip()
+    if not sep or not name.isidentifier() or not value:
+        raise argparse.ArgumentTypeError(f"invalid parameter {text!r}: write NAME=VALUE, e.g. width=0.5")
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return name, lowered == "true"
+    for convert in (int, float):
+        try:
+            return name, convert(value)
+        except ValueError:
+            pass
+    return name, value
+
+
+def _params(args: argparse.Namespace, which: str) -> dict[str, Any] | None:
+    pairs = getattr(args, which, None)
+    return dict(pairs) if pairs else None
 
 
 _SCALE = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
@@ -121,7 +147,8 @@ def _analysis(args: argparse.Namespace, keep_unused: bool = False) -> Any:
         raise UsageError("give either a model spec or --encoder/--meta, not both")
     result = analyze(args.model, getattr(args, "input", None), args.num_classes,
                      encoder=args.encoder, meta=args.meta, keep_unused=keep_unused,
-                     output_stride=args.output_stride, budget=_budget(args))
+                     output_stride=args.output_stride, budget=_budget(args),
+                     encoder_params=_params(args, "encoder_params"), meta_params=_params(args, "meta_params"))
     _print_diagnostics(result.warnings)
     return result
 
@@ -216,7 +243,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.model is None and not (args.encoder and args.meta):
         raise UsageError("give a model spec, or both --encoder and --meta")
     compiled = compile_model(args.model, args.input, args.num_classes, encoder=args.encoder, meta=args.meta,
-                             output_stride=args.output_stride, budget=_budget(args))
+                             output_stride=args.output_stride, budget=_budget(args),
+                             encoder_params=_params(args, "encoder_params"),
+                             meta_params=_params(args, "meta_params"))
     _print_diagnostics(compiled.analysis.warnings)
     audit = compiled.audit
     params = count_parameters(compiled.module)
@@ -263,6 +292,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
     result, compiled = bench_spec(args.model, args.input, args.num_classes, encoder=args.encoder,
                                   meta=args.meta, output_stride=args.output_stride,
+                                  encoder_params=_params(args, "encoder_params"),
+                                  meta_params=_params(args, "meta_params"),
                                   batch_size=args.batch_size, warmup=args.warmup, iters=args.iters,
                                   device=device, channels_last=args.channels_last, dtype=dtype)
     _print_diagnostics(compiled.analysis.warnings)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
+
 from .diagnostics import Diagnostic, Diagnostics, Location, SpecError
 from .ir import Graph, Resolved
 from .passes import count, infer_shapes, link
@@ -64,10 +66,31 @@ def _resolve_relative(model_path: Path, ref: str) -> Path:
     return candidate if candidate.is_absolute() else (model_path.parent / candidate)
 
 
+def _merged(base: Any, extra: Mapping[str, Any] | None) -> Any:
+    """A model file's parameter overrides with the caller's on top (theirs keep their locations)."""
+    if not extra:
+        return base
+    out = LocatedMap()
+    out.loc = getattr(base, "loc", None) or Location("<parameter overrides>")
+    out.key_locs = dict(getattr(base, "key_locs", {}))
+    out.value_locs = dict(getattr(base, "value_locs", {}))
+    out.update(base or {})
+    for key, value in extra.items():
+        out[key] = value
+        out.key_locs.pop(key, None)
+        out.value_locs.pop(key, None)
+    return out
+
+
 def load_graph(path: str | Path | None = None, *, encoder: str | Path | None = None,
                meta: str | Path | None = None, num_classes: int | None = None,
-               diags: Diagnostics | None = None) -> Graph:
-    """Expand a model file, an encoder file, or an encoder + meta pair into one graph."""
+               diags: Diagnostics | None = None, encoder_params: Mapping[str, Any] | None = None,
+               meta_params: Mapping[str, Any] | None = None) -> Graph:
+    """Expand a model file, an encoder file, or an encoder + meta pair into one graph.
+
+    ``encoder_params``/``meta_params`` override parameters on top of a model file's own
+    (``{"width": 0.5}`` for a thinner MobileNet); values are numbers, booleans or expressions.
+    """
     diags = diags if diags is not None else Diagnostics()
     if path is None and (encoder is None or meta is None):
         diags.error("give a model spec, or both --encoder and --meta")
@@ -77,7 +100,7 @@ def load_graph(path: str | Path | None = None, *, encoder: str | Path | None = N
         diags.raise_if_errors()
         kind = doc["kind"]
         if kind == "encoder":
-            graph = encoder_graph(doc, str(path), diags)
+            graph = encoder_graph(doc, str(path), diags, _merged(None, encoder_params))
             diags.raise_if_errors()
             return graph
         if kind == "meta":
@@ -95,7 +118,8 @@ def load_graph(path: str | Path | None = None, *, encoder: str | Path | None = N
             enc_doc, str(enc_path), meta_doc, str(meta_path), diags,
             name=str(doc.get("name") or model_path.stem),
             num_classes=num_classes or doc["num_classes"],
-            encoder_params=doc.get("encoder_params"), meta_params=doc.get("meta_params"),
+            encoder_params=_merged(doc.get("encoder_params"), encoder_params),
+            meta_params=_merged(doc.get("meta_params"), meta_params),
             default_input=tuple(size) if size else None,
             files={"model": str(model_path), "encoder": str(enc_path), "meta": str(meta_path)},
             model_loc=location_of(doc, ()),
@@ -108,6 +132,7 @@ def load_graph(path: str | Path | None = None, *, encoder: str | Path | None = N
             enc_doc, str(encoder), meta_doc, str(meta), diags,
             name=f"{meta_doc.get('name')}_{enc_doc.get('name')}",
             num_classes=num_classes or 21, files={"encoder": str(encoder), "meta": str(meta)},
+            encoder_params=_merged(None, encoder_params), meta_params=_merged(None, meta_params),
         )
     diags.raise_if_errors()
     return graph
@@ -116,7 +141,9 @@ def load_graph(path: str | Path | None = None, *, encoder: str | Path | None = N
 def analyze(path: str | Path | None = None, input_size: tuple[int, int] | None = None,
             num_classes: int | None = None, *, encoder: str | Path | None = None,
             meta: str | Path | None = None, keep_unused: bool = False,
-            output_stride: int | None = None, budget: Budget | None = None) -> Analysis:
+            output_stride: int | None = None, budget: Budget | None = None,
+            encoder_params: Mapping[str, Any] | None = None,
+            meta_params: Mapping[str, Any] | None = None) -> Analysis:
     """Run every torch-free pass; raises SpecError listing all problems found.
 
     ``budget`` (default :data:`~rtseg_compiler.passes.budget.DEFAULT_BUDGET`) bounds
@@ -126,7 +153,8 @@ def analyze(path: str | Path | None = None, input_size: tuple[int, int] | None =
     default a meta that declares ``output_stride`` gets it.
     """
     diags = Diagnostics()
-    graph = load_graph(path, encoder=encoder, meta=meta, num_classes=num_classes, diags=diags)
+    graph = load_graph(path, encoder=encoder, meta=meta, num_classes=num_classes, diags=diags,
+                       encoder_params=encoder_params, meta_params=meta_params)
     linked = link(graph, diags, keep_unused=keep_unused)
     diags.raise_if_errors()
     size = input_size or linked.default_input or (

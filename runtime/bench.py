@@ -105,12 +105,14 @@ def benchmark(module: nn.Module, input_size: tuple[int, int], *, batch_size: int
 def bench_spec(path: str | Path | None, input_size: tuple[int, int] | None = None,
                num_classes: int | None = None, *, encoder: str | Path | None = None,
                meta: str | Path | None = None, output_stride: int | None = None,
+               encoder_params: dict | None = None, meta_params: dict | None = None,
                **kwargs) -> tuple[BenchResult, object]:
     """Compile a spec and :func:`benchmark` it; returns (result, CompiledModel), the latter for its audit."""
     from rtseg_compiler import compile_model
 
     compiled = compile_model(path, input_size, num_classes, encoder=encoder, meta=meta,
-                             output_stride=output_stride)
+                             output_stride=output_stride, encoder_params=encoder_params,
+                             meta_params=meta_params)
     n, c, h, w = compiled.audit.input
     result = benchmark(compiled.module, (h, w), in_channels=c, name=compiled.audit.model, **kwargs)
     return result, compiled

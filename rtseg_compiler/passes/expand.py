@@ -494,9 +494,10 @@ def expand_model(encoder_doc: LocatedMap, encoder_file: str, meta_doc: LocatedMa
     )
 
 
-def encoder_graph(doc: LocatedMap, file: str, diags: Diagnostics) -> Graph:
+def encoder_graph(doc: LocatedMap, file: str, diags: Diagnostics,
+                  overrides: dict | None = None) -> Graph:
     """An encoder on its own, as a graph whose output is its last layer (for `validate`)."""
-    enc = expand_encoder(doc, file, diags)
+    enc = expand_encoder(doc, file, diags, overrides)
     size = doc.get("input")
     return Graph(
         name=str(doc.get("name", "encoder")),

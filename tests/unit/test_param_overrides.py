@@ -1,0 +1,48 @@
+"""Parameter overrides from the API and the command line (``encoder_params``, ``--encoder-param``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import SPECS
+from rtseg_compiler.cli import main
+from rtseg_compiler.diagnostics import SpecError
+from rtseg_compiler.pipeline import analyze
+
+MODEL = SPECS / "models" / "skipnet_mobilenet_v1.yaml"
+ENCODER = SPECS / "encoders" / "mobilenet_v1.yaml"
+
+
+def test_api_override_thins_the_encoder_and_keeps_the_model_files_own():
+    full = analyze(MODEL, (224, 224)).audit
+    half = analyze(MODEL, (224, 224), encoder_params={"width": 0.5})
+    conv1 = half.resolved.graph.node("encoder.conv1")
+    assert conv1.attrs["out"] == 16  # make_divisible(32 * 0.5)
+    assert conv1.attrs["bias"] is True  # the model file's conv_bias: true still applies
+    assert half.audit.macs < full.macs / 2
+
+
+def test_override_on_an_encoder_alone_and_as_an_expression():
+    a = analyze(ENCODER, encoder_params={"width": "3 / 4"})
+    assert a.resolved.graph.node("encoder.conv1").attrs["out"] == 24
+
+
+def test_unknown_override_is_a_located_error_with_a_suggestion():
+    with pytest.raises(SpecError) as err:
+        analyze(MODEL, encoder_params={"widht": 0.5})
+    (d,) = err.value.errors
+    assert "has no parameter 'widht'" in d.message and "did you mean 'width'" in d.hint
+
+
+def test_cli_encoder_param(capsys):
+    assert main(["flops", str(MODEL), "--encoder-param", "width=0.5", "--input", "224x224"]) == 0
+    out = capsys.readouterr().out
+    expected = analyze(MODEL, (224, 224), encoder_params={"width": 0.5}).audit.macs
+    assert f"MACs         {expected:,}" in out
+
+
+def test_cli_rejects_a_malformed_param(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["flops", str(MODEL), "--encoder-param", "width"])
+    assert exit_info.value.code == 2
+    assert "write NAME=VALUE" in capsys.readouterr().err
