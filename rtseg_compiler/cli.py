@@ -138,13 +138,17 @@ def _budget(args: argparse.Namespace) -> Any:
     return Budget(params or DEFAULT_BUDGET.max_params, acts or DEFAULT_BUDGET.max_activation_bytes)
 
 
-def _analysis(args: argparse.Namespace, keep_unused: bool = False) -> Any:
-    from .pipeline import analyze
-
+def _check_model_args(args: argparse.Namespace) -> None:
     if args.model is None and not (args.encoder and args.meta):
         raise UsageError("give a model spec, or both --encoder and --meta")
     if args.model is not None and (args.encoder or args.meta):
         raise UsageError("give either a model spec or --encoder/--meta, not both")
+
+
+def _analysis(args: argparse.Namespace, keep_unused: bool = False) -> Any:
+    from .pipeline import analyze
+
+    _check_model_args(args)
     result = analyze(args.model, getattr(args, "input", None), args.num_classes,
                      encoder=args.encoder, meta=args.meta, keep_unused=keep_unused,
                      output_stride=args.output_stride, budget=_budget(args),
@@ -198,7 +202,7 @@ def cmd_shapes(args: argparse.Namespace) -> int:
     image = result.resolved.input
     print(f"{result.graph.name}: input {image.channels}x{image.height}x{image.width}")
     print(_table(("name", "op", "output (CxHxW)", "stride", "dilation"), rows, right={3, 4}))
-    taps = ", ".join(f"{t.name}={t.node.split('.', 1)[1]}" for t in result.graph.taps)
+    taps = ", ".join(f"{t.name}={t.node.partition('.')[2] or t.node}" for t in result.graph.taps)
     if taps:
         print(f"taps: {taps}")
     return EXIT_OK
@@ -240,8 +244,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from . import compile_model
     from .emit.torch_module import count_parameters
 
-    if args.model is None and not (args.encoder and args.meta):
-        raise UsageError("give a model spec, or both --encoder and --meta")
+    _check_model_args(args)
     compiled = compile_model(args.model, args.input, args.num_classes, encoder=args.encoder, meta=args.meta,
                              output_stride=args.output_stride, budget=_budget(args),
                              encoder_params=_params(args, "encoder_params"),
@@ -263,7 +266,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     print(f"params       {params:,} ({'matches' if ok_params else 'DIFFERS FROM'} audit {audit.params:,})")
     print(f"MACs         {audit.macs:,} ({human(audit.macs)});  FLOPs {audit.flops:,} ({human(audit.flops)})")
     if args.save_code:
-        Path(args.save_code).write_text(compiled.module.code)
+        _write(Path(args.save_code), compiled.module.code)
         print(f"forward code written to {args.save_code}")
     if not (ok_params and ok_shape):
         print("error: the emitted module disagrees with the audit (a compiler bug)", file=sys.stderr)
@@ -280,8 +283,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return EXIT_SPEC
     import torch
 
-    if args.model is None and not (args.encoder and args.meta):
-        raise UsageError("give a model spec, or both --encoder and --meta")
+    _check_model_args(args)
     if args.warmup < 0:
         raise UsageError(f"--warmup must be >= 0, got {args.warmup}")
     if args.threads:
@@ -315,26 +317,42 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+RENDER_FORMATS = ("svg", "png", "pdf", "dot", "gv")
+
+
+def _write(path: Path, data: str | bytes) -> None:
+    """Write an output file; a bad path is the user's to fix (exit 2), not a compiler bug."""
+    try:
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def cmd_visualize(args: argparse.Namespace) -> int:
     from .emit.dot import emit_dot
 
     result = _analysis(args)
     dot = emit_dot(result.resolved)
     out = Path(args.output) if args.output else Path(f"{result.graph.name}.svg")
-    fmt = args.format or (out.suffix.lstrip(".") or "svg")
+    fmt = args.format or (out.suffix.lstrip(".").lower() or "svg")
+    if fmt not in RENDER_FORMATS:
+        raise UsageError(f"cannot draw to '.{fmt}': use one of {', '.join(RENDER_FORMATS)} "
+                         "(a file suffix or --format)")
     if fmt in ("dot", "gv"):
-        out.write_text(dot.source)
+        _write(out, dot.source)
         print(f"wrote {out}")
         return EXIT_OK
     import shutil
     if shutil.which("dot") is None:
         dot_path = out.with_suffix(".dot")
-        dot_path.write_text(dot.source)
+        _write(dot_path, dot.source)
         print(f"error: rendering {fmt} needs Graphviz's 'dot' program (Debian: apt-get install graphviz); "
               f"wrote the DOT source to {dot_path}", file=sys.stderr)
         return EXIT_SPEC
-    data = dot.pipe(format=fmt)
-    out.write_bytes(data)
+    _write(out, dot.pipe(format=fmt))
     print(f"wrote {out}")
     return EXIT_OK
 
@@ -427,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     _budget_args(p)
     p.add_argument("-o", "--output", metavar="FILE", help="output file (.svg, .png, .pdf or .dot)")
-    p.add_argument("--format", help="output format, when the file name does not say")
+    p.add_argument("--format", choices=RENDER_FORMATS, help="output format, when the file name does not say")
     p.set_defaults(func=cmd_visualize)
 
     p = sub.add_parser("schema", help="print the JSON Schema of spec files, for editors")

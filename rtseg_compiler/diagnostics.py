@@ -118,9 +118,22 @@ class Diagnostics:
                 notes: Iterable[str] = ()) -> None:
         self.add(Diagnostic(message, loc, "warning", hint, tuple(notes)))
 
+    #: Errors seen past ``limit``: never shown one by one, but they still fail the pass.
+    dropped_errors: int = 0
+
     def add(self, diagnostic: Diagnostic) -> None:
-        if len(self.items) < self.limit and diagnostic not in self.items:
+        if diagnostic in self.items:
+            return
+        if len(self.items) < self.limit:
             self.items.append(diagnostic)
+        elif diagnostic.severity == "error":
+            # Errors outrank warnings: make room by dropping the latest warning, if any.
+            for i in range(len(self.items) - 1, -1, -1):
+                if self.items[i].severity != "error":
+                    del self.items[i]
+                    self.items.append(diagnostic)
+                    return
+            self.dropped_errors += 1
 
     def extend(self, diagnostics: Iterable[Diagnostic]) -> None:
         for d in diagnostics:
@@ -133,7 +146,7 @@ class Diagnostics:
 
     @property
     def has_errors(self) -> bool:
-        return any(d.severity == "error" for d in self.items)
+        return self.dropped_errors > 0 or any(d.severity == "error" for d in self.items)
 
     @property
     def warnings(self) -> tuple[Diagnostic, ...]:
@@ -142,6 +155,10 @@ class Diagnostics:
     def raise_if_errors(self) -> None:
         if self.has_errors:
             ordered = sorted(self.items, key=lambda d: d.severity != "error")
+            if self.dropped_errors:
+                ordered.insert(sum(d.severity == "error" for d in ordered), Diagnostic(
+                    f"{self.dropped_errors} more error{'s' if self.dropped_errors != 1 else ''} "
+                    f"not shown (at most {self.limit} diagnostics are listed)"))
             raise SpecError(ordered)
 
 

@@ -176,13 +176,14 @@ def conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int = 
     ``pooling_output_shape``).
     """
     span = size + 2 * padding - dilation * (kernel - 1) - 1
-    if span < 0:
-        return 0
     if ceil_mode:
-        out = -(-span // stride) + 1
+        # ATen rounds toward -inf, so a window wider than the input still yields one output.
+        out = (span + stride - 1) // stride + 1
         if (out - 1) * stride >= size + padding:
             out -= 1
-        return out
+        return max(out, 0)
+    if span < 0:
+        return 0
     return span // stride + 1
 
 

@@ -40,13 +40,21 @@ def _scaled(pair: tuple[int, int], factor: int) -> tuple[int, int]:
     return (pair[0] * factor, pair[1] * factor)
 
 
-def _rewrite_conv(node: Node, rate: int, passes_os: bool) -> Node:
+def _rewrite_conv(node: Node, rate: int, passes_os: bool, diags: Diagnostics) -> Node:
     attrs: dict[str, Any] = dict(node.attrs)
     if passes_os:
         attrs["stride"] = (1, 1)  # conv s2 past OS -> s1 (keeps its input's rate)
     if rate > 1 and max(attrs["kernel"]) > 1:
         attrs["dilation"] = _scaled(attrs["dilation"], rate)  # conv at rate r -> d*r
         attrs["padding"] = _scaled(attrs["padding"], rate)  # "same" padding d(k-1)/2 -> *r
+    if passes_os and any(2 * p != d * (k - 1) for k, p, d in
+                         zip(attrs["kernel"], attrs["padding"], attrs["dilation"])):
+        # Without "same" padding the stride-1 conv would shrink the map instead of keeping it.
+        diags.error(f"cannot remove the stride of conv '{node.name}' (kernel {attrs['kernel']}, "
+                    f"padding {node.attrs['padding']}) without changing sizes", node.loc,
+                    hint="output stride needs 'same' padding, d*(k-1)/2, on strided convs past it",
+                    notes=node.origin)
+        return node
     return node.replace(attrs=frozen_map(attrs))
 
 
@@ -83,7 +91,7 @@ def dilate(resolved: Resolved, output_stride: int, diags: Diagnostics) -> Graph:
         rate = int(rate_fraction)
         passes_os = out_stride > output_stride and out_stride > in_stride
         if node.op == "conv":
-            nodes.append(_rewrite_conv(node, rate, passes_os))
+            nodes.append(_rewrite_conv(node, rate, passes_os, diags))
         elif node.op in ("maxpool", "avgpool") and passes_os:
             nodes.append(_rewrite_pool(node, diags))
         elif node.op in ("deconv", "upsample") and rate > 1:
