@@ -100,6 +100,12 @@ def load_graph(path: str | Path | None = None, *, encoder: str | Path | None = N
         diags.raise_if_errors()
         kind = doc["kind"]
         if kind == "encoder":
+            for what, given in (("--num-classes", num_classes), ("meta parameters", meta_params)):
+                if given:
+                    diags.error(f"{what}: only a model has these, but {path} is an encoder on its own",
+                                location_of(doc, ("kind",)),
+                                hint="pass a model file, or --encoder E.yaml --meta M.yaml")
+            diags.raise_if_errors()
             graph = encoder_graph(doc, str(path), diags, _merged(None, encoder_params))
             diags.raise_if_errors()
             return graph

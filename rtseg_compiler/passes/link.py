@@ -66,7 +66,8 @@ def link(graph: Graph, diags: Diagnostics, *, keep_unused: bool = False,
         node = graph.node(name)
         if name not in live and warn_unused:
             diags.warning(f"layer '{name}' is never used", node.loc,
-                          hint="it is left out of the compiled model", notes=node.origin)
+                          hint="counted, as asked" if keep_unused else "it is left out of the compiled model",
+                          notes=node.origin)
         if keep_unused or name in needed:
             nodes.append(node)
     return graph.replace(nodes=tuple(nodes))

@@ -181,7 +181,6 @@ def schema_for(kind: str) -> dict[str, Any]:
                          "additionalProperties": _ref_schema()}
         props["input"] = {**_size_schema(), "description": "input [height, width] for checking alone"}
         props["input_channels"] = {"type": "integer", "minimum": 1}
-        props["output_stride"] = {"type": "integer", "minimum": 1}
     elif kind == "meta":
         props["requires"] = {"type": "array", "items": {"type": "string", "pattern": NAME_PATTERN},
                              "uniqueItems": True}
@@ -258,12 +257,12 @@ def _explain(error: jsonschema.ValidationError, doc: Any) -> Iterator[Diagnostic
         hint = did_you_mean(str(value), map(str, error.validator_value))
         choices = ", ".join(map(str, error.validator_value))
         if path and path[-1] == "op":
-            yield Diagnostic(f"unknown op '{value}'", loc, hint=hint or f"known ops: {choices}")
+            yield Diagnostic(f"unknown op {_clip(value)}", loc, hint=hint or f"known ops: {choices}")
         else:
-            yield Diagnostic(f"{where}: {value!r} is not one of {choices}", loc, hint=hint)
+            yield Diagnostic(f"{where}: {_clip(value)} is not one of {choices}", loc, hint=hint)
         return
     if v == "const":
-        yield Diagnostic(f"{where}: expected {error.validator_value!r}, got {value!r}", loc)
+        yield Diagnostic(f"{where}: expected {error.validator_value!r}, got {_clip(value)}", loc)
         return
     if v == "type":
         wanted = error.validator_value
@@ -272,10 +271,10 @@ def _explain(error: jsonschema.ValidationError, doc: Any) -> Iterator[Diagnostic
         yield Diagnostic(f"{where}: expected {wanted}, got {_describe(value)}", loc)
         return
     if v == "minimum":
-        yield Diagnostic(f"{where}: {value!r} is below the minimum {error.validator_value}", loc)
+        yield Diagnostic(f"{where}: {_clip(value)} is below the minimum {error.validator_value}", loc)
         return
     if v == "pattern":
-        yield Diagnostic(f"{where}: {value!r} is not a valid name", loc,
+        yield Diagnostic(f"{where}: {_clip(value)} is not a valid name", loc,
                          hint="names are letters, digits and '_', not starting with a digit; "
                               "references may be dotted ('encoder.stride16')")
         return
@@ -303,7 +302,13 @@ def _describe(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {_clip(value)}"
+
+
+def _clip(value: Any, limit: int = 60) -> str:
+    """repr of an offending value, shortened: a 400 KB string must not become 400 KB of stderr."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 15]}... ({len(text):,} chars)"
 
 
 def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
