@@ -69,6 +69,8 @@ class _Body:
     name_locs: dict[str, Location] = field(default_factory=dict)
     reserved: set[str] = field(default_factory=set)
     pending: list[tuple[str, str, Location | None]] = field(default_factory=list)
+    #: The blocks being expanded around this body, outermost first, to catch a block using itself.
+    chain: tuple[str, ...] = ()
 
 
 class _Expander:
@@ -90,18 +92,31 @@ class _Expander:
         self.requires = requires or set()
         self.overflow = False
         self.real = lambda ref: ref
+        #: Qualified name of each block use (``encoder.a.x``) -> its output reference, so that a
+        #: dotted reference may name a block nested in a block (``a.x``), not only an op layer.
+        self.block_outputs: dict[str, str] = {}
+        #: Placeholder token -> (reference text, location), to report a reference that loops.
+        self.token_text: dict[str, tuple[str, Location | None]] = {}
+        #: (text, location) of expressions already checked: a block's body is checked at its
+        #: first use only, not once per use (MobileNet v1 used to repeat one typo 13 times).
+        self.checked: set[tuple[str, Location, bool]] = set()
+        self.recursion_reported: set[Location | None] = set()
 
     # -- references -------------------------------------------------------
     def placeholder(self, body: _Body, text: str, loc: Location | None) -> str:
         """The qualified name for ``text`` if it is already defined, else a token resolved later."""
         known = (text == INPUT or text in body.names
                  or (text.startswith("encoder.") and self.part == "meta")
-                 or ("." in text and body.top_level and body.prefix + text in self.node_names))
+                 or ("." in text and self.qualified_known(body.prefix + text)))
         if known:
             return self.resolve(body, text, loc)
         token = f"{_PLACEHOLDER}{next(self.counter)}"
         body.pending.append((token, text, loc))
+        self.token_text[token] = (text, loc)
         return token
+
+    def qualified_known(self, qualified: str) -> bool:
+        return qualified in self.node_names or qualified in self.block_outputs
 
     def resolve_pending(self, body: _Body) -> None:
         for token, text, loc in body.pending:
@@ -117,8 +132,10 @@ class _Expander:
         if text in body.names:
             return body.names[text]
         qualified = body.prefix + text
-        if "." in text and qualified in self.node_names and body.top_level:
+        if "." in text and qualified in self.node_names:
             return qualified
+        if "." in text and qualified in self.block_outputs:
+            return self.block_outputs[qualified]
         if text.startswith("encoder.") and self.part == "meta":
             tap = text[len("encoder."):]
             if self.encoder_taps is None:  # checking a meta alone: requires is the contract
@@ -145,18 +162,32 @@ class _Expander:
         return INPUT
 
     # -- expressions ------------------------------------------------------
-    def check_expression(self, text: str, loc: Location | None, body: _Body,
-                         extra: set[str] = frozenset(), origin: tuple[str, ...] = ()) -> None:
+    def check_expression(self, text: str, loc: Location | None, body: _Body | None,
+                         extra: set[str] = frozenset(), origin: tuple[str, ...] = (),
+                         in_channels: bool = True, scope: Scope | None = None) -> None:
+        if loc is not None:
+            key = (text, loc, in_channels)
+            if key in self.checked:
+                return
+            self.checked.add(key)
+        origin = origin or (body.origin if body is not None else ())
         try:
             used = names_in(text)
         except ExprError as exc:
-            self.diags.error(str(exc), loc, notes=origin or body.origin)
+            self.diags.error(str(exc), loc, notes=origin)
             return
-        known = body.scope.names() | {"in_channels"} | set(extra)
+        if not in_channels and "in_channels" in used:
+            # Evaluation would fail with no layer to take the channels from; say so now.
+            self.diags.error(f"'in_channels' is not available in {text!r}: file parameters and "
+                             f"block parameter defaults belong to no layer", loc,
+                             hint="a block default can use 'block_in_channels'; a layer field "
+                                  "can use 'in_channels'", notes=origin)
+            used = used - {"in_channels"}
+        known = (scope or body.scope).names() | set(extra) | ({"in_channels"} if in_channels else set())
         for name in sorted(used - known):
             self.diags.error(f"unknown name '{name}' in expression {text!r}", loc,
                              hint=did_you_mean(name, known) or f"known: {', '.join(sorted(known))}",
-                             notes=origin or body.origin)
+                             notes=origin)
 
     def static_int(self, value: Any, what: str, loc: Location | None, body: _Body,
                    extra: dict[str, Any] | None = None) -> int | None:
@@ -191,7 +222,15 @@ class _Expander:
                 continue
             loc = layers.item_loc(idx) if isinstance(layers, LocatedList) else None
             name = item.get("name")
-            if name is not None and name in body.names:
+            if name == INPUT or (name == "encoder" and self.part == "meta"):
+                meaning = ("the image (at the top level) or the block's input" if name == INPUT
+                           else "the encoder's taps ('encoder.<tap>')")
+                self.diags.error(f"'{name}' is a reserved name and cannot name a layer",
+                                 location_of(item, ("name",)),
+                                 hint=f"'{name}' always means {meaning}; rename this layer",
+                                 notes=body.origin)
+                name = None
+            elif name is not None and name in body.names:
                 self.diags.error(f"duplicate layer name '{name}'", location_of(item, ("name",)),
                                  hint=f"first defined at {body.name_locs[name]}", notes=body.origin)
                 name = None
@@ -288,7 +327,10 @@ class _Expander:
                 self.diags.error(f"layer '{name}' has no input", loc,
                                  hint="name one with 'input: encoder.<tap>'", notes=body.origin)
                 return None
-            scope = body.scope.child({"i": Literal(r)}) if repeat > 1 else body.scope
+            # Early checks accept 'i' in every field; bind it (0 outside a repeat) so that
+            # evaluation agrees, unless an enclosing block use already binds its own index.
+            scope = (body.scope.child({"i": Literal(r)})
+                     if repeat > 1 or body.scope.lookup("i") is None else body.scope)
             self.add_node(Node(qualified, op_name, inputs, frozen_map(attrs), loc,
                                frozen_map(attr_locs), body.origin, scope, self.part))
             out = qualified
@@ -304,6 +346,14 @@ class _Expander:
                              hint=did_you_mean(str(block_name), self.blocks)
                              or (f"blocks: {', '.join(sorted(self.blocks))}" if self.blocks
                                  else "this file defines no blocks"), notes=body.origin)
+            return prev
+        if block_name in body.chain:
+            if use_loc not in self.recursion_reported:
+                self.recursion_reported.add(use_loc)
+                cycle = " -> ".join(body.chain[body.chain.index(block_name):] + (block_name,))
+                self.diags.error(f"block '{block_name}' uses itself ({cycle})", use_loc,
+                                 hint="a block cannot contain itself; use 'repeat' to stack copies",
+                                 notes=body.origin)
             return prev
         if depth >= MAX_BLOCK_DEPTH:
             self.diags.error(f"blocks nest deeper than {MAX_BLOCK_DEPTH} (does block "
@@ -353,30 +403,90 @@ class _Expander:
                     bindings[key] = Literal(value)
             for key, default in declared.items():
                 if key not in args and isinstance(default, str):
-                    self.check_expression(default, location_of(block, ("params", key)), body,
-                                          set(declared) | {"i", "block_in_channels"}, origin)
+                    self.check_expression(default, location_of(block, ("params", key)), None,
+                                          set(declared) | {"i", "block_in_channels"}, origin,
+                                          in_channels=False, scope=self.root_scope)
             scope = self.root_scope.child(bindings)
             prefix = body.prefix + (name if repeat == 1 else f"{name}.{r + 1}") + "."
-            inner = _Body(prefix, scope, block_input, origin, top_level=False, in_block=True)
+            inner = _Body(prefix, scope, block_input, origin, top_level=False, in_block=True,
+                          chain=body.chain + (str(block_name),))
             last = self.expand_body(block.get("layers"), inner, depth + 1)
             out_ref = block.get("output")
             if isinstance(out_ref, str):
                 last = self.resolve(inner, out_ref, location_of(block, ("output",)))
             out = last
+            if out is not None:
+                self.block_outputs[prefix[:-1]] = out
+        if out is not None and repeat > 1:
+            self.block_outputs[body.prefix + name] = out
         return out
 
     # -- documents --------------------------------------------------------
     def finish(self) -> list[Node]:
-        """Substitute resolved references for placeholders everywhere."""
+        """Substitute resolved references for placeholders everywhere: inputs and scopes.
+
+        A placeholder may resolve to another (a block that passes its input through, used on a
+        later layer), so chains of any length are followed, each token once (memoised); a
+        chain that comes back to itself is reported and read as the image, never shown raw.
+        """
+        done: dict[str, str] = {}
+
         def real(ref: str) -> str:
-            seen = 0
-            while ref.startswith(_PLACEHOLDER) and seen < 64:
+            if not isinstance(ref, str) or not ref.startswith(_PLACEHOLDER):
+                return ref
+            path: list[str] = []
+            on_path: set[str] = set()
+            while ref.startswith(_PLACEHOLDER) and ref not in done:
+                if ref in on_path:
+                    text, loc = self.token_text.get(ref, ("?", None))
+                    self.diags.error(f"'{text}' refers to itself through blocks that output their "
+                                     f"input", loc, hint="one of these layers needs a real input")
+                    ref = INPUT
+                    break
+                path.append(ref)
+                on_path.add(ref)
                 ref = self.aliases.get(ref, INPUT)
-                seen += 1
-            return ref
+            final = done.get(ref, ref)
+            for token in path:
+                done[token] = final
+            return final
 
         self.real = real
-        return [n.replace(inputs=tuple(real(i) for i in n.inputs)) for n in self.nodes]
+        fixed: dict[int, Scope] = {}
+        keep: list[Scope] = []  # keeps the scopes in 'fixed' alive, so their ids stay unique
+
+        def fix_binding(binding: Any) -> Any:
+            if isinstance(binding, ChannelsOf) and binding.ref.startswith(_PLACEHOLDER):
+                return ChannelsOf(real(binding.ref))
+            if isinstance(binding, Lazy):
+                new_scope = fix_scope(binding.scope)
+                new_ref = real(binding.input_ref) if binding.input_ref is not None else None
+                if new_scope is not binding.scope or new_ref != binding.input_ref:
+                    return Lazy(binding.expr, new_scope, new_ref)
+            return binding
+
+        def fix_scope(scope: Scope | None) -> Scope | None:
+            if scope is None:
+                return None
+            if id(scope) in fixed:
+                return fixed[id(scope)]
+            parent = fix_scope(scope.parent)
+            bindings = {k: fix_binding(v) for k, v in scope.bindings.items()}
+            changed = parent is not scope.parent or any(
+                bindings[k] is not v for k, v in scope.bindings.items())
+            new = Scope(frozen_map(bindings), parent) if changed else scope
+            fixed[id(scope)] = new
+            keep.append(scope)
+            return new
+
+        out = []
+        for n in self.nodes:
+            new_scope = fix_scope(n.scope)
+            changes: dict[str, Any] = {"inputs": tuple(real(i) for i in n.inputs)}
+            if new_scope is not n.scope:
+                changes["scope"] = new_scope
+            out.append(n.replace(**changes))
+        return out
 
 
 def _param_bindings(doc: LocatedMap, overrides: dict | None, file: str, diags: Diagnostics,
@@ -406,6 +516,10 @@ def _expand_part(doc: LocatedMap, file: str, part: str, scope: Scope, diags: Dia
                  taps: dict[str, str] | None = None, requires: set[str] | None = None,
                  input_ref: str | None = INPUT) -> tuple[_Expander, list[Node], str | None, _Body]:
     ex = _Expander(doc, file, part, diags, taps, requires, scope)
+    for binding in scope.bindings.values():  # file parameters: names known, no 'in_channels'
+        if isinstance(binding, Lazy):
+            ex.check_expression(binding.expr.text, binding.expr.loc, None, in_channels=False,
+                                scope=scope)
     body = _Body(_PREFIX[part], scope, input_ref, (), top_level=True, in_block=False)
     last = ex.expand_body(doc.get("layers"), body, 0)
     output = last
