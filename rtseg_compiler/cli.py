@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .diagnostics import Diagnostic, SpecError
+from .ir import stride_text
 
 __all__ = ["main"]
 
@@ -187,17 +188,13 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: set[int
     return "\n".join(lines)
 
 
-def _stride(value: Any) -> str:
-    return str(value.numerator) if value.denominator == 1 else str(value)
-
-
 def _dilation(d: Sequence[int]) -> str:
     return str(d[0]) if d[0] == d[1] else f"{d[0]}x{d[1]}"
 
 
 def cmd_shapes(args: argparse.Namespace) -> int:
     result = _analysis(args)
-    rows = [(layer.name, layer.op, "x".join(map(str, layer.output_shape)), _stride(layer.stride),
+    rows = [(layer.name, layer.op, "x".join(map(str, layer.output_shape)), stride_text(layer.stride),
              _dilation(layer.dilation)) for layer in result.audit.layers]
     image = result.resolved.input
     print(f"{result.graph.name}: input {image.channels}x{image.height}x{image.width}")

@@ -33,6 +33,7 @@ __all__ = [
     "Resolved",
     "INPUT",
     "frozen_map",
+    "stride_text",
 ]
 
 #: The name of the image placeholder every graph starts from.
@@ -42,6 +43,11 @@ INPUT = "input"
 def frozen_map(mapping: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
     """A read-only view of a copy, for mapping fields of frozen dataclasses."""
     return MappingProxyType(dict(mapping or {}))
+
+
+def stride_text(stride: Fraction) -> str:
+    """'16' for an integral stride, '1/2' for a map finer than the input."""
+    return str(stride.numerator) if stride.denominator == 1 else str(stride)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from .passes.budget import DEFAULT_BUDGET, Budget, check_budget, check_listed_la
 from .passes.count import Audit
 from .passes.dilate import VALID_OUTPUT_STRIDES, dilate
 from .passes.expand import encoder_graph, expand_meta_alone, expand_model
+from .passes.shapes import tap_stride
 from .spec.load import LocatedMap, load_spec_file, location_of
 from .spec.schema import validate_document
 
@@ -85,7 +86,8 @@ def _merged(base: Any, extra: Mapping[str, Any] | None) -> Any:
 def load_graph(path: str | Path | None = None, *, encoder: str | Path | None = None,
                meta: str | Path | None = None, num_classes: int | None = None,
                diags: Diagnostics | None = None, encoder_params: Mapping[str, Any] | None = None,
-               meta_params: Mapping[str, Any] | None = None) -> Graph:
+               meta_params: Mapping[str, Any] | None = None,
+               doc: LocatedMap | None = None) -> Graph:
     """Expand a model file, an encoder file, or an encoder + meta pair into one graph.
 
     ``encoder_params``/``meta_params`` override parameters on top of a model file's own
@@ -96,7 +98,8 @@ def load_graph(path: str | Path | None = None, *, encoder: str | Path | None = N
         diags.error("give a model spec, or both --encoder and --meta")
         diags.raise_if_errors()
     if path is not None:
-        doc = _load_checked(path, diags)
+        if doc is None:  # validate_file has already loaded and schema-checked it
+            doc = _load_checked(path, diags)
         diags.raise_if_errors()
         kind = doc["kind"]
         if kind == "encoder":
@@ -161,6 +164,14 @@ def analyze(path: str | Path | None = None, input_size: tuple[int, int] | None =
     diags = Diagnostics()
     graph = load_graph(path, encoder=encoder, meta=meta, num_classes=num_classes, diags=diags,
                        encoder_params=encoder_params, meta_params=meta_params)
+    return _analyze_graph(graph, input_size, diags, keep_unused=keep_unused,
+                          output_stride=output_stride, budget=budget)
+
+
+def _analyze_graph(graph: Graph, input_size: tuple[int, int] | None, diags: Diagnostics, *,
+                   keep_unused: bool = False, output_stride: int | None = None,
+                   budget: Budget | None = None) -> Analysis:
+    """The passes after loading: link, shapes, [dilate], count, budget."""
     linked = link(graph, diags, keep_unused=keep_unused)
     diags.raise_if_errors()
     size = input_size or linked.default_input or (
@@ -173,7 +184,7 @@ def analyze(path: str | Path | None = None, input_size: tuple[int, int] | None =
         diags.raise_if_errors()
     target = output_stride or declared
     if target:
-        deeper = [t for t in linked.info.get("meta_requires", ()) if _tap_stride(t) > target]
+        deeper = [t for t in linked.info.get("meta_requires", ()) if tap_stride(t) > target]
         if deeper and not declared:
             diags.warning(f"at output stride {target} the taps {', '.join(deeper)} all have stride "
                           f"{target}; a meta written for strided taps may not expect that",
@@ -185,7 +196,7 @@ def analyze(path: str | Path | None = None, input_size: tuple[int, int] | None =
     resolved = infer_shapes(encoder_only if target else linked, tuple(size), diags)
     diags.raise_if_errors()
     if target:
-        resolved = _apply_output_stride(resolved, output_stride, tuple(size), diags,
+        resolved = _apply_output_stride(resolved, target, tuple(size), diags,
                                         head=tuple(n for n in linked.nodes if n.part != "encoder"))
     audit = count(resolved)
     check_budget(resolved, audit, budget or DEFAULT_BUDGET, diags)
@@ -193,13 +204,10 @@ def analyze(path: str | Path | None = None, input_size: tuple[int, int] | None =
     return Analysis(resolved.graph, resolved, audit, diags.warnings)
 
 
-def _apply_output_stride(resolved: Resolved, requested: int | None, size: tuple[int, int],
+def _apply_output_stride(resolved: Resolved, target: int, size: tuple[int, int],
                          diags: Diagnostics, head: tuple = ()) -> Resolved:
-    """``resolved`` (the encoder) dilated to the output stride, then ``head`` appended and inferred."""
+    """``resolved`` (the encoder) dilated to ``target``, then ``head`` appended and inferred."""
     graph = resolved.graph
-    target = requested or graph.info.get("meta_output_stride")
-    if target is None:
-        return resolved
     if target not in VALID_OUTPUT_STRIDES:
         diags.error(f"output stride {target} is not one of {', '.join(map(str, VALID_OUTPUT_STRIDES))}")
         diags.raise_if_errors()
@@ -227,12 +235,8 @@ def validate_file(path: str | Path, input_size: tuple[int, int] | None = None, *
             link(g, diags)
         return diags.items
     try:
-        return list(analyze(path, input_size, budget=budget).warnings)
+        graph = load_graph(path, diags=diags, doc=doc)
+        return list(_analyze_graph(graph, input_size, diags, budget=budget).warnings)
     except SpecError as exc:
         return list(exc.diagnostics)
 
-
-def _tap_stride(name: str) -> int:
-    """N for a tap called strideN, else 0."""
-    digits = name[len("stride"):] if name.startswith("stride") else ""
-    return int(digits) if digits.isdigit() else 0

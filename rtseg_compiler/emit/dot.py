@@ -38,8 +38,8 @@ def _label(name: str, op: str, attrs: Any, shape: str) -> str:
     return f"{short}\\n{' '.join(bits)}\\n{shape}"
 
 
-def emit_dot(resolved: Resolved, *, collapse_blocks: bool = False) -> graphviz.Digraph:
-    """A graphviz.Digraph of the network (``collapse_blocks`` is reserved for block-level views)."""
+def emit_dot(resolved: Resolved) -> graphviz.Digraph:
+    """A graphviz.Digraph of the network: block uses as clusters, taps as notes."""
     g = resolved.graph
     dot = graphviz.Digraph(g.name, graph_attr={"rankdir": "TB", "fontname": "Helvetica"},
                            node_attr={"shape": "box", "style": "rounded,filled", "fontname": "Helvetica",

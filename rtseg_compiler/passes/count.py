@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from ..ir import INPUT, Resolved
+from ..ir import INPUT, Resolved, stride_text
 from ..ops import REGISTRY
 
 __all__ = ["LayerAudit", "Audit", "count", "CONVENTIONS"]
@@ -94,16 +94,12 @@ class Audit:
             "output_shape": list(self.output_shape),
             "layers": [
                 {"name": layer.name, "op": layer.op, "output_shape": list(layer.output_shape),
-                 "stride": _stride_text(layer.stride), "dilation": list(layer.dilation),
+                 "stride": layer.stride.numerator if layer.stride.denominator == 1 else stride_text(layer.stride), "dilation": list(layer.dilation),
                  "macs": layer.macs, "flops": layer.flops, "tf_flops": layer.tf_flops,
                  "params": layer.params}
                 for layer in self.layers
             ],
         }
-
-
-def _stride_text(stride: Fraction) -> str | int:
-    return stride.numerator if stride.denominator == 1 else str(stride)
 
 
 def count(resolved: Resolved) -> Audit:

@@ -19,13 +19,13 @@ from fractions import Fraction
 from typing import Any, Mapping
 
 from ..diagnostics import Diagnostics, did_you_mean
-from ..ir import INPUT, Graph, Node, Resolved, TensorType, frozen_map
+from ..ir import INPUT, Graph, Node, Resolved, TensorType, frozen_map, stride_text
 from ..ops import REGISTRY, OpError
 from ..ops.base import REQUIRED, Field
 from ..spec.expr import ExprError
 from .env import Env, evaluate_value
 
-__all__ = ["infer_shapes", "suggest_input_sizes", "MAX_SPATIAL"]
+__all__ = ["infer_shapes", "suggest_input_sizes", "tap_stride", "MAX_SPATIAL"]
 
 #: 16k x 16k is beyond any segmentation input; larger sizes are typos.
 MAX_SPATIAL = 16_384
@@ -35,6 +35,12 @@ MAX_CHANNELS = 1_000_000
 SUGGEST_BUDGET = 50_000
 _TAP_STRIDE = re.compile(r"^stride(\d+)$")
 _INPUT_REF = re.compile(r"input #(\d+)")
+
+
+def tap_stride(name: str) -> int:
+    """N for a tap called ``strideN`` (a stride the compiler checks), else 0."""
+    match = _TAP_STRIDE.match(name)
+    return int(match.group(1)) if match else 0
 
 
 def _input_name(node: Node, index: int) -> str:
@@ -216,19 +222,14 @@ def _check_output(node: Node, out: TensorType, ins: list[TensorType]) -> None:
 def _check_taps(graph: Graph, types: Mapping[str, TensorType], diags: Diagnostics) -> None:
     """A tap named strideN must sit on a map of stride N; the contract metas rely on."""
     for tap in graph.taps:
-        match = _TAP_STRIDE.match(tap.name)
-        if not match or tap.node not in types:
+        want = tap_stride(tap.name)
+        if not want or tap.node not in types:
             continue
-        want = int(match.group(1))
         have = types[tap.node].stride
         if have != want:
             diags.error(f"tap '{tap.name}' points at '{_short(tap.node)}', whose stride is "
-                        f"{_fmt_stride(have)}, not {want}", tap.loc,
-                        hint=f"tap a layer at stride {want}, or rename the tap 'stride{_fmt_stride(have)}'")
-
-
-def _fmt_stride(stride: Fraction) -> str:
-    return str(stride.numerator) if stride.denominator == 1 else str(stride)
+                        f"{stride_text(have)}, not {want}", tap.loc,
+                        hint=f"tap a layer at stride {want}, or rename the tap 'stride{stride_text(have)}'")
 
 
 def suggest_input_sizes(graph: Graph, input_size: tuple[int, int], radius: int = 256) -> str | None:
