@@ -12,6 +12,8 @@ enough to derive by hand in the test's docstring.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
+import platform
 import signal
 import textwrap
 from pathlib import Path
@@ -24,6 +26,38 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SPECS = REPO_ROOT / "specs"
 
 SpecWriter = Callable[..., Path]
+
+#: Distributions whose versions change what the suite sees; printed at the top of every run so a
+#: failure on another machine can be matched to the versions it ran with.
+REPORTED_VERSIONS = ("torch", "torchvision", "PyYAML", "jsonschema", "networkx", "numpy", "pillow",
+                     "graphviz", "hypothesis")
+
+
+def _installed(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def versions_line() -> str:
+    """One line of versions, PyYAML's backend included (libyaml changes parser behaviour)."""
+    import yaml  # the project's own dependency; importing it does not import torch
+
+    backend = "with libyaml" if getattr(yaml, "__with_libyaml__", False) else "pure Python"
+    parts = [f"python {platform.python_version()}"]
+    for name in REPORTED_VERSIONS:
+        version = _installed(name)
+        parts.append(f"{name} {version}" + (f" ({backend})" if name == "PyYAML" else ""))
+    return "versions: " + ", ".join(parts)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Print the versions first, also under ``-q`` (which hides pytest's own header)."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(versions_line())
 
 
 @pytest.fixture(scope="session")

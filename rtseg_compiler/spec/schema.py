@@ -282,7 +282,7 @@ def _explain(error: jsonschema.ValidationError, doc: Any) -> Iterator[Diagnostic
         pair = error.validator_value == 2 and error.schema.get("maxItems") == 2
         hint = "sizes and pairs are written [height, width]" if pair else (
             "a list of layers needs at least one layer" if path and path[-1] == "layers" else None)
-        yield Diagnostic(f"{where}: {error.message}", loc, hint=hint)
+        yield Diagnostic(f"{where}: {_count_problem(v, error.validator_value, value)}", loc, hint=hint)
         return
     if v == "not" and isinstance(value, dict) and "input" in value and "inputs" in value:
         yield Diagnostic("a layer takes 'input' or 'inputs', not both", loc)
@@ -291,6 +291,18 @@ def _explain(error: jsonschema.ValidationError, doc: Any) -> Iterator[Diagnostic
         yield Diagnostic(f"{where}: {error.message}", loc)
         return
     yield Diagnostic(f"{where}: {error.message}", loc)
+
+
+def _count_problem(validator: str, bound: int, value: Any) -> str:
+    """Our own words for a list of the wrong length: jsonschema's changed across releases
+    ("[] is too short" in 4.18, "[] should be non-empty" in 4.2x), and messages are part of
+    what users and the error corpus read."""
+    n = len(value) if isinstance(value, (list, tuple)) else 0
+    if validator == "minItems":
+        if n == 0:
+            return f"the list is empty; at least {bound} item{'s' if bound != 1 else ''} needed"
+        return f"{_clip(value)} has {n} item{'s' if n != 1 else ''}; at least {bound} needed"
+    return f"{_clip(value)} has {n} items; at most {bound} allowed"
 
 
 def _describe(value: Any) -> str:
