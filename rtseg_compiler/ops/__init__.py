@@ -6,7 +6,7 @@ A user op package imports what it needs from here: ``OpDef``, ``Field``, ``Cost`
 """
 
 # Imported for registration.
-from . import conv, linear, merge, norm_act, pad, pool, resample, shuffle, unpool  # noqa: F401
+from . import activation, conv, linear, merge, norm_act, pad, pool, resample, shuffle, split, unpool  # noqa: F401
 from .base import (REGISTRY, REQUIRED, AtRate, Cost, DilateHook, Field, FunctionCall, OpDef, OpError,
                    Replace, get_op, list_ops, not_dilatable, register, size_independent,
                    unaffected)
