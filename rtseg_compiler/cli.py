@@ -4,6 +4,10 @@ Exit status: 0 success, 2 invalid spec or usage (diagnostics on stderr as
 ``FILE:LINE:COL: error: MESSAGE``), 3 an internal compiler error (a bug: the
 message says how to report it; ``RTSEGC_DEBUG=1`` shows the traceback).
 ``validate``, ``shapes``, ``flops``, ``schema`` and ``ops`` never import torch.
+
+``rtsegc --ops MODULE COMMAND ...`` imports a module that registers user ops
+(repeatable, before the command); installed ``rtseg_compiler.ops`` entry points
+load by themselves. See ``ops/plugins.py`` and docs/extending.md.
 """
 
 from __future__ import annotations
@@ -62,6 +66,49 @@ def human(n: float) -> str:
 def _print_diagnostics(diags: Sequence[Diagnostic]) -> None:
     for d in diags:
         print(d.render(), file=sys.stderr)
+
+
+def _print_unlocated(d: Diagnostic) -> None:
+    """A diagnostic about the command line or the environment: 'rtsegc: ' stands for a missing file."""
+    print(d.render() if d.loc is not None else f"rtsegc: {d.render()}", file=sys.stderr)
+
+
+def _module_name(text: str) -> str:
+    from .ops.plugins import check_module_name
+
+    try:
+        return check_module_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _OpsAfterCommand(argparse.Action):
+    """``rtsegc flops --ops m`` would otherwise read 'unrecognized arguments'."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        command = parser.prog.split()[-1]
+        parser.error(f"--ops is a global option: give it before the command, "
+                     f"e.g. rtsegc --ops {values} {command} ...")
+
+
+def _load_user_ops(modules: Sequence[str]) -> int:
+    """Import the --ops modules (after the installed entry points, so a clash names both)."""
+    from .ops.plugins import OpsModuleError, load_entry_points, load_ops_module
+
+    if not modules:
+        return EXIT_OK
+    load_entry_points()
+    for module in modules:
+        already = module in sys.modules
+        try:
+            added = load_ops_module(module)
+        except OpsModuleError as exc:
+            _print_unlocated(exc.diagnostic)
+            return EXIT_SPEC
+        if not added and not already:
+            print(f"rtsegc: warning: --ops {module}: the module registered no ops", file=sys.stderr)
+    return EXIT_OK
 
 
 def _model_args(p: argparse.ArgumentParser, *, sizes: bool = True) -> None:
@@ -355,8 +402,10 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from .ops.plugins import load_entry_points
     from .spec.schema import KINDS, schema_for
 
+    load_entry_points()
     kinds = [args.kind] if args.kind else list(KINDS)
     data = schema_for(kinds[0]) if len(kinds) == 1 else {k: schema_for(k) for k in kinds}
     print(json.dumps(data, indent=2))
@@ -364,24 +413,38 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_ops(args: argparse.Namespace) -> int:
-    from .ops import REGISTRY
+    from .ops import REGISTRY, op_origin
+    from .ops.base import BUILTIN
+    from .ops.plugins import load_entry_points
+
+    load_entry_points()
+    by_origin: dict[str, list[str]] = {}
+    for name in sorted(REGISTRY):
+        by_origin.setdefault(op_origin(name), []).append(name)
+    # Built-in ops first, unheaded as they always were; each user source under its own heading.
+    for k, origin in enumerate(sorted(by_origin, key=lambda o: (o != BUILTIN, o))):
+        if origin != BUILTIN:
+            print(f"{chr(10) if k else ''}from {origin}:")
+        for name in by_origin[origin]:
+            _print_op(name, REGISTRY[name])
+    return EXIT_OK
+
+
+def _print_op(name: str, op: Any) -> None:
     from .ops.base import REQUIRED
 
-    for name in sorted(REGISTRY):
-        op = REGISTRY[name]
-        fields = []
-        for key, f in op.fields.items():
-            if f.default is REQUIRED:
-                fields.append(f"{key}")
-            elif f.default is None:
-                fields.append(f"{key}=auto")
-            else:
-                fields.append(f"{key}={f.default}")
-        lo, hi = op.arity
-        arity = f"{lo}" if lo == hi else (f"{lo}+" if hi is None else f"{lo}-{hi}")
-        print(f"{name:<10} {op.summary}")
-        print(f"{'':<10} inputs: {arity}; fields: {', '.join(fields) or 'none'}")
-    return EXIT_OK
+    fields = []
+    for key, f in op.fields.items():
+        if f.default is REQUIRED:
+            fields.append(f"{key}")
+        elif f.default is None:
+            fields.append(f"{key}=auto")
+        else:
+            fields.append(f"{key}={f.default}")
+    lo, hi = op.arity
+    arity = f"{lo}" if lo == hi else (f"{lo}+" if hi is None else f"{lo}-{hi}")
+    print(f"{name:<10} {op.summary}")
+    print(f"{'':<10} inputs: {arity}; fields: {', '.join(fields) or 'none'}")
 
 
 # --------------------------------------------------------------------------- entry
@@ -389,6 +452,9 @@ def cmd_ops(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtsegc", description="Compile and audit YAML specs of real-time segmentation networks.")
+    parser.add_argument("--ops", action="append", type=_module_name, default=[], metavar="MODULE",
+                        help="import MODULE, which registers user ops, before the command (repeatable; "
+                             "installed rtseg_compiler.ops entry points load without it)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check spec files (exit 0 if all are valid, 2 otherwise)")
@@ -449,16 +515,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", nargs="?", choices=("encoder", "meta", "model"))
     p.set_defaults(func=cmd_schema)
 
-    p = sub.add_parser("ops", help="list the ops and their fields")
+    p = sub.add_parser("ops", help="list the ops and their fields, and where user ops come from")
     p.set_defaults(func=cmd_ops)
+    for p in sub.choices.values():
+        p.add_argument("--ops", action=_OpsAfterCommand, dest="misplaced_ops", default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .ops.plugins import set_problem_reporter
+
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    # A broken installed entry point is one warning line, printed when entry points load.
+    set_problem_reporter(_print_unlocated)
     try:
+        status = _load_user_ops(args.ops)
+        if status != EXIT_OK:
+            return status
         return func(args)
     except SpecError as exc:
         _print_diagnostics(exc.diagnostics)
