@@ -277,10 +277,12 @@ def _explain(error: jsonschema.ValidationError, doc: Any) -> Iterator[Diagnostic
         hint = did_you_mean(str(value), map(str, error.validator_value))
         choices = ", ".join(map(str, error.validator_value))
         if path and path[-1] == "op":
-            broken = tuple(f"an installed op package failed to load, so its ops are missing: {d.message}"
-                           for d in entry_point_problems())
+            notes = tuple(f"an installed op package failed to load, so its ops are missing: {d.message}"
+                          for d in entry_point_problems())
+            notes += ("ops from other packages load from their 'rtseg_compiler.ops' entry point once "
+                      "installed, or with 'rtsegc --ops MODULE'",)
             yield Diagnostic(f"unknown op {_clip(value)}", loc, hint=hint or f"known ops: {choices}",
-                             notes=broken)
+                             notes=notes)
         else:
             yield Diagnostic(f"{where}: {_clip(value)} is not one of {choices}", loc, hint=hint)
         return
