@@ -13,7 +13,7 @@ import operator
 from functools import reduce
 
 from ..ir import TensorType
-from .base import Cost, FunctionCall, OpDef, OpError, register, same_spatial
+from .base import Cost, FunctionCall, OpDef, OpError, register, same_spatial, unaffected
 
 
 def add_all(*xs: Any) -> Any:
@@ -40,7 +40,8 @@ def _add_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorT
 
 
 register(OpDef(name="add", summary="element-wise sum of two or more maps", fields={},
-               arity=(2, None), infer=_add_infer, count=_add_count, build=_add_build))
+               arity=(2, None), infer=_add_infer, count=_add_count, build=_add_build,
+               dilate=unaffected))
 
 
 def concat_channels(*xs: Any) -> Any:
@@ -58,6 +59,6 @@ def _concat_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tens
 
 
 register(OpDef(name="concat", summary="concatenation along channels", fields={},
-               arity=(2, None), infer=_concat_infer, build=_concat_build))
+               arity=(2, None), infer=_concat_infer, build=_concat_build, dilate=unaffected))
 
 

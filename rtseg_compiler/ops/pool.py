@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import REQUIRED, Cost, Field, OpDef, complete_window, conv_out, register
+from .base import (REQUIRED, AtRate, Cost, Field, OpDef, OpError, Replace, complete_window, conv_out,
+                   register, unaffected)
 
 _WINDOW = {
     "kernel": Field("pair", REQUIRED, minimum=1),
@@ -33,6 +34,30 @@ def _window_count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tens
     return Cost(tf_flops=kh * kw * out.numel)
 
 
+def dilate_pool(attrs: dict[str, Any], at: AtRate) -> dict[str, Any] | Replace:
+    """Max/avg pool in a dilated encoder.
+
+    * past the output stride, a pool that only downsamples (kernel == stride, no
+      padding: VGG's 2x2/2) is removed, the Dilation frontend's choice
+      (Yu & Koltun 2016, Sec. 4: "we removed the last two pooling and striding
+      layers"); it is not exact: the dense map keeps every pixel, not the window's maximum;
+    * past the output stride, a pool with "same" padding (``2p == k-1``: 3x3/2 pad 1)
+      gets stride 1;
+    * otherwise the pool is unchanged (a pool reading a map at rate > 1 is not dilated).
+    """
+    if not at.passes_output_stride:
+        return attrs
+    kernel, stride, padding = attrs["kernel"], attrs["stride"], attrs["padding"]
+    if tuple(kernel) == tuple(stride) and tuple(padding) == (0, 0):
+        return Replace("identity")  # an unpool that reads its indices is refused by the pass
+    if all(2 * p == k - 1 for k, p in zip(kernel, padding)):
+        attrs["stride"] = (1, 1)
+        return attrs
+    raise OpError(f"kernel {tuple(kernel)}, stride {tuple(stride)}, padding {tuple(padding)}: at "
+                  f"stride 1 it would change the map's size", field="stride",
+                  hint="use kernel == stride without padding, or padding (kernel-1)/2")
+
+
 def _maxpool_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
     from torch import nn
     return nn.MaxPool2d(attrs["kernel"], attrs["stride"], attrs["padding"],
@@ -51,13 +76,13 @@ register(OpDef(name="maxpool", summary="max pooling; indices: true also returns 
                fields={**_WINDOW, "indices": Field("bool", False, doc="also return the argmax "
                                                    "indices, for an unpool layer")},
                required=("kernel",), complete=complete_window, infer=_window_infer,
-               count=_window_count, build=_maxpool_build,
+               count=_window_count, build=_maxpool_build, dilate=dilate_pool,
                returns_extra=lambda attrs: bool(attrs["indices"])))
 
 register(OpDef(name="avgpool", summary="average pooling",
                fields={**_WINDOW, "count_include_pad": Field("bool", True)}, required=("kernel",),
                complete=complete_window, infer=_window_infer, count=_window_count,
-               build=_avgpool_build))
+               build=_avgpool_build, dilate=dilate_pool))
 
 
 def _gap_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
@@ -75,4 +100,4 @@ def _gap_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorT
 
 
 register(OpDef(name="gap", summary="global average pooling to 1x1", fields={},
-               infer=_gap_infer, count=_gap_count, build=_gap_build))
+               infer=_gap_infer, count=_gap_count, build=_gap_build, dilate=unaffected))

@@ -14,7 +14,7 @@ from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import Cost, Field, FunctionCall, OpDef, OpError, register
+from .base import Cost, Field, FunctionCall, OpDef, OpError, not_dilatable, register, unaffected
 
 
 def _upsample_complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any]:
@@ -66,6 +66,7 @@ register(OpDef(
         "align_corners": Field("bool", False),
     },
     arity=(1, 2), complete=_upsample_complete, infer=_upsample_infer, build=_upsample_build,
+    dilate=not_dilatable,
 ))
 
 
@@ -100,4 +101,6 @@ register(OpDef(
     fields={"align": Field("choice", "start", choices=("start", "center"))},
     arity=(2, 2), infer=_crop_infer, build=_crop_build,
     count=lambda attrs, ins, out: Cost(),
+    # Both inputs are at the same rate in a dilated encoder; the crop keeps the reference's size.
+    dilate=unaffected,
 ))
