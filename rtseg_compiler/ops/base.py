@@ -111,8 +111,8 @@ def _check_op(op: "OpDef") -> None:
     where = f"op '{op.name}'"
     if not isinstance(op.name, str) or not op.name.isidentifier():
         raise ValueError(f"op name {op.name!r} must be an identifier (letters, digits, '_')")
-    if not callable(op.infer) or not callable(op.build):
-        raise ValueError(f"{where}: 'infer' and 'build' must be callables")
+    if not callable(op.infer) or not callable(op.build) or not (op.dilate is None or callable(op.dilate)):
+        raise ValueError(f"{where}: 'infer', 'build' (and 'dilate', when given) must be callables")
     for key, f in op.fields.items():
         if not isinstance(f, Field):
             raise ValueError(f"{where}: field '{key}' must be a Field, not {type(f).__name__}")

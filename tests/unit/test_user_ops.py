@@ -457,3 +457,12 @@ def test_example_ops_in_process(monkeypatch, encoder_spec, user_ops):
         analyze(path)
     assert str(info.value).startswith(
         f"{path}:8:14: error: pixel_shuffle by 4 needs channels divisible by 4*4=16, got 19")
+
+
+def test_examples_are_not_packaged_with_the_compiler(repo_root):
+    """examples/ holds separate distributions: excluded from the wheel's packages and pruned from the sdist."""
+    import tomllib
+
+    find = tomllib.loads((repo_root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert "examples*" in find["exclude"] and not any(p.startswith("examples") for p in find["include"])
+    assert "prune examples" in (repo_root / "MANIFEST.in").read_text().splitlines()

@@ -9,6 +9,11 @@ learned upsampling (Tian et al. 2019, arXiv:1903.02120), at the cost of the
 conv alone: the rearrangement moves data and computes nothing, so torch's
 FlopCounterMode and TensorFlow's profiler both count 0 for it.
 
+Dilated encoders: like a transposed conv, it upsamples, so it cannot read a
+map that the rewrite to a smaller output stride has kept dense (the sizes the
+encoder was written for would change); it declares ``not_dilatable``. In a
+meta-architecture (the decoder) it is never rewritten.
+
 torch: ``nn.PixelShuffle(r)``; TensorFlow: ``tf.nn.depth_to_space`` (same
 channel order only with ``data_format='NCHW'``).
 """
@@ -18,7 +23,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from rtseg_compiler.ir import TensorType
-from rtseg_compiler.ops import REQUIRED, Field, OpDef, OpError, register
+from rtseg_compiler.ops import REQUIRED, Field, OpDef, OpError, not_dilatable, register
 
 
 def _complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any]:
@@ -53,4 +58,7 @@ PIXEL_SHUFFLE = register(OpDef(
     infer=_infer,
     build=_build,
     # No count hook: the default Cost() (0 params, 0 MACs, 0 tf FLOPs) is exact here.
+    # An upsampling op has no dilated form: in an encoder rewritten to a smaller output
+    # stride, a pixel_shuffle reading a map past that stride is a located error.
+    dilate=not_dilatable,
 ))
