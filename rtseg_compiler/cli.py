@@ -447,6 +447,41 @@ def _print_op(name: str, op: Any) -> None:
     print(f"{'':<10} inputs: {arity}; fields: {', '.join(fields) or 'none'}")
 
 
+def _user_op_fault(exc: BaseException) -> Diagnostic | None:
+    """A user op's hook raised something other than OpError: blame that op, at its line, not rtsegc.
+
+    The op is found by the innermost traceback frame in the package of one of its hooks
+    (``rtsegc_example_ops.modules`` counts for an op whose hooks live in ``rtsegc_example_ops``).
+    """
+    from .diagnostics import Location
+    from .ops import REGISTRY, op_origin
+    from .ops.base import BUILTIN
+
+    owners: dict[str, tuple[str, str]] = {}
+    for name, op in REGISTRY.items():
+        origin = op_origin(name)
+        if origin == BUILTIN:
+            continue
+        for hook in (op.infer, op.build, op.count, op.complete, op.dilate, op.returns_extra):
+            module = getattr(hook, "__module__", None) or ""
+            if module and not module.startswith(__package__ + "."):
+                owners.setdefault(module.partition(".")[0], (name, origin))
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if module.partition(".")[0] in owners:
+            found = (tb, owners[module.partition(".")[0]])
+        tb = tb.tb_next
+    if found is None:
+        return None
+    tb, (name, origin) = found
+    return Diagnostic(f"op '{name}' ({origin}) failed: {type(exc).__name__}: {exc}",
+                      Location(tb.tb_frame.f_code.co_filename, tb.tb_lineno, 1),
+                      hint="a bug in the op's own code, not in rtsegc or the spec; "
+                           "RTSEGC_DEBUG=1 shows the traceback")
+
+
 # --------------------------------------------------------------------------- entry
 
 def build_parser() -> argparse.ArgumentParser:
@@ -551,6 +586,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("RTSEGC_DEBUG"):
             raise
+        fault = _user_op_fault(exc)
+        if fault is not None:
+            _print_unlocated(fault)
+            return EXIT_SPEC
         print(f"rtsegc: internal compiler error: {type(exc).__name__}: {exc}\n"
               "This is a bug in rtsegc, not in your spec. Re-run with RTSEGC_DEBUG=1 for the "
               "traceback and report it.", file=sys.stderr)

@@ -466,3 +466,22 @@ def test_examples_are_not_packaged_with_the_compiler(repo_root):
     find = tomllib.loads((repo_root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     assert "examples*" in find["exclude"] and not any(p.startswith("examples") for p in find["include"])
     assert "prune examples" in (repo_root / "MANIFEST.in").read_text().splitlines()
+
+
+def test_a_user_op_that_crashes_is_blamed_at_its_line(modules_dir, encoder_spec, capsys, user_ops):
+    """Not "internal compiler error ... a bug in rtsegc": the op's own line, exit 2."""
+    path = _module(modules_dir, "uo_buggy", """
+        from rtseg_compiler.ops import OpDef, register
+
+        def infer(attrs, ins):
+            return ins[0].channels / 0
+
+        register(OpDef(name="uo_buggy_op", summary="s", fields={}, infer=infer,
+                       build=lambda attrs, ins, out: None))
+    """)
+    spec = encoder_spec("- {name: b, op: uo_buggy_op}\n")
+    status, _, err = _run(capsys, "--ops", "uo_buggy", "shapes", str(spec))
+    assert status == 2
+    assert err.strip() == (f"{path}:4:1: error: op 'uo_buggy_op' (--ops uo_buggy) failed: ZeroDivisionError: "
+                           "division by zero (a bug in the op's own code, not in rtsegc or the spec; "
+                           "RTSEGC_DEBUG=1 shows the traceback)")
