@@ -15,9 +15,10 @@ holds everything the compiler needs to know about it:
 * ``dilate``: what the op becomes when the encoder is run at a smaller output
   stride (``passes/dilate.py``): given its resolved attrs and an
   :class:`AtRate`, it returns new attrs, a :class:`Replace`, or raises
-  :class:`OpError`. Ready-made declarations: :func:`unaffected` (pointwise and
-  size-independent ops), :func:`not_dilatable` (ops that cannot run on a
-  dilated map, such as upsampling); conv and pool declare their own rules.
+  :class:`OpError`. Ready-made declarations: :func:`unaffected` (pointwise
+  ops), :func:`size_independent` (global and adaptive pooling, linear),
+  :func:`not_dilatable` (ops that cannot run on a dilated map, such as
+  upsampling by a scale); conv and pool declare their own rules.
   An op without one (``dilate=None``, the default) is fine wherever its output
   stride equals its input stride; a *strided* op without one is an error at
   its line, once the rewrite reaches it.
@@ -52,6 +53,7 @@ __all__ = [
     "Replace",
     "DilateHook",
     "unaffected",
+    "size_independent",
     "not_dilatable",
     "conv_out",
     "same_spatial",
@@ -198,11 +200,16 @@ def unaffected(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
     """Declaration for ops whose result does not depend on the input's sampling grid.
 
     Pointwise ops (activations, batch norm, add, concat) compute each output
-    pixel from the same pixel of their inputs, and size-independent ops
-    (global pooling, adaptive pooling, linear) from the whole map, so both are
-    exact at any rate and need no change, even when their output stride is
-    larger than their input's (``gap``'s 1x1 output has stride ``s*H``).
+    pixel from the same pixel of their inputs, so they are exact at any rate and
+    need no change. (Ops that pool to a fixed size declare :func:`size_independent`.)
     """
+    return attrs
+
+
+def size_independent(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
+    """Declaration for ops whose output is a fixed grid of bins (``gap``, ``adaptive_avgpool``,
+    ``linear``): unchanged at any rate, and their output, with everything computed
+    only from it, is off the image grid: a conv on a 6x6 pyramid-pooling map is not dilated."""
     return attrs
 
 

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
 from .base import (REQUIRED, AtRate, Cost, Field, OpDef, OpError, Replace, complete_window, conv_out,
-                   register, unaffected)
+                   register, size_independent)
 
 _WINDOW = {
     "kernel": Field("pair", REQUIRED, minimum=1),
@@ -100,4 +100,4 @@ def _gap_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorT
 
 
 register(OpDef(name="gap", summary="global average pooling to 1x1", fields={},
-               infer=_gap_infer, count=_gap_count, build=_gap_build, dilate=unaffected))
+               infer=_gap_infer, count=_gap_count, build=_gap_build, dilate=size_independent))

@@ -7,8 +7,9 @@ Each op declares what it becomes (``OpDef.dilate``, see
 encoder and asks every layer's op, with
 
 * ``rate = max(1, in_stride / output_stride)``, where ``in_stride`` is the
-  stride of the layer's finest input in the original network (a 1x1 map has
-  no grid and counts as rate 1), and
+  stride of the layer's finest input in the original network (maps of bins,
+  after global or adaptive pooling, are not on the image grid and count as
+  rate 1; see :func:`off_grid_maps`), and
 * ``passes_output_stride``: the layer's output would pass the output stride.
 
 The declared rules of the built-in ops:
@@ -20,9 +21,11 @@ The declared rules of the built-in ops:
   downsamples (kernel == stride, no padding, VGG's 2x2/2), else stride 1 when
   its padding keeps the size (``2p == k-1``, 3x3/2 pad 1);
 * pad: borders scaled by the rate;
-* pointwise and size-independent ops (activations, bn, add, concat, gap,
-  linear, shuffle, crop ...): unaffected;
-* deconv, upsample, unpool: an error at rate > 1.
+* pointwise ops (activations, bn, add, mul, concat, shuffle, crop ...): unaffected;
+* size-independent ops (gap, adaptive_avgpool, linear): unaffected, and their
+  outputs are off the image grid;
+* deconv, unpool, upsample by a scale: an error at rate > 1 (upsample to a
+  reference follows the reference);
 
 An op without a declaration is left alone while its output stride equals its
 input stride; a *strided* one that the rewrite reaches is an error at its
@@ -44,17 +47,34 @@ from fractions import Fraction
 from ..diagnostics import Diagnostics
 from ..ir import Graph, Node, Resolved, TensorType, frozen_map, stride_text
 from ..ops import REGISTRY, OpError
-from ..ops.base import AtRate, Replace
+from ..ops.base import AtRate, Replace, size_independent
 
-__all__ = ["dilate", "check_encoder_stride", "VALID_OUTPUT_STRIDES"]
+__all__ = ["dilate", "check_encoder_stride", "off_grid_maps", "VALID_OUTPUT_STRIDES"]
 
 VALID_OUTPUT_STRIDES = (8, 16, 32)
 
 
+def off_grid_maps(graph: Graph) -> set[str]:
+    """Layers whose maps are not sampled on the image grid, so that no rate applies to them.
+
+    The output of a size-independent op (``dilate=size_independent``: ``gap``,
+    ``adaptive_avgpool``, ``linear``) is a fixed grid of bins whatever the input's
+    sampling, and so is every map computed only from such maps (the 1x1 convs of
+    a squeeze-excitation gate, a pyramid-pooling branch before it is resized back).
+    The rewrite leaves those layers alone; their strides (``gap``: the pooled
+    map's times its height) are not rates.
+    """
+    off: set[str] = set()
+    for node in graph.nodes:
+        op = REGISTRY.get(node.op)
+        if (op is not None and op.dilate is size_independent) or (
+                node.inputs and all(i in off for i in node.inputs)):
+            off.add(node.name)
+    return off
+
+
 def _rate(t: TensorType, output_stride: int) -> Fraction:
-    """How much denser than in the original network a map is sampled after the rewrite."""
-    if t.height == 1 and t.width == 1:
-        return Fraction(1)  # a 1x1 map (global pooling) has no grid to dilate
+    """How much denser than in the original network a map on the image grid is sampled after the rewrite."""
     return max(Fraction(1), t.stride / output_stride)
 
 
@@ -100,13 +120,16 @@ def dilate(resolved: Resolved, output_stride: int, diags: Diagnostics,
     only for reading what the rewrite removed (an unpool reading a removed pool's indices).
     """
     graph, types = resolved.graph, resolved.types
+    off_grid = off_grid_maps(graph)
     nodes = []
     for node in graph.nodes:
-        if node.part != "encoder" or not node.inputs:
-            nodes.append(node)
+        if node.part != "encoder" or not node.inputs or node.name in off_grid:
+            nodes.append(node)  # heads, and maps of bins, which the rewrite does not change
             continue
         ins = [types[i] for i in node.inputs]
-        rates = [_rate(t, output_stride) for t in ins]
+        gridded = [t for i, t in zip(node.inputs, ins) if i not in off_grid]
+        rates = [Fraction(1) if i in off_grid else _rate(t, output_stride)
+                 for i, t in zip(node.inputs, ins)]
         bad = next((t for t, r in zip(ins, rates) if r.denominator != 1), None)
         if bad is not None:
             diags.error(f"layer '{node.name}' reads a map of stride {stride_text(bad.stride)}, which "
@@ -114,7 +137,7 @@ def dilate(resolved: Resolved, output_stride: int, diags: Diagnostics,
             nodes.append(node)
             continue
         # A broadcast op's output follows its full-size input, not a 1x1 gate.
-        finest = min((t for t in ins if t.spatial != (1, 1)), key=lambda t: t.stride, default=ins[0])
+        finest = min(gridded or ins, key=lambda t: t.stride)
         in_stride, rate = finest.stride, int(_rate(finest, output_stride))
         out_stride = types[node.name].stride
         passes = out_stride > output_stride and out_stride > in_stride
@@ -156,22 +179,21 @@ def check_encoder_stride(before: Resolved, after: Resolved, output_stride: int,
     """Assert that the rewritten encoder ends at ``min(natural stride, output_stride)``.
 
     Each op's declaration is trusted to keep its own map at the right stride;
-    this catches one that does not. Every encoder map larger than 1x1 must be at
-    most at the output stride (a 1x1 map from global pooling has no grid; its
-    stride is the pooled map's times its height), and the encoder's last map, if
-    larger than 1x1, at ``min(its original stride, output_stride)``. The error is
+    this catches one that does not. Every encoder map on the image grid (see
+    :func:`off_grid_maps`) must be at most at the output stride, and the
+    encoder's last map at ``min(its original stride, output_stride)``. The error is
     located at the encoder's last layer and names the first layer past the output stride.
     """
     graph, types = after.graph, after.types
+    off_grid = off_grid_maps(graph)
     culprit = next((n for n in graph.nodes if n.part == "encoder" and n.name in types
-                    and types[n.name].spatial != (1, 1) and types[n.name].stride > output_stride),
-                   None)
+                    and n.name not in off_grid and types[n.name].stride > output_stride), None)
     end = encoder_output(graph)
     if end is None or end not in before.types or end not in types:
         return
     want = min(before.types[end].stride, Fraction(output_stride))
     have = types[end].stride
-    if culprit is None and (have == want or types[end].spatial == (1, 1)):
+    if culprit is None and (have == want or end in off_grid):
         return
     node = graph.node(end)
     notes = tuple(node.origin)

@@ -212,13 +212,33 @@ def test_upsampling_in_the_dilated_part_is_refused(tmp_path):
         analyze(_encoder(tmp_path, layers), (64, 64), output_stride=8)
 
 
-def test_global_pooling_gate_past_the_output_stride_is_unaffected(tmp_path):
-    """gap's 1x1 output has stride 32*2 = 64 in the original network; a 1x1 map has no grid,
-    so it counts as rate 1, and the gated path stays at the output stride."""
-    layers = FIVE_STRIDES + ["{name: g, op: gap}", "{name: fc, op: conv, out: 8, kernel: 1}"]
+def test_maps_of_bins_are_off_the_grid_and_not_dilated(tmp_path):
+    """gap's 1x1 output has stride 32*2 = 64 in the original network, but it is a bin, not a
+    grid sample: a 3x3 conv on it (and on what follows) is left alone, rate 1."""
+    layers = FIVE_STRIDES + ["{name: g, op: gap}", "{name: fc, op: conv, out: 8, kernel: 3}",
+                             "{name: fc2, op: conv, out: 8, kernel: 3}"]
     a = analyze(_encoder(tmp_path, layers), (64, 64), output_stride=8)
     assert a.resolved.types["encoder.g"].spatial == (1, 1)
     assert a.graph.node("encoder.fc").attrs["dilation"] == (1, 1)
+    assert a.graph.node("encoder.fc2").attrs["dilation"] == (1, 1)
+
+
+def test_a_1x1_map_on_the_grid_is_dilated(tmp_path):
+    """At 32x32, c5 is 1x1 at stride 32 in the original network but 4x4 at stride 8 after the
+    rewrite: a 3x3 conv reading it is on the grid at rate 4."""
+    layers = FIVE_STRIDES + ["{name: d, op: conv, out: 8, kernel: 3}"]
+    a = analyze(_encoder(tmp_path, layers), (32, 32), output_stride=8)
+    assert a.graph.node("encoder.d").attrs["dilation"] == (4, 4)
+    assert a.resolved.types["encoder.d"].spatial == (4, 4)
+
+
+def test_upsample_to_a_reference_follows_it(tmp_path):
+    """A pyramid-pooling branch resized back onto a dilated map is fine; upsampling by a scale is not."""
+    layers = FIVE_STRIDES + ["{name: g, op: gap}", "{name: p, op: conv, out: 8, kernel: 1}",
+                             "{name: up, op: upsample, inputs: [p, c5]}",
+                             "{name: cat, op: concat, inputs: [c5, up]}"]
+    a = analyze(_encoder(tmp_path, layers), (64, 64), output_stride=8)
+    assert a.resolved.types["encoder.cat"].spatial == (8, 8)
 
 
 def test_a_removed_pool_whose_indices_an_unpool_reads_is_refused_at_the_pool(tmp_path):
