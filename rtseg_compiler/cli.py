@@ -418,6 +418,7 @@ def cmd_ops(args: argparse.Namespace) -> int:
     from .ops.plugins import load_entry_points
 
     load_entry_points()
+    width = max(10, *(len(name) + 1 for name in REGISTRY))  # built-in names fit in 10 columns
     by_origin: dict[str, list[str]] = {}
     for name in sorted(REGISTRY):
         by_origin.setdefault(op_origin(name), []).append(name)
@@ -426,11 +427,11 @@ def cmd_ops(args: argparse.Namespace) -> int:
         if origin != BUILTIN:
             print(f"{chr(10) if k else ''}from {origin}:")
         for name in by_origin[origin]:
-            _print_op(name, REGISTRY[name])
+            _print_op(name, REGISTRY[name], width)
     return EXIT_OK
 
 
-def _print_op(name: str, op: Any) -> None:
+def _print_op(name: str, op: Any, width: int) -> None:
     from .ops.base import REQUIRED
 
     fields = []
@@ -443,8 +444,8 @@ def _print_op(name: str, op: Any) -> None:
             fields.append(f"{key}={f.default}")
     lo, hi = op.arity
     arity = f"{lo}" if lo == hi else (f"{lo}+" if hi is None else f"{lo}-{hi}")
-    print(f"{name:<10} {op.summary}")
-    print(f"{'':<10} inputs: {arity}; fields: {', '.join(fields) or 'none'}")
+    print(f"{name:<{width}} {op.summary}")
+    print(f"{'':<{width}} inputs: {arity}; fields: {', '.join(fields) or 'none'}")
 
 
 def _user_op_fault(exc: BaseException) -> Diagnostic | None:
