@@ -21,7 +21,7 @@ becomes 1, and on a map at rate r its filter is dilated by r, so every output
 pixel averages the same input pixels as in the strided network. With zero
 padding this is exact (the dense map sampled every r pixels is the strided
 map, borders included); with reflect padding the tests find it exact too on
-64x64 and 65x65 inputs (tests/torch/test_user_ops.py).
+64x64 and 65x65 inputs (tests/torch/test_example_ops_torch.py).
 """
 
 from __future__ import annotations
