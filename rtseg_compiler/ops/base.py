@@ -283,9 +283,9 @@ BUILTIN = "built-in"
 def _caller_origin() -> str:
     if _LOADING_FROM:
         return _LOADING_FROM[-1]
-    # Two frames up is whoever called register(); the op families live in this package.
+    # Two frames up is whoever called register(); anything inside rtseg_compiler is built in.
     module = sys._getframe(2).f_globals.get("__name__", "?")
-    return BUILTIN if module.startswith(__package__ + ".") else f"register() in {module}"
+    return BUILTIN if module.startswith(__name__.partition(".")[0] + ".") else f"register() in {module}"
 
 
 def register(op: OpDef) -> OpDef:
