@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import jsonschema
 
@@ -79,7 +79,9 @@ def _ref_schema() -> dict[str, Any]:
     return {"type": "string", "pattern": REF_PATTERN}
 
 
-def _layer_schema(ops: dict[str, OpDef]) -> dict[str, Any]:
+def _layer_schema(ops: Mapping[str, OpDef] | None = None) -> dict[str, Any]:
+    """The layer schema for ``ops`` (default: every registered op)."""
+    ops = REGISTRY if ops is None else ops
     common = {
         "name": {"type": "string", "pattern": NAME_PATTERN},
         "input": _ref_schema(),
@@ -222,6 +224,14 @@ def _validator(kind: str) -> jsonschema.Draft202012Validator:
     return validator
 
 
+def unknown_op_notes() -> tuple[str, ...]:
+    """Notes for an "unknown op" error: broken installed op packages, and how user ops load."""
+    notes = tuple(f"an installed op package failed to load, so its ops are missing: {d.message}"
+                  for d in entry_point_problems())
+    return notes + ("ops from other packages load from their 'rtseg_compiler.ops' entry point once "
+                    "installed, or with 'rtsegc --ops MODULE'",)
+
+
 def _path_text(path: Any) -> str:
     out = ""
     for step in path:
@@ -277,12 +287,8 @@ def _explain(error: jsonschema.ValidationError, doc: Any) -> Iterator[Diagnostic
         hint = did_you_mean(str(value), map(str, error.validator_value))
         choices = ", ".join(map(str, error.validator_value))
         if path and path[-1] == "op":
-            notes = tuple(f"an installed op package failed to load, so its ops are missing: {d.message}"
-                          for d in entry_point_problems())
-            notes += ("ops from other packages load from their 'rtseg_compiler.ops' entry point once "
-                      "installed, or with 'rtsegc --ops MODULE'",)
             yield Diagnostic(f"unknown op {_clip(value)}", loc, hint=hint or f"known ops: {choices}",
-                             notes=notes)
+                             notes=unknown_op_notes())
         else:
             yield Diagnostic(f"{where}: {_clip(value)} is not one of {choices}", loc, hint=hint)
         return
