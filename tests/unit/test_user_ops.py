@@ -254,6 +254,18 @@ def test_ops_missing_module(capsys, user_ops):
                            "(install it, or put its directory on PYTHONPATH)")
 
 
+def test_ops_module_in_the_working_directory_gets_the_pythonpath_hint(tmp_path, monkeypatch, capsys,
+                                                                      user_ops):
+    """The rtsegc console script does not search the current directory; say how to make it."""
+    (tmp_path / "uo_here.py").write_text("VALUE = 1\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    status, _, err = _run(capsys, "--ops", "uo_here", "ops")
+    assert status == 2
+    assert err.strip() == ("rtsegc: error: --ops uo_here: no module named 'uo_here' (uo_here.py is in this "
+                           "directory, which is not on the module path: run with PYTHONPATH=.)")
+
+
 def test_ops_module_that_raises_is_located(modules_dir, capsys, user_ops):
     path = _module(modules_dir, "uo_raises", "x = 1\ny = {}['missing']\n")
     status, _, err = _run(capsys, "--ops", "uo_raises", "ops")
