@@ -425,7 +425,9 @@ def cmd_ops(args: argparse.Namespace) -> int:
     # Built-in ops first, unheaded as they always were; each user source under its own heading.
     for k, origin in enumerate(sorted(by_origin, key=lambda o: (o != BUILTIN, o))):
         if origin != BUILTIN:
-            print(f"{chr(10) if k else ''}from {origin}:")
+            if k:
+                print()
+            print(f"from {origin}:")
         for name in by_origin[origin]:
             _print_op(name, REGISTRY[name], width)
     return EXIT_OK
