@@ -8,7 +8,7 @@ A user op package imports what it needs from here: ``OpDef``, ``Field``, ``Cost`
 """
 
 # Imported for registration.
-from . import conv, linear, merge, norm_act, pad, pool, resample, shuffle, unpool  # noqa: F401
+from . import activation, conv, linear, merge, norm_act, pad, pool, resample, shuffle, split, unpool  # noqa: F401
 from .base import (REGISTRY, REQUIRED, AtRate, Cost, DilateHook, Field, FunctionCall, OpDef, OpError,
                    Replace, conv_out, get_op, list_ops, not_dilatable, op_origin, register,
                    registry_generation, size_independent, unaffected, unregister)

@@ -1,4 +1,4 @@
-"""Max, average and global average pooling.
+"""Max, average, global average and adaptive average pooling.
 
 Output sizes use :func:`~rtseg_compiler.ops.base.conv_out`, including
 ``ceil_mode``'s rule that drops a window starting in the right padding.
@@ -8,6 +8,7 @@ which the ``tf`` convention keeps.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
@@ -101,3 +102,46 @@ def _gap_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorT
 
 register(OpDef(name="gap", summary="global average pooling to 1x1", fields={},
                infer=_gap_infer, count=_gap_count, build=_gap_build, dilate=size_independent))
+
+
+# --------------------------------------------------------------------------- adaptive average pooling
+# torch.nn.AdaptiveAvgPool2d: output cell i of n along a side of length L averages rows
+# [floor(i*L/n), ceil((i+1)*L/n)), so the bins overlap when n does not divide L and repeat
+# rows when n > L (ATen's start_index/end_index). PSPNet's pyramid (Zhao et al. 2017,
+# arXiv:1612.01105, Sec. 3.2) pools to 1, 2, 3 and 6 bins a side, as does Fast-SCNN's.
+
+
+def adaptive_bins(length: int, n: int) -> list[tuple[int, int]]:
+    """torch's [start, end) rows of each of ``n`` adaptive-pooling bins over ``length`` rows."""
+    return [((i * length) // n, -(-((i + 1) * length) // n)) for i in range(n)]
+
+
+def _adaptive_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
+    x = ins[0]
+    oh, ow = attrs["size"]
+    # A bin's pitch in input pixels: H/oh rows of a map at stride s (gap's s*H for one bin). The
+    # output is off the image grid (size_independent), so the dilation pass gives it no rate.
+    return TensorType(x.channels, oh, ow, x.stride * Fraction(x.height, oh))
+
+
+def _adaptive_count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Cost:
+    """TF has no adaptive pooling; each bin is a Mean over its window (one FLOP per element read,
+    the profiler's Mean), so the cost is the sum of the bins' areas per channel: ``numel(in)``
+    when the size divides the input (like ``gap``), more when bins overlap."""
+    x = ins[0]
+    rows = sum(e - s for s, e in adaptive_bins(x.height, out.height))
+    cols = sum(e - s for s, e in adaptive_bins(x.width, out.width))
+    return Cost(tf_flops=x.channels * rows * cols)
+
+
+def _adaptive_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
+    from torch import nn
+    return nn.AdaptiveAvgPool2d(tuple(attrs["size"]))
+
+
+register(OpDef(name="adaptive_avgpool",
+               summary="average pooling to a fixed size [h, w] of bins (PSP pyramid pooling)",
+               fields={"size": Field("pair", REQUIRED, minimum=1,
+                                     doc="output height and width, n or [h, w] (torch's output_size)")},
+               required=("size",), infer=_adaptive_infer, count=_adaptive_count,
+               build=_adaptive_build, dilate=size_independent))
