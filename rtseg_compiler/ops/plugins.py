@@ -30,7 +30,7 @@ failing are withdrawn (a plugin loads whole or not at all), and an
 Cost. Scanning entry points reads every installed distribution's metadata:
 measured 9-14 ms of CPU (30-55 ms wall on a loaded 2-core machine) with 119
 distributions installed; ``importlib.metadata`` itself is already imported by
-``jsonschema``. That is under 2 % of a cold ``rtsegc flops`` (0.7 s of CPU,
+``jsonschema``. That is under 2 % of a cold ``rtsegc flops`` (0.8-1.0 s of CPU,
 mostly imports), and it runs at most once per process.
 """
 

@@ -10,7 +10,8 @@ user ops (entry points, ``--ops``, ``register()``).
 
 The validators are cached per registry state (:func:`~rtseg_compiler.ops.base.registry_generation`):
 building one costs under a millisecond, validating MobileNet v1's encoder file
-with it about 9 ms of CPU, and an op registered after the first validation gets a fresh one.
+with it about 17 ms of CPU (30 ops), and an op registered after the first validation gets a
+fresh one.
 
 Validation turns each jsonschema error into a located diagnostic that names
 the field, the offending value and what would be valid.
@@ -216,8 +217,8 @@ def _validator(kind: str) -> jsonschema.Draft202012Validator:
     if validator is None:
         for stale in [k for k in _VALIDATORS if k[1] != key[1]]:
             del _VALIDATORS[stale]
-        # No check_schema here: on the generated encoder or meta schema it costs ~165 ms of CPU
-        # (0.8-1.3 s wall on a loaded machine) per kind, a third of ``rtsegc flops``. The generator's
+        # No check_schema here: on the generated encoder or meta schema it costs ~270 ms of CPU
+        # per kind with 30 ops, more than half of a cold ``rtsegc flops``. The generator's
         # output is checked against the metaschema by tests/unit/test_schema.py, and register()
         # refuses the malformed fields that could make a user op's part invalid.
         validator = _VALIDATORS[key] = jsonschema.Draft202012Validator(schema_for(kind))
