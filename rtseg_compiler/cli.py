@@ -4,6 +4,10 @@ Exit status: 0 success, 2 invalid spec or usage (diagnostics on stderr as
 ``FILE:LINE:COL: error: MESSAGE``), 3 an internal compiler error (a bug: the
 message says how to report it; ``RTSEGC_DEBUG=1`` shows the traceback).
 ``validate``, ``shapes``, ``flops``, ``schema`` and ``ops`` never import torch.
+
+``rtsegc --ops MODULE COMMAND ...`` imports a module that registers user ops
+(repeatable, before the command); installed ``rtseg_compiler.ops`` entry points
+load by themselves. See ``ops/plugins.py`` and docs/extending.md.
 """
 
 from __future__ import annotations
@@ -62,6 +66,49 @@ def human(n: float) -> str:
 def _print_diagnostics(diags: Sequence[Diagnostic]) -> None:
     for d in diags:
         print(d.render(), file=sys.stderr)
+
+
+def _print_unlocated(d: Diagnostic) -> None:
+    """A diagnostic about the command line or the environment: 'rtsegc: ' stands for a missing file."""
+    print(d.render() if d.loc is not None else f"rtsegc: {d.render()}", file=sys.stderr)
+
+
+def _module_name(text: str) -> str:
+    from .ops.plugins import check_module_name
+
+    try:
+        return check_module_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _OpsAfterCommand(argparse.Action):
+    """``rtsegc flops --ops m`` would otherwise read 'unrecognized arguments'."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        command = parser.prog.split()[-1]
+        parser.error(f"--ops is a global option: give it before the command, "
+                     f"e.g. rtsegc --ops {values} {command} ...")
+
+
+def _load_user_ops(modules: Sequence[str]) -> int:
+    """Import the --ops modules (after the installed entry points, so a clash names both)."""
+    from .ops.plugins import OpsModuleError, load_entry_points, load_ops_module
+
+    if not modules:
+        return EXIT_OK
+    load_entry_points()
+    for module in modules:
+        already = module in sys.modules
+        try:
+            added = load_ops_module(module)
+        except OpsModuleError as exc:
+            _print_unlocated(exc.diagnostic)
+            return EXIT_SPEC
+        if not added and not already:
+            print(f"rtsegc: warning: --ops {module}: the module registered no ops", file=sys.stderr)
+    return EXIT_OK
 
 
 def _model_args(p: argparse.ArgumentParser, *, sizes: bool = True) -> None:
@@ -355,8 +402,10 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from .ops.plugins import load_entry_points
     from .spec.schema import KINDS, schema_for
 
+    load_entry_points()
     kinds = [args.kind] if args.kind else list(KINDS)
     data = schema_for(kinds[0]) if len(kinds) == 1 else {k: schema_for(k) for k in kinds}
     print(json.dumps(data, indent=2))
@@ -364,24 +413,76 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_ops(args: argparse.Namespace) -> int:
-    from .ops import REGISTRY
+    from .ops import REGISTRY, op_origin
+    from .ops.base import BUILTIN
+    from .ops.plugins import load_entry_points
+
+    load_entry_points()
+    width = max(10, *(len(name) + 1 for name in REGISTRY))  # built-in names fit in 10 columns
+    by_origin: dict[str, list[str]] = {}
+    for name in sorted(REGISTRY):
+        by_origin.setdefault(op_origin(name), []).append(name)
+    # Built-in ops first, unheaded as they always were; each user source under its own heading.
+    for k, origin in enumerate(sorted(by_origin, key=lambda o: (o != BUILTIN, o))):
+        if origin != BUILTIN:
+            if k:
+                print()
+            print(f"from {origin}:")
+        for name in by_origin[origin]:
+            _print_op(name, REGISTRY[name], width)
+    return EXIT_OK
+
+
+def _print_op(name: str, op: Any, width: int) -> None:
     from .ops.base import REQUIRED
 
-    for name in sorted(REGISTRY):
-        op = REGISTRY[name]
-        fields = []
-        for key, f in op.fields.items():
-            if f.default is REQUIRED:
-                fields.append(f"{key}")
-            elif f.default is None:
-                fields.append(f"{key}=auto")
-            else:
-                fields.append(f"{key}={f.default}")
-        lo, hi = op.arity
-        arity = f"{lo}" if lo == hi else (f"{lo}+" if hi is None else f"{lo}-{hi}")
-        print(f"{name:<10} {op.summary}")
-        print(f"{'':<10} inputs: {arity}; fields: {', '.join(fields) or 'none'}")
-    return EXIT_OK
+    fields = []
+    for key, f in op.fields.items():
+        if f.default is REQUIRED:
+            fields.append(f"{key}")
+        elif f.default is None:
+            fields.append(f"{key}=auto")
+        else:
+            fields.append(f"{key}={f.default}")
+    lo, hi = op.arity
+    arity = f"{lo}" if lo == hi else (f"{lo}+" if hi is None else f"{lo}-{hi}")
+    print(f"{name:<{width}} {op.summary}")
+    print(f"{'':<{width}} inputs: {arity}; fields: {', '.join(fields) or 'none'}")
+
+
+def _user_op_fault(exc: BaseException) -> Diagnostic | None:
+    """A user op's hook raised something other than OpError: blame that op, at its line, not rtsegc.
+
+    The op is found by the innermost traceback frame in the package of one of its hooks
+    (``rtsegc_example_ops.modules`` counts for an op whose hooks live in ``rtsegc_example_ops``).
+    """
+    from .diagnostics import Location
+    from .ops import REGISTRY, op_origin
+    from .ops.base import BUILTIN
+
+    owners: dict[str, tuple[str, str]] = {}
+    for name, op in REGISTRY.items():
+        origin = op_origin(name)
+        if origin == BUILTIN:
+            continue
+        for hook in (op.infer, op.build, op.count, op.complete, op.dilate, op.returns_extra):
+            module = getattr(hook, "__module__", None) or ""
+            if module and not module.startswith(__package__ + "."):
+                owners.setdefault(module.partition(".")[0], (name, origin))
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if module.partition(".")[0] in owners:
+            found = (tb, owners[module.partition(".")[0]])
+        tb = tb.tb_next
+    if found is None:
+        return None
+    tb, (name, origin) = found
+    return Diagnostic(f"op '{name}' ({origin}) failed: {type(exc).__name__}: {exc}",
+                      Location(tb.tb_frame.f_code.co_filename, tb.tb_lineno, 1),
+                      hint="a bug in the op's own code, not in rtsegc or the spec; "
+                           "RTSEGC_DEBUG=1 shows the traceback")
 
 
 # --------------------------------------------------------------------------- entry
@@ -389,6 +490,9 @@ def cmd_ops(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtsegc", description="Compile and audit YAML specs of real-time segmentation networks.")
+    parser.add_argument("--ops", action="append", type=_module_name, default=[], metavar="MODULE",
+                        help="import MODULE, which registers user ops, before the command (repeatable; "
+                             "installed rtseg_compiler.ops entry points load without it)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check spec files (exit 0 if all are valid, 2 otherwise)")
@@ -449,16 +553,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", nargs="?", choices=("encoder", "meta", "model"))
     p.set_defaults(func=cmd_schema)
 
-    p = sub.add_parser("ops", help="list the ops and their fields")
+    p = sub.add_parser("ops", help="list the ops and their fields, and where user ops come from")
     p.set_defaults(func=cmd_ops)
+    for p in sub.choices.values():
+        p.add_argument("--ops", action=_OpsAfterCommand, dest="misplaced_ops", default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .ops.plugins import set_problem_reporter
+
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    # A broken installed entry point is one warning line, printed when entry points load.
+    set_problem_reporter(_print_unlocated)
     try:
+        status = _load_user_ops(args.ops)
+        if status != EXIT_OK:
+            return status
         return func(args)
     except SpecError as exc:
         _print_diagnostics(exc.diagnostics)
@@ -475,6 +589,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("RTSEGC_DEBUG"):
             raise
+        fault = _user_op_fault(exc)
+        if fault is not None:
+            _print_unlocated(fault)
+            return EXIT_SPEC
         print(f"rtsegc: internal compiler error: {type(exc).__name__}: {exc}\n"
               "This is a bug in rtsegc, not in your spec. Re-run with RTSEGC_DEBUG=1 for the "
               "traceback and report it.", file=sys.stderr)

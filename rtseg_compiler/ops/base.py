@@ -28,9 +28,11 @@ Adding an op is one ``register(OpDef(...))`` call in one file.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..ir import TensorType
 
@@ -41,8 +43,11 @@ __all__ = [
     "Cost",
     "FunctionCall",
     "register",
+    "unregister",
     "get_op",
     "list_ops",
+    "op_origin",
+    "registry_generation",
     "REGISTRY",
     "AtRate",
     "Replace",
@@ -91,6 +96,39 @@ class Field:
 
 
 REQUIRED = object()
+
+#: The field kinds the schema generator and shape pass understand.
+FIELD_KINDS = ("int", "pair", "number", "bool", "choice")
+
+#: Names a layer uses for itself (``spec.schema.LAYER_KEYS``); a field of that name could never be set.
+_RESERVED_FIELDS = ("name", "op", "input", "inputs", "repeat", "doc", "block")
+
+
+def _check_op(op: "OpDef") -> None:
+    """Refuse a malformed OpDef at register() time, where the traceback points at its author.
+
+    Without this a user op with ``Field("integer")`` or ``minimum="1"`` would register fine
+    and break schema generation at the first spec, far from the mistake.
+    """
+    where = f"op '{op.name}'"
+    if not isinstance(op.name, str) or not op.name.isidentifier():
+        raise ValueError(f"op name {op.name!r} must be an identifier (letters, digits, '_')")
+    if not callable(op.infer) or not callable(op.build) or not (op.dilate is None or callable(op.dilate)):
+        raise ValueError(f"{where}: 'infer', 'build' (and 'dilate', when given) must be callables")
+    for key, f in op.fields.items():
+        if not isinstance(f, Field):
+            raise ValueError(f"{where}: field '{key}' must be a Field, not {type(f).__name__}")
+        if key in _RESERVED_FIELDS or not key.isidentifier():
+            raise ValueError(f"{where}: '{key}' cannot be a field name (reserved or not an identifier)")
+        if f.kind not in FIELD_KINDS:
+            raise ValueError(f"{where}: field '{key}' has kind {f.kind!r}; kinds are {', '.join(FIELD_KINDS)}")
+        if f.minimum is not None and (isinstance(f.minimum, bool) or not isinstance(f.minimum, (int, float))):
+            raise ValueError(f"{where}: field '{key}' has a non-numeric minimum {f.minimum!r}")
+        if f.kind == "choice" and (not f.choices or not all(isinstance(c, str) for c in f.choices)):
+            raise ValueError(f"{where}: choice field '{key}' needs 'choices', a tuple of strings")
+    lo, hi = op.arity
+    if lo < 0 or (hi is not None and hi < lo):
+        raise ValueError(f"{where}: arity {op.arity} is not (fewest, most or None)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,16 +268,73 @@ class OpDef:
 
 REGISTRY: dict[str, OpDef] = {}
 
+#: Where each registered op came from, as ``rtsegc ops`` shows it: "built-in",
+#: "entry point 'NAME' (DIST VERSION)", "--ops MODULE" or "register() in MODULE".
+_ORIGINS: dict[str, str] = {}
+#: Set while ``ops.plugins`` imports a user module, so its registrations are attributed to it.
+_LOADING_FROM: list[str] = []
+#: Bumped by every register/unregister: caches derived from the registry (the schema
+#: validators) key on it, so an op registered after the first validation is never missed.
+_GENERATION = [0]
+
+BUILTIN = "built-in"
+
+
+def _caller_origin() -> str:
+    if _LOADING_FROM:
+        return _LOADING_FROM[-1]
+    # Two frames up is whoever called register(); anything inside rtseg_compiler is built in.
+    module = sys._getframe(2).f_globals.get("__name__", "?")
+    return BUILTIN if module.startswith(__name__.partition(".")[0] + ".") else f"register() in {module}"
+
 
 def register(op: OpDef) -> OpDef:
-    """Add an op; a second op of the same name is an error, not a silent overwrite."""
+    """Add an op; a second op of the same name is an error, not a silent overwrite.
+
+    Registration may happen at any time before a spec using the op is validated:
+    the schema is rebuilt for the new registry state (see :func:`registry_generation`).
+    """
     if op.name in REGISTRY:
-        raise ValueError(f"op '{op.name}' is already registered")
+        raise ValueError(f"op '{op.name}' is already registered ({_ORIGINS.get(op.name, BUILTIN)})")
     for name in op.required:
         if name not in op.fields:
             raise ValueError(f"op '{op.name}': required field '{name}' is not declared")
+    _check_op(op)
     REGISTRY[op.name] = op
+    _ORIGINS[op.name] = _caller_origin()
+    _GENERATION[0] += 1
     return op
+
+
+def unregister(name: str) -> OpDef:
+    """Remove a user op (to re-register it in a notebook, or in tests); built-in ops stay."""
+    if name not in REGISTRY:
+        raise KeyError(f"op '{name}' is not registered")
+    if _ORIGINS.get(name) == BUILTIN:
+        raise ValueError(f"op '{name}' is built in and cannot be unregistered")
+    _ORIGINS.pop(name, None)
+    _GENERATION[0] += 1
+    return REGISTRY.pop(name)
+
+
+def op_origin(name: str) -> str:
+    """Where a registered op came from ("built-in", "entry point 'x' (dist 1.0)", "--ops mod" ...)."""
+    return _ORIGINS.get(name, BUILTIN)
+
+
+def registry_generation() -> int:
+    """A number that changes whenever an op is registered or unregistered."""
+    return _GENERATION[0]
+
+
+@contextlib.contextmanager
+def registering_from(origin: str) -> Iterator[None]:
+    """Attribute every op registered inside the block to ``origin`` (used by ``ops.plugins``)."""
+    _LOADING_FROM.append(origin)
+    try:
+        yield
+    finally:
+        _LOADING_FROM.pop()
 
 
 def get_op(name: str) -> OpDef | None:

@@ -112,6 +112,8 @@ def count(resolved: Resolved) -> Audit:
         out = types[node.name]
         cost = op.count(node.attrs, ins, out)
         dilation = node.attrs.get("dilation") or (1, 1)
+        if isinstance(dilation, int):  # a user op may declare dilation as an "int" field
+            dilation = (dilation, dilation)
         rows.append(LayerAudit(node.name, node.op, (out.channels, out.height, out.width), out.stride,
                                tuple(dilation), cost.params, cost.macs, cost.tf_flops))
     image = types[INPUT]
