@@ -608,7 +608,7 @@ class _Expander:
         if isinstance(value, bool):
             return value
         if isinstance(value, str):
-            self.check_expression(value, where, body, {"i"}, in_channels=False)
+            self.check_expression(value, where, body, {"i"})  # channels: static_value says why not
         result = self.static_value(value, "when", where, body, caller)
         if result is _FAILED:
             return True
