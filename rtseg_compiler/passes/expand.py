@@ -515,7 +515,8 @@ class _Expander:
                                  notes=body.origin)
                 ok = False
         for key, value in args.items():
-            if isinstance(value, str) and key not in op_params:  # resolve_op checks op names
+            # Op names are not expressions: resolve_op checks them where they are used as ops.
+            if isinstance(value, str) and key not in op_params and value.strip() not in REGISTRY:
                 self.check_expression(value, location_of(item, (key,)), body, {"i"})
         input_names = [str(n) for n in block.get("inputs") or []]
         wanted = len(input_names) or 1
@@ -581,7 +582,8 @@ class _Expander:
                 else:
                     bindings[key] = Literal(value, where)
             for key, default in declared.items():
-                if key not in args and isinstance(default, str) and key not in op_params:
+                if (key not in args and isinstance(default, str) and key not in op_params
+                        and default.strip() not in REGISTRY):
                     self.check_expression(default, location_of(block, ("params", key)), None,
                                           set(declared) | {"i", "block_in_channels"}
                                           | {f"{n}.channels" for n in input_names}, origin,
