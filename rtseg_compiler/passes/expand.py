@@ -11,6 +11,15 @@
   (``conv1_bn``), so every node has a stable, readable name.
 * Qualified names start with the part: ``encoder.conv1``, ``head.score32``.
   A meta refers to encoder feature maps only through taps: ``encoder.stride16``.
+* ``op: act`` may name a parameter holding an op name (``act: hardswish`` at a
+  block use); it is resolved here, and the layer's fields are then checked
+  against that op's schema. A block may name its inputs (``inputs: [x, skip]``),
+  bound in order by a use's ``inputs``; ``start: 0`` numbers repeated copies
+  from 0 (only the names change, ``i`` stays 0-based).
+* Absent layers: ``repeat: 0`` and a block use whose ``when:`` is false are
+  recorded as :class:`~rtseg_compiler.ir.Skip` (the name stands for the
+  layer's first input). A *layer's* ``when:`` may depend on channel counts, so
+  it travels on the node and ``infer_shapes`` decides it.
 
 References may point forward; they are resolved when their list of layers is
 complete, so ``link`` can report a cycle rather than "unknown name".
