@@ -348,49 +348,6 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Forward latency/FPS of the compiled module (runtime.bench, imported only here: it needs torch)."""
-    try:
-        from runtime.bench import bench_spec
-    except ImportError as exc:
-        print(f"rtsegc: error: 'bench' needs torch and the runtime package ({exc})", file=sys.stderr)
-        return EXIT_SPEC
-    import torch
-
-    _check_model_args(args)
-    if args.warmup < 0:
-        raise UsageError(f"--warmup must be >= 0, got {args.warmup}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available")
-    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
-    result, compiled = bench_spec(args.model, args.input, args.num_classes, encoder=args.encoder,
-                                  meta=args.meta, output_stride=args.output_stride,
-                                  encoder_params=_params(args, "encoder_params"),
-                                  meta_params=_params(args, "meta_params"),
-                                  batch_size=args.batch_size, warmup=args.warmup, iters=args.iters,
-                                  device=device, channels_last=args.channels_last, dtype=dtype)
-    _print_diagnostics(compiled.analysis.warnings)
-    audit = compiled.audit
-    if args.json:
-        print(json.dumps({**result.to_json(), "params": audit.params, "flops": audit.flops}, indent=2))
-        return EXIT_OK
-    n, c, h, w = result.input
-    gflops = audit.flops * n / 1e9  # the audit is per image
-    print(f"model        {result.model}")
-    layout = "channels_last" if result.channels_last else "NCHW"
-    print(f"input        {n}x{c}x{h}x{w} ({result.dtype}, {layout})")
-    print(f"device       {result.device} ({result.threads} threads)" if result.device == "cpu"
-          else f"device       {result.device} ({torch.cuda.get_device_name(result.device)})")
-    print(f"latency      {result.latency_ms:.2f} ms median of {result.iters} (min {result.min_ms:.2f}, "
-          f"p90 {result.p90_ms:.2f}; {result.warmup} warm-up)")
-    print(f"throughput   {result.fps:.2f} images/s; {gflops / (result.latency_ms / 1000):.1f} GFLOP/s "
-          f"({human(audit.flops)}FLOPs per image)")
-    return EXIT_OK
-
-
 RENDER_FORMATS = ("svg", "png", "pdf", "dot", "gv")
 
 
@@ -560,21 +517,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the shape-only forward pass on the meta device")
     p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("bench", help="forward latency and FPS of the compiled module (eval, no_grad)")
-    _model_args(p)
-    p.add_argument("--batch-size", type=_positive, default=1, metavar="N",
-                   help="images per forward (default 1)")
-    p.add_argument("--warmup", type=int, default=10, metavar="N", help="untimed calls first (default 10)")
-    p.add_argument("--iters", type=_positive, default=50, metavar="N",
-                   help="timed calls; the median is reported (default 50)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
-    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
-    p.add_argument("--channels-last", action="store_true", help="NHWC memory format for input and weights")
-    p.add_argument("--threads", type=_positive, metavar="N",
-                   help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    p.set_defaults(func=cmd_bench)
-
     p = sub.add_parser("visualize", help="draw the network with Graphviz")
     _model_args(p)
     _outputs_arg(p)
@@ -592,15 +534,33 @@ def build_parser() -> argparse.ArgumentParser:
     for p in sub.choices.values():
         p.add_argument("--ops", action=_OpsAfterCommand, dest="misplaced_ops", default=argparse.SUPPRESS,
                        help=argparse.SUPPRESS)
+    _add_plugin_commands(sub)
     return parser
+
+
+def _add_plugin_commands(sub: Any) -> None:
+    """train/eval/predict/bench and other installed ``rtseg_compiler.commands`` (see commands.py).
+
+    Each parses its own options: its sub-parser takes none, and ``main`` hands it the rest of argv.
+    """
+    from .commands import discover_commands
+
+    warn = lambda message: print(f"rtsegc: warning: {message}", file=sys.stderr)  # noqa: E731
+    for name, command in discover_commands(sub.choices, warn=warn).items():
+        p = sub.add_parser(name, help=command.help, add_help=False)
+        p.set_defaults(func=None, plugin=command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .ops.plugins import set_problem_reporter
 
     parser = build_parser()
-    args = parser.parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
+    args, rest = parser.parse_known_args(argv)
+    plugin = getattr(args, "plugin", None)
+    if plugin is None and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    func: Callable[[argparse.Namespace], int] = (
+        args.func if plugin is None else (lambda _: plugin.main(rest, f"rtsegc {args.command}")))
     # A broken installed entry point is one warning line, printed when entry points load.
     set_problem_reporter(_print_unlocated)
     try:

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .data import ClassSet, SegmentationFolder, SyntheticSegmentation, class_set
+from .data import CAMVID_CLASSES, ClassSet, SyntheticSegmentation, class_set
 
 __all__ = ["ModelArgs", "build_model", "make_dataset", "pick_device", "SYNTHETIC"]
 
@@ -54,21 +54,42 @@ def build_model(args: ModelArgs):
                          output_stride=args.output_stride)
 
 
+def dataset_spec_for(classes: ClassSet | str | int):
+    """The dataset file that ``--classes camvid`` / ``--classes N`` stands for (SegNet layout)."""
+    from .datasets import dataset_from_classes, load_dataset_spec
+
+    if isinstance(classes, str) and classes.lower() == "camvid":
+        return load_dataset_spec("camvid")
+    classes = classes if isinstance(classes, ClassSet) else class_set(classes)
+    if classes.names == CAMVID_CLASSES:
+        return load_dataset_spec("camvid")
+    # label value N marks void, as the synthetic folders and CamVid's Unlabelled (11) store it
+    void = [classes.num_classes] if classes.num_classes < 255 else []
+    return dataset_from_classes(classes.names, void=void)
+
+
 def make_dataset(data: str, split: str, size: tuple[int, int], classes: ClassSet | str | int, *,
                  limit: int | None = None, hflip_prob: float = 0.0, label_size: str = "input",
-                 synthetic_length: int = 64, seed: int = 0):
-    """A CamVid-layout folder dataset, or the synthetic one when ``data == "synthetic"``.
+                 synthetic_length: int = 64, seed: int = 0, dataset_spec=None, augment=(),
+                 skip_bad: bool = False):
+    """A dataset folder described by ``dataset_spec`` (default: the one ``classes`` stands for), or the
+    synthetic set when ``data == "synthetic"``.
 
     Synthetic splits use disjoint seeds (train: ``seed``, val: ``seed + 1``) so validation is unseen data.
+    ``augment`` steps (and ``hflip_prob``, the older flag) apply to this split; pass none for evaluation.
     """
-    classes = classes if isinstance(classes, ClassSet) else class_set(classes)
     if data == SYNTHETIC:
+        classes = classes if isinstance(classes, ClassSet) else class_set(classes)
         length = limit if limit is not None else synthetic_length
         return SyntheticSegmentation(length, size, classes.num_classes, seed=seed + (split != "train"))
+    from .data import DatasetFolder
+
     if not Path(data).is_dir():
         raise FileNotFoundError(f"{data}: no such dataset folder (or use --data synthetic)")
-    return SegmentationFolder(data, split, size, num_classes=classes.num_classes, limit=limit,
-                              hflip_prob=hflip_prob, label_size=label_size)
+    spec = dataset_spec if dataset_spec is not None else dataset_spec_for(classes)
+    steps = list(augment) + ([{"op": "hflip", "p": hflip_prob}] if hflip_prob > 0 else [])
+    return DatasetFolder(spec, data, split, size, label_size=label_size, augment=steps, limit=limit,
+                         skip_bad=skip_bad)
 
 
 def pick_device(name: str = "auto") -> torch.device:

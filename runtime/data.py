@@ -256,3 +256,86 @@ def write_synthetic_folder(root: str | Path, size: tuple[int, int], num_classes:
             image.fromarray(rgb).save(root / split / f"synth_{i:04d}.png")
             image.fromarray(label).save(root / f"{split}annot" / f"synth_{i:04d}.png")
     return root
+
+
+# --------------------------------------------------------------------------- datasets described by a file
+
+class DatasetFolder(Dataset):
+    """A split of a dataset described by a :class:`runtime.datasets.DatasetSpec` (any of its layouts).
+
+    Construction checks every sample once (image header and checksum, label size and values) and
+    gathers the class pixel counts for the loss weights in the same pass. The first bad sample is a
+    :class:`runtime.datasets.DataError` naming the file; with ``skip_bad`` bad samples are listed in
+    ``skipped`` and left out. ``augment`` steps (training only) run in ``__getitem__``, i.e. in DataLoader
+    workers; see :mod:`runtime.augment`.
+    """
+
+    def __init__(self, spec, root: str | Path, split: str, size: tuple[int, int] | None, *,
+                 label_size: str = "input", augment: Sequence = (), limit: int | None = None,
+                 skip_bad: bool = False, cache_bytes: int = 1 << 30) -> None:
+        from .datasets import DataError, check_sample, find_samples
+
+        if label_size not in ("input", "original"):
+            raise ValueError(f"label_size must be 'input' or 'original', got {label_size!r}")
+        self.spec, self.size, self.label_size = spec, tuple(size) if size else None, label_size
+        self.augment = list(augment)
+        self.num_classes = spec.num_classes
+        samples = find_samples(spec, root, split)
+        samples = samples[:limit] if limit is not None else samples
+        self.samples, self.skipped = [], []
+        counts = np.zeros(256, dtype=np.int64)
+        for sample in samples:
+            problem, mapped = check_sample(spec, sample)
+            if problem is not None:
+                if not skip_bad:
+                    raise DataError(f"{problem} (--skip-bad lists and skips such samples)")
+                self.skipped.append(problem)
+                continue
+            self.samples.append(sample)
+            counts += np.bincount(mapped.reshape(-1), minlength=256)
+        if not self.samples:
+            raise DataError(f"{root} [{split}]: no usable samples" +
+                            (f" ({len(self.skipped)} skipped as bad)" if self.skipped else ""))
+        self.class_counts = torch.from_numpy(counts[: spec.num_classes].copy())
+        # Decoded, resized samples stay in memory (per worker) when the split is small: CamVid-mini at
+        # 192x256 is 5 MB; full Cityscapes at 512x1024 would be 6 GB, so it is decoded every time.
+        h, w = self.size or (0, 0)
+        self._cache: dict | None = {} if len(self.samples) * h * w * 4 <= cache_bytes else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.samples]
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The image (H, W, 3) uint8 and its label mapped to class ids / ignore (H, W) uint8, resized to
+        ``size`` (bilinear / nearest, as RTSeg's ``resize``) and kept in memory when they fit."""
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        sample = self.samples[index]
+        image = load_image(sample.image, self.size)
+        raw = load_label(sample.label, self.size if self.label_size == "input" else None)
+        pair = image, self.spec.map_label(raw).astype(np.uint8)
+        if self._cache is not None:
+            self._cache[index] = pair
+        return pair
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from .augment import apply_augment
+
+        image, label = self.read(index)
+        x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
+        y = torch.from_numpy(label.astype(np.int64))
+        if self.augment:
+            x, y = apply_augment(x, y, self.augment, self.size or tuple(x.shape[-2:]), self.spec.ignore_index)
+        mean = torch.tensor(self.spec.mean).view(3, 1, 1)
+        std = torch.tensor(self.spec.std).view(3, 1, 1)
+        x = torch.nan_to_num((x - mean) / std, nan=0.0)  # crop padding (NaN) becomes the mean colour
+        y[y == self.spec.ignore_index] = IGNORE_INDEX
+        return x, y
+
+    def labels(self):
+        """Not re-read: use ``class_counts`` (gathered while checking the samples)."""
+        raise NotImplementedError("DatasetFolder gathers class_counts while checking samples")

@@ -142,3 +142,28 @@ class ConfusionMatrix:
 
     def compute(self) -> SegMetrics:
         return summarize(self.matrix.cpu())
+
+
+def category_metrics(cm: torch.Tensor, spec) -> dict:
+    """Cityscapes-style category IoU from the class confusion matrix: classes merged into the dataset
+    file's ``categories`` (flat, construction, object, nature, sky, human, vehicle), so a car predicted
+    as a truck counts as correct. Empty when the dataset has no categories.
+
+    Classes outside every category (none in Cityscapes' 19) are an extra, unscored bucket: a pixel of
+    category k predicted as such a class is a miss for k.
+    """
+    categories = getattr(spec, "categories", None) or {}
+    if not categories:
+        return {}
+    n = cm.shape[0]
+    k = len(categories)
+    assign = torch.full((n,), k, dtype=torch.long)
+    for index, members in enumerate(categories.values()):
+        for c in members:
+            assign[c] = index
+    onehot = torch.nn.functional.one_hot(assign, k + 1).to(torch.float64)
+    merged = onehot.T @ _f64(cm.cpu()) @ onehot
+    merged[k] = 0  # ground truth in the bucket is not scored; its column still counts as misses
+    iou = class_iou(merged)[:k]
+    values = {name: (None if v != v else round(float(v), 6)) for name, v in zip(categories, iou.tolist())}
+    return {"category_iou": values, "category_miou": round(float(torch.nanmean(iou)), 6)}

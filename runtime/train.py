@@ -7,9 +7,10 @@ ENet-weighted cross-entropy, no augmentation.
 
 Usage::
 
-    python -m runtime.train specs/models/skipnet_mobilenet_v1.yaml --data ../shared/data/camvid-mini \\
+    rtsegc train specs/models/skipnet_mobilenet_v1.yaml --dataset camvid --data ../shared/data/camvid-mini \\
         --input 360x480 --max-iters 2000 --out-dir out/skipnet_camvid
-    torchrun --standalone --nproc_per_node 2 -m runtime.train ...    # DDP: gloo on CPU, nccl on CUDA
+    torchrun --standalone --nproc_per_node 2 -m rtseg_runtime.train ...  # DDP: gloo on CPU, nccl on CUDA
+    python -m runtime.train ...    # from a source checkout: the older spelling, same options
 
 The checkpoint (``last.pt`` at every evaluation, ``best.pt`` when mIoU improves) holds plain data only:
 tensors, numbers, strings and dicts, so ``torch.load(weights_only=True)`` reads it.
@@ -35,6 +36,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from .build import SYNTHETIC, ModelArgs, build_model, make_dataset, pick_device
 from .data import IGNORE_INDEX, class_set
 from .evaluate import evaluate
+from .metrics import category_metrics
 from .losses import SegmentationLoss, class_pixel_counts, enet_class_weights
 
 __all__ = ["TrainConfig", "TrainError", "get_lr", "main", "parse_config", "train"]
@@ -66,13 +68,21 @@ class TrainConfig:
     pretrained_prefix: str = _opt("keys of --pretrained that are loaded (all others are skipped)",
                                   default="encoder.")
     # data
-    data: str = _opt("CamVid-layout folder, or 'synthetic'", default=SYNTHETIC)
-    classes: str = _opt("'camvid' (11 classes, label 11 = void) or a class count", default="camvid")
+    data: str = _opt("dataset folder (its layout: --dataset), or 'synthetic'", default=SYNTHETIC)
+    dataset: str | None = _opt("dataset file: a name under specs/datasets (cityscapes, camvid, folder) or a "
+                               "PATH.yaml; sets classes, label mapping, layout, mean/std, augmentation",
+                               metavar="NAME|PATH.yaml", default=None)
+    classes: str = _opt("without --dataset: 'camvid' (11 classes, label 11 = void) or a class count",
+                        default="camvid")
     train_split: str = _opt("training split folder", default="train")
     val_split: str = _opt("validation split folder", default="val")
     limit_train: int | None = _opt("use only the first N training images (smoke runs)", default=None)
     limit_val: int | None = _opt("use only the first N validation images", default=None)
     hflip: float = _opt("horizontal flip probability (RTSeg: 0)", default=0.0)
+    augment: str | None = _opt("training augmentation, replacing the dataset file's list: e.g. "
+                               "scale=0.5-2.0,crop=256x512,hflip=0.5,jitter=0.2, or none", default=None)
+    skip_bad: bool = _opt("list and skip bad samples (missing or mis-sized labels, unknown label values, "
+                          "unreadable images) instead of stopping at the first", default=False)
     weighted_loss: bool = _opt("ENet class weights 1/ln(1.02 + p_c) (RTSeg: on)", default=True)
     # optimisation: RTSeg used Adam, lr 1e-4 constant, weight decay 5e-4, batch 4-6
     batch_size: int = _opt("images per step per process", default=4)
@@ -91,10 +101,16 @@ class TrainConfig:
     log_interval: int = _opt("print the training loss every N steps", default=10)
     out_dir: str = _opt("checkpoints and log.jsonl go here", default="out")
     resume: bool = _opt("continue from out_dir/last.pt", default=False)
+    tensorboard: bool = _opt("also write TensorBoard scalars to out_dir/tb (needs the tensorboard extra)",
+                             default=False)
+    progress: str = _opt("progress display: auto (a tqdm bar on a terminal when tqdm is installed, "
+                         "plain lines otherwise), bar or lines", choices=("auto", "bar", "lines"),
+                         default="auto")
     # system
     device: str = _opt("auto, cpu, cuda or cuda:N", default="auto")
     seed: int = _opt("base random seed (rank r uses seed + r)", default=1337)
-    num_workers: int = _opt("DataLoader worker processes", default=0)
+    num_workers: int | None = _opt("DataLoader worker processes (default: CPU count - 1, at most 8; "
+                                   "0 loads in the training process)", default=None)
     channels_last: bool = _opt("NHWC memory format (faster convs with oneDNN and cuDNN)", default=False)
     amp: bool = _opt("mixed precision: bf16 autocast on CPU, fp16 + GradScaler on CUDA", default=False)
     deterministic: bool = _opt("torch.use_deterministic_algorithms (warn-only)", default=False)
@@ -112,9 +128,24 @@ class TrainConfig:
         data["input"] = list(self.input) if self.input else None
         return data
 
+    def dataset_spec(self):
+        """The dataset file in use: ``--dataset``, else the one ``--classes`` stands for."""
+        from .build import dataset_spec_for
+        from .datasets import load_dataset_spec
+
+        return load_dataset_spec(self.dataset) if self.dataset else dataset_spec_for(self.classes)
+
+    def class_names(self) -> tuple[str, ...]:
+        return self.dataset_spec().classes if self.dataset else class_set(self.classes).names
+
     def model_args(self) -> ModelArgs:
-        return ModelArgs(self.model, self.encoder, self.meta, self.input, class_set(self.classes).num_classes,
+        return ModelArgs(self.model, self.encoder, self.meta, self.input, len(self.class_names()),
                          self.output_stride)
+
+    def workers(self) -> int:
+        if self.num_workers is not None:
+            return self.num_workers
+        return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -123,9 +154,9 @@ def _size(text: str) -> tuple[int, int]:
     return parse_size(text)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "rtsegc train") -> argparse.ArgumentParser:
     """One option per TrainConfig field (``--max-iters`` for ``max_iters``), typed from its annotation."""
-    p = argparse.ArgumentParser(prog="python -m runtime.train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         kind = hints[f.name]
@@ -143,12 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
-    args = build_parser().parse_args(argv)
+def parse_config(argv: Sequence[str] | None = None, prog: str = "rtsegc train") -> TrainConfig:
+    args = build_parser(prog).parse_args(argv)
     try:
         return TrainConfig(**vars(args))
     except ValueError as exc:
-        build_parser().error(str(exc))
+        build_parser(prog).error(str(exc))
         raise  # unreachable: error() exits
 
 
@@ -174,9 +205,9 @@ def get_lr(it: int, cfg: TrainConfig) -> float:
 
 def _atomic_save(obj: dict, path: Path) -> None:
     """Write to a temporary file, then rename: an interrupted save never leaves a truncated checkpoint."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from .checkpoint import atomic_save
+
+    atomic_save(obj, path)
 
 
 def _shard(dataset, rank: int, world: int):
@@ -230,7 +261,8 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
     if master:
         out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "log.jsonl" if master else None
-    classes = class_set(cfg.classes)
+    dataset_spec = cfg.dataset_spec()
+    classes = class_set(cfg.classes) if not cfg.dataset else dataset_spec
 
     # ---- model
     margs = cfg.model_args()
@@ -248,32 +280,48 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
     raw_model.to(device=device, memory_format=fmt)
 
     # ---- data
+    if cfg.augment is not None:
+        from .augment import parse_augment
+
+        augment = parse_augment(cfg.augment)
+    else:
+        augment = list(dataset_spec.augment) if cfg.dataset else []
     train_set = make_dataset(cfg.data, cfg.train_split, (height, width), classes, limit=cfg.limit_train,
-                             hflip_prob=cfg.hflip, seed=cfg.seed)
+                             hflip_prob=cfg.hflip, seed=cfg.seed, dataset_spec=dataset_spec, augment=augment,
+                             skip_bad=cfg.skip_bad)
     val_set = make_dataset(cfg.data, cfg.val_split, (height, width), classes, limit=cfg.limit_val,
-                           seed=cfg.seed)
+                           seed=cfg.seed, dataset_spec=dataset_spec, skip_bad=cfg.skip_bad)
+    if master:
+        for split, data_set in ((cfg.train_split, train_set), (cfg.val_split, val_set)):
+            for problem in getattr(data_set, "skipped", ()):
+                print(f"skipped [{split}]: {problem}")
+    workers = cfg.workers()
+    loader_extra = {"persistent_workers": True} if workers > 0 else {}
     pin = device.type == "cuda"
     if ddp:
         sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
                                      drop_last=len(train_set) >= world)
         train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler,
-                                  num_workers=cfg.num_workers, pin_memory=pin)
+                                  num_workers=workers, pin_memory=pin, **loader_extra)
     else:
         sampler = None
         generator = torch.Generator().manual_seed(cfg.seed)
         train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=generator,
-                                  num_workers=cfg.num_workers, pin_memory=pin,
-                                  drop_last=len(train_set) >= cfg.batch_size)
+                                  num_workers=workers, pin_memory=pin,
+                                  drop_last=len(train_set) >= cfg.batch_size, **loader_extra)
     if len(train_loader) == 0:
         raise TrainError(f"{cfg.data} [{cfg.train_split}]: no training batches "
                          "(empty split or --limit-train 0)")
     val_loader = DataLoader(_shard(val_set, rank, world), batch_size=cfg.batch_size, shuffle=False,
-                            num_workers=cfg.num_workers, pin_memory=pin)
+                            num_workers=workers, pin_memory=pin, **loader_extra)
 
     # ---- loss: ENet weights over the training labels, void excluded
     weights = None
     if cfg.weighted_loss:
-        weights = enet_class_weights(class_pixel_counts(train_set.labels(), classes.num_classes))
+        counts = getattr(train_set, "class_counts", None)
+        if counts is None:
+            counts = class_pixel_counts(train_set.labels(), classes.num_classes)
+        weights = enet_class_weights(counts)
     criterion = SegmentationLoss(weights, IGNORE_INDEX).to(device)
 
     # ---- optimiser, precision, resume
@@ -320,8 +368,12 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "model_args": margs.to_dict(), "config": cfg.to_dict(), "iter_num": iter_num,
                 "best_miou": best_miou, "metrics": metrics, "class_weights": weights,
-                "rng": {"torch": torch.get_rng_state()}}
+                "rng": {"torch": torch.get_rng_state()}, "specs": specs,
+                "classes": list(classes.names)}
 
+    from .checkpoint import embed_specs
+
+    specs = embed_specs(margs.model, margs.encoder, margs.meta, dataset_spec.text)
     if master:
         print(f"{compiled.audit.model}: {compiled.audit.params:,} params, input {height}x{width}, "
               f"{len(train_set)} train / {len(val_set)} val images, {world} process(es) on {device}")
@@ -329,71 +381,117 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
             print("class weights: " + " ".join(f"{w:.2f}" for w in weights.tolist()))
 
     # ---- the loop
+    from .report import Progress, tensorboard_writer, write_summary
+
+    try:
+        tb = tensorboard_writer(out_dir / "tb") if cfg.tensorboard and master else None
+    except RuntimeError as exc:
+        raise TrainError(str(exc)) from None
+    progress = Progress(cfg.max_iters, iter_num, cfg.progress, cfg.log_interval, enabled=master)
     losses: list[float] = []
     last_eval: dict = {}
     stream = batches()
     t0 = time.perf_counter()
     model.train()
-    while iter_num < cfg.max_iters:
-        lr = get_lr(iter_num, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x, y = next(stream)
-        x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
-        y = y.to(device, non_blocking=True)
-        with autocast():
-            logits = model(x)  # (B, N, H, W)
-        loss = criterion(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        iter_num += 1
-        loss_value = loss.item()
-        losses.append(loss_value)
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss is {loss_value} at step {iter_num} (lr {lr:g})")
-        t1 = time.perf_counter()
-        dt, t0 = t1 - t0, t1
-        if master and (iter_num % max(1, cfg.log_interval) == 0 or iter_num == 1):
-            print(f"step {iter_num}: loss {loss_value:.4f}, lr {lr:.3g}, {dt * 1000:.0f} ms")
-        _log(log_path, {"iter": iter_num, "loss": loss_value, "lr": lr, "ms": round(dt * 1000, 2)})
+    try:
+        while iter_num < cfg.max_iters:
+            lr = get_lr(iter_num, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, y = next(stream)
+            x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
+            y = y.to(device, non_blocking=True)
+            with autocast():
+                logits = model(x)  # (B, N, H, W)
+            loss = criterion(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            iter_num += 1
+            loss_value = loss.item()
+            losses.append(loss_value)
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"loss is {loss_value} at step {iter_num} (lr {lr:g})")
+            t1 = time.perf_counter()
+            dt, t0 = t1 - t0, t1
+            progress.step(iter_num, loss_value, lr, x.shape[0] * world / max(dt, 1e-9), dt * 1000)
+            _log(log_path, {"iter": iter_num, "loss": loss_value, "lr": lr, "ms": round(dt * 1000, 2)})
+            if tb is not None:
+                tb.add_scalar("train/loss", loss_value, iter_num)
+                tb.add_scalar("train/lr", lr, iter_num)
 
-        # ---- evaluate and checkpoint (every rank evaluates its shard; results are all-reduced)
-        if (cfg.eval_interval > 0 and iter_num % cfg.eval_interval == 0) or iter_num == cfg.max_iters:
-            result = evaluate(raw_model, val_loader, classes.num_classes, device=device, criterion=criterion,
-                              max_batches=cfg.eval_batches, channels_last=cfg.channels_last,
-                              autocast=autocast)
-            last_eval = {"iter": iter_num, "val_loss": result.loss, **result.metrics.to_json(classes.names)}
-            miou = result.metrics.miou
-            improved = miou == miou and miou > best_miou  # NaN never improves
-            if improved:
-                best_miou = miou
-            if master:
-                print(f"step {iter_num}: val loss {result.loss:.4f}, mIoU {100 * miou:.2f} %, "
-                      f"pixel acc {100 * result.metrics.pixel_accuracy:.2f} %")
-                _log(log_path, {"eval": last_eval})
-                state = checkpoint_dict(last_eval)
-                _atomic_save(state, out_dir / "last.pt")
+            # ---- evaluate and checkpoint (every rank evaluates its shard; results are all-reduced)
+            if (cfg.eval_interval > 0 and iter_num % cfg.eval_interval == 0) or iter_num == cfg.max_iters:
+                result = evaluate(raw_model, val_loader, classes.num_classes, device=device,
+                                  criterion=criterion, max_batches=cfg.eval_batches,
+                                  channels_last=cfg.channels_last, autocast=autocast)
+                last_eval = {"iter": iter_num, "val_loss": result.loss,
+                             **result.metrics.to_json(classes.names),
+                             **category_metrics(result.confusion, dataset_spec)}
+                miou = result.metrics.miou
+                improved = miou == miou and miou > best_miou  # NaN never improves
                 if improved:
-                    _atomic_save(state, out_dir / "best.pt")
-            t0 = time.perf_counter()  # do not charge evaluation to the next step
+                    best_miou = miou
+                if master:
+                    progress.write(f"step {iter_num}: val loss {result.loss:.4f}, mIoU {100 * miou:.2f} %, "
+                                   f"pixel acc {100 * result.metrics.pixel_accuracy:.2f} %")
+                    _log(log_path, {"eval": last_eval})
+                    if tb is not None:
+                        tb.add_scalar("val/mIoU", miou, iter_num)
+                        tb.add_scalar("val/loss", result.loss, iter_num)
+                        for name, value in last_eval["iou"].items():
+                            if value is not None:
+                                tb.add_scalar(f"val_iou/{name}", value, iter_num)
+                    state = checkpoint_dict(last_eval)
+                    _atomic_save(state, out_dir / "last.pt")
+                    if improved:
+                        _atomic_save(state, out_dir / "best.pt")
+                t0 = time.perf_counter()  # do not charge evaluation to the next step
+    except KeyboardInterrupt:
+        if master:
+            progress.close()
+            _atomic_save(checkpoint_dict(last_eval), out_dir / "last.pt")
+            print(f"interrupted at step {iter_num}: wrote {out_dir / 'last.pt'} (continue with --resume)",
+                  file=sys.stderr)
+        raise
+    finally:
+        progress.close()
+        if tb is not None:
+            tb.close()
+    if master:
+        summary = write_summary(out_dir, f"{compiled.audit.model} on {cfg.dataset or cfg.data}", last_eval)
+        print(f"summary: {summary}")
     return {"iter_num": iter_num, "losses": losses, "eval": last_eval, "best_miou": best_miou,
             "out_dir": str(out_dir), "rank": rank, "world_size": world}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Exit status 0, or 2 for a bad spec, a missing file or weights that do not fit (message on stderr)."""
+def main(argv: Sequence[str] | None = None, prog: str = "rtsegc train") -> int:
+    """Exit status 0, 2 for a bad spec, dataset, missing file or weights that do not fit (message on
+    stderr), 130 after Ctrl-C (``last.pt`` written first)."""
     from rtseg_compiler import SpecError
 
+    from .datasets import DataError
     from .weights import WeightsError
 
-    cfg = parse_config(argv)
+    cfg = parse_config(argv, prog)
+    if cfg.augment is not None:
+        from .augment import parse_augment
+
+        try:
+            parse_augment(cfg.augment)
+        except ValueError as exc:
+            build_parser(prog).error(str(exc))
     try:
         train(cfg)
+    except KeyboardInterrupt:
+        return 130
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except SpecError as exc:
         for d in exc.diagnostics:
             print(d.render(), file=sys.stderr)

@@ -164,3 +164,31 @@ def example_ops_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert any(site.glob("rtsegc_example_ops-*.dist-info/entry_points.txt")), "no entry point metadata"
     site.joinpath(".install_seconds").write_text(f"{time.perf_counter() - started:.2f}")
     return site
+
+
+# --------------------------------------------------------------------------- rtsegc commands of the runtime
+# The package is installed (editable) from another checkout, so this checkout's entry points and its
+# ``rtseg_runtime`` name are not installed. ``runtime_commands`` reads the entry points that this
+# checkout's pyproject.toml declares, hands them to the compiler's discovery function, and makes
+# ``rtseg_runtime`` import this checkout's ``runtime/`` folder (what setup.py's package-dir installs).
+
+def declared_command_entry_points() -> list:
+    import tomllib
+    from importlib import metadata
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    group = "rtseg_compiler.commands"
+    return [metadata.EntryPoint(name, value, group) for name, value in project["entry-points"][group].items()]
+
+
+@pytest.fixture
+def runtime_commands(monkeypatch):
+    import importlib
+    import sys as _sys
+
+    import rtseg_compiler.commands as commands
+
+    monkeypatch.setitem(_sys.modules, "rtseg_runtime", importlib.import_module("runtime"))
+    eps = declared_command_entry_points()
+    monkeypatch.setattr(commands, "_installed", lambda: eps)
+    return eps

@@ -350,7 +350,7 @@ def test_benchmark_reports_positive_times(tiny_spec: Path):
     assert module.training, "benchmark restores the module's mode"
 
 
-def test_rtsegc_bench_cli(tiny_spec: Path, capsys):
+def test_rtsegc_bench_cli(tiny_spec: Path, capsys, runtime_commands):
     argv = ["bench", str(tiny_spec), "--warmup", "1", "--iters", "2", "--json", "--device", "cpu"]
     assert cli.main(argv) == 0
     data = json.loads(capsys.readouterr().out)

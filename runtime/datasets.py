@@ -1,0 +1,378 @@
+"""Datasets described as data: ``specs/datasets/*.yaml`` files, checked like every other spec.
+
+A dataset file gives the class names and colours, the ignore label, how stored label values map to
+classes, mean/std, the folder layout, the Cityscapes-style categories and the training augmentation.
+``--dataset cityscapes`` finds ``specs/datasets/cityscapes.yaml``; ``--dataset my.yaml`` reads a file.
+Files are untrusted data: they load through ``rtseg_compiler.spec.load`` (safe YAML, size limits, every
+value located) and are validated with a JSON Schema whose errors are reported as ``FILE:LINE:COL``
+diagnostics, exactly as model specs are (``rtseg_compiler/spec/schema.py``).
+
+Label values: with a ``labels:`` table (Cityscapes' official id -> trainId list) a stored id maps to its
+train id, 255 meaning "not scored". Without one, values ``0..N-1`` are the classes, values listed in
+``void:`` and the ``ignore_index`` itself are ignored, and anything else is an error: an 11-class CamVid
+label holding 40 is a broken file, not void (issue 11: such a set once reported ``mIoU nan``).
+
+Layouts (what a sample is):
+
+- ``segnet``: ``<root>/<split>/NAME.png`` + ``<root>/<split>annot/NAME.png`` (SegNet tutorial's CamVid);
+- ``cityscapes``: ``<root>/leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png`` +
+  ``<root>/gtFine/<split>/<city>/<stem>_gtFine_labelIds.png`` (and ``_gtFine_instanceIds.png``, for iIoU);
+- ``folder``: ``<root>/images/<split>/NAME.{png,jpg,jpeg}`` + ``<root>/masks/<split>/NAME.png``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["DATASET_DIR", "DataError", "DatasetSpec", "Sample", "dataset_from_classes", "find_samples",
+           "load_dataset_spec", "parse_dataset_text", "write_tiny_cityscapes"]
+
+#: Where ``--dataset NAME`` looks (the repository's specs/datasets, next to this package's folder).
+DATASET_DIR = Path(__file__).resolve().parent.parent / "specs" / "datasets"
+LAYOUTS = ("segnet", "cityscapes", "folder")
+AUGMENT_OPS = ("random_scale", "random_crop", "hflip", "photometric")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+class DataError(Exception):
+    """A dataset that cannot be read as described; the message names the file and what is wrong."""
+
+
+def _pair(minimum: float | int | None = None, kind: str = "number") -> dict[str, Any]:
+    item: dict[str, Any] = {"type": kind}
+    if minimum is not None:
+        item["exclusiveMinimum" if kind == "number" else "minimum"] = minimum
+    return {"type": "array", "items": item, "minItems": 2, "maxItems": 2}
+
+
+_COLOR = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 255}, "minItems": 3,
+          "maxItems": 3}
+_TRIPLE = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
+_AUGMENT_ITEM = {
+    "type": "object", "required": ["op"],
+    "properties": {"op": {"enum": list(AUGMENT_OPS)}, "range": _pair(0), "size": _pair(1, "integer"),
+                   "p": {"type": "number", "minimum": 0, "maximum": 1},
+                   "brightness": {"type": "number", "minimum": 0, "maximum": 1},
+                   "contrast": {"type": "number", "minimum": 0, "maximum": 1},
+                   "saturation": {"type": "number", "minimum": 0, "maximum": 1}},
+    "additionalProperties": False,
+}
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["kind", "name", "layout", "classes"],
+    "additionalProperties": False,
+    "properties": {
+        "kind": {"const": "dataset"},
+        "name": {"type": "string"},
+        "layout": {"enum": list(LAYOUTS)},
+        "ignore_index": {"type": "integer", "minimum": 0, "maximum": 255},
+        "mean": _TRIPLE, "std": _TRIPLE,
+        "splits": {"type": "object", "additionalProperties": {"type": "string"}},
+        "classes": {"type": "array", "minItems": 1, "maxItems": 255, "items": {
+            "type": "object", "required": ["name"], "additionalProperties": False,
+            "properties": {"name": {"type": "string"}, "color": _COLOR}}},
+        "void": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 255}},
+        "labels": {"type": "array", "items": {
+            "type": "object", "required": ["id", "train_id"], "additionalProperties": False,
+            "properties": {"id": {"type": "integer", "minimum": 0, "maximum": 255}, "name": {"type": "string"},
+                           "train_id": {"type": "integer", "minimum": 0, "maximum": 255}}}},
+        "categories": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+        "augment": {"type": "array", "items": _AUGMENT_ITEM},
+    },
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A validated dataset file. ``lut[v]`` is the class (or ``ignore_index``) of stored value v, -1 if
+    v is not allowed; ``text`` is the file's text, which checkpoints embed."""
+
+    name: str
+    layout: str
+    classes: tuple[str, ...]
+    colors: tuple[tuple[int, int, int], ...]
+    ignore_index: int
+    lut: tuple[int, ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    splits: Mapping[str, str]
+    categories: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    augment: tuple[Mapping[str, Any], ...] = ()
+    text: str = ""
+    source: str = "<dataset>"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def names(self) -> tuple[str, ...]:  # ClassSet compatibility
+        return self.classes
+
+    def split_dir(self, split: str) -> str:
+        return self.splits.get(split, split)
+
+    def allowed_text(self) -> str:
+        """The allowed stored values, for error messages ('0..10, 11, 255')."""
+        allowed = [v for v in range(256) if self.lut[v] >= 0]
+        runs, start = [], None
+        for i, v in enumerate(allowed):
+            if start is None:
+                start = v
+            if i + 1 == len(allowed) or allowed[i + 1] != v + 1:
+                runs.append(str(start) if start == v else f"{start}..{v}")
+                start = None
+        return ", ".join(runs)
+
+    def map_label(self, raw: np.ndarray) -> np.ndarray:
+        """Stored values -> class ids / ignore_index (uint8); values the table does not allow stay -1."""
+        return np.asarray(self.lut, dtype=np.int16)[raw]
+
+    def palette(self) -> np.ndarray:
+        """(256, 3) uint8 colours indexed by class id; ignore and unused ids are black."""
+        out = np.zeros((256, 3), dtype=np.uint8)
+        out[: self.num_classes] = np.asarray(self.colors, dtype=np.uint8)
+        return out
+
+
+def _default_colors(n: int) -> list[tuple[int, int, int]]:
+    from .data import _palette
+
+    return [tuple(int(c) for c in row) for row in _palette(n)]
+
+
+def parse_dataset_text(text: str, source: str = "<dataset>") -> DatasetSpec:
+    """Load, schema-check and resolve a dataset file's text; a located SpecError on any problem."""
+    import jsonschema
+    from rtseg_compiler.diagnostics import Diagnostic, SpecError, did_you_mean
+    from rtseg_compiler.spec.load import load_spec_text, location_of
+    from rtseg_compiler.spec.schema import _explain
+
+    doc = load_spec_text(text, source)
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    diags: list[Diagnostic] = []
+    for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
+        diags.extend(_explain(error, doc))
+    if diags:
+        raise SpecError(diags)
+    names = [c["name"] for c in doc["classes"]]
+    ignore = int(doc.get("ignore_index", 255))
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            diags.append(Diagnostic(f"class '{name}' is listed twice", location_of(doc, ("classes", i, "name"))))
+    if ignore < len(names):
+        diags.append(Diagnostic(f"ignore_index {ignore} is a class id (there are {len(names)} classes)",
+                                location_of(doc, ("ignore_index",))))
+    lut = [-1] * 256
+    if "labels" in doc:
+        if "void" in doc:
+            diags.append(Diagnostic("give 'labels' (an id -> train_id table) or 'void', not both",
+                                    location_of(doc, ("void",), key=True)))
+        for i, row in enumerate(doc["labels"]):
+            train_id = row["train_id"]
+            if train_id != 255 and train_id >= len(names):
+                diags.append(Diagnostic(f"train_id {train_id} is not a class (0..{len(names) - 1}) nor 255",
+                                        location_of(doc, ("labels", i, "train_id"))))
+            if lut[row["id"]] != -1:
+                diags.append(Diagnostic(f"id {row['id']} is listed twice", location_of(doc, ("labels", i, "id"))))
+            lut[row["id"]] = ignore if train_id == 255 else train_id
+    else:
+        for v in range(len(names)):
+            lut[v] = v
+        for i, v in enumerate(doc.get("void", [])):
+            if v < len(names):
+                diags.append(Diagnostic(f"void value {v} is a class id", location_of(doc, ("void", i))))
+            lut[v] = ignore
+    lut[ignore] = ignore
+    categories = {}
+    for cat, members in (doc.get("categories") or {}).items():
+        ids = []
+        for j, member in enumerate(members):
+            if member not in names:
+                diags.append(Diagnostic(f"category '{cat}': '{member}' is not a class",
+                                        location_of(doc, ("categories", cat, j)),
+                                        hint=did_you_mean(member, names)))
+            else:
+                ids.append(names.index(member))
+        categories[cat] = tuple(ids)
+    if diags:
+        raise SpecError(diags)
+    defaults = _default_colors(len(names))
+    colors = tuple(tuple(c.get("color", defaults[i])) for i, c in enumerate(doc["classes"]))
+    return DatasetSpec(
+        name=doc["name"], layout=doc["layout"], classes=tuple(names), colors=colors, ignore_index=ignore,
+        lut=tuple(lut), mean=tuple(doc.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(doc.get("std", (0.229, 0.224, 0.225))),
+        splits=dict(doc.get("splits") or {}), categories=categories,
+        augment=tuple(dict(a) for a in doc.get("augment", [])), text=text, source=source)
+
+
+def load_dataset_spec(name_or_path: str) -> DatasetSpec:
+    """``cityscapes`` -> specs/datasets/cityscapes.yaml; a path ending in .yaml/.yml -> that file."""
+    from rtseg_compiler.diagnostics import Diagnostic, Location, SpecError, did_you_mean
+    from rtseg_compiler.spec.load import load_spec_file
+
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = DATASET_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in DATASET_DIR.glob("*.yaml"))
+            raise SpecError([Diagnostic(f"--dataset {name_or_path}: no such dataset", Location("<command line>"),
+                                        hint=did_you_mean(name_or_path, known) or
+                                        f"known: {', '.join(known)}; or give a .yaml file")])
+    load_spec_file(path)  # size/encoding/YAML checks with located errors
+    return parse_dataset_text(path.read_text(encoding="utf-8"), str(path))
+
+
+def dataset_from_classes(classes: Sequence[str], *, void: Sequence[int] = (), layout: str = "segnet",
+                         name: str = "custom") -> DatasetSpec:
+    """The spec that ``--classes camvid`` / ``--classes N`` stood for: a SegNet layout whose value N is
+    void (CamVid's Unlabelled = 11), like the older reader."""
+    items = "\n".join(f"  - {{name: {n!r}}}" for n in classes)
+    text = (f"kind: dataset\nname: {name}\nlayout: {layout}\nvoid: {list(void)}\nclasses:\n{items}\n")
+    return parse_dataset_text(text, f"<--classes {name}>")
+
+
+# --------------------------------------------------------------------------- samples on disk
+
+@dataclass(frozen=True)
+class Sample:
+    image: Path
+    label: Path | None
+    instances: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.image.name
+
+
+def _require_dir(folder: Path, layout: str) -> None:
+    if not folder.is_dir():
+        raise DataError(f"{folder}: missing folder (the {layout} layout needs it; see specs/datasets/)")
+
+
+def find_samples(spec: DatasetSpec, root: str | Path, split: str) -> list[Sample]:
+    """Every image of ``split`` with its label path (None when the label file is missing), sorted."""
+    root = Path(root)
+    _require_dir(root, spec.layout)
+    folder = spec.split_dir(split)
+    out = []
+    if spec.layout == "segnet":
+        images, labels = root / folder, root / f"{folder}annot"
+        _require_dir(images, spec.layout)
+        _require_dir(labels, spec.layout)
+        for p in sorted(images.iterdir()):
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                label = labels / (p.stem + ".png")
+                out.append(Sample(p, label if label.is_file() else None))
+    elif spec.layout == "folder":
+        images, labels = root / "images" / folder, root / "masks" / folder
+        _require_dir(images, spec.layout)
+        _require_dir(labels, spec.layout)
+        for p in sorted(images.iterdir()):
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                label = labels / (p.stem + ".png")
+                out.append(Sample(p, label if label.is_file() else None))
+    else:  # cityscapes
+        images, labels = root / "leftImg8bit" / folder, root / "gtFine" / folder
+        _require_dir(images, spec.layout)
+        _require_dir(labels, spec.layout)
+        for p in sorted(images.glob("*/*_leftImg8bit.png")):
+            stem = p.name[: -len("_leftImg8bit.png")]
+            label = labels / p.parent.name / f"{stem}_gtFine_labelIds.png"
+            inst = labels / p.parent.name / f"{stem}_gtFine_instanceIds.png"
+            out.append(Sample(p, label if label.is_file() else None, inst if inst.is_file() else None))
+    if not out:
+        raise DataError(f"{images}: no images (expected {', '.join(IMAGE_SUFFIXES)} files, {spec.layout} layout)")
+    return out
+
+
+def check_sample(spec: DatasetSpec, sample: Sample) -> tuple[str | None, np.ndarray | None]:
+    """(problem, mapped label) for one sample: the first thing wrong with it, or None and its label."""
+    from PIL import Image
+
+    if sample.label is None:
+        return f"{sample.image}: no label file for this image", None
+    try:
+        with Image.open(sample.image) as im:
+            size = im.size
+            im.verify()  # checksums and structure, without decoding every pixel
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a broken file
+        return f"{sample.image}: unreadable image ({type(exc).__name__}: {exc})", None
+    try:
+        with Image.open(sample.label) as im:
+            if im.mode not in ("L", "P"):
+                return f"{sample.label}: label must be single-channel (mode L or P), got mode {im.mode}", None
+            raw = np.asarray(im, dtype=np.uint8)
+    except Exception as exc:  # noqa: BLE001
+        return f"{sample.label}: unreadable label ({type(exc).__name__}: {exc})", None
+    if (raw.shape[1], raw.shape[0]) != size:
+        return (f"{sample.label}: label is {raw.shape[0]}x{raw.shape[1]} but its image {sample.image.name} is "
+                f"{size[1]}x{size[0]} (HxW)"), None
+    mapped = spec.map_label(raw)
+    if (mapped < 0).any():
+        bad = sorted(set(np.unique(raw[mapped < 0]).tolist()))
+        shown = ", ".join(map(str, bad[:8])) + (" ..." if len(bad) > 8 else "")
+        return (f"{sample.label}: label values {shown} are neither classes nor ignored in dataset "
+                f"'{spec.name}' (allowed: {spec.allowed_text()})"), None
+    return None, mapped.astype(np.uint8)
+
+
+def write_tiny_cityscapes(root: str | Path, *, size: tuple[int, int] = (32, 64), seed: int = 0,
+                          splits: Mapping[str, int] | None = None, cities: Sequence[str] = ("aachen", "bonn"),
+                          instances: bool = True) -> Path:
+    """A seeded, tiny tree in the official Cityscapes layout, for tests.
+
+    Each image is road (id 7) at the bottom, sky (23) at the top, building (11) between, and one or two
+    cars (26) and persons (24) as rectangles, coloured with the classes' palette plus noise; a few pixels
+    are ego vehicle (1), which maps to ignore. ``_instanceIds.png`` stores id*1000 + k for the cars and
+    persons (16-bit, as the official files), the label id elsewhere.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    spec = load_dataset_spec("cityscapes")
+    colors = {7: spec.colors[0], 11: spec.colors[2], 23: spec.colors[10], 26: spec.colors[13],
+              24: spec.colors[11], 1: (0, 0, 0)}
+    root = Path(root)
+    h, w = size
+    for split, count in (splits or {"train": 4, "val": 2}).items():
+        for i in range(count):
+            city = cities[i % len(cities)]
+            ids = np.full((h, w), 11, dtype=np.uint8)
+            ids[: h // 4] = 23
+            ids[h * 2 // 3:] = 7
+            ids[-1, : w // 8] = 1
+            inst = ids.astype(np.int32)
+            for cls in (26, 24):
+                for k in range(int(rng.integers(1, 3))):
+                    y0, x0 = int(rng.integers(h // 3, h - h // 6)), int(rng.integers(0, w - w // 6))
+                    y1, x1 = min(h, y0 + int(rng.integers(2, h // 4 + 3))), min(w, x0 + int(rng.integers(3, w // 5 + 4)))
+                    ids[y0:y1, x0:x1] = cls
+                    inst[y0:y1, x0:x1] = cls * 1000 + k
+            rgb = np.zeros((h, w, 3), dtype=np.float32)
+            for label_id, colour in colors.items():
+                rgb[ids == label_id] = colour
+            rgb = np.clip(rgb + rng.normal(0, 12, rgb.shape), 0, 255).astype(np.uint8)
+            stem = f"{city}_{i:06d}_000019"
+            img_dir = root / "leftImg8bit" / split / city
+            gt_dir = root / "gtFine" / split / city
+            img_dir.mkdir(parents=True, exist_ok=True)
+            gt_dir.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rgb).save(img_dir / f"{stem}_leftImg8bit.png")
+            Image.fromarray(ids).save(gt_dir / f"{stem}_gtFine_labelIds.png")
+            if instances:
+                Image.fromarray(inst.astype(np.uint16)).save(gt_dir / f"{stem}_gtFine_instanceIds.png")
+    return root
+
+
+def iter_problems(spec: DatasetSpec, samples: Sequence[Sample]) -> Iterator[tuple[int, str]]:
+    for i, s in enumerate(samples):
+        problem, _ = check_sample(spec, s)
+        if problem:
+            yield i, problem
