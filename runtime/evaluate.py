@@ -10,9 +10,12 @@ full resolution, its in-repo numbers from the training size):
 
 Usage::
 
-    python -m runtime.evaluate --checkpoint out/best.pt --data ../shared/data/camvid-mini --split val
-    python -m runtime.evaluate specs/models/skipnet_mobilenet_v1.yaml --weights w.pt --input 360x480 \\
-        --data ../shared/data/camvid-mini --classes camvid --json
+    rtsegc eval --checkpoint out/best.pt --data ../shared/data/camvid-mini --split val
+    rtsegc eval specs/models/skipnet_mobilenet_v1.yaml --weights w.pt --input 360x480 \\
+        --data ../shared/data/camvid-mini --dataset camvid --json
+
+A checkpoint carries its model, encoder, meta and dataset files' texts, so ``--checkpoint`` alone
+rebuilds the network and the class list from any directory.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .build import ModelArgs, build_model, make_dataset, pick_device
-from .data import IGNORE_INDEX, class_set
-from .metrics import ConfusionMatrix, SegMetrics, format_table
+from .data import IGNORE_INDEX
+from .metrics import ConfusionMatrix, SegMetrics, category_metrics, format_table
 
 __all__ = ["EvalResult", "evaluate", "main"]
 
@@ -103,15 +106,18 @@ def _size(text: str) -> tuple[int, int]:
     return parse_size(text)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime.evaluate", description=__doc__.split("\n\n")[0])
+def build_parser(prog: str = "rtsegc eval") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("model", nargs="?", help="model spec (or give --encoder/--meta, or --checkpoint)")
     p.add_argument("--encoder", help="encoder spec, with --meta")
     p.add_argument("--meta", help="meta-architecture spec, with --encoder")
     p.add_argument("--checkpoint", help="a runtime checkpoint (best.pt/last.pt); rebuilds its model "
-                   "(from the spec paths it stores, unless a spec is given too)")
+                   "(from the spec texts it embeds, unless a spec is given too)")
     p.add_argument("--weights", help="a state dict (or checkpoint) to load strictly into the spec's model")
-    p.add_argument("--data", required=True, help="CamVid-layout folder, or 'synthetic'")
+    p.add_argument("--data", required=True, help="dataset folder (layout: --dataset), or 'synthetic'")
+    p.add_argument("--dataset", metavar="NAME|PATH.yaml",
+                   help="dataset file (default: the one embedded in the checkpoint, else --classes)")
+    p.add_argument("--skip-bad", action="store_true", help="list and skip bad samples instead of stopping")
     p.add_argument("--split", default="val")
     p.add_argument("--classes", default=None,
                    help="'camvid' or a class count (default: the checkpoint's, else camvid)")
@@ -127,70 +133,108 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Exit status 0, or 2 for a bad spec, a missing file or weights that do not fit (message on stderr)."""
+def main(argv: Sequence[str] | None = None, prog: str = "rtsegc eval") -> int:
+    """Exit status 0, or 2 for a bad spec or dataset, a missing file or weights that do not fit."""
     from rtseg_compiler import SpecError
 
+    from .datasets import DataError
     from .weights import WeightsError
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         return _run(args)
     except SpecError as exc:
         for d in exc.diagnostics:
             print(d.render(), file=sys.stderr)
-    except (FileNotFoundError, WeightsError) as exc:
+    except (FileNotFoundError, WeightsError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
     return 2
 
 
-def _run(args: argparse.Namespace) -> int:
-    state = None
-    if args.checkpoint:
-        checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-        margs = ModelArgs.from_dict(checkpoint["model_args"])
-        if args.model or args.encoder or args.meta:  # the stored spec paths are relative to the training cwd
-            margs = replace(margs, model=args.model, encoder=args.encoder, meta=args.meta)
-        state = checkpoint["model"]
-        classes_spec = args.classes or checkpoint.get("config", {}).get("classes", margs.num_classes)
-    else:
-        classes_spec = args.classes or "camvid"
-        margs = ModelArgs(args.model, args.encoder, args.meta, None, class_set(classes_spec).num_classes,
-                          args.output_stride)
-    classes = class_set(classes_spec)
-    if classes.num_classes != margs.num_classes:
-        print(f"error: the model predicts {margs.num_classes} classes, --classes gives {classes.num_classes}",
-              file=sys.stderr)
-        return 2
-    if args.input:
-        margs = replace(margs, input_size=args.input)
-    compiled = build_model(margs)
-    model = compiled.module
-    if state is not None:
-        model.load_state_dict(state)
-    elif args.weights:
-        from .weights import load_pretrained
+def load_checkpoint_model(path: str | Path, override: ModelArgs | None = None,
+                          input_size: tuple[int, int] | None = None):
+    """(compiled model with the checkpoint's weights, checkpoint dict, dataset spec or None).
 
-        load_pretrained(model, args.weights, prefix="")
+    The network is rebuilt from the spec texts the checkpoint embeds (written to a scratch folder), so
+    it does not matter where training ran; older checkpoints fall back to the stored spec paths.
+    """
+    from .checkpoint import restore_specs, scratch_dir
+    from .datasets import parse_dataset_text
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    margs = ModelArgs.from_dict(checkpoint["model_args"])
+    if override is not None:  # spec files given on the command line replace the embedded ones
+        margs = replace(margs, model=override.model, encoder=override.encoder, meta=override.meta)
+    if input_size is not None:
+        margs = replace(margs, input_size=tuple(input_size))
+    specs = checkpoint.get("specs") or {}
+    with scratch_dir() as folder:
+        if override is None and specs.get("model", specs.get("encoder")):
+            margs = replace(margs, **restore_specs(specs, folder))
+        compiled = build_model(margs)
+    compiled.module.load_state_dict(checkpoint["model"])
+    dataset = specs.get("dataset")
+    spec = parse_dataset_text(dataset["text"], f"{path} (embedded dataset)") if dataset else None
+    return compiled, checkpoint, spec
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .build import dataset_spec_for
+    from .datasets import load_dataset_spec
+
+    spec = load_dataset_spec(args.dataset) if args.dataset else None
+    if args.checkpoint:
+        override = None
+        if args.model or args.encoder or args.meta:
+            override = ModelArgs(args.model, args.encoder, args.meta, None, 0, args.output_stride)
+        compiled, checkpoint, embedded = load_checkpoint_model(args.checkpoint, override, args.input)
+        if spec is None:
+            spec = embedded
+        if spec is None:
+            spec = dataset_spec_for(args.classes or checkpoint.get("config", {}).get("classes", "camvid"))
+        num_classes = compiled.audit.output_shape[1]
     else:
-        print("warning: no --checkpoint or --weights: evaluating a randomly initialised network",
-              file=sys.stderr)
+        if spec is None:
+            spec = dataset_spec_for(args.classes or "camvid")
+        margs = ModelArgs(args.model, args.encoder, args.meta, args.input, spec.num_classes, args.output_stride)
+        compiled = build_model(margs)
+        if args.weights:
+            from .weights import load_pretrained
+
+            load_pretrained(compiled.module, args.weights, prefix="")
+        else:
+            print("warning: no --checkpoint or --weights: evaluating a randomly initialised network",
+                  file=sys.stderr)
+        num_classes = spec.num_classes
+    if spec.num_classes != num_classes:
+        print(f"error: the model predicts {num_classes} classes, dataset '{spec.name}' has "
+              f"{spec.num_classes}", file=sys.stderr)
+        return 2
+    model = compiled.module
     _, _, h, w = compiled.audit.input
-    dataset = make_dataset(args.data, args.split, (h, w), classes, limit=args.limit,
-                           label_size=args.label_size)
+    dataset = make_dataset(args.data, args.split, (h, w), spec, limit=args.limit, label_size=args.label_size,
+                           dataset_spec=spec, skip_bad=args.skip_bad)
+    for problem in getattr(dataset, "skipped", ()):
+        print(f"skipped: {problem}", file=sys.stderr)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
     device = pick_device(args.device)
-    result = evaluate(model.to(device), loader, classes.num_classes, device=device)
+    result = evaluate(model.to(device), loader, spec.num_classes, device=device)
     if args.save_confusion:
-        save_confusion_csv(args.save_confusion, result.confusion, classes.names)
+        save_confusion_csv(args.save_confusion, result.confusion, spec.classes)
+    categories = category_metrics(result.confusion, spec)
     if args.json:
-        out = {"model": compiled.audit.model, "input": [h, w], "split": args.split, "images": len(dataset),
-               "label_size": args.label_size, **result.metrics.to_json(classes.names)}
+        out = {"model": compiled.audit.model, "dataset": spec.name, "input": [h, w], "split": args.split,
+               "images": len(dataset), "label_size": args.label_size,
+               **result.metrics.to_json(spec.classes), **categories}
         print(json.dumps(out, indent=2))
     else:
-        print(f"{compiled.audit.model} at {h}x{w} on {args.data} [{args.split}], {len(dataset)} images, "
-              f"labels at {args.label_size} size")
-        print(format_table(result.metrics, classes.names))
+        print(f"{compiled.audit.model} at {h}x{w} on {args.data} [{args.split}] ({spec.name}), {len(dataset)} "
+              f"images, labels at {args.label_size} size")
+        print(format_table(result.metrics, spec.classes))
+        if categories:
+            print("categories: " + ", ".join(f"{k} {100 * v:.1f}" if v is not None else f"{k} -"
+                                            for k, v in categories["category_iou"].items())
+                  + f"; category mIoU {100 * categories['category_miou']:.1f} %")
     return 0
 
 

@@ -248,7 +248,7 @@ def test_config_parses_typed_options():
 
 def _cfg(spec: Path, data: Path, out: Path, **kw) -> TrainConfig:
     options = dict(model=str(spec), data=str(data), classes="5", batch_size=2, max_iters=3, eval_interval=0,
-                   lr=1e-2, out_dir=str(out), log_interval=1)
+                   lr=1e-2, out_dir=str(out), log_interval=1, num_workers=0)
     return TrainConfig(**{**options, **kw})
 
 

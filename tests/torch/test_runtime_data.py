@@ -1,0 +1,282 @@
+"""Issue 11: one CLI, dataset files, bad data, atomic checkpoints, augmentation, predictions.
+
+Tiny everything: a width-0.25 SkipNet-MobileNet at 32x64, a seeded 6-image Cityscapes tree, 1-2 steps.
+``runtime_commands`` (tests/conftest.py) makes this checkout's entry points visible to rtsegc.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO_ROOT, SPECS
+from rtseg_compiler import SpecError, cli
+from runtime.augment import apply_augment, parse_augment
+from runtime.checkpoint import PAUSE_ENV
+from runtime.datasets import DataError, load_dataset_spec, parse_dataset_text, write_tiny_cityscapes
+from runtime.metrics import category_metrics
+
+SIZE = (32, 64)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model(tmp_path: Path, num_classes: int) -> Path:
+    path = tmp_path / f"tiny{num_classes}.yaml"
+    path.write_text(f"kind: model\nname: tiny_skipnet\nencoder: {SPECS / 'encoders' / 'mobilenet_v1.yaml'}\n"
+                    f"meta: {SPECS / 'meta' / 'skipnet.yaml'}\nnum_classes: {num_classes}\n"
+                    f"input: [{SIZE[0]}, {SIZE[1]}]\nencoder_params: {{width: 0.25}}\n")
+    return path
+
+
+def _train_argv(spec: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", str(spec), "--data", str(data), "--out-dir", str(out), "--batch-size", "2",
+            "--max-iters", "2", "--eval-interval", "0", "--num-workers", "0", "--lr", "1e-2",
+            "--device", "cpu", *extra]
+
+
+# --------------------------------------------------------------------------- dataset files
+
+def test_cityscapes_file_has_the_official_table_and_categories():
+    spec = load_dataset_spec("cityscapes")
+    assert spec.num_classes == 19 and spec.ignore_index == 255
+    assert spec.classes[0] == "road" and spec.classes[18] == "bicycle"
+    lut = np.asarray(spec.lut)
+    # road 7->0, sidewalk 8->1, sky 23->10, car 26->13, bicycle 33->18; parking 9 and caravan 29 not scored
+    assert lut[[7, 8, 23, 26, 33]].tolist() == [0, 1, 10, 13, 18]
+    assert lut[[0, 1, 9, 29, 30]].tolist() == [255] * 5
+    assert lut[34] == -1 and lut[200] == -1  # not Cityscapes ids: errors, not void
+    assert sorted(int(v) for v in lut if 0 <= v < 255) == list(range(19))
+    assert list(spec.categories) == ["flat", "construction", "object", "nature", "sky", "human", "vehicle"]
+    assert sum(len(v) for v in spec.categories.values()) == 19
+    camvid = load_dataset_spec("camvid")
+    assert camvid.num_classes == 11 and camvid.lut[11] == 255 and camvid.lut[40] == -1
+    assert load_dataset_spec("folder").layout == "folder"
+    assert load_dataset_spec(str(REPO_ROOT / "specs" / "datasets" / "camvid.yaml")).name == "camvid"
+
+
+def test_bad_dataset_files_give_located_errors(tmp_path: Path):
+    text = ("kind: dataset\nname: x\nlayout: segnet\nclasses:\n  - {name: a}\n  - {name: b, colour: [1, 2, 3]}\n"
+            "categories:\n  things: [a, c]\n")
+    with pytest.raises(SpecError) as info:
+        parse_dataset_text(text, "bad.yaml")
+    assert str(info.value).startswith("bad.yaml:6:")
+    assert "unknown field 'colour'" in str(info.value)
+    with pytest.raises(SpecError) as info:
+        parse_dataset_text(text.replace("colour", "color"), "bad.yaml")
+    assert "bad.yaml:8:" in str(info.value) and "'c' is not a class" in str(info.value)
+    with pytest.raises(SpecError) as info:
+        parse_dataset_text("kind: dataset\nname: x\nlayout: segnet\nclasses: [{name: a}]\nlabels:\n"
+                           "  - {id: 3, train_id: 4}\n", "t.yaml")
+    assert "t.yaml:6:" in str(info.value) and "train_id 4 is not a class" in str(info.value)
+    with pytest.raises(SpecError, match="no such dataset.*cityscapes"):
+        load_dataset_spec("citiscapes")
+
+
+# --------------------------------------------------------------------------- one CLI
+
+def test_runtime_commands_come_through_entry_points(runtime_commands, capsys):
+    assert {ep.name for ep in runtime_commands} == {"train", "eval", "predict", "bench"}
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for name in ("train", "eval", "predict", "bench", "validate"):
+        assert f"    {name}" in out
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: rtsegc train") and "--max-iters" in out and "--dataset" in out
+
+
+def test_the_compiler_never_imports_the_runtime():
+    """The dependency runs runtime -> compiler only."""
+    for path in (REPO_ROOT / "rtseg_compiler").rglob("*.py"):
+        for line in path.read_text().splitlines():
+            stripped = line.strip()
+            assert not stripped.startswith(("import runtime", "from runtime", "import rtseg_runtime",
+                                            "from rtseg_runtime")), f"{path}: {stripped}"
+
+
+# --------------------------------------------------------------------------- Cityscapes end to end
+
+def test_cityscapes_train_eval_predict_from_another_directory(tmp_path: Path, runtime_commands, capsys,
+                                                              monkeypatch):
+    data = write_tiny_cityscapes(tmp_path / "cs", size=SIZE, seed=1)
+    out = tmp_path / "run"
+    spec = _model(tmp_path, 19)
+    argv = _train_argv(spec, data, out, "--dataset", "cityscapes", "--augment", "scale=0.75-1.25,crop=24x48,hflip=0.5,jitter=0.2")
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert (out / "last.pt").is_file() and (out / "summary.md").is_file()
+    summary = (out / "summary.md").read_text()
+    assert "| road |" in summary and "category" in summary
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert set(ckpt["specs"]) == {"model", "encoder", "meta", "dataset"}
+    # evaluate from elsewhere, with the spec files gone: everything comes from the checkpoint
+    spec.unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert cli.main(["eval", "--checkpoint", str(out / "last.pt"), "--data", str(data), "--json",
+                     "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["dataset"] == "cityscapes" and len(result["iou"]) == 19 and "road" in result["iou"]
+    assert 0 <= result["miou"] <= 1 and 0 <= result["pixel_accuracy"] <= 1
+    assert set(result["category_iou"]) == set(load_dataset_spec("cityscapes").categories)
+    # predictions at each image's own size
+    image = next((data / "leftImg8bit" / "val").glob("*/*.png"))
+    big = tmp_path / "big.png"
+    Image.open(image).resize((80, 40)).save(big)
+    assert cli.main(["predict", "--checkpoint", str(out / "last.pt"), str(big), str(image.parent),
+                     "-o", str(tmp_path / "pred"), "--overlay", "0.5", "--device", "cpu"]) == 0
+    label = Image.open(tmp_path / "pred" / "big_label.png")
+    assert label.size == (80, 40) and label.mode == "L" and np.asarray(label).max() < 19
+    colours = {tuple(c) for c in np.asarray(Image.open(tmp_path / "pred" / "big_color.png")).reshape(-1, 3)}
+    assert colours <= {tuple(c) for c in load_dataset_spec("cityscapes").colors}
+    assert (tmp_path / "pred" / "big_overlay.png").is_file()
+    assert len(list((tmp_path / "pred").glob("*_overlay.png"))) == 2  # big + the one val image of its city
+
+
+def test_category_iou_merges_classes():
+    spec = load_dataset_spec("cityscapes")
+    cm = torch.zeros(19, 19, dtype=torch.int64)
+    cm[13, 14] = 10  # car predicted as truck: wrong class, right category (vehicle)
+    cm[0, 0] = 5
+    cm[0, 1] = 5  # road as sidewalk: both flat
+    result = category_metrics(cm, spec)
+    assert result["category_iou"]["vehicle"] == 1.0 and result["category_iou"]["flat"] == 1.0
+    assert result["category_iou"]["sky"] is None
+
+
+# --------------------------------------------------------------------------- bad data
+
+def _segnet_tree(root: Path, n: int = 3, value: int = 2) -> Path:
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((*SIZE, 3), 60 * (i + 1), np.uint8)).save(root / split / f"s{i}.png")
+            label = np.full(SIZE, value, np.uint8)
+            label[:, :4] = 11  # Unlabelled
+            Image.fromarray(label).save(root / f"{split}annot" / f"s{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("fault,expected", [
+    ("small_label", "label is 10x10 but its image s1.png is 32x64"),
+    ("value_40", "label values 40 are neither classes nor ignored in dataset 'camvid' (allowed: 0..11, 255)"),
+    ("no_label", "s1.png: no label file for this image"),
+    ("unreadable", "s1.png: unreadable image"),
+])
+def test_bad_samples_are_named_and_skippable(tmp_path: Path, runtime_commands, capsys, fault, expected):
+    data = _segnet_tree(tmp_path / "camvid")
+    target = data / "trainannot" / "s1.png"
+    if fault == "small_label":
+        Image.fromarray(np.zeros((10, 10), np.uint8)).save(target)
+    elif fault == "value_40":
+        Image.fromarray(np.full(SIZE, 40, np.uint8)).save(target)
+    elif fault == "no_label":
+        target.unlink()
+    else:
+        (data / "train" / "s1.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    spec = _model(tmp_path, 11)
+    argv = _train_argv(spec, data, tmp_path / "run", "--dataset", "camvid")
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert cli.main(argv + ["--skip-bad"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped [train]:" in out and expected in out and "2 train / 3 val images" in out
+
+
+def test_a_missing_folder_is_one_error(tmp_path: Path, runtime_commands, capsys):
+    data = write_tiny_cityscapes(tmp_path / "cs", size=SIZE, splits={"train": 2})
+    argv = _train_argv(_model(tmp_path, 19), data, tmp_path / "run", "--dataset", "cityscapes")
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {data / 'leftImg8bit' / 'val'}: missing folder"), err
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def test_sigkill_during_a_checkpoint_write_keeps_the_last_complete_one(tmp_path: Path):
+    """A real kill -9 after the temporary file is written, before the rename (RTSEG_CHECKPOINT_PAUSE)."""
+    target = tmp_path / "last.pt"
+    torch.save({"iter_num": 1, "w": torch.ones(3)}, target)
+    code = ("import sys, torch; sys.path.insert(0, sys.argv[2]); from runtime.checkpoint import atomic_save; "
+            "atomic_save({'iter_num': 2, 'w': torch.zeros(100000)}, sys.argv[1])")
+    env = {**os.environ, PAUSE_ENV: "60"}
+    proc = subprocess.Popen([sys.executable, "-c", code, str(target), str(REPO_ROOT)], stdout=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        line = proc.stdout.readline()  # printed once the temporary file is complete
+        assert "pausing" in line, line
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    survivor = torch.load(target, weights_only=True)
+    assert survivor["iter_num"] == 1 and torch.equal(survivor["w"], torch.ones(3))
+    assert torch.load(tmp_path / "last.pt.tmp", weights_only=True)["iter_num"] == 2  # complete but unused
+
+
+def test_ctrl_c_writes_last_pt_and_resume_continues(tmp_path: Path, runtime_commands, capsys, monkeypatch):
+    import runtime.train as train_mod
+
+    data = write_tiny_cityscapes(tmp_path / "cs", size=SIZE, seed=2)
+    out = tmp_path / "run"
+    spec = _model(tmp_path, 19)
+    real_get_lr = train_mod.get_lr
+
+    def interrupt_at_step_1(it, cfg):
+        if it == 1:
+            raise KeyboardInterrupt
+        return real_get_lr(it, cfg)
+
+    monkeypatch.setattr(train_mod, "get_lr", interrupt_at_step_1)
+    argv = ["--dataset", "cityscapes", "--max-iters", "3"]
+    assert train_mod.main(_train_argv(spec, data, out)[1:] + argv) == 130
+    assert "interrupted at step 1" in capsys.readouterr().err
+    assert torch.load(out / "last.pt", weights_only=True)["iter_num"] == 1
+    monkeypatch.setattr(train_mod, "get_lr", real_get_lr)
+    assert train_mod.main(_train_argv(spec, data, out)[1:] + argv + ["--resume", "--max-iters", "3"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert torch.load(out / "last.pt", weights_only=True)["iter_num"] == 3
+
+
+# --------------------------------------------------------------------------- augmentation
+
+def test_augmentation_moves_image_and_label_together():
+    torch.manual_seed(0)
+    label = torch.randint(0, 19, (20, 30))
+    image = (label.float() / 18).expand(3, -1, -1).clone()  # every channel encodes the label
+    steps = parse_augment("crop=16x24,hflip=1.0")
+    x, y = apply_augment(image, label, steps, (16, 24), 255)
+    assert x.shape == (3, 16, 24) and y.shape == (16, 24)
+    assert torch.equal((x[0] * 18).round().long(), y)
+    # a crop larger than the image pads the label with ignore and the image with NaN (-> the mean)
+    x, y = apply_augment(image, label, [{"op": "random_crop", "size": [24, 40]}], (24, 40), 255)
+    pad = torch.isnan(x[0])
+    assert pad.sum() == 24 * 40 - 20 * 30 and bool((y[pad] == 255).all()) and bool((y[~pad] != 255).all())
+    x, y = apply_augment(image, label, parse_augment("scale=0.5-0.5"), (20, 30), 255)
+    assert x.shape == (3, 20, 30) and set(y.unique().tolist()) <= set(range(19))
+    with pytest.raises(ValueError, match="--augment"):
+        parse_augment("zoom=2")
