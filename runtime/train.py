@@ -145,7 +145,9 @@ class TrainConfig:
     def workers(self) -> int:
         if self.num_workers is not None:
             return self.num_workers
-        return max(0, min(8, (os.cpu_count() or 1) - 1))
+        # CPUs this process may run on (taskset, cgroup cpusets), not the machine's: one stays for the loop
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(0, min(8, cpus - 1))
 
 
 def _size(text: str) -> tuple[int, int]:

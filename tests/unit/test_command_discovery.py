@@ -1,0 +1,76 @@
+"""rtsegc's plugin commands (rtseg_compiler/commands.py), with injected entry points: no torch here."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from rtseg_compiler.commands import discover_commands
+
+
+class FakeEntryPoint:
+    def __init__(self, name: str, value: str, obj=None, error: Exception | None = None):
+        self.name, self.value, self.obj, self.error, self.dist = name, value, obj, error, None
+
+    def load(self):
+        if self.error is not None:
+            raise self.error
+        return self.obj
+
+
+def _command(help_text: str = "does a thing", result: int = 0):
+    calls = []
+
+    def main(argv, prog):
+        calls.append((list(argv), prog))
+        return result
+
+    return SimpleNamespace(help=help_text, main=main), calls
+
+
+def test_commands_are_found_and_called_with_the_rest_of_argv():
+    train, calls = _command("train it")
+    warnings: list[str] = []
+    found = discover_commands({"validate"}, entry_points=[FakeEntryPoint("train", "pkg.cmds:TRAIN", train)],
+                              warn=warnings.append)
+    assert list(found) == ["train"] and found["train"].help == "train it" and not warnings
+    assert found["train"].main(["--max-iters", "3"], "rtsegc train") == 0
+    assert calls == [(["--max-iters", "3"], "rtsegc train")]
+
+
+def test_broken_clashing_and_malformed_commands_are_one_warning_each():
+    good, _ = _command()
+    warnings: list[str] = []
+    eps = [FakeEntryPoint("broken", "missing.mod:X", error=ModuleNotFoundError("No module named 'missing'")),
+           FakeEntryPoint("validate", "pkg:V", good),
+           FakeEntryPoint("odd", "pkg:ODD", object()),
+           FakeEntryPoint("eval", "a:EVAL", good),
+           FakeEntryPoint("eval", "b:EVAL", good)]
+    found = discover_commands({"validate"}, entry_points=eps, warn=warnings.append)
+    assert list(found) == ["eval"]
+    text = "\n".join(warnings)
+    assert len(warnings) == 4
+    assert "'broken' (missing.mod:X)" in text and "cannot be loaded: ModuleNotFoundError" in text
+    assert "'validate' is a built-in rtsegc command" in text
+    assert "needs a 'help' string and a 'main(argv, prog)' function" in text
+    assert "'eval' is already provided by a:EVAL" in text
+
+
+def test_the_same_entry_point_seen_twice_is_silent():
+    good, _ = _command()
+    warnings: list[str] = []
+    eps = [FakeEntryPoint("bench", "x:BENCH", good), FakeEntryPoint("bench", "x:BENCH", good)]
+    assert list(discover_commands((), entry_points=eps, warn=warnings.append)) == ["bench"]
+    assert warnings == []
+
+
+def test_the_runtime_command_module_is_torch_free():
+    """rtsegc --help loads every command object; runtime/commands.py must not pull in torch."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = "import sys, runtime.commands as c; assert c.TRAIN.help; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
