@@ -272,7 +272,7 @@ class DatasetFolder(Dataset):
 
     def __init__(self, spec, root: str | Path, split: str, size: tuple[int, int] | None, *,
                  label_size: str = "input", augment: Sequence = (), limit: int | None = None,
-                 skip_bad: bool = False, cache_bytes: int = 1 << 30) -> None:
+                 skip_bad: bool = False, cache_bytes: int = 1 << 30, instances: bool = False) -> None:
         from .datasets import DataError, check_sample, find_samples
 
         if label_size not in ("input", "original"):
@@ -297,6 +297,9 @@ class DatasetFolder(Dataset):
             raise DataError(f"{root} [{split}]: no usable samples" +
                             (f" ({len(self.skipped)} skipped as bad)" if self.skipped else ""))
         self.class_counts = torch.from_numpy(counts[: spec.num_classes].copy())
+        # iIoU needs every sample's instance map (Cityscapes' *_instanceIds.png); samples then come as
+        # (image, label, instances, area ratio), the ratio being label pixels / stored label pixels.
+        self.with_instances = instances and all(s.instances is not None for s in self.samples)
         # Decoded, resized samples stay in memory (per worker) when the split is small: CamVid-mini at
         # 192x256 is 5 MB; full Cityscapes at 512x1024 would be 6 GB, so it is decoded every time.
         h, w = self.size or (0, 0)
@@ -322,7 +325,17 @@ class DatasetFolder(Dataset):
             self._cache[index] = pair
         return pair
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def instance_map(self, index: int) -> tuple[torch.Tensor, float]:
+        """int64 (H, W) instance ids (class id * 1000 + k) at the label's size, and the area ratio."""
+        image = _pil()
+        with image.open(self.samples[index].instances) as im:
+            stored = im.height * im.width
+            if self.size is not None and self.label_size == "input" and (im.height, im.width) != self.size:
+                im = im.resize((self.size[1], self.size[0]), image.Resampling.NEAREST)
+            ids = torch.from_numpy(np.asarray(im).astype(np.int64))
+        return ids, ids.numel() / stored
+
+    def __getitem__(self, index: int):
         from .augment import apply_augment
 
         image, label = self.read(index)
@@ -334,6 +347,9 @@ class DatasetFolder(Dataset):
         std = torch.tensor(self.spec.std).view(3, 1, 1)
         x = torch.nan_to_num((x - mean) / std, nan=0.0)  # crop padding (NaN) becomes the mean colour
         y[y == self.spec.ignore_index] = IGNORE_INDEX
+        if self.with_instances and not self.augment:
+            ids, ratio = self.instance_map(index)
+            return x, y, ids, torch.tensor(ratio, dtype=torch.float64)
         return x, y
 
     def labels(self):

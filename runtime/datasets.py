@@ -83,6 +83,7 @@ SCHEMA: dict[str, Any] = {
                            "train_id": {"type": "integer", "minimum": 0, "maximum": 255}}}},
         "categories": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
         "augment": {"type": "array", "items": _AUGMENT_ITEM},
+        "instance_sizes": {"type": "object", "additionalProperties": {"type": "number", "exclusiveMinimum": 0}},
     },
 }
 
@@ -103,6 +104,7 @@ class DatasetSpec:
     splits: Mapping[str, str]
     categories: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     augment: tuple[Mapping[str, Any], ...] = ()
+    instance_sizes: Mapping[int, float] = field(default_factory=dict)  # class id -> mean instance pixels
     text: str = ""
     source: str = "<dataset>"
 
@@ -200,6 +202,14 @@ def parse_dataset_text(text: str, source: str = "<dataset>") -> DatasetSpec:
             else:
                 ids.append(names.index(member))
         categories[cat] = tuple(ids)
+    instance_sizes = {}
+    for cls, size in (doc.get("instance_sizes") or {}).items():
+        if cls not in names:
+            diags.append(Diagnostic(f"instance_sizes: '{cls}' is not a class",
+                                    location_of(doc, ("instance_sizes", cls), key=True),
+                                    hint=did_you_mean(cls, names)))
+        else:
+            instance_sizes[names.index(cls)] = float(size)
     if diags:
         raise SpecError(diags)
     defaults = _default_colors(len(names))
@@ -209,7 +219,8 @@ def parse_dataset_text(text: str, source: str = "<dataset>") -> DatasetSpec:
         lut=tuple(lut), mean=tuple(doc.get("mean", (0.485, 0.456, 0.406))),
         std=tuple(doc.get("std", (0.229, 0.224, 0.225))),
         splits=dict(doc.get("splits") or {}), categories=categories,
-        augment=tuple(dict(a) for a in doc.get("augment", [])), text=text, source=source)
+        augment=tuple(dict(a) for a in doc.get("augment", [])), instance_sizes=instance_sizes, text=text,
+        source=source)
 
 
 def load_dataset_spec(name_or_path: str) -> DatasetSpec:

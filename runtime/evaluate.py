@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 
 from .build import ModelArgs, build_model, make_dataset, pick_device
 from .data import IGNORE_INDEX
-from .metrics import ConfusionMatrix, SegMetrics, category_metrics, format_table
+from .metrics import ConfusionMatrix, InstanceScores, SegMetrics, category_metrics, format_table
 
 __all__ = ["EvalResult", "evaluate", "main"]
 
@@ -45,6 +45,7 @@ class EvalResult:
     loss: float | None  # mean per-batch loss; None without a criterion
     metrics: SegMetrics
     confusion: torch.Tensor  # int64 (N, N), rows = truth
+    instance: dict | None = None  # {"iiou": {class: value}, "miiou": value} when instance maps were given
 
 
 @torch.no_grad()
@@ -52,7 +53,7 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, *, device: 
              criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
              max_batches: int | None = None, ignore_index: int = IGNORE_INDEX, channels_last: bool = False,
              autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-             ) -> EvalResult:
+             instance_scores=None) -> EvalResult:
     """Run ``model`` in eval mode over ``loader`` (at most ``max_batches``) and score it.
 
     Under torch.distributed every rank scores its shard and the confusion matrix and loss sums are
@@ -64,7 +65,8 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, *, device: 
     cm = ConfusionMatrix(num_classes, ignore_index, device=device)
     loss_stats = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of batch losses, batches)
     try:
-        for i, (x, y) in enumerate(loader):
+        for i, batch in enumerate(loader):
+            x, y = batch[0], batch[1]
             if max_batches is not None and i >= max_batches:
                 break
             x = x.to(device, non_blocking=True)
@@ -80,6 +82,8 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, *, device: 
                 loss_stats[0] += float(criterion(logits, y))
                 loss_stats[1] += 1
             cm.update(logits, y)
+            if instance_scores is not None and len(batch) == 4:  # (x, y, instance ids, area ratio)
+                instance_scores.update(logits.argmax(1), batch[2], batch[3])
     finally:
         model.train(was_training)
     import torch.distributed as dist
@@ -88,7 +92,8 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, *, device: 
         dist.all_reduce(cm.matrix)
         dist.all_reduce(loss_stats)
     loss = float(loss_stats[0] / loss_stats[1]) if criterion is not None and loss_stats[1] > 0 else None
-    return EvalResult(loss, cm.compute(), cm.matrix.cpu())
+    instance = instance_scores.compute(cm.matrix) if instance_scores is not None else None
+    return EvalResult(loss, cm.compute(), cm.matrix.cpu(), instance)
 
 
 def save_confusion_csv(path: str | Path, confusion: torch.Tensor, names: Sequence[str]) -> None:
@@ -213,15 +218,16 @@ def _run(args: argparse.Namespace) -> int:
     model = compiled.module
     _, _, h, w = compiled.audit.input
     dataset = make_dataset(args.data, args.split, (h, w), spec, limit=args.limit, label_size=args.label_size,
-                           dataset_spec=spec, skip_bad=args.skip_bad)
+                           dataset_spec=spec, skip_bad=args.skip_bad, instances=bool(spec.instance_sizes))
     for problem in getattr(dataset, "skipped", ()):
         print(f"skipped: {problem}", file=sys.stderr)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
     device = pick_device(args.device)
-    result = evaluate(model.to(device), loader, spec.num_classes, device=device)
+    scores = InstanceScores(spec) if getattr(dataset, "with_instances", False) else None
+    result = evaluate(model.to(device), loader, spec.num_classes, device=device, instance_scores=scores)
     if args.save_confusion:
         save_confusion_csv(args.save_confusion, result.confusion, spec.classes)
-    categories = category_metrics(result.confusion, spec)
+    categories = {**category_metrics(result.confusion, spec), **(result.instance or {})}
     if args.json:
         out = {"model": compiled.audit.model, "dataset": spec.name, "input": [h, w], "split": args.split,
                "images": len(dataset), "label_size": args.label_size,
@@ -235,6 +241,10 @@ def _run(args: argparse.Namespace) -> int:
             print("categories: " + ", ".join(f"{k} {100 * v:.1f}" if v is not None else f"{k} -"
                                             for k, v in categories["category_iou"].items())
                   + f"; category mIoU {100 * categories['category_miou']:.1f} %")
+        if result.instance is not None and result.instance["miiou"] is not None:
+            print("iIoU: " + ", ".join(f"{k} {100 * v:.1f}" if v is not None else f"{k} -"
+                                      for k, v in result.instance["iiou"].items())
+                  + f"; mean iIoU {100 * result.instance['miiou']:.1f} %")
     return 0
 
 

@@ -167,3 +167,46 @@ def category_metrics(cm: torch.Tensor, spec) -> dict:
     iou = class_iou(merged)[:k]
     values = {name: (None if v != v else round(float(v), 6)) for name, v in zip(categories, iou.tolist())}
     return {"category_iou": values, "category_miou": round(float(torch.nanmean(iou)), 6)}
+
+
+class InstanceScores:
+    """Instance-weighted iIoU, as the Cityscapes script computes it (evalPixelLevelSemanticLabeling.py).
+
+    Each ground-truth instance of class c (instance id = label id * 1000 + k, ids > 1000) adds its
+    true-positive and false-negative pixels weighted by ``mean_size_c / instance_size``, so a small
+    pedestrian counts as much as a large one; false positives come unweighted from the confusion
+    matrix: iIoU_c = TPw / (TPw + FP + FNw). ``mean_size_c`` is the dataset file's
+    ``instance_sizes`` (pixels at the stored resolution); at another scoring size it is scaled by the area
+    ratio, so the weights stay comparable with the confusion matrix's pixel counts.
+    """
+
+    def __init__(self, spec) -> None:
+        self.spec = spec
+        self.lut = torch.tensor(spec.lut, dtype=torch.int64)
+        self.tp = torch.zeros(spec.num_classes, dtype=torch.float64)
+        self.fn = torch.zeros(spec.num_classes, dtype=torch.float64)
+
+    def update(self, pred: torch.Tensor, instances: torch.Tensor, ratios: torch.Tensor) -> None:
+        pred, instances = pred.cpu(), instances.cpu()
+        for p, ids, ratio in zip(pred, instances, ratios.tolist()):
+            for inst in torch.unique(ids[ids > 1000]).tolist():
+                label_id = inst // 1000
+                cls = int(self.lut[label_id]) if label_id < 256 else -1
+                if cls not in self.spec.instance_sizes:
+                    continue  # ignored classes (caravan, trailer) and classes without a mean size
+                mask = ids == inst
+                size = int(mask.sum())
+                tp = int((p[mask] == cls).sum())
+                weight = self.spec.instance_sizes[cls] * ratio / size
+                self.tp[cls] += tp * weight
+                self.fn[cls] += (size - tp) * weight
+
+    def compute(self, cm: torch.Tensor) -> dict:
+        cm = _f64(cm.cpu())
+        fp = cm.sum(0) - cm.diagonal()
+        out = {}
+        for cls in sorted(self.spec.instance_sizes):
+            denom = float(self.tp[cls] + self.fn[cls] + fp[cls])
+            out[self.spec.classes[cls]] = round(float(self.tp[cls]) / denom, 6) if denom > 0 else None
+        values = [v for v in out.values() if v is not None]
+        return {"iiou": out, "miiou": round(sum(values) / len(values), 6) if values else None}

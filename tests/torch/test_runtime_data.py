@@ -140,6 +140,8 @@ def test_cityscapes_train_eval_predict_from_another_directory(tmp_path: Path, ru
     assert result["dataset"] == "cityscapes" and len(result["iou"]) == 19 and "road" in result["iou"]
     assert 0 <= result["miou"] <= 1 and 0 <= result["pixel_accuracy"] <= 1
     assert set(result["category_iou"]) == set(load_dataset_spec("cityscapes").categories)
+    assert set(result["iiou"]) == {"person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"}
+    assert result["miiou"] is None or 0 <= result["miiou"] <= 1
     # predictions at each image's own size
     image = next((data / "leftImg8bit" / "val").glob("*/*.png"))
     big = tmp_path / "big.png"
@@ -163,6 +165,27 @@ def test_category_iou_merges_classes():
     result = category_metrics(cm, spec)
     assert result["category_iou"]["vehicle"] == 1.0 and result["category_iou"]["flat"] == 1.0
     assert result["category_iou"]["sky"] is None
+
+
+def test_iiou_weights_instances_by_their_size():
+    """A big person found and a small one missed: IoU favours the big one, iIoU weighs them alike."""
+    from runtime.metrics import InstanceScores, confusion_matrix
+
+    spec = load_dataset_spec("cityscapes")
+    person = spec.classes.index("person")
+    ids = torch.zeros(1, 20, 20, dtype=torch.int64)
+    ids[0, :10, :10] = 24 * 1000 + 0  # 100 px person, predicted right
+    ids[0, 15:17, 15:17] = 24 * 1000 + 1  # 4 px person, missed (predicted road)
+    pred = torch.zeros(1, 20, 20, dtype=torch.int64)  # road everywhere...
+    pred[0, :10, :10] = person  # ...except the big person
+    truth = torch.where(ids > 1000, torch.tensor(person), torch.tensor(0))
+    scores = InstanceScores(spec)
+    scores.update(pred, ids, torch.tensor([1.0]))
+    cm = confusion_matrix(truth, pred, spec.num_classes)
+    result = scores.compute(cm)
+    assert result["iiou"]["person"] == pytest.approx(0.5)  # S / (S + 0 + S)
+    assert float(cm[person, person]) / float(cm[person].sum()) == pytest.approx(100 / 104)
+    assert result["iiou"]["car"] is None and result["miiou"] == pytest.approx(0.5)
 
 
 # --------------------------------------------------------------------------- bad data
