@@ -5,6 +5,9 @@ Exit status: 0 success, 2 invalid spec or usage (diagnostics on stderr as
 message says how to report it; ``RTSEGC_DEBUG=1`` shows the traceback).
 ``validate``, ``shapes``, ``flops``, ``schema`` and ``ops`` never import torch.
 
+``train``, ``eval``, ``predict`` and ``bench`` come from the runtime (``rtseg_runtime``) through the
+``rtseg_compiler.commands`` entry-point group (commands.py); this module never imports the runtime.
+
 ``rtsegc --ops MODULE COMMAND ...`` imports a module that registers user ops
 (repeatable, before the command); installed ``rtseg_compiler.ops`` entry points
 load by themselves. See ``ops/plugins.py`` and docs/extending.md.
@@ -543,12 +546,23 @@ def _add_plugin_commands(sub: Any) -> None:
 
     Each parses its own options: its sub-parser takes none, and ``main`` hands it the rest of argv.
     """
-    from .commands import discover_commands
+    from .commands import RUNTIME_COMMANDS, PluginCommand, discover_commands
 
     warn = lambda message: print(f"rtsegc: warning: {message}", file=sys.stderr)  # noqa: E731
-    for name, command in discover_commands(sub.choices, warn=warn).items():
+    found = discover_commands(sub.choices, warn=warn)
+    for name, command in found.items():
         p = sub.add_parser(name, help=command.help, add_help=False)
         p.set_defaults(func=None, plugin=command)
+    for name in RUNTIME_COMMANDS:  # not installed: say what provides them instead of "invalid choice"
+        if name not in found and name not in sub.choices:
+            def missing(argv: Sequence[str], prog: str, name: str = name) -> int:
+                print(f"rtsegc: error: '{name}' comes from the runtime package (rtseg_runtime), whose "
+                      "rtseg_compiler.commands entry points are not installed; run 'pip install -e .' "
+                      "in the rtseg-compiler checkout", file=sys.stderr)
+                return EXIT_SPEC
+
+            p = sub.add_parser(name, add_help=False)
+            p.set_defaults(func=None, plugin=PluginCommand(name, "", missing, "nothing installed"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,9 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginCommand", "discover_commands"]
+__all__ = ["ENTRY_POINT_GROUP", "RUNTIME_COMMANDS", "PluginCommand", "discover_commands"]
 
 ENTRY_POINT_GROUP = "rtseg_compiler.commands"
+#: What the runtime provides; only their names are known here, to explain an uninstalled runtime.
+RUNTIME_COMMANDS = ("train", "eval", "predict", "bench")
 
 
 @dataclass(frozen=True)

@@ -303,3 +303,66 @@ def test_augmentation_moves_image_and_label_together():
     assert x.shape == (3, 20, 30) and set(y.unique().tolist()) <= set(range(19))
     with pytest.raises(ValueError, match="--augment"):
         parse_augment("zoom=2")
+
+
+# --------------------------------------------------------------------------- watching a run
+
+def _log_run(folder: Path) -> dict:
+    folder.mkdir()
+    lines = [{"iter": i, "loss": 2.0 / i, "lr": 1e-3, "ms": 10.0} for i in range(1, 5)]
+    last = {"iter": 4, "val_loss": 0.5, "miou": 0.25, "pixel_accuracy": 0.5, "mean_class_accuracy": 0.4,
+            "iou": {"road": 0.5, "sky": None}, "class_accuracy": {"road": 0.6, "sky": None}}
+    lines.append({"eval": last})
+    (folder / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return last
+
+
+def test_summary_without_matplotlib_says_so(tmp_path: Path, monkeypatch):
+    from runtime.report import write_summary
+
+    last = _log_run(tmp_path / "run")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
+    text = write_summary(tmp_path / "run", "tiny", last).read_text()
+    assert "| road | 50.00 | 60.00 |" in text and "| sky | - | - |" in text and "mIoU: **25.00 %**" in text
+    assert "matplotlib is not installed" in text and not (tmp_path / "run" / "curves.svg").exists()
+
+
+def test_summary_draws_svg_curves_with_matplotlib(tmp_path: Path):
+    pytest.importorskip("matplotlib")
+    from runtime.report import write_summary
+
+    last = _log_run(tmp_path / "run")
+    text = write_summary(tmp_path / "run", "tiny", last).read_text()
+    assert "![loss and mIoU](curves.svg)" in text
+    assert (tmp_path / "run" / "curves.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_progress_bar_and_plain_lines(capsys):
+    from runtime.report import Progress
+
+    lines = Progress(10, 0, "lines", log_interval=5)
+    for it in range(1, 11):
+        lines.step(it, 1.0 / it, 1e-3, 12.5, 80.0)
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out] == ["step 1", "step 5", "step 10"]
+    assert "12.5 images/s" in out[0]
+    pytest.importorskip("tqdm")
+    bar = Progress(10, 3, "bar", log_interval=5)
+    assert bar.bar is not None and bar.bar.n == 3
+    bar.step(4, 0.5, 1e-3, 10.0, 100.0)
+    assert bar.bar.n == 4 and "loss=0.5000" in str(bar.bar.postfix)
+    bar.close()
+
+
+def test_tensorboard_needs_its_package(tmp_path: Path, runtime_commands, capsys):
+    data = write_tiny_cityscapes(tmp_path / "cs", size=SIZE, splits={"train": 2, "val": 1})
+    argv = _train_argv(_model(tmp_path, 19), data, tmp_path / "run", "--dataset", "cityscapes", "--tensorboard",
+                       "--max-iters", "1")
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        assert cli.main(argv) == 2
+        assert "--tensorboard needs the tensorboard package" in capsys.readouterr().err
+    else:
+        assert cli.main(argv) == 0
+        assert any((tmp_path / "run" / "tb").iterdir())

@@ -74,3 +74,13 @@ def test_the_runtime_command_module_is_torch_free():
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_runtime_commands_without_the_runtime_say_what_to_install(monkeypatch, capsys):
+    import rtseg_compiler.commands as commands
+    from rtseg_compiler import cli
+
+    monkeypatch.setattr(commands, "_installed", lambda: [])
+    assert cli.main(["train", "spec.yaml", "--max-iters", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "'train' comes from the runtime package (rtseg_runtime)" in err and "pip install -e ." in err
