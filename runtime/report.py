@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["Progress", "metrics_markdown", "tensorboard_writer", "write_summary"]
+__all__ = ["Progress", "metrics_markdown", "side_by_side", "tensorboard_writer", "write_summary"]
 
 
 class Progress:
@@ -126,3 +126,18 @@ def write_summary(out_dir: Path, title: str, last_eval: Mapping[str, Any] | None
     path = out_dir / "summary.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def side_by_side(image, truth, pred, spec, ignore_index: int = 255):
+    """uint8 (3, H, 3W) tensor: the de-normalised image, the ground truth and the prediction in the
+    dataset's palette (ignored pixels black), for TensorBoard's ``add_image`` at each evaluation."""
+    import torch
+
+    mean = torch.tensor(spec.mean).view(3, 1, 1)
+    std = torch.tensor(spec.std).view(3, 1, 1)
+    rgb = ((image.float().cpu() * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+    palette = torch.from_numpy(spec.palette())  # (256, 3)
+    truth = truth.cpu().clone()
+    truth[truth == ignore_index] = 255
+    colour = lambda labels: palette[labels.long()].permute(2, 0, 1)  # noqa: E731
+    return torch.cat([rgb, colour(truth), colour(pred.cpu())], dim=2)

@@ -224,6 +224,25 @@ def _log(path: Path | None, record: dict) -> None:
             fh.write(json.dumps(record) + "\n")
 
 
+def _tensorboard_images(tb, model, val_set, spec, device, step: int, count: int = 3) -> None:
+    """The first ``count`` validation images: image | ground truth | prediction, in the palette."""
+    from .report import side_by_side
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(min(count, len(val_set))):
+                x, y = val_set[i][:2]
+                logits = model(x[None].to(device))
+                if logits.shape[-2:] != y.shape[-2:]:
+                    logits = torch.nn.functional.interpolate(logits.float(), size=y.shape[-2:], mode="bilinear",
+                                                             align_corners=False)
+                tb.add_image(f"val/{i}", side_by_side(x, y, logits.argmax(1)[0], spec), step)
+    finally:
+        model.train(was_training)
+
+
 # --------------------------------------------------------------------------- training
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -448,6 +467,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
                         for name, value in last_eval["iou"].items():
                             if value is not None:
                                 tb.add_scalar(f"val_iou/{name}", value, iter_num)
+                        _tensorboard_images(tb, raw_model, val_set, dataset_spec, device, iter_num)
                     state = checkpoint_dict(last_eval)
                     _atomic_save(state, out_dir / "last.pt")
                     if improved:

@@ -366,3 +366,35 @@ def test_tensorboard_needs_its_package(tmp_path: Path, runtime_commands, capsys)
     else:
         assert cli.main(argv) == 0
         assert any((tmp_path / "run" / "tb").iterdir())
+
+
+def test_side_by_side_validation_image():
+    from runtime.report import side_by_side
+
+    spec = load_dataset_spec("camvid")
+    x = torch.zeros(3, 4, 5)  # the mean colour after normalisation
+    truth = torch.full((4, 5), 3)
+    truth[0, 0] = 255
+    pred = torch.zeros(4, 5, dtype=torch.int64)
+    out = side_by_side(x, truth, pred, spec)
+    assert out.shape == (3, 4, 15) and out.dtype == torch.uint8
+    assert out[:, 1, 1].tolist() == [round(255 * m) for m in spec.mean]
+    assert out[:, 1, 6].tolist() == list(spec.colors[3]) and out[:, 0, 5].tolist() == [0, 0, 0]
+    assert out[:, 2, 12].tolist() == list(spec.colors[0])
+
+
+def test_tensorboard_images_go_through_add_image(tmp_path: Path):
+    """The TensorBoard image hook, with a stand-in writer (tensorboard itself is an optional extra)."""
+    from rtseg_compiler import compile_model
+    from runtime.data import DatasetFolder
+    from runtime.train import _tensorboard_images
+
+    spec = load_dataset_spec("cityscapes")
+    data = write_tiny_cityscapes(tmp_path / "cs", size=SIZE, splits={"val": 2})
+    val_set = DatasetFolder(spec, data, "val", SIZE)
+    model = compile_model(_model(tmp_path, 19)).module.train()
+    calls = []
+    writer = type("Writer", (), {"add_image": lambda self, tag, img, step: calls.append((tag, img.shape, step))})()
+    _tensorboard_images(writer, model, val_set, spec, torch.device("cpu"), 7)
+    assert calls == [("val/0", (3, SIZE[0], 3 * SIZE[1]), 7), ("val/1", (3, SIZE[0], 3 * SIZE[1]), 7)]
+    assert model.training
