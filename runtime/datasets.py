@@ -79,11 +79,14 @@ SCHEMA: dict[str, Any] = {
         "void": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 255}},
         "labels": {"type": "array", "items": {
             "type": "object", "required": ["id", "train_id"], "additionalProperties": False,
-            "properties": {"id": {"type": "integer", "minimum": 0, "maximum": 255}, "name": {"type": "string"},
+            "properties": {"id": {"type": "integer", "minimum": 0, "maximum": 255},
+                           "name": {"type": "string"},
                            "train_id": {"type": "integer", "minimum": 0, "maximum": 255}}}},
-        "categories": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+        "categories": {"type": "object",
+                       "additionalProperties": {"type": "array", "items": {"type": "string"}}},
         "augment": {"type": "array", "items": _AUGMENT_ITEM},
-        "instance_sizes": {"type": "object", "additionalProperties": {"type": "number", "exclusiveMinimum": 0}},
+        "instance_sizes": {"type": "object",
+                           "additionalProperties": {"type": "number", "exclusiveMinimum": 0}},
     },
 }
 
@@ -166,7 +169,8 @@ def parse_dataset_text(text: str, source: str = "<dataset>") -> DatasetSpec:
     ignore = int(doc.get("ignore_index", 255))
     for i, name in enumerate(names):
         if names.index(name) != i:
-            diags.append(Diagnostic(f"class '{name}' is listed twice", location_of(doc, ("classes", i, "name"))))
+            diags.append(Diagnostic(f"class '{name}' is listed twice",
+                                    location_of(doc, ("classes", i, "name"))))
     if ignore < len(names):
         diags.append(Diagnostic(f"ignore_index {ignore} is a class id (there are {len(names)} classes)",
                                 location_of(doc, ("ignore_index",))))
@@ -181,7 +185,8 @@ def parse_dataset_text(text: str, source: str = "<dataset>") -> DatasetSpec:
                 diags.append(Diagnostic(f"train_id {train_id} is not a class (0..{len(names) - 1}) nor 255",
                                         location_of(doc, ("labels", i, "train_id"))))
             if lut[row["id"]] != -1:
-                diags.append(Diagnostic(f"id {row['id']} is listed twice", location_of(doc, ("labels", i, "id"))))
+                diags.append(Diagnostic(f"id {row['id']} is listed twice",
+                                        location_of(doc, ("labels", i, "id"))))
             lut[row["id"]] = ignore if train_id == 255 else train_id
     else:
         for v in range(len(names)):
@@ -233,7 +238,8 @@ def load_dataset_spec(name_or_path: str) -> DatasetSpec:
         path = DATASET_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
             known = sorted(p.stem for p in DATASET_DIR.glob("*.yaml"))
-            raise SpecError([Diagnostic(f"--dataset {name_or_path}: no such dataset", Location("<command line>"),
+            raise SpecError([Diagnostic(f"--dataset {name_or_path}: no such dataset",
+                                        Location("<command line>"),
                                         hint=did_you_mean(name_or_path, known) or
                                         f"known: {', '.join(known)}; or give a .yaml file")])
     load_spec_file(path)  # size/encoding/YAML checks with located errors
@@ -299,7 +305,8 @@ def find_samples(spec: DatasetSpec, root: str | Path, split: str) -> list[Sample
             inst = labels / p.parent.name / f"{stem}_gtFine_instanceIds.png"
             out.append(Sample(p, label if label.is_file() else None, inst if inst.is_file() else None))
     if not out:
-        raise DataError(f"{images}: no images (expected {', '.join(IMAGE_SUFFIXES)} files, {spec.layout} layout)")
+        raise DataError(f"{images}: no images (expected {', '.join(IMAGE_SUFFIXES)} files, "
+                        f"{spec.layout} layout)")
     return out
 
 
@@ -323,7 +330,8 @@ def check_sample(spec: DatasetSpec, sample: Sample) -> tuple[str | None, np.ndar
     except Exception as exc:  # noqa: BLE001
         return f"{sample.label}: unreadable label ({type(exc).__name__}: {exc})", None
     if (raw.shape[1], raw.shape[0]) != size:
-        return (f"{sample.label}: label is {raw.shape[0]}x{raw.shape[1]} but its image {sample.image.name} is "
+        return (f"{sample.label}: label is {raw.shape[0]}x{raw.shape[1]} but its image "
+                f"{sample.image.name} is "
                 f"{size[1]}x{size[0]} (HxW)"), None
     mapped = spec.map_label(raw)
     if (mapped < 0).any():
@@ -363,7 +371,8 @@ def write_tiny_cityscapes(root: str | Path, *, size: tuple[int, int] = (32, 64),
             for cls in (26, 24):
                 for k in range(int(rng.integers(1, 3))):
                     y0, x0 = int(rng.integers(h // 3, h - h // 6)), int(rng.integers(0, w - w // 6))
-                    y1, x1 = min(h, y0 + int(rng.integers(2, h // 4 + 3))), min(w, x0 + int(rng.integers(3, w // 5 + 4)))
+                    y1 = min(h, y0 + int(rng.integers(2, h // 4 + 3)))
+                    x1 = min(w, x0 + int(rng.integers(3, w // 5 + 4)))
                     ids[y0:y1, x0:x1] = cls
                     inst[y0:y1, x0:x1] = cls * 1000 + k
             rgb = np.zeros((h, w, 3), dtype=np.float32)

@@ -201,7 +201,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         if spec is None:
             spec = dataset_spec_for(args.classes or "camvid")
-        margs = ModelArgs(args.model, args.encoder, args.meta, args.input, spec.num_classes, args.output_stride)
+        margs = ModelArgs(args.model, args.encoder, args.meta, args.input, spec.num_classes,
+                          args.output_stride)
         compiled = build_model(margs)
         if args.weights:
             from .weights import load_pretrained
@@ -234,7 +235,8 @@ def _run(args: argparse.Namespace) -> int:
                **result.metrics.to_json(spec.classes), **categories}
         print(json.dumps(out, indent=2))
     else:
-        print(f"{compiled.audit.model} at {h}x{w} on {args.data} [{args.split}] ({spec.name}), {len(dataset)} "
+        print(f"{compiled.audit.model} at {h}x{w} on {args.data} [{args.split}] ({spec.name}), "
+              f"{len(dataset)} "
               f"images, labels at {args.label_size} size")
         print(format_table(result.metrics, spec.classes))
         if categories:

@@ -54,7 +54,8 @@ def _images(inputs: Sequence[str]) -> list[Path]:
 
 
 def predict_images(checkpoint: str | Path, inputs: Sequence[str], out_dir: str | Path, *,
-                   overlay: float | None = None, dataset: str | None = None, device: str = "auto") -> list[Path]:
+                   overlay: float | None = None, dataset: str | None = None,
+                   device: str = "auto") -> list[Path]:
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -89,7 +90,8 @@ def predict_images(checkpoint: str | Path, inputs: Sequence[str], out_dir: str |
         x = ((x - mean) / std).to(dev)
         with torch.no_grad():
             logits = model(x)
-            logits = F.interpolate(logits.float(), size=original.shape[:2], mode="bilinear", align_corners=False)
+            logits = F.interpolate(logits.float(), size=original.shape[:2], mode="bilinear",
+                                   align_corners=False)
         label = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
         color = palette[label]
         stem = out / path.stem

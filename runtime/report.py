@@ -38,7 +38,8 @@ class Progress:
         if not self.enabled:
             return
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", img_s=f"{images_per_s:.1f}", refresh=False)
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", img_s=f"{images_per_s:.1f}",
+                                 refresh=False)
             self.bar.update(1)
         elif it % self.log_interval == 0 or it == 1:
             print(f"step {it}: loss {loss:.4f}, lr {lr:.3g}, {ms:.0f} ms, {images_per_s:.1f} images/s",
@@ -110,7 +111,8 @@ def _svg_curves(records: Sequence[Mapping[str, Any]], path: Path) -> bool:
 def write_summary(out_dir: Path, title: str, last_eval: Mapping[str, Any] | None) -> Path:
     """``out_dir/summary.md`` from ``out_dir/log.jsonl`` and the last evaluation."""
     log = out_dir / "log.jsonl"
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+    text = log.read_text() if log.exists() else ""
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]
     lines = [f"# {title}", ""]
     if last_eval:
         lines += [f"Final evaluation at step {last_eval.get('iter')} (validation loss "

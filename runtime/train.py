@@ -236,8 +236,8 @@ def _tensorboard_images(tb, model, val_set, spec, device, step: int, count: int 
                 x, y = val_set[i][:2]
                 logits = model(x[None].to(device))
                 if logits.shape[-2:] != y.shape[-2:]:
-                    logits = torch.nn.functional.interpolate(logits.float(), size=y.shape[-2:], mode="bilinear",
-                                                             align_corners=False)
+                    logits = torch.nn.functional.interpolate(logits.float(), size=y.shape[-2:],
+                                                             mode="bilinear", align_corners=False)
                 tb.add_image(f"val/{i}", side_by_side(x, y, logits.argmax(1)[0], spec), step)
     finally:
         model.train(was_training)

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from conftest import REPO_ROOT, SPECS
 from rtseg_compiler import SpecError, cli
 from runtime.augment import apply_augment, parse_augment
 from runtime.checkpoint import PAUSE_ENV
-from runtime.datasets import DataError, load_dataset_spec, parse_dataset_text, write_tiny_cityscapes
+from runtime.datasets import load_dataset_spec, parse_dataset_text, write_tiny_cityscapes
 from runtime.metrics import category_metrics
 
 SIZE = (32, 64)
@@ -72,7 +71,8 @@ def test_cityscapes_file_has_the_official_table_and_categories():
 
 
 def test_bad_dataset_files_give_located_errors(tmp_path: Path):
-    text = ("kind: dataset\nname: x\nlayout: segnet\nclasses:\n  - {name: a}\n  - {name: b, colour: [1, 2, 3]}\n"
+    text = ("kind: dataset\nname: x\nlayout: segnet\nclasses:\n  - {name: a}\n"
+            "  - {name: b, colour: [1, 2, 3]}\n"
             "categories:\n  things: [a, c]\n")
     with pytest.raises(SpecError) as info:
         parse_dataset_text(text, "bad.yaml")
@@ -121,7 +121,8 @@ def test_cityscapes_train_eval_predict_from_another_directory(tmp_path: Path, ru
     data = write_tiny_cityscapes(tmp_path / "cs", size=SIZE, seed=1)
     out = tmp_path / "run"
     spec = _model(tmp_path, 19)
-    argv = _train_argv(spec, data, out, "--dataset", "cityscapes", "--augment", "scale=0.75-1.25,crop=24x48,hflip=0.5,jitter=0.2")
+    argv = _train_argv(spec, data, out, "--dataset", "cityscapes",
+                       "--augment", "scale=0.75-1.25,crop=24x48,hflip=0.5,jitter=0.2")
     assert cli.main(argv) == 0, capsys.readouterr().err
     assert (out / "last.pt").is_file() and (out / "summary.md").is_file()
     summary = (out / "summary.md").read_text()
@@ -356,7 +357,8 @@ def test_progress_bar_and_plain_lines(capsys):
 
 def test_tensorboard_needs_its_package(tmp_path: Path, runtime_commands, capsys):
     data = write_tiny_cityscapes(tmp_path / "cs", size=SIZE, splits={"train": 2, "val": 1})
-    argv = _train_argv(_model(tmp_path, 19), data, tmp_path / "run", "--dataset", "cityscapes", "--tensorboard",
+    argv = _train_argv(_model(tmp_path, 19), data, tmp_path / "run", "--dataset", "cityscapes",
+                       "--tensorboard",
                        "--max-iters", "1")
     try:
         import torch.utils.tensorboard  # noqa: F401
@@ -394,7 +396,8 @@ def test_tensorboard_images_go_through_add_image(tmp_path: Path):
     val_set = DatasetFolder(spec, data, "val", SIZE)
     model = compile_model(_model(tmp_path, 19)).module.train()
     calls = []
-    writer = type("Writer", (), {"add_image": lambda self, tag, img, step: calls.append((tag, img.shape, step))})()
+    add_image = lambda self, tag, img, step: calls.append((tag, img.shape, step))  # noqa: E731
+    writer = type("Writer", (), {"add_image": add_image})()
     _tensorboard_images(writer, model, val_set, spec, torch.device("cpu"), 7)
     assert calls == [("val/0", (3, SIZE[0], 3 * SIZE[1]), 7), ("val/1", (3, SIZE[0], 3 * SIZE[1]), 7)]
     assert model.training
