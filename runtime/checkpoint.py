@@ -5,7 +5,8 @@ Atomic: :func:`atomic_save` writes ``NAME.tmp`` in the same folder, flushes it t
 any moment leaves either the previous complete file or the new complete one, never a truncated one
 (tests/torch/test_runtime_data.py kills a writer with a real SIGKILL between the two steps).
 ``RTSEG_CHECKPOINT_PAUSE=SECONDS`` makes the writer sleep after the temporary file is complete and
-before the rename, so that test can kill it at a known point; nothing else reads it.
+before the rename, when it replaces an existing checkpoint (the case a crash could damage), so that test
+can kill it at a known point; nothing else reads it.
 
 Self-contained: ``specs`` holds the texts of the model, encoder and meta files (and the dataset file),
 so ``rtsegc eval --checkpoint`` and ``rtsegc predict`` work from any directory, with no spec files.
@@ -34,7 +35,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     pause = os.environ.get(PAUSE_ENV)
-    if pause:
+    if pause and path.exists():
         print(f"checkpoint: {tmp} written, pausing {pause} s before the rename", flush=True)
         time.sleep(float(pause))
     os.replace(tmp, path)

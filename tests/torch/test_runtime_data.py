@@ -262,6 +262,36 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_last_complete_one(tmp_path:
     assert torch.load(tmp_path / "last.pt.tmp", weights_only=True)["iter_num"] == 2  # complete but unused
 
 
+def test_training_killed_mid_checkpoint_resumes_from_the_last_complete_one(tmp_path: Path):
+    """A real training process, kill -9 while it replaces last.pt at step 2; --resume goes on from step 1."""
+    import runtime.train as train_mod
+
+    data = write_tiny_cityscapes(tmp_path / "cs", size=SIZE, splits={"train": 2, "val": 1})
+    out = tmp_path / "run"
+    argv = _train_argv(_model(tmp_path, 19), data, out, "--dataset", "cityscapes")[1:]
+    argv[argv.index("--eval-interval") + 1] = "1"
+    argv[argv.index("--max-iters") + 1] = "3"
+    env = {**os.environ, PAUSE_ENV: "120", "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.train", *argv, "--progress", "lines"],
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        for line in proc.stdout:  # the first write of last.pt (step 1) does not pause; step 2's does
+            if "pausing" in line:
+                break
+        else:
+            pytest.fail("the training process ended without pausing in a checkpoint write")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert torch.load(out / "last.pt", weights_only=True)["iter_num"] == 1
+    assert (out / "last.pt.tmp").is_file()  # the interrupted write, never renamed
+    assert train_mod.main(argv + ["--resume"]) == 0
+    assert torch.load(out / "last.pt", weights_only=True)["iter_num"] == 3
+
+
 def test_ctrl_c_writes_last_pt_and_resume_continues(tmp_path: Path, runtime_commands, capsys, monkeypatch):
     import runtime.train as train_mod
 
