@@ -20,7 +20,8 @@ from rtseg_compiler.spec.schema import KINDS, SCHEMA_DIR, schema_for, validate_d
 
 REGENERATE = "regenerate with: python -m rtseg_compiler.spec.schema --write"
 
-SPEC_FILES = sorted(SPECS.rglob("*.yaml"))
+# specs/datasets/ holds the runtime's dataset files (kind: dataset), checked by runtime/datasets.py.
+SPEC_FILES = sorted(p for p in SPECS.rglob("*.yaml") if p.parent.name != "datasets")
 
 
 def _op_schemas(schema: dict) -> dict[str, dict]:
