@@ -7,7 +7,7 @@ its own and every renderer (``emit/dot.py`` today) draws the same boxes.
 * ``block`` (default): one box per block use (the innermost use, for blocks that use blocks);
   consecutive identical uses fold into one box marked "x N"; outside blocks, a layer and the
   shape-preserving, MAC-free single-input layers that follow it (batch norm, activation,
-  dropout ...) read as one "chain" box. SkipNet-MobileNet goes from 94 layers to 28 boxes.
+  dropout ...) read as one "chain" box. SkipNet-MobileNet goes from 92 layers to 21 boxes.
 * ``stage``: one box per stride level of the encoder and per stride level of the decoder.
 
 Nothing here lists op names: what folds into a chain is decided from the shapes and the
@@ -30,7 +30,7 @@ from ..ir import INPUT, Node, TensorType, stride_text
 from ..ops import REGISTRY
 
 __all__ = ["DETAILS", "Box", "Link", "Diagram", "build_diagram", "block_use", "op_summary",
-           "attr_text", "output_stride"]
+           "attr_text", "output_stride", "head_word"]
 
 DETAILS = ("stage", "block", "op")
 
@@ -230,6 +230,12 @@ def _consumers(nodes: Sequence[Node]) -> dict[str, list[str]]:
     return out
 
 
+def head_word(resolved: Any) -> str:
+    """What to call the meta part: 'decoder' when the model outputs a map, 'head' for a classifier."""
+    out = resolved.output
+    return "decoder" if out.height * out.width > 1 else "head"
+
+
 def output_stride(types: Mapping[str, TensorType]) -> Fraction:
     """The coarsest stride of any feature map (32 for SkipNet-MobileNet, 8 once dilated)."""
     return max((t.stride for t in types.values()), default=Fraction(1))
@@ -271,7 +277,7 @@ def build_diagram(analysis: Any, detail: str = "block") -> Diagram:
         for node in nodes:
             key = (node.part, types[node.name].stride)
             if key not in index:
-                name = "encoder" if node.part == "encoder" else "decoder"
+                name = "encoder" if node.part == "encoder" else head_word(resolved)
                 index[key] = _Group("stage", f"{node.part}.stride{stride_text(key[1]).replace('/', '_')}",
                                     "", [], title=f"{name} stride {stride_text(key[1])}")
                 groups.append(index[key])

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..ir import INPUT, TensorType, stride_text
-from .diagram import Box, Diagram, build_diagram, output_stride
+from .diagram import Box, Diagram, build_diagram, head_word, output_stride
 
 __all__ = ["emit_dot", "diagram_dot", "HEAT_BINS", "heat_color", "RANKDIRS"]
 
@@ -236,7 +236,7 @@ def diagram_dot(analysis: Any, detail: str = "block", rankdir: str = "TB",
     image = analysis.resolved.input
     for n, key in enumerate(order):
         part, stride = key
-        where = "encoder" if part == "encoder" else "decoder"
+        where = "encoder" if part == "encoder" else head_word(analysis.resolved)
         size = ""
         t = members[key][0].output
         size = f" · {_hw(t)}"
@@ -257,8 +257,8 @@ def diagram_dot(analysis: Any, detail: str = "block", rankdir: str = "TB",
     for link in diagram.links:
         src, dst = boxes[link.src], boxes[link.dst]
         # A tensor read by several boxes is labelled once: repeated labels pile up on each other.
-        first = (link.tensor, link.extra) not in labelled
-        labelled.add((link.tensor, link.extra))
+        first = (link.tensor, link.extra, dst.part) not in labelled
+        labelled.add((link.tensor, link.extra, dst.part))
         label = str(link.type)
         style: dict[str, Any] = {}
         if link.extra:
@@ -290,11 +290,6 @@ def diagram_dot(analysis: Any, detail: str = "block", rankdir: str = "TB",
                          + _attrs(label=label or None, dir="back", **style))
         else:
             lines.append(f"  {_quote(src.id)} -> {_quote(dst.id)} " + _attrs(label=label or None, **style))
-    if u_layout:
-        # Image and result side by side on the top rank, image first: the encoder descends on
-        # the left and the decoder returns on the right (a flat edge orders its ends).
-        lines.append(f"  {_quote(INPUT)} -> {_quote(final.id)} [style=invis]")
-        same_rank.append((INPUT, final.id))
     for a, b in same_rank:
         lines.append(f"  {{rank=same; {_quote(a)}; {_quote(b)}}}")
     lines.append("}")
