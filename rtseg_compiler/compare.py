@@ -233,6 +233,7 @@ def plot_rows(rows: Sequence[Mapping[str, Any]], convention: str, out: Path) -> 
     import matplotlib.pyplot as plt
 
     matplotlib.rcParams["svg.hashsalt"] = "rtsegc"
+    matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: searchable, and smaller
     labels = [r["model"] + (f" @{r['input'][2]}x{r['input'][3]}"
                             if len({tuple(x['input']) for x in rows}) > 1 else "") for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, max(4.5, 0.38 * len(rows) + 1.5)),
