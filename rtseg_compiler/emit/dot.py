@@ -265,7 +265,7 @@ def diagram_dot(analysis: Any, detail: str = "block", rankdir: str = "TB",
             label = f"indices {link.type.height}x{link.type.width}"
             style.update(style="dashed")
         if link.tap:
-            label = f"{link.tap}: {label}"
+            label = f"{link.tap}\n{label}"  # two short lines: a long one collided with others
             style.update(color=_TAP, fontcolor=_TAP, penwidth="1.5")
         reverse = False
         if src.part == dst.part and not link.extra:
@@ -274,22 +274,26 @@ def diagram_dot(analysis: Any, detail: str = "block", rankdir: str = "TB",
             if src.part == "meta" and dst.part == "meta":
                 reverse = True
             elif src.part != "meta" and dst.part == "meta" and src.id != main_src:
-                # A skip: drawn sideways to the decoder box at the same height, never pulling
-                # the decoder down; one such alignment per decoder box, or they would conflict.
-                style.update(constraint="false")
+                # A skip: drawn sideways to the decoder box at the same height (a flat edge,
+                # which also puts the encoder left of the decoder), never pulling the decoder
+                # down; one alignment per decoder box, or they could conflict.
                 if src.id != INPUT and first and dst.id not in aligned:
                     aligned.add(dst.id)
                     same_rank.append((src.id, dst.id))
+                else:
+                    style.update(constraint="false")
         if src.id == INPUT and dst.part == "meta":
             # The image read again by the decoder (a crop to its size): a reference, not data flow.
             style.update(style="dotted", color="#aaaaaa", fontcolor="#999999")
         if not first and src.part != dst.part:
             label = ""
+        label_key = "label"
         if reverse:
             lines.append(f"  {_quote(dst.id)} -> {_quote(src.id)} "
-                         + _attrs(label=label or None, dir="back", **style))
+                         + _attrs(**{label_key: label or None}, dir="back", **style))
         else:
-            lines.append(f"  {_quote(src.id)} -> {_quote(dst.id)} " + _attrs(label=label or None, **style))
+            lines.append(f"  {_quote(src.id)} -> {_quote(dst.id)} "
+                         + _attrs(**{label_key: label or None}, **style))
     for a, b in same_rank:
         lines.append(f"  {{rank=same; {_quote(a)}; {_quote(b)}}}")
     lines.append("}")
