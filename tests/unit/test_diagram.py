@@ -187,7 +187,7 @@ def test_header_names_model_architecture_input_and_convention():
 
 def test_taps_are_marked_where_the_decoder_reads_them():
     text = diagram_dot(_analysis(SKIPNET), "block")
-    assert re.search(r'"encoder.ds5" -> "head.score8" \[label="stride8: 256x64x128" color="#1f5fa8"', text)
+    assert re.search(r'"encoder.ds5" -> "head.score8" \[label="stride8\\n256x64x128" color="#1f5fa8"', text)
     assert "tap stride16" in text
 
 
