@@ -236,9 +236,15 @@ def head_word(resolved: Any) -> str:
     return "decoder" if out.height * out.width > 1 else "head"
 
 
-def output_stride(types: Mapping[str, TensorType]) -> Fraction:
-    """The coarsest stride of any feature map (32 for SkipNet-MobileNet, 8 once dilated)."""
-    return max((t.stride for t in types.values()), default=Fraction(1))
+def output_stride(resolved: Any) -> Fraction:
+    """The encoder's coarsest stride (32 for SkipNet-MobileNet, 8 once dilated).
+
+    Only encoder layers count: a classifier head's global pooling makes a 1x1 map whose
+    "stride" is the input size (224), which is not what output stride means.
+    """
+    graph, types = resolved.graph, resolved.types
+    strides = [types[n.name].stride for n in graph.nodes if n.part == "encoder"]
+    return max(strides or [t.stride for t in types.values()] or [Fraction(1)])
 
 
 def build_diagram(analysis: Any, detail: str = "block") -> Diagram:

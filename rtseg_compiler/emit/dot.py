@@ -157,7 +157,7 @@ def _header(analysis: Any, diagram: Diagram, convention: str) -> str:
     meta = Path(files["meta"]).stem if "meta" in files else ""
     arch = f"{enc} x {meta}" if enc and meta else (enc or meta or "")
     _, c, h, w = audit.input
-    out_stride = stride_text(output_stride(analysis.resolved.types))
+    out_stride = stride_text(output_stride(analysis.resolved))
     value = audit.total(convention)
     unit = _CONVENTION_UNIT[convention]
     facts = [f"<B>{_html(graph.name)}</B>" + (f" · {_html(arch)}" if arch else "")]
@@ -233,7 +233,7 @@ def diagram_dot(analysis: Any, detail: str = "block", rankdir: str = "TB",
             members[key] = []
         members[key].append(box)
     lines.append("  " + node_line(boxes[INPUT], "").strip())
-    image = analysis.resolved.input
+    coarsest = output_stride(analysis.resolved)
     for n, key in enumerate(order):
         part, stride = key
         where = "encoder" if part == "encoder" else head_word(analysis.resolved)
@@ -245,7 +245,10 @@ def diagram_dot(analysis: Any, detail: str = "block", rankdir: str = "TB",
             continue
         cluster = f"cluster_{n}_{part}_" + stride_text(stride).replace("/", "_")
         lines.append(f"  subgraph {_quote(cluster)} {{")
-        lines.append(f"    graph {_attrs(label=f'{where} · stride {stride_text(stride)}{size}', style='rounded,filled', fillcolor=_CLUSTER_BG.get(part, '#f5f5f5'), color='#bbbbbb', fontsize='10', fontcolor='#555555', labeljust='l')}")
+        level = f"stride {stride_text(stride)}"
+        if t.height == t.width == 1 and stride > coarsest:
+            level = "global"  # pooled to 1x1: its 'stride' is the input size, which misleads
+        lines.append(f"    graph {_attrs(label=f'{where} · {level}{size}', style='rounded,filled', fillcolor=_CLUSTER_BG.get(part, '#f5f5f5'), color='#bbbbbb', fontsize='10', fontcolor='#555555', labeljust='l')}")
         lines.extend(node_line(b, "    ") for b in members[key])
         lines.append("  }")
 
