@@ -110,7 +110,7 @@ def _wrap(items: Iterable[str], per_line: int = 3) -> list[str]:
     return [" · ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
 
 
-def _box_label(box: Box, total_macs: int, unit: str, value: int) -> str:
+def _box_label(box: Box, total_macs: int) -> str:
     fill, font = heat_color(box.macs / total_macs if total_macs else 0.0)
     rows = []
     head = f"<B>{_html(box.title)}</B>"
@@ -203,7 +203,10 @@ def diagram_dot(analysis: Any, detail: str = "block", rankdir: str = "TB",
     unit = _CONVENTION_UNIT[convention]
     boxes = {b.id: b for b in diagram.boxes}
     deepest = max((b.stride for b in diagram.boxes), default=Fraction(1))
-    final = boxes[diagram.box_of[analysis.graph.output]]
+    # A model may name several outputs (``outputs:``); the finest decides the layout.
+    outputs = getattr(analysis.graph, "outputs", None) or (analysis.graph.output,)
+    final = min((boxes[diagram.box_of[o]] for o in outputs if o in diagram.box_of),
+                key=lambda b: b.stride, default=boxes[INPUT])
     # The "U": the decoder climbs back up when it ends finer than the coarsest map.
     u_layout = any(b.part == "meta" for b in diagram.boxes) and final.stride < deepest
 
@@ -216,7 +219,7 @@ def diagram_dot(analysis: Any, detail: str = "block", rankdir: str = "TB",
         fill, font = heat_color(box.macs / total if total else 0.0)
         border = _DILATED if box.dilations else _PART_BORDER.get(box.part, "#333333")
         return (f"{indent}{_quote(box.id)} "
-                + _attrs(label=_box_label(box, total, unit, 0), fillcolor=fill, fontcolor=font,
+                + _attrs(label=_box_label(box, total), fillcolor=fill, fontcolor=font,
                          color=border, penwidth="2.5" if box.dilations else "1",
                          shape="oval" if box.kind == "input" else None,
                          tooltip=_tooltip(box)))
