@@ -4,6 +4,10 @@ Exit status: 0 success, 2 invalid spec or usage (diagnostics on stderr as
 ``FILE:LINE:COL: error: MESSAGE``), 3 an internal compiler error (a bug: the
 message says how to report it; ``RTSEGC_DEBUG=1`` shows the traceback).
 ``validate``, ``shapes``, ``flops``, ``schema`` and ``ops`` never import torch.
+
+``rtsegc --ops MODULE COMMAND ...`` imports a module that registers user ops
+(repeatable, before the command); installed ``rtseg_compiler.ops`` entry points
+load by themselves. See ``ops/plugins.py`` and docs/extending.md.
 """
 
 from __future__ import annotations
@@ -64,6 +68,49 @@ def _print_diagnostics(diags: Sequence[Diagnostic]) -> None:
         print(d.render(), file=sys.stderr)
 
 
+def _print_unlocated(d: Diagnostic) -> None:
+    """A diagnostic about the command line or the environment: 'rtsegc: ' stands for a missing file."""
+    print(d.render() if d.loc is not None else f"rtsegc: {d.render()}", file=sys.stderr)
+
+
+def _module_name(text: str) -> str:
+    from .ops.plugins import check_module_name
+
+    try:
+        return check_module_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _OpsAfterCommand(argparse.Action):
+    """``rtsegc flops --ops m`` would otherwise read 'unrecognized arguments'."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        command = parser.prog.split()[-1]
+        parser.error(f"--ops is a global option: give it before the command, "
+                     f"e.g. rtsegc --ops {values} {command} ...")
+
+
+def _load_user_ops(modules: Sequence[str]) -> int:
+    """Import the --ops modules (after the installed entry points, so a clash names both)."""
+    from .ops.plugins import OpsModuleError, load_entry_points, load_ops_module
+
+    if not modules:
+        return EXIT_OK
+    load_entry_points()
+    for module in modules:
+        already = module in sys.modules
+        try:
+            added = load_ops_module(module)
+        except OpsModuleError as exc:
+            _print_unlocated(exc.diagnostic)
+            return EXIT_SPEC
+        if not added and not already:
+            print(f"rtsegc: warning: --ops {module}: the module registered no ops", file=sys.stderr)
+    return EXIT_OK
+
+
 def _model_args(p: argparse.ArgumentParser, *, sizes: bool = True) -> None:
     p.add_argument("model", nargs="?", help="model spec (or an encoder spec); "
                    "or give --encoder and --meta instead")
@@ -122,6 +169,12 @@ def parse_amount(text: str) -> int:
     return int(value)
 
 
+def _outputs_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--outputs", choices=("all", "main"), default="all",
+                   help="for a model with several outputs: keep all (default), or only the main "
+                        "one, dropping auxiliary heads as for inference")
+
+
 def _budget_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-params", type=parse_amount, metavar="N",
                    help="refuse models with more parameters (default 2e9)")
@@ -153,7 +206,8 @@ def _analysis(args: argparse.Namespace, keep_unused: bool = False) -> Any:
     result = analyze(args.model, getattr(args, "input", None), args.num_classes,
                      encoder=args.encoder, meta=args.meta, keep_unused=keep_unused,
                      output_stride=args.output_stride, budget=_budget(args),
-                     encoder_params=_params(args, "encoder_params"), meta_params=_params(args, "meta_params"))
+                     encoder_params=_params(args, "encoder_params"), meta_params=_params(args, "meta_params"),
+                     outputs=getattr(args, "outputs", "all"))
     _print_diagnostics(result.warnings)
     return result
 
@@ -202,6 +256,9 @@ def cmd_shapes(args: argparse.Namespace) -> int:
     taps = ", ".join(f"{t.name}={t.node.partition('.')[2] or t.node}" for t in result.graph.taps)
     if taps:
         print(f"taps: {taps}")
+    if result.graph.outputs:
+        print("outputs: " + ", ".join(f"{name}={node} ({result.resolved.types[node]})"
+                                      for name, node in result.graph.outputs))
     return EXIT_OK
 
 
@@ -229,6 +286,14 @@ def cmd_flops(args: argparse.Namespace) -> int:
     print(f"FLOPs        {audit.flops:,} ({human(audit.flops)})")
     if conv == "tf":
         print(f"FLOPs (tf)   {audit.tf_flops:,} ({human(audit.tf_flops)})")
+    if audit.heads:
+        print()
+        rows = [(h.name, h.role, "x".join(map(str, h.output_shape)) if h.output_shape else "-",
+                 len(h.layers), f"{h.params:,}", f"{h.value(conv):,}", human(h.value(conv)))
+                for h in audit.heads]
+        print(_table(("output", "role", "shape", "layers", "params", unit, ""), rows, right={3, 4, 5, 6}))
+        print("main: every layer the main output needs; auxiliary: the layers only that output needs")
+        print()
     print(f"convention   {conv}: {CONVENTIONS[conv]}")
     if args.count_unused:
         print("             layers whose output is unused are counted (--count-unused)")
@@ -245,7 +310,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     compiled = compile_model(args.model, args.input, args.num_classes, encoder=args.encoder, meta=args.meta,
                              output_stride=args.output_stride, budget=_budget(args),
                              encoder_params=_params(args, "encoder_params"),
-                             meta_params=_params(args, "meta_params"))
+                             meta_params=_params(args, "meta_params"), outputs=args.outputs)
     _print_diagnostics(compiled.analysis.warnings)
     audit = compiled.audit
     params = count_parameters(compiled.module)
@@ -253,13 +318,25 @@ def cmd_compile(args: argparse.Namespace) -> int:
     with torch.device("meta"):
         probe = torch.empty(1, c, h, w)
     module = compiled.module
-    out_shape = tuple(module.to("meta")(probe).shape) if args.check_forward else audit.output_shape
+    result = module.to("meta")(probe) if args.check_forward else None
+    out_shape = audit.output_shape
+    ok_shape = True
+    if result is not None:
+        outs = result if isinstance(result, dict) else {None: result}
+        types = compiled.analysis.resolved.types
+        inferred = {name: (1, types[node].channels, types[node].height, types[node].width)
+                    for name, node in compiled.graph.outputs} or {None: audit.output_shape}
+        ok_shape = list(outs) == list(inferred) and all(
+            tuple(outs[k].shape) == tuple(v) for k, v in inferred.items())
+        out_shape = tuple(next(iter(outs.values())).shape)
     ok_params = params == audit.params
-    ok_shape = tuple(out_shape) == tuple(audit.output_shape)
     print(f"compiled     {audit.model} ({len(audit.layers)} layers)")
     print(f"input        {n}x{c}x{h}x{w}")
     print(f"output       {'x'.join(map(str, out_shape))} "
           f"({'matches' if ok_shape else 'DIFFERS FROM'} inferred {'x'.join(map(str, audit.output_shape))})")
+    for head in audit.heads[1:]:
+        if head.output_shape:
+            print(f"  {head.name:<10} {'x'.join(map(str, head.output_shape))} (auxiliary output)")
     print(f"params       {params:,} ({'matches' if ok_params else 'DIFFERS FROM'} audit {audit.params:,})")
     print(f"MACs         {audit.macs:,} ({human(audit.macs)});  FLOPs {audit.flops:,} ({human(audit.flops)})")
     if args.save_code:
@@ -459,8 +536,10 @@ def _bench_row(bench_spec: Any, path: str, size: tuple[int, int], args: argparse
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from .ops.plugins import load_entry_points
     from .spec.schema import KINDS, schema_for
 
+    load_entry_points()
     kinds = [args.kind] if args.kind else list(KINDS)
     data = schema_for(kinds[0]) if len(kinds) == 1 else {k: schema_for(k) for k in kinds}
     print(json.dumps(data, indent=2))
@@ -468,24 +547,76 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_ops(args: argparse.Namespace) -> int:
-    from .ops import REGISTRY
+    from .ops import REGISTRY, op_origin
+    from .ops.base import BUILTIN
+    from .ops.plugins import load_entry_points
+
+    load_entry_points()
+    width = max(10, *(len(name) + 1 for name in REGISTRY))  # built-in names fit in 10 columns
+    by_origin: dict[str, list[str]] = {}
+    for name in sorted(REGISTRY):
+        by_origin.setdefault(op_origin(name), []).append(name)
+    # Built-in ops first, unheaded as they always were; each user source under its own heading.
+    for k, origin in enumerate(sorted(by_origin, key=lambda o: (o != BUILTIN, o))):
+        if origin != BUILTIN:
+            if k:
+                print()
+            print(f"from {origin}:")
+        for name in by_origin[origin]:
+            _print_op(name, REGISTRY[name], width)
+    return EXIT_OK
+
+
+def _print_op(name: str, op: Any, width: int) -> None:
     from .ops.base import REQUIRED
 
-    for name in sorted(REGISTRY):
-        op = REGISTRY[name]
-        fields = []
-        for key, f in op.fields.items():
-            if f.default is REQUIRED:
-                fields.append(f"{key}")
-            elif f.default is None:
-                fields.append(f"{key}=auto")
-            else:
-                fields.append(f"{key}={f.default}")
-        lo, hi = op.arity
-        arity = f"{lo}" if lo == hi else (f"{lo}+" if hi is None else f"{lo}-{hi}")
-        print(f"{name:<10} {op.summary}")
-        print(f"{'':<10} inputs: {arity}; fields: {', '.join(fields) or 'none'}")
-    return EXIT_OK
+    fields = []
+    for key, f in op.fields.items():
+        if f.default is REQUIRED:
+            fields.append(f"{key}")
+        elif f.default is None:
+            fields.append(f"{key}=auto")
+        else:
+            fields.append(f"{key}={f.default}")
+    lo, hi = op.arity
+    arity = f"{lo}" if lo == hi else (f"{lo}+" if hi is None else f"{lo}-{hi}")
+    print(f"{name:<{width}} {op.summary}")
+    print(f"{'':<{width}} inputs: {arity}; fields: {', '.join(fields) or 'none'}")
+
+
+def _user_op_fault(exc: BaseException) -> Diagnostic | None:
+    """A user op's hook raised something other than OpError: blame that op, at its line, not rtsegc.
+
+    The op is found by the innermost traceback frame in the package of one of its hooks
+    (``rtsegc_example_ops.modules`` counts for an op whose hooks live in ``rtsegc_example_ops``).
+    """
+    from .diagnostics import Location
+    from .ops import REGISTRY, op_origin
+    from .ops.base import BUILTIN
+
+    owners: dict[str, tuple[str, str]] = {}
+    for name, op in REGISTRY.items():
+        origin = op_origin(name)
+        if origin == BUILTIN:
+            continue
+        for hook in (op.infer, op.build, op.count, op.complete, op.dilate, op.returns_extra):
+            module = getattr(hook, "__module__", None) or ""
+            if module and not module.startswith(__package__ + "."):
+                owners.setdefault(module.partition(".")[0], (name, origin))
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if module.partition(".")[0] in owners:
+            found = (tb, owners[module.partition(".")[0]])
+        tb = tb.tb_next
+    if found is None:
+        return None
+    tb, (name, origin) = found
+    return Diagnostic(f"op '{name}' ({origin}) failed: {type(exc).__name__}: {exc}",
+                      Location(tb.tb_frame.f_code.co_filename, tb.tb_lineno, 1),
+                      hint="a bug in the op's own code, not in rtsegc or the spec; "
+                           "RTSEGC_DEBUG=1 shows the traceback")
 
 
 # --------------------------------------------------------------------------- entry
@@ -493,6 +624,9 @@ def cmd_ops(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtsegc", description="Compile and audit YAML specs of real-time segmentation networks.")
+    parser.add_argument("--ops", action="append", type=_module_name, default=[], metavar="MODULE",
+                        help="import MODULE, which registers user ops, before the command (repeatable; "
+                             "installed rtseg_compiler.ops entry points load without it)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check spec files (exit 0 if all are valid, 2 otherwise)")
@@ -504,11 +638,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("shapes", help="per-layer output shapes, strides and dilations")
     _model_args(p)
+    _outputs_arg(p)
     _budget_args(p)
     p.set_defaults(func=cmd_shapes)
 
     p = sub.add_parser("flops", help="parameters, MACs and FLOPs, computed from the spec alone")
     _model_args(p)
+    _outputs_arg(p)
     _budget_args(p)
     p.add_argument("--per-layer", action="store_true", help="a row per layer")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -521,6 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="build the PyTorch module and check it against the audit")
     _model_args(p)
+    _outputs_arg(p)
     _budget_args(p)
     p.add_argument("--save-code", metavar="FILE.py", help="write the generated forward() source")
     p.add_argument("--no-forward", dest="check_forward", action="store_false",
@@ -544,6 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("visualize", help="draw the network with Graphviz, with its cost")
     _model_args(p)
+    _outputs_arg(p)
     _budget_args(p)
     p.add_argument("-o", "--output", metavar="FILE", help="output file (.svg, .png, .pdf or .dot)")
     p.add_argument("--format", choices=RENDER_FORMATS, help="output format, when the file name does not say")
@@ -588,16 +726,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", nargs="?", choices=("encoder", "meta", "model"))
     p.set_defaults(func=cmd_schema)
 
-    p = sub.add_parser("ops", help="list the ops and their fields")
+    p = sub.add_parser("ops", help="list the ops and their fields, and where user ops come from")
     p.set_defaults(func=cmd_ops)
+    for p in sub.choices.values():
+        p.add_argument("--ops", action=_OpsAfterCommand, dest="misplaced_ops", default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .ops.plugins import set_problem_reporter
+
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    # A broken installed entry point is one warning line, printed when entry points load.
+    set_problem_reporter(_print_unlocated)
     try:
+        status = _load_user_ops(args.ops)
+        if status != EXIT_OK:
+            return status
         return func(args)
     except SpecError as exc:
         _print_diagnostics(exc.diagnostics)
@@ -614,6 +762,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("RTSEGC_DEBUG"):
             raise
+        fault = _user_op_fault(exc)
+        if fault is not None:
+            _print_unlocated(fault)
+            return EXIT_SPEC
         print(f"rtsegc: internal compiler error: {type(exc).__name__}: {exc}\n"
               "This is a bug in rtsegc, not in your spec. Re-run with RTSEGC_DEBUG=1 for the "
               "traceback and report it.", file=sys.stderr)

@@ -61,7 +61,7 @@ def peak_activation_bytes(analysis: Any) -> int:
         for pos, src in enumerate(node.inputs):
             target = last_extra if pos in extra_positions else last_read
             target[src] = max(target.get(src, -1), k)
-    outputs = set(getattr(graph, "outputs", None) or (graph.output,))
+    outputs = set(graph.output_names)
     for name in outputs:
         last_read[name] = end
     # Each tensor is live on [produced, last read]; the image is produced before step 0.

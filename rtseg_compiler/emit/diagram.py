@@ -67,6 +67,8 @@ class Box:
     dilations: tuple[int, ...] = ()
     #: One line per layer with its full attributes, for tooltips.
     details: tuple[str, ...] = ()
+    #: Names of the model outputs (``outputs:``) produced in the box.
+    outputs: tuple[str, ...] = ()
 
     @property
     def stride(self) -> Fraction:
@@ -258,7 +260,7 @@ def build_diagram(analysis: Any, detail: str = "block") -> Diagram:
     cost = {row.name: row for row in audit.layers}
     consumers = _consumers(nodes)
     tapped = {t.node: t.name for t in graph.taps}
-    outputs = set(getattr(graph, "outputs", None) or (graph.output,))
+    outputs = set(graph.output_names)
 
     def follower(node: Node, prev: str) -> bool:
         """A MAC-free single-input layer keeping its input's type, after a layer only it reads."""
@@ -315,7 +317,8 @@ def build_diagram(analysis: Any, detail: str = "block") -> Diagram:
             member_nodes[0].part, types[out_name],
             sum(cost[m].params for m in grp.members), sum(cost[m].macs for m in grp.members),
             sum(cost[m].tf_flops for m in grp.members), summary,
-            tuple(tapped[m] for m in grp.members if m in tapped), tuple(dil), details))
+            tuple(tapped[m] for m in grp.members if m in tapped), tuple(dil), details,
+            tuple(name for name, node in graph.outputs if node in member_set)))
         for m in grp.members:
             box_of[m] = box_id
 

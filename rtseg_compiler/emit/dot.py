@@ -131,6 +131,8 @@ def _box_label(box: Box, total_macs: int) -> str:
         rates = ", ".join(f"d{d}" for d in box.dilations)
         rows.append(f'<FONT POINT-SIZE="9" COLOR="{_DILATED if font == "#000000" else font}">'
                     f'dilated {rates}</FONT>')
+    if box.outputs:
+        rows.append(f'<FONT POINT-SIZE="9"><B>output {_html(", ".join(box.outputs))}</B></FONT>')
     if box.taps:
         color = _TAP if font == "#000000" else font
         rows.append(f'<FONT POINT-SIZE="9" COLOR="{color}"><B>tap {", ".join(box.taps)}</B></FONT>')
@@ -204,7 +206,7 @@ def diagram_dot(analysis: Any, detail: str = "block", rankdir: str = "TB",
     boxes = {b.id: b for b in diagram.boxes}
     deepest = max((b.stride for b in diagram.boxes), default=Fraction(1))
     # A model may name several outputs (``outputs:``); the finest decides the layout.
-    outputs = getattr(analysis.graph, "outputs", None) or (analysis.graph.output,)
+    outputs = analysis.graph.output_names
     final = min((boxes[diagram.box_of[o]] for o in outputs if o in diagram.box_of),
                 key=lambda b: b.stride, default=boxes[INPUT])
     # The "U": the decoder climbs back up when it ends finer than the coarsest map.

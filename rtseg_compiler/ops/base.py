@@ -11,16 +11,28 @@ holds everything the compiler needs to know about it:
   PyTorch's arithmetic exactly;
 * ``count``: parameters, MACs and TF-profiler FLOPs, analytically;
 * ``build``: the torch module (or function) that computes it. Only this hook
-  imports torch, and only when called.
+  imports torch, and only when called;
+* ``dilate``: what the op becomes when the encoder is run at a smaller output
+  stride (``passes/dilate.py``): given its resolved attrs and an
+  :class:`AtRate`, it returns new attrs, a :class:`Replace`, or raises
+  :class:`OpError`. Ready-made declarations: :func:`unaffected` (pointwise
+  ops), :func:`size_independent` (global and adaptive pooling, linear),
+  :func:`not_dilatable` (ops that cannot run on a dilated map, such as
+  upsampling by a scale); conv and pool declare their own rules.
+  An op without one (``dilate=None``, the default) is fine wherever its output
+  stride equals its input stride; a *strided* op without one is an error at
+  its line, once the rewrite reaches it.
 
 Adding an op is one ``register(OpDef(...))`` call in one file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..ir import TensorType
 
@@ -31,9 +43,18 @@ __all__ = [
     "Cost",
     "FunctionCall",
     "register",
+    "unregister",
     "get_op",
     "list_ops",
+    "op_origin",
+    "registry_generation",
     "REGISTRY",
+    "AtRate",
+    "Replace",
+    "DilateHook",
+    "unaffected",
+    "size_independent",
+    "not_dilatable",
     "conv_out",
     "same_spatial",
 ]
@@ -76,6 +97,39 @@ class Field:
 
 REQUIRED = object()
 
+#: The field kinds the schema generator and shape pass understand.
+FIELD_KINDS = ("int", "pair", "number", "bool", "choice")
+
+#: Names a layer uses for itself (``spec.schema.LAYER_KEYS``); a field of that name could never be set.
+_RESERVED_FIELDS = ("name", "op", "input", "inputs", "repeat", "doc", "block")
+
+
+def _check_op(op: "OpDef") -> None:
+    """Refuse a malformed OpDef at register() time, where the traceback points at its author.
+
+    Without this a user op with ``Field("integer")`` or ``minimum="1"`` would register fine
+    and break schema generation at the first spec, far from the mistake.
+    """
+    where = f"op '{op.name}'"
+    if not isinstance(op.name, str) or not op.name.isidentifier():
+        raise ValueError(f"op name {op.name!r} must be an identifier (letters, digits, '_')")
+    if not callable(op.infer) or not callable(op.build) or not (op.dilate is None or callable(op.dilate)):
+        raise ValueError(f"{where}: 'infer', 'build' (and 'dilate', when given) must be callables")
+    for key, f in op.fields.items():
+        if not isinstance(f, Field):
+            raise ValueError(f"{where}: field '{key}' must be a Field, not {type(f).__name__}")
+        if key in _RESERVED_FIELDS or not key.isidentifier():
+            raise ValueError(f"{where}: '{key}' cannot be a field name (reserved or not an identifier)")
+        if f.kind not in FIELD_KINDS:
+            raise ValueError(f"{where}: field '{key}' has kind {f.kind!r}; kinds are {', '.join(FIELD_KINDS)}")
+        if f.minimum is not None and (isinstance(f.minimum, bool) or not isinstance(f.minimum, (int, float))):
+            raise ValueError(f"{where}: field '{key}' has a non-numeric minimum {f.minimum!r}")
+        if f.kind == "choice" and (not f.choices or not all(isinstance(c, str) for c in f.choices)):
+            raise ValueError(f"{where}: choice field '{key}' needs 'choices', a tuple of strings")
+    lo, hi = op.arity
+    if lo < 0 or (hi is not None and hi < lo):
+        raise ValueError(f"{where}: arity {op.arity} is not (fewest, most or None)")
+
 
 @dataclass(frozen=True, slots=True)
 class Cost:
@@ -102,6 +156,75 @@ class FunctionCall:
 
     fn: Callable[..., Any]
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AtRate:
+    """Where one encoder layer sits when the encoder is rewritten to ``output_stride``.
+
+    The rewrite (``passes/dilate.py``; Yu & Koltun 2016, arXiv:1511.07122, and
+    DeepLab) stops downsampling at ``output_stride``: a map that had stride
+    ``s > output_stride`` in the original network now has stride
+    ``output_stride`` and is sampled ``rate = s / output_stride`` times more
+    densely, so an op with spatial extent must look ``rate`` times further
+    (dilation) to read the same pixels. Strides here are the *original*
+    network's, from its resolved types.
+    """
+
+    #: The dilation rate of the op's input map: ``max(1, in_stride / output_stride)``.
+    rate: int
+    #: The op's output would pass the output stride (``out_stride > max(in_stride,
+    #: output_stride)``): it must stop downsampling, e.g. stride s -> 1.
+    passes_output_stride: bool
+    output_stride: int
+    #: Stride of the op's finest input (the one a broadcast op's output follows).
+    in_stride: Fraction
+    out_stride: Fraction
+    #: The rate of each input, in input order (1 for a 1x1 map, which has no grid).
+    in_rates: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Replace:
+    """A ``dilate`` hook's answer that swaps the op, e.g. a 2x2/2 max pool for ``identity``."""
+
+    op: str
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: ``dilate(attrs, at) -> attrs | Replace``; raise :class:`OpError` (with ``field``) to refuse.
+DilateHook = Callable[[dict[str, Any], AtRate], "dict[str, Any] | Replace"]
+
+
+def unaffected(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
+    """Declaration for ops whose result does not depend on the input's sampling grid.
+
+    Pointwise ops (activations, batch norm, add, concat) compute each output
+    pixel from the same pixel of their inputs, so they are exact at any rate and
+    need no change. (Ops that pool to a fixed size declare :func:`size_independent`.)
+    """
+    return attrs
+
+
+def size_independent(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
+    """Declaration for ops whose output is a fixed grid of bins (``gap``, ``adaptive_avgpool``,
+    ``linear``): unchanged at any rate, and their output, with everything computed
+    only from it, is off the image grid: a conv on a 6x6 pyramid-pooling map is not dilated."""
+    return attrs
+
+
+def not_dilatable(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
+    """Declaration for ops that cannot run on a dilated map (transposed conv, upsampling).
+
+    Fine before the output stride; an error once any input is at rate > 1 or
+    the op would pass the output stride: an encoder that upsamples a map the
+    rewrite has already kept dense would no longer have the sizes it was written for.
+    """
+    if at.passes_output_stride or max(at.in_rates or (at.rate,)) > 1:
+        raise OpError(f"it reads a map past output stride {at.output_stride}, and this op "
+                      f"has no dilated form", hint="move it to the meta-architecture, or use a "
+                      "larger output stride")
+    return attrs
 
 
 def _no_complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any]:
@@ -138,20 +261,80 @@ class OpDef:
     #: Input positions that receive their producer's extra output instead of its
     #: value (unpool's indices); the producer must return one.
     extra_inputs: tuple[int, ...] = ()
+    #: What the op becomes in an encoder rewritten to a smaller output stride (see
+    #: :class:`AtRate`); None: not declared, an error only if the op turns out strided there.
+    dilate: DilateHook | None = None
 
 
 REGISTRY: dict[str, OpDef] = {}
 
+#: Where each registered op came from, as ``rtsegc ops`` shows it: "built-in",
+#: "entry point 'NAME' (DIST VERSION)", "--ops MODULE" or "register() in MODULE".
+_ORIGINS: dict[str, str] = {}
+#: Set while ``ops.plugins`` imports a user module, so its registrations are attributed to it.
+_LOADING_FROM: list[str] = []
+#: Bumped by every register/unregister: caches derived from the registry (the schema
+#: validators) key on it, so an op registered after the first validation is never missed.
+_GENERATION = [0]
+
+BUILTIN = "built-in"
+
+
+def _caller_origin() -> str:
+    if _LOADING_FROM:
+        return _LOADING_FROM[-1]
+    # Two frames up is whoever called register(); anything inside rtseg_compiler is built in.
+    module = sys._getframe(2).f_globals.get("__name__", "?")
+    return BUILTIN if module.startswith(__name__.partition(".")[0] + ".") else f"register() in {module}"
+
 
 def register(op: OpDef) -> OpDef:
-    """Add an op; a second op of the same name is an error, not a silent overwrite."""
+    """Add an op; a second op of the same name is an error, not a silent overwrite.
+
+    Registration may happen at any time before a spec using the op is validated:
+    the schema is rebuilt for the new registry state (see :func:`registry_generation`).
+    """
     if op.name in REGISTRY:
-        raise ValueError(f"op '{op.name}' is already registered")
+        raise ValueError(f"op '{op.name}' is already registered ({_ORIGINS.get(op.name, BUILTIN)})")
     for name in op.required:
         if name not in op.fields:
             raise ValueError(f"op '{op.name}': required field '{name}' is not declared")
+    _check_op(op)
     REGISTRY[op.name] = op
+    _ORIGINS[op.name] = _caller_origin()
+    _GENERATION[0] += 1
     return op
+
+
+def unregister(name: str) -> OpDef:
+    """Remove a user op (to re-register it in a notebook, or in tests); built-in ops stay."""
+    if name not in REGISTRY:
+        raise KeyError(f"op '{name}' is not registered")
+    if _ORIGINS.get(name) == BUILTIN:
+        raise ValueError(f"op '{name}' is built in and cannot be unregistered")
+    _ORIGINS.pop(name, None)
+    _GENERATION[0] += 1
+    return REGISTRY.pop(name)
+
+
+def op_origin(name: str) -> str:
+    """Where a registered op came from ("built-in", "entry point 'x' (dist 1.0)", "--ops mod" ...)."""
+    return _ORIGINS.get(name, BUILTIN)
+
+
+def registry_generation() -> int:
+    """A number that changes whenever an op is registered or unregistered."""
+    return _GENERATION[0]
+
+
+@contextlib.contextmanager
+def registering_from(origin: str) -> Iterator[None]:
+    """Attribute every op registered inside the block to ``origin`` (used by ``ops.plugins``)."""
+    _LOADING_FROM.append(origin)
+    try:
+        yield
+    finally:
+        _LOADING_FROM.pop()
 
 
 def get_op(name: str) -> OpDef | None:

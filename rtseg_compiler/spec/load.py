@@ -212,15 +212,46 @@ def _loaders(text: str) -> tuple[type, ...]:
 
 
 def _check_event_stream(text: str, name: str, diags: Diagnostics) -> None:
-    """Depth, size and document-count checks on the event stream, before composing."""
+    """Depth, size and document-count checks on the event stream, before composing.
+
+    The limits must fire at the same place with the same message whichever parser runs.
+    libyaml's scanner reads ahead of its parser (in flow context a ``[`` may still turn out
+    to open a simple key), and since libyaml 0.2.5 it has a nesting limit of its own (1,000
+    levels, "exceeded maximum nesting depth"): in ``a: [[[...`` it raises that before
+    yielding a single event, so our 64-level check never sees depth 65. PyYAML 6.0.4's
+    wheels bundle such a libyaml; 6.0.3's do not. So when libyaml fails, the pure-Python
+    parser walks the text it had read (up to the end of the failing line) with our limits
+    first; only if none of them is crossed there does the syntax error itself get reported.
+    """
     for loader in _loaders(text):
         try:
             _walk_events(text, name, diags, loader)
             return
         except yaml.YAMLError as exc:
-            if loader is yaml.SafeLoader or len(text) > _REPARSE_LIMIT:
+            if loader is yaml.SafeLoader:
                 _report_yaml_error(exc, text, name, diags)
                 return
+            if _limit_crossed_before(exc, text, name, diags):
+                return
+            if len(text) > _REPARSE_LIMIT:
+                _report_yaml_error(exc, text, name, diags)
+                return
+
+
+def _limit_crossed_before(exc: yaml.YAMLError, text: str, name: str, diags: Diagnostics) -> bool:
+    """Whether the pure-Python walk of the text up to libyaml's error reports one of our limits."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    end = len(text) if mark is None else text.find("\n", mark.index)
+    prefix = text if end < 0 else text[:end]
+    found = Diagnostics()
+    try:
+        _walk_events(prefix, name, found, yaml.SafeLoader)
+    except yaml.YAMLError:
+        pass  # the prefix ends mid-document, or holds the same syntax error
+    if not found.has_errors:
+        return False
+    diags.extend(found.items)
+    return True
 
 
 def _report_yaml_error(exc: yaml.YAMLError, text: str, name: str, diags: Diagnostics) -> None:

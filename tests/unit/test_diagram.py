@@ -9,6 +9,7 @@ byte to golden files (tests/golden/); after an intended change, regenerate them 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -247,3 +248,36 @@ def test_rendered_format_without_dot_writes_the_dot_and_exits_2(tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert not out.exists() and (tmp_path / "net.dot").read_text().startswith("digraph")
     assert len(err.splitlines()) == 1 and "apt-get install graphviz" in err and "net.dot" in err
+
+
+META_TWO_HEADS = """
+kind: meta
+name: two_heads
+requires: [stride8, stride16]
+layers:
+  - {name: score, op: conv, input: encoder.stride16, out: num_classes, kernel: 1}
+  - {name: logits, op: upsample, scale: 16}
+  - {name: aux_conv, op: conv, input: encoder.stride8, out: 8, kernel: 3, bias: false}
+  - {name: aux_logits, op: conv, out: num_classes, kernel: 1}
+outputs: {out: logits, aux: aux_logits}
+"""
+
+
+def test_several_outputs_are_drawn_and_compared(write_spec, specs_dir, tmp_path, capsys):
+    write_spec("meta.yaml", META_TWO_HEADS)
+    path = write_spec("model.yaml", f"""
+        kind: model
+        name: two_heads
+        encoder: {specs_dir / 'encoders' / 'mobilenet_v1.yaml'}
+        meta: meta.yaml
+        num_classes: 3
+        input: [64, 64]
+        """)
+    a = analyze(path)
+    d = build_diagram(a, "block")
+    assert {b.title: b.outputs for b in d.boxes if b.outputs} == {"logits": ("out",), "aux_logits": ("aux",)}
+    nodes = _dot_nodes(diagram_dot(a, "block"))
+    assert sum(m for _, _, m in nodes.values()) == a.audit.macs
+    assert main(["compare", str(path), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert [o["name"] for o in row["outputs"]] == ["out", "aux"] and row["macs"] == a.audit.macs

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from conftest import no_hang
 from rtseg_compiler.diagnostics import SpecError
@@ -25,6 +26,19 @@ from rtseg_compiler.passes import budget, expand
 from rtseg_compiler.pipeline import analyze, validate_file
 from rtseg_compiler.spec import load
 from rtseg_compiler.spec.load import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, load_spec_file, load_spec_text
+
+
+#: Every test here runs once per YAML backend this PyYAML offers: the limits are ours, so
+#: their messages and locations must not depend on whether libyaml is installed, nor on which
+#: libyaml a PyYAML wheel bundles (6.0.4's has a 1,000-level nesting limit of its own).
+BACKENDS = ["pure-python"] + (["libyaml"] if getattr(yaml, "__with_libyaml__", False) else [])
+
+
+@pytest.fixture(autouse=True, params=BACKENDS)
+def yaml_backend(request, monkeypatch) -> str:
+    if request.param == "pure-python":
+        monkeypatch.setattr(load, "_FAST_LOADER", yaml.SafeLoader)
+    return request.param
 
 
 def _error(text: str, name: str = "hostile.yaml") -> Any:
@@ -159,10 +173,39 @@ def test_merge_keys_duplicate_keys_and_documents():
 
 # ------------------------------------------------------------------- size and depth limits
 
-def test_deep_nesting_fails_without_recursion_error():
-    """100,000 open brackets: the event stream is checked before PyYAML's recursive composer runs."""
-    d = _error("a: " + "[" * 100_000 + "]" * 100_000)
-    assert d.message.startswith(f"nesting deeper than {MAX_DEPTH} levels") and d.loc.line == 1
+@pytest.mark.parametrize("opening", ["[", "{a: "])
+def test_deep_nesting_fails_without_recursion_error(opening):
+    """100,000 open brackets: the event stream is checked before PyYAML's recursive composer runs.
+
+    The message, limit and place are ours whichever parser reads the file: the document's
+    mapping is level 1, so the 64th bracket opens level 65.
+    """
+    closing = "]" if opening == "[" else "}"
+    d = _error("a: " + opening * 100_000 + closing * 100_000)
+    assert str(MAX_DEPTH) in d.message and "nesting" in d.message
+    assert (d.loc.line, d.loc.col) == (1, len("a: ") + 1 + (MAX_DEPTH - 1) * len(opening))
+
+
+def test_deep_nesting_contract_on_the_command_line(tmp_path, capsys):
+    """The user-facing contract: exit 2, the limit named, line 1, one located line, no traceback."""
+    from rtseg_compiler import cli
+
+    path = tmp_path / "deep.yaml"
+    path.write_text("kind: encoder\nname: deep\nlayers: " + "[" * 5_000 + "]" * 5_000 + "\n")
+    code = cli.main(["validate", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err
+    assert f"deep.yaml:3:{len('layers: ') + MAX_DEPTH}: error:" in err
+    assert str(MAX_DEPTH) in err and "nesting" in err
+
+
+def test_deep_block_nesting_is_refused_at_the_same_place():
+    """Indentation nesting (block style) reaches the same limit, at the mapping of level 65."""
+    lines = ["kind: encoder"] + [" " * level + f"k{level}:" for level in range(MAX_DEPTH + 5)]
+    d = _error("\n".join(lines) + " 1\n")
+    assert str(MAX_DEPTH) in d.message and "nesting" in d.message
+    assert (d.loc.line, d.loc.col) == (MAX_DEPTH + 2, MAX_DEPTH + 1)
 
 
 def test_file_size_limit(tmp_path):
