@@ -12,7 +12,7 @@ key map, and requires, for two input sizes of which one is not a multiple of 32:
 * outputs equal within 1e-5 (relative to the output's largest magnitude) in eval mode.
 
 The key maps are written here for now; each names how torchvision's module paths read in
-the spec (``backbone.layer3.0.downsample.1`` -> ``encoder.layer3_0.downsample_bn``).
+the spec (``backbone.layer3.0.downsample.1`` -> ``encoder.layer3.0.downsample_bn``).
 Sizes are small: a DeepLabV3 forward at output stride 8 costs 12 GMACs at 224x224, seconds
 on two CPU cores. ``check_conv_geometry`` compares every conv's stride, padding, dilation and
 groups with its torchvision twin, which pins ASPP's rates (12/24/36) even where a small map
@@ -82,7 +82,6 @@ TOLERANCE = 1e-5
 
 def _resnet_key(key: str) -> str:
     """A torchvision ResNet key (without 'backbone.') in specs/encoders/resnet50.yaml's names."""
-    key = re.sub(r"^(layer\d)\.0\.", r"\1_0.", key)  # first block: its own block use
     key = key.replace("downsample.0.", "downsample.").replace("downsample.1.", "downsample_bn.")
     return "encoder." + key
 
