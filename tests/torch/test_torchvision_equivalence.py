@@ -283,6 +283,16 @@ def check_equivalent(spec: Path, reference, key_map, size: tuple[int, int], *, s
 # ---------------------------------------------------------------------------
 # Tests
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The forwards here are small (under 3 GMACs); on a busy 2-core machine a second intra-op
+    thread mostly spins waiting for the first, so this file runs single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 # Small, and one of each pair is not a multiple of 32 (80 = 2.5 x 32, 40 = 1.25 x 32), so
 # every stride-2 layer rounds up somewhere: ResNet-50 at 96x96 costs 0.74 GMACs, DeepLabV3
 # at 64x64 2.6 GMACs (output stride 8 keeps its last two stages at 8x8).
