@@ -31,44 +31,11 @@ torch = pytest.importorskip("torch")
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from conftest import SPECS  # noqa: E402
+from torchvision_compat import import_torchvision  # noqa: E402
 from rtseg_compiler import compile_model  # noqa: E402
 
 
-def _import_torchvision():
-    """torchvision's model zoo, or a skip.
-
-    A torchvision wheel built for CUDA imports on a CPU-only torch only as far as its
-    ``_meta_registrations``, which registers fake kernels for the C++ ops ``torchvision::nms``
-    and ``qnms`` that its unloadable extension would have defined ("operator torchvision::nms
-    does not exist"). The models used here are pure Python, so in that case the two op
-    schemas are declared (no kernels; detection ops stay unusable) and the import retried.
-    """
-    try:
-        import torchvision
-        return torchvision
-    except ImportError:
-        pytest.skip("torchvision is not installed")
-    except RuntimeError as exc:
-        if "torchvision::nms" not in str(exc):
-            raise
-    import sys
-    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-        del sys.modules[name]
-    library = torch.library.Library("torchvision", "FRAGMENT")  # noqa: F841 - kept alive below
-    for op in ("nms", "qnms"):
-        try:
-            library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        except RuntimeError:
-            pass  # declared already
-    _import_torchvision.library = library
-    try:
-        import torchvision
-    except Exception as exc:  # pragma: no cover - depends on the installed wheel
-        pytest.skip(f"torchvision does not import here: {exc}")
-    return torchvision
-
-
-tv = _import_torchvision()
+tv = import_torchvision()
 from torchvision.models import mobilenet_v3_large, resnet50  # noqa: E402
 from torchvision.models.segmentation import deeplabv3_resnet50, lraspp_mobilenet_v3_large  # noqa: E402
 
