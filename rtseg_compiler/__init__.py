@@ -38,18 +38,22 @@ def compile_model(path: str | Path | None = None, input_size: tuple[int, int] | 
                   num_classes: int | None = None, *, encoder: str | Path | None = None,
                   meta: str | Path | None = None, output_stride: int | None = None,
                   budget: Any = None, encoder_params: dict[str, Any] | None = None,
-                  meta_params: dict[str, Any] | None = None) -> CompiledModel:
+                  meta_params: dict[str, Any] | None = None, outputs: str = "all") -> CompiledModel:
     """Analyse a spec and emit its torch module; raises SpecError for an invalid spec.
 
     The analysis and its resource ``budget`` (a ``passes.budget.Budget``; default 2e9
     parameters, 32 GiB of activations) run first, so an oversized spec fails before torch
     allocates anything.
+
+    A model whose meta declares ``outputs:`` returns a dict of them (main first); with
+    ``outputs="main"`` the auxiliary heads are dropped, as for inference: the module returns
+    the main tensor and the audit no longer counts them.
     """
     from .emit.torch_module import emit_torch
 
     analysis = analyze(path, input_size, num_classes, encoder=encoder, meta=meta,
                        output_stride=output_stride, budget=budget,
-                       encoder_params=encoder_params, meta_params=meta_params)
+                       encoder_params=encoder_params, meta_params=meta_params, outputs=outputs)
     module = emit_torch(analysis.resolved, class_name=_class_name(analysis.graph.name))
     return CompiledModel(module, analysis.audit, analysis.resolved.graph, analysis)
 
