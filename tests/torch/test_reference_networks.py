@@ -63,12 +63,9 @@ FAST_SCNN_RULES: Rules = [
     (r"learning_to_downsample\.conv\.bn", "encoder.conv1_bn"),
     (r"learning_to_downsample\.(dsconv\d)\.(dw|pw)\.conv", r"encoder.\1.\2"),
     (r"learning_to_downsample\.(dsconv\d)\.(dw|pw)\.bn", r"encoder.\1.\2_bn"),
-    # bottleneck groups: the first block is its own use (bottleneckG_1), blocks 1.. are a
-    # 'repeat: 2' use named bottleneckG.1, bottleneckG.2
-    (r"global_feature_extractor\.(bottleneck\d)\.0\.(expand|dw|project)\.conv", r"encoder.\1_1.\2"),
-    (r"global_feature_extractor\.(bottleneck\d)\.0\.(expand|dw|project)\.bn", r"encoder.\1_1.\2_bn"),
-    (r"global_feature_extractor\.(bottleneck\d)\.([12])\.(expand|dw|project)\.conv", r"encoder.\1.\2.\3"),
-    (r"global_feature_extractor\.(bottleneck\d)\.([12])\.(expand|dw|project)\.bn", r"encoder.\1.\2.\3_bn"),
+    # bottleneck groups: one 'repeat: 3, start: 0' use each, numbered like nn.Sequential
+    (r"global_feature_extractor\.(bottleneck\d\.\d)\.(expand|dw|project)\.conv", r"encoder.\1.\2"),
+    (r"global_feature_extractor\.(bottleneck\d\.\d)\.(expand|dw|project)\.bn", r"encoder.\1.\2_bn"),
     # pyramid pooling: branch k pools to bins (1, 2, 3, 6)[k]
     (r"global_feature_extractor\.ppm\.branches\.(\d)\.(conv|bn)",
      lambda m: f"encoder.ppm{(1, 2, 3, 6)[int(m[1])]}.conv" + ("_bn" if m[2] == "bn" else "")),
@@ -225,8 +222,19 @@ def test_fast_scnn_matches_reference(size):
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_bisenet_v1_matches_reference(size):
+    """The spec's three outputs (out, aux16, aux32), in order, equal the reference's."""
+    ref = _load_reference("bisenet_v1").BiSeNetV1(NUM_CLASSES, aux=True)
+    outputs = check_equal(ref, MODELS / "bisenet_v1_resnet18.yaml", BISENET_RULES, size)
+    assert list(outputs) == ["out", "aux16", "aux32"]
+
+
+def test_bisenet_v1_main_output_matches_reference_without_aux_heads():
+    """outputs="main" drops the auxiliary heads: the reference built without them matches,
+    parameters, FLOPs and all."""
     ref = _load_reference("bisenet_v1").BiSeNetV1(NUM_CLASSES, aux=False)
-    check_equal(ref, MODELS / "bisenet_v1_resnet18.yaml", BISENET_RULES, size)
+    outputs = check_equal(ref, MODELS / "bisenet_v1_resnet18.yaml", BISENET_RULES, SIZES[1],
+                          outputs="main")
+    assert list(outputs) == ["out"]
 
 
 def test_reference_parameter_counts():
