@@ -826,6 +826,8 @@ def expand_model(encoder_doc: LocatedMap, encoder_file: str, meta_doc: LocatedMa
         if key in meta_doc:
             info[f"meta_{key}"] = meta_doc[key]
     info["meta_requires"] = tuple(meta_doc.get("requires") or ())
+    if enc.output:
+        info["encoder_output"] = enc.output  # where the output-stride rewrite must end
     return Graph(
         name=name,
         nodes=tuple(enc.nodes + meta_nodes),
