@@ -71,6 +71,17 @@ def meta_input(compiled, batch: int = 1) -> torch.Tensor:
     return torch.empty(batch, c, h, w, device="meta")
 
 
+def main_output(out, compiled) -> torch.Tensor:
+    """The module's main output; a model with several outputs returns a dict with one per head."""
+    if not isinstance(out, dict):
+        return out
+    heads = [h for h in compiled.audit.heads if h.role in ("main", "auxiliary")]
+    assert list(out) == [h.name for h in heads]
+    for head in heads:
+        assert tuple(out[head.name].shape[1:]) == tuple(head.output_shape[1:])
+    return next(iter(out.values()))
+
+
 @pytest.fixture(scope="module", params=SPEC_PATHS, ids=IDS)
 def compiled(request):
     return meta_compile(request.param)
@@ -103,7 +114,7 @@ def test_graph_passes_fx_lint(compiled):
 
 def test_flop_counter_equals_audit(compiled):
     with FlopCounterMode(display=False) as counter:
-        out = compiled.module(meta_input(compiled))
+        out = main_output(compiled.module(meta_input(compiled)), compiled)
     assert counter.get_total_flops() == compiled.audit.flops == 2 * compiled.audit.macs
     assert tuple(out.shape) == compiled.audit.output_shape
 
@@ -111,7 +122,7 @@ def test_flop_counter_equals_audit(compiled):
 def test_flops_scale_with_batch_and_shapes_do_not_depend_on_it(compiled):
     """The audit is per image; the module takes any batch size."""
     with FlopCounterMode(display=False) as counter:
-        out = compiled.module(meta_input(compiled, batch=3))
+        out = main_output(compiled.module(meta_input(compiled, batch=3)), compiled)
     assert counter.get_total_flops() == 3 * compiled.audit.flops
     assert tuple(out.shape) == (3, *compiled.audit.output_shape[1:])
 
