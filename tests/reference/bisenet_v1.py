@@ -12,7 +12,7 @@ Semantic Segmentation", ECCV 2018, arXiv:1808.00897. The paper describes (Sec. 3
   SE-like gate (global pool -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid) multiplied onto the
   features and added back;
 * the output at 1/8 resized to the input, and two **auxiliary heads** on the context path
-  that are supervised during training only (Sec. 3.3, "auxiliary loss functions").
+  that are supervised during training only (Sec. 3, "Loss function").
 
 The paper leaves channel counts and kernel sizes open. They follow CoinCheung/BiSeNet
 (lib/models/bisenetv1.py at commit 0471e808, the most widely used PyTorch implementation,

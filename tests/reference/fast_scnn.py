@@ -17,35 +17,35 @@ arXiv:1902.04502. Table 1 of the paper gives the layer table (input 1024x2048x3)
 
 Table 2 gives the bottleneck (MobileNetV2's inverted residual: 1x1 expand by t, 3x3
 depthwise with stride s, linear 1x1 projection; identity shortcut when s = 1 and the
-channels are equal) and the feature fusion module (FFM) for a low-resolution input X times
-smaller: ``Upsample xX -> DWConv (dilation X) 3x3 -> Conv2D 1x1`` on the low-resolution
+channels are equal) and Table 3 the feature fusion module (FFM) for a low-resolution input
+X times smaller: ``Upsample xX -> DWConv (dilation X) 3x3 -> Conv2D 1x1`` on the low-resolution
 branch, ``Conv2D 1x1`` on the high-resolution branch, then add and a non-linearity.
 
 Every choice the paper leaves open, and how it is settled here. "Tramac" is
 Tramac/Fast-SCNN-pytorch (models/fast_scnn.py), the most widely used PyTorch
 implementation; "mmseg" is mmsegmentation's backbones/fast_scnn.py.
 
-* Every convolution is followed by batch norm; ReLU after each, except the bottleneck's
-  projection and the FFM's two 1x1 convs (the sum gets the ReLU). Convs before a BN carry
-  no bias, except the FFM's two 1x1 convs, which keep one as in Tramac.
-* The first conv is 3x3/2 with padding 1, as Table 1's 1024 -> 512 requires (and mmseg
-  does); Tramac pads 0, which makes 1023x2047.
+* Every convolution is followed by batch norm, and by ReLU (not MobileNetV2's ReLU6),
+  except the bottleneck's projection and the FFM's two 1x1 convs (the sum gets the ReLU).
+  Convs before a BN carry no bias, except the FFM's two 1x1 convs, which keep one as in
+  Tramac.
+* The first conv is 3x3/2 with padding 1, as Table 1's 1024 -> 512 requires; Tramac and
+  mmseg pad 0, which makes 511x1023 (the same parameters, slightly fewer MACs).
 * In each group of n bottlenecks only the first strides, as in MobileNetV2 (Tramac, mmseg).
 * PPM: bins 1, 2, 3 and 6 (PSPNet's, which the paper cites), each an adaptive average pool,
   a 1x1 conv to 128/4 = 32 channels + BN + ReLU, and a bilinear resize back; the input and
   the four branches are concatenated (256 channels) and a 1x1 conv + BN + ReLU makes 128
-  (Tramac; mmseg uses 3x3 there).
+  (Tramac, mmseg).
 * FFM: the low-resolution map is resized to the high-resolution map's size (x4 for input
   sizes divisible by 32; resizing to a size, as mmseg does, also works for other sizes,
-  where Tramac's scale_factor=4 fails), and the depthwise conv has dilation 4 (= X) and
-  padding 4, as Table 2 says (Tramac and mmseg use dilation 1; parameters and MACs are the
-  same either way).
+  where Tramac's scale_factor=4 fails), and the 3x3 depthwise conv has dilation 4 (= X)
+  and padding 4, as Table 3 says (Tramac: dilation 1, with the same parameters and MACs).
 * Classifier: two DSConv 128 and a 1x1 conv to the classes with a bias, with dropout 0.1
   before it (Tramac; identity in eval mode); the logits are resized to the input size.
 * All bilinear resizes use ``align_corners=True`` (Tramac).
 
 With 19 classes (Cityscapes) this network has 1,138,051 parameters (Tramac's has the same
-count: padding and dilation add none); the paper's Table 3 says 1.11 million.
+count: padding and dilation add none); the paper reports 1.11 million.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ class GlobalFeatureExtractor(nn.Module):
 
 
 class FeatureFusion(nn.Module):
-    """Table 2's FFM: low-res branch resized, dilated depthwise 3x3, 1x1; high-res 1x1; add, ReLU."""
+    """Table 3's FFM: low-res branch resized, dilated depthwise 3x3, 1x1; high-res 1x1; add, ReLU."""
 
     def __init__(self, high_in: int = 64, low_in: int = 128, cout: int = 128, dilation: int = 4):
         super().__init__()

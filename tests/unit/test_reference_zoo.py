@@ -26,7 +26,7 @@ def _encoder_params(analysis) -> int:
 
 
 def test_fast_scnn_parameters_and_taps():
-    """1,138,051 parameters at 19 classes (the paper's Table 3: 1.11 million); Table 1's sizes."""
+    """1,138,051 parameters at 19 classes (the paper reports 1.11 million); Table 1's sizes."""
     analysis = analyze(FAST_SCNN)
     assert analysis.audit.params == 1_138_051
     assert analysis.input_size == (1024, 2048)
