@@ -207,7 +207,8 @@ def _analyze_graph(graph: Graph, input_size: tuple[int, int] | None, diags: Diag
                                         head=tuple(n for n in linked.nodes if n.part != "encoder"))
     if len(resolved.graph.skipped) > len(linked.skipped):
         # A false 'when:' on a layer with several inputs leaves its other inputs unread.
-        pruned = link(resolved.graph, diags, keep_unused=keep_unused,
+        # (With keep_unused they stay and are counted; the first link already warned of the rest.)
+        pruned = link(resolved.graph, diags, keep_unused=keep_unused, warn_unused=not keep_unused,
                       why_unused=("a layer that read it is absent (its 'when:' is false)",))
         diags.raise_if_errors()
         resolved = Resolved(pruned, resolved.input, resolved.types)
