@@ -55,7 +55,8 @@ def test_conv_without_same_padding_cannot_lose_its_stride():
     ((3, 3), (2, 2), (1, 1), {"stride": (1, 1)}),
 ])
 def test_pool_rules(kernel, stride, padding, expected):
-    attrs = {"kernel": kernel, "stride": stride, "padding": padding, "ceil_mode": False}
+    attrs = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": (1, 1),
+             "ceil_mode": False}
     got = dilate_pool(dict(attrs), _at(passes=True, out_stride=16))
     if isinstance(expected, Replace):
         assert got == expected
@@ -63,8 +64,45 @@ def test_pool_rules(kernel, stride, padding, expected):
         assert got == {**attrs, **expected}
 
 
+def test_pool_past_the_output_stride_at_rate_r_is_dilated():
+    """ShuffleNet's stage-4 3x3/2 avg pool at output stride 8 reads stride 16 (rate 2): stride 1,
+    dilation 2, padding 2, so it averages the pixels it averaged in the strided network."""
+    attrs = {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1), "dilation": (1, 1),
+             "ceil_mode": True, "count_include_pad": True}
+    got = dilate_pool(dict(attrs), _at(rate=2, passes=True, in_stride=16, out_stride=32))
+    assert got == {**attrs, "stride": (1, 1), "dilation": (2, 2), "padding": (2, 2), "ceil_mode": False}
+
+
+def test_stride_1_pool_at_rate_r_is_dilated_and_a_1x1_pool_is_not():
+    attrs = {"kernel": (3, 3), "stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "ceil_mode": False}
+    assert dilate_pool(dict(attrs), _at(rate=4, in_stride=32, out_stride=32))["dilation"] == (4, 4)
+    one = {**attrs, "kernel": (1, 1), "padding": (0, 0)}
+    assert dilate_pool(dict(one), _at(rate=4, in_stride=32, out_stride=32)) == one
+
+
+def test_max_pool_with_indices_cannot_be_dilated():
+    attrs = {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1), "dilation": (1, 1),
+             "ceil_mode": False, "indices": True}
+    with pytest.raises(OpError, match="indices") as err:
+        dilate_pool(attrs, _at(rate=2, passes=True, in_stride=16, out_stride=32))
+    assert err.value.field == "indices"
+
+
+@pytest.mark.parametrize("op", ["maxpool", "avgpool"])
+def test_dilated_pool_shape_and_checks(tmp_path, op):
+    """A 3x3 pool with dilation 2 spans 5 pixels: 64 + 2*2 - 5 + 1 = 64 with padding 2."""
+    path = _encoder(tmp_path, [f"{{name: p, op: {op}, kernel: 3, stride: 1, padding: 2, dilation: 2}}"])
+    assert analyze(path, (64, 64)).resolved.types["encoder.p"].spatial == (64, 64)
+    for window, field in [("padding: 2, dilation: 2, ceil_mode: true", "ceil_mode"),
+                          ("padding: 3, dilation: 2", "padding")]:  # 2*3 > the 5-pixel span
+        bad = _encoder(tmp_path, [f"{{name: p, op: {op}, kernel: 3, stride: 1, {window}}}"])
+        with pytest.raises(SpecError, match=field):
+            analyze(bad, (64, 64))
+
+
 def test_pool_with_padding_that_is_not_same_is_refused():
-    attrs = {"kernel": (3, 3), "stride": (2, 2), "padding": (0, 0), "ceil_mode": False}
+    attrs = {"kernel": (3, 3), "stride": (2, 2), "padding": (0, 0), "dilation": (1, 1),
+             "ceil_mode": False}
     with pytest.raises(OpError, match="kernel == stride without padding|would change"):
         dilate_pool(attrs, _at(passes=True, out_stride=16))
 
