@@ -88,6 +88,7 @@ register(OpDef(
     infer=_conv_infer,
     count=_conv_count,
     build=_conv_build,
+    saves_output=False,  # backward reads the input and the weight
 ))
 
 
@@ -153,4 +154,5 @@ register(OpDef(
     infer=_deconv_infer,
     count=_deconv_count,
     build=_deconv_build,
+    saves_output=False,
 ))

@@ -13,12 +13,27 @@ import operator
 from functools import reduce
 
 from ..ir import TensorType
-from .base import Cost, FunctionCall, OpDef, OpError, register, same_spatial
+from .base import Cost, Field, FunctionCall, OpDef, OpError, register, same_spatial
 
 
 def add_all(*xs: Any) -> Any:
     """Sum of the inputs, left to right (what a hand-written ``a + b`` computes)."""
     return reduce(operator.add, xs)
+
+
+def add_into_first(*xs: Any) -> Any:
+    """``add_all`` computed in the first input's storage, in the same order (bitwise equal).
+
+    The memory pass (passes/inplace.py) selects this only when nothing else reads the first
+    input. Mixed dtypes (autocast) fall back to ``add_all``: ``a.add_(b)`` keeps ``a``'s dtype
+    where ``a + b`` would promote.
+    """
+    first = xs[0]
+    if any(x.dtype != first.dtype for x in xs[1:]):
+        return add_all(*xs)
+    for x in xs[1:]:
+        first = first.add_(x)
+    return first
 
 
 def _add_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
@@ -36,11 +51,14 @@ def _add_count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorT
 
 
 def _add_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
-    return FunctionCall(add_all)
+    return FunctionCall(add_into_first if attrs["inplace"] else add_all)
 
 
-register(OpDef(name="add", summary="element-wise sum of two or more maps", fields={},
-               arity=(2, None), infer=_add_infer, count=_add_count, build=_add_build))
+register(OpDef(name="add", summary="element-wise sum of two or more maps",
+               fields={"inplace": Field("bool", False, doc="sum into the first input's storage; the "
+                                        "compiler sets this where the graph proves it safe")},
+               arity=(2, None), infer=_add_infer, count=_add_count, build=_add_build,
+               saves_output=False))
 
 
 def concat_channels(*xs: Any) -> Any:
@@ -58,6 +76,6 @@ def _concat_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tens
 
 
 register(OpDef(name="concat", summary="concatenation along channels", fields={},
-               arity=(2, None), infer=_concat_infer, build=_concat_build))
+               arity=(2, None), infer=_concat_infer, build=_concat_build, saves_output=False))
 
 

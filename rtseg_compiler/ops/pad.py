@@ -59,4 +59,5 @@ register(OpDef(
         "right": Field("int", 0, minimum=0),
     },
     complete=_complete, infer=_infer, build=_build,
+    saves_output=False,
 ))

@@ -52,12 +52,12 @@ register(OpDef(name="maxpool", summary="max pooling; indices: true also returns 
                                                    "indices, for an unpool layer")},
                required=("kernel",), complete=complete_window, infer=_window_infer,
                count=_window_count, build=_maxpool_build,
-               returns_extra=lambda attrs: bool(attrs["indices"])))
+               returns_extra=lambda attrs: bool(attrs["indices"]), saves_output=False))
 
 register(OpDef(name="avgpool", summary="average pooling",
                fields={**_WINDOW, "count_include_pad": Field("bool", True)}, required=("kernel",),
                complete=complete_window, infer=_window_infer, count=_window_count,
-               build=_avgpool_build))
+               build=_avgpool_build, saves_output=False))
 
 
 def _gap_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
@@ -75,4 +75,4 @@ def _gap_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorT
 
 
 register(OpDef(name="gap", summary="global average pooling to 1x1", fields={},
-               infer=_gap_infer, count=_gap_count, build=_gap_build))
+               infer=_gap_infer, count=_gap_count, build=_gap_build, saves_output=False))

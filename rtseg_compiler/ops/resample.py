@@ -66,6 +66,7 @@ register(OpDef(
         "align_corners": Field("bool", False),
     },
     arity=(1, 2), complete=_upsample_complete, infer=_upsample_infer, build=_upsample_build,
+    saves_output=False,
 ))
 
 
@@ -100,4 +101,5 @@ register(OpDef(
     fields={"align": Field("choice", "start", choices=("start", "center"))},
     arity=(2, 2), infer=_crop_infer, build=_crop_build,
     count=lambda attrs, ins, out: Cost(),
+    views_inputs=(0,), saves_output=False,  # a slice of input 0
 ))

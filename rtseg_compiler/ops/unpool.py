@@ -92,4 +92,5 @@ register(OpDef(
     infer=_infer,
     count=lambda attrs, ins, out: Cost(),
     build=_build,
+    saves_output=False,  # backward gathers the gradient at the saved indices
 ))
