@@ -27,6 +27,11 @@ class UsageError(Exception):
     """A bad command line (not a bad spec); reported like argparse does."""
 
 
+class CommandError(Exception):
+    """A file or environment problem found while running a command (weights that do not fit,
+    no C++ compiler for torch.compile); reported as one error line, exit status 2."""
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """'512x1024', '512,1024' or '512' (square) -> (height, width)."""
     cleaned = text.lower().replace(",", "x").replace("*", "x")
@@ -139,6 +144,41 @@ def _budget(args: argparse.Namespace) -> Any:
     return Budget(params or DEFAULT_BUDGET.max_params, acts or DEFAULT_BUDGET.max_activation_bytes)
 
 
+def _build_args(p: argparse.ArgumentParser, *, channels_last: bool = True) -> None:
+    """Options of the module build shared by compile, export and bench."""
+    p.add_argument("--weights", metavar="FILE.pt",
+                   help="load this state dict (the compiled module's keys, or a runtime checkpoint) strictly")
+    p.add_argument("--inference", action="store_true",
+                   help="inference build: fold batch norm into the conv before it, drop dropout")
+    p.add_argument("--no-inplace", dest="inplace", action="store_false",
+                   help="keep every activation out of place (the in-place memory pass is on by default)")
+    if channels_last:
+        p.add_argument("--channels-last", action="store_true", help="NHWC weights (and input, for bench)")
+
+
+def _compile(args: argparse.Namespace) -> Any:
+    """compile_model with the command line's model and build options."""
+    from . import compile_model
+
+    _check_model_args(args)
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise UsageError(f"--weights {args.weights}: no such file")
+    from .inference import WeightsError
+
+    try:
+        compiled = compile_model(args.model, getattr(args, "input", None), args.num_classes,
+                                 encoder=args.encoder, meta=args.meta, output_stride=args.output_stride,
+                                 budget=_budget(args), encoder_params=_params(args, "encoder_params"),
+                                 meta_params=_params(args, "meta_params"),
+                                 inference=getattr(args, "inference", False), weights=args.weights,
+                                 channels_last=getattr(args, "channels_last", False),
+                                 inplace=getattr(args, "inplace", True))
+    except WeightsError as exc:
+        raise CommandError(str(exc)) from None
+    _print_diagnostics(compiled.analysis.warnings)
+    return compiled
+
+
 def _check_model_args(args: argparse.Namespace) -> None:
     if args.model is None and not (args.encoder and args.meta):
         raise UsageError("give a model spec, or both --encoder and --meta")
@@ -238,15 +278,9 @@ def cmd_flops(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     import torch
 
-    from . import compile_model
     from .emit.torch_module import count_parameters
 
-    _check_model_args(args)
-    compiled = compile_model(args.model, args.input, args.num_classes, encoder=args.encoder, meta=args.meta,
-                             output_stride=args.output_stride, budget=_budget(args),
-                             encoder_params=_params(args, "encoder_params"),
-                             meta_params=_params(args, "meta_params"))
-    _print_diagnostics(compiled.analysis.warnings)
+    compiled = _compile(args)
     audit = compiled.audit
     params = count_parameters(compiled.module)
     n, c, h, w = audit.input
@@ -262,6 +296,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
           f"({'matches' if ok_shape else 'DIFFERS FROM'} inferred {'x'.join(map(str, audit.output_shape))})")
     print(f"params       {params:,} ({'matches' if ok_params else 'DIFFERS FROM'} audit {audit.params:,})")
     print(f"MACs         {audit.macs:,} ({human(audit.macs)});  FLOPs {audit.flops:,} ({human(audit.flops)})")
+    plan = compiled.inference
+    if plan is not None:
+        before = compiled.analysis.audit.params
+        print(f"inference    {len(plan.folds)} batch norms folded into convs, {len(plan.kept)} kept, "
+              f"{len(plan.dropped)} dropout removed; params {before:,} -> {audit.params:,}")
+        for name, why in plan.kept:
+            print(f"             kept {name}: {why}")
+    if compiled.in_place:
+        print(f"in place     {len(compiled.in_place)} layers overwrite their input "
+              f"({', '.join(sorted({compiled.graph.node(n).op for n in compiled.in_place}))})")
+    if args.weights:
+        print(f"weights      {args.weights} (loaded strictly)")
     if args.save_code:
         _write(Path(args.save_code), compiled.module.code)
         print(f"forward code written to {args.save_code}")
@@ -311,6 +357,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"p90 {result.p90_ms:.2f}; {result.warmup} warm-up)")
     print(f"throughput   {result.fps:.2f} images/s; {gflops / (result.latency_ms / 1000):.1f} GFLOP/s "
           f"({human(audit.flops)}FLOPs per image)")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """ONNX or ExportedProgram through torch.export (rtseg_compiler/export.py)."""
+    from .export import ExportError, export_compiled
+
+    compiled = _compile(args)
+    try:
+        result = export_compiled(compiled, args.output, args.format, dynamic=args.dynamic)
+    except ExportError as exc:
+        print(f"rtsegc: error: cannot export {compiled.audit.model}: {exc}", file=sys.stderr)
+        return EXIT_SPEC
+    n, c, h, w = result.example
+    print(f"exported     {compiled.audit.model} -> {result.path} ({result.format})")
+    print(f"example      {n}x{c}x{h}x{w}" + (" (inference build)" if compiled.inference else ""))
+    if args.dynamic:
+        print("batch        dynamic, 1..1024")
+        for r in result.ranges:
+            print(f"{r.dim:<12} {r.describe().split(': ', 1)[1]}")
+        for note in result.notes:
+            print(f"note         {note}")
     return EXIT_OK
 
 
@@ -418,10 +486,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="build the PyTorch module and check it against the audit")
     _model_args(p)
     _budget_args(p)
+    _build_args(p)
     p.add_argument("--save-code", metavar="FILE.py", help="write the generated forward() source")
     p.add_argument("--no-forward", dest="check_forward", action="store_false",
                    help="skip the shape-only forward pass on the meta device")
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("export", help="write an ONNX file or a torch.export ExportedProgram")
+    _model_args(p)
+    _budget_args(p)
+    _build_args(p, channels_last=False)
+    p.add_argument("--format", choices=("onnx", "exported-program"), required=True,
+                   help="onnx (needs the [export] extras) or exported-program (.pt2, torch.export.save)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
+    p.add_argument("--dynamic", action="store_true",
+                   help="symbolic batch, height and width where the graph allows (else fixed; the "
+                        "layer that fixes a size is named)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="forward latency and FPS of the compiled module (eval, no_grad)")
     _model_args(p)
@@ -465,6 +546,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SPEC
     except UsageError as exc:
         parser.print_usage(sys.stderr)
+        print(f"rtsegc: error: {exc}", file=sys.stderr)
+        return EXIT_SPEC
+    except CommandError as exc:
         print(f"rtsegc: error: {exc}", file=sys.stderr)
         return EXIT_SPEC
     except KeyboardInterrupt:

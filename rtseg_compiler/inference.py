@@ -46,8 +46,10 @@ def read_weights(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str, t
     else:
         try:
             obj = torch.load(source, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise WeightsError(f"{source}: cannot read weights: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - torch.load raises pickle, zip, OS and runtime errors
+            raise WeightsError(f"{source}: cannot read weights ({type(exc).__name__}): expected a "
+                               "file written by torch.save holding a state dict of tensors (only "
+                               "tensors are loaded: weights_only=True)") from None
         if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
             obj = obj["model"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
