@@ -18,7 +18,7 @@ by round, so that load changes on a shared machine hit all alike. Reported: medi
 per variant, and speed-ups as the median over rounds of (hand-written time / inference time) in
 the same round.
 
-Run: ``python benchmarks/bench_inference.py [--rounds 9] [--threads 1]``.
+Run: ``python benchmarks/bench_inference.py [--rounds 9] [--threads 2]``.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def paired(times: dict[str, list[float]], a: str, b: str) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (2, as bench_forward.py)")
     parser.add_argument("--sizes", default="512x1024,360x640")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
