@@ -120,6 +120,8 @@ def export_compiled(compiled: Any, path: str | Path, fmt: str, *, dynamic: bool 
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     path = Path(path)
+    if not path.parent.is_dir():
+        raise ExportError(f"cannot write {path}: no such directory {path.parent}")
     module = compiled.module.eval()
     _, c, h, w = compiled.audit.input
     # torch specialises a dimension whose example value is 1, so a dynamic batch needs 2 images.
@@ -143,7 +145,10 @@ def export_compiled(compiled: Any, path: str | Path, fmt: str, *, dynamic: bool 
     except Exception as exc:  # torch raises several types (UserError, ConstraintViolationError ...)
         raise ExportError(_explain(exc, module)) from exc
     if fmt == "exported-program":
-        torch.export.save(program, str(path))
+        try:
+            torch.export.save(program, str(path))
+        except OSError as exc:
+            raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
         return result
     try:
         import onnxscript  # noqa: F401  (torch's dynamo exporter imports it lazily)

@@ -86,3 +86,9 @@ def test_bench_compile_without_a_cxx_compiler_is_a_clear_error(capsys, monkeypat
     code, out, err = rtsegc(capsys, "bench", MODEL, "--input", "32x64", "--compile")
     assert code == 2
     assert "needs a C++ compiler" in err and "Traceback" not in err
+
+
+def test_export_to_a_missing_directory_exit_2(capsys, tmp_path):
+    code, _, err = rtsegc(capsys, "export", MODEL, "--input", "64x96", "--format", "exported-program",
+                          "-o", tmp_path / "no" / "net.pt2")
+    assert code == 2 and "no such directory" in err and "Traceback" not in err
