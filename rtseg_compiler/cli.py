@@ -31,6 +31,11 @@ class UsageError(Exception):
     """A bad command line (not a bad spec); reported like argparse does."""
 
 
+class CommandError(Exception):
+    """A file or environment problem found while running a command (weights that do not fit,
+    no C++ compiler for torch.compile); reported as one error line, exit status 2."""
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """'512x1024', '512,1024' or '512' (square) -> (height, width)."""
     cleaned = text.lower().replace(",", "x").replace("*", "x")
@@ -192,6 +197,42 @@ def _budget(args: argparse.Namespace) -> Any:
     return Budget(params or DEFAULT_BUDGET.max_params, acts or DEFAULT_BUDGET.max_activation_bytes)
 
 
+def _build_args(p: argparse.ArgumentParser, *, channels_last: bool = True) -> None:
+    """Options of the module build shared by compile, export and bench."""
+    p.add_argument("--weights", metavar="FILE.pt",
+                   help="load this state dict (the compiled module's keys, or a runtime checkpoint) strictly")
+    p.add_argument("--inference", action="store_true",
+                   help="inference build: fold batch norm into the conv before it, drop dropout")
+    p.add_argument("--no-inplace", dest="inplace", action="store_false",
+                   help="keep every activation out of place (the in-place memory pass is on by default)")
+    if channels_last:
+        p.add_argument("--channels-last", action="store_true", help="NHWC weights (and input, for bench)")
+
+
+def _compile(args: argparse.Namespace) -> Any:
+    """compile_model with the command line's model and build options."""
+    from . import compile_model
+
+    _check_model_args(args)
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise UsageError(f"--weights {args.weights}: no such file")
+    from .inference import WeightsError
+
+    try:
+        compiled = compile_model(args.model, getattr(args, "input", None), args.num_classes,
+                                 encoder=args.encoder, meta=args.meta, output_stride=args.output_stride,
+                                 budget=_budget(args), encoder_params=_params(args, "encoder_params"),
+                                 meta_params=_params(args, "meta_params"),
+                                 inference=getattr(args, "inference", False), weights=args.weights,
+                                 channels_last=getattr(args, "channels_last", False),
+                                 inplace=getattr(args, "inplace", True),
+                                 outputs=getattr(args, "outputs", "all"))
+    except WeightsError as exc:
+        raise CommandError(str(exc)) from None
+    _print_diagnostics(compiled.analysis.warnings)
+    return compiled
+
+
 def _check_model_args(args: argparse.Namespace) -> None:
     if args.model is None and not (args.encoder and args.meta):
         raise UsageError("give a model spec, or both --encoder and --meta")
@@ -303,15 +344,9 @@ def cmd_flops(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     import torch
 
-    from . import compile_model
     from .emit.torch_module import count_parameters
 
-    _check_model_args(args)
-    compiled = compile_model(args.model, args.input, args.num_classes, encoder=args.encoder, meta=args.meta,
-                             output_stride=args.output_stride, budget=_budget(args),
-                             encoder_params=_params(args, "encoder_params"),
-                             meta_params=_params(args, "meta_params"), outputs=args.outputs)
-    _print_diagnostics(compiled.analysis.warnings)
+    compiled = _compile(args)
     audit = compiled.audit
     params = count_parameters(compiled.module)
     n, c, h, w = audit.input
@@ -339,6 +374,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
             print(f"  {head.name:<10} {'x'.join(map(str, head.output_shape))} (auxiliary output)")
     print(f"params       {params:,} ({'matches' if ok_params else 'DIFFERS FROM'} audit {audit.params:,})")
     print(f"MACs         {audit.macs:,} ({human(audit.macs)});  FLOPs {audit.flops:,} ({human(audit.flops)})")
+    plan = compiled.inference
+    if plan is not None:
+        before = compiled.analysis.audit.params
+        print(f"inference    {len(plan.folds)} batch norms folded into convs, {len(plan.kept)} kept, "
+              f"{len(plan.dropped)} dropout removed; params {before:,} -> {audit.params:,}")
+        for name, why in plan.kept:
+            print(f"             kept {name}: {why}")
+    if compiled.in_place:
+        print(f"in place     {len(compiled.in_place)} layers overwrite their input "
+              f"({', '.join(sorted({compiled.graph.node(n).op for n in compiled.in_place}))})")
+    if args.weights:
+        print(f"weights      {args.weights} (loaded strictly)")
     if args.save_code:
         _write(Path(args.save_code), compiled.module.code)
         print(f"forward code written to {args.save_code}")
@@ -351,7 +398,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Forward latency/FPS of the compiled module (runtime.bench, imported only here: it needs torch)."""
     try:
-        from runtime.bench import bench_spec
+        from runtime.bench import bench_spec, bench_variants, torch_compile_problem
     except ImportError as exc:
         print(f"rtsegc: error: 'bench' needs torch and the runtime package ({exc})", file=sys.stderr)
         return EXIT_SPEC
@@ -366,6 +413,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available")
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise UsageError(f"--weights {args.weights}: no such file")
+    if args.inference or args.compile or args.weights or not args.inplace:
+        return _bench_variants(args, bench_variants, torch_compile_problem, device, dtype)
     result, compiled = bench_spec(args.model, args.input, args.num_classes, encoder=args.encoder,
                                   meta=args.meta, output_stride=args.output_stride,
                                   encoder_params=_params(args, "encoder_params"),
@@ -388,6 +439,69 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"p90 {result.p90_ms:.2f}; {result.warmup} warm-up)")
     print(f"throughput   {result.fps:.2f} images/s; {gflops / (result.latency_ms / 1000):.1f} GFLOP/s "
           f"({human(audit.flops)}FLOPs per image)")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """ONNX or ExportedProgram through torch.export (rtseg_compiler/export.py)."""
+    from .export import ExportError, export_compiled
+
+    compiled = _compile(args)
+    try:
+        result = export_compiled(compiled, args.output, args.format, dynamic=args.dynamic)
+    except ExportError as exc:
+        print(f"rtsegc: error: cannot export {compiled.audit.model}: {exc}", file=sys.stderr)
+        return EXIT_SPEC
+    n, c, h, w = result.example
+    print(f"exported     {compiled.audit.model} -> {result.path} ({result.format})")
+    print(f"example      {n}x{c}x{h}x{w}" + (" (inference build)" if compiled.inference else ""))
+    if args.dynamic:
+        print("batch        dynamic, 1..1024")
+        for r in result.ranges:
+            print(f"{r.dim:<12} {r.describe().split(': ', 1)[1]}")
+        for note in result.notes:
+            print(f"note         {note}")
+    return EXIT_OK
+
+
+def _bench_variants(args: argparse.Namespace, bench_variants: Callable, torch_compile_problem: Callable,
+                    device: str, dtype: Any) -> int:
+    """``rtsegc bench --inference/--compile``: one row per build, torch.compile'd next to eager."""
+    from .inference import WeightsError
+
+    if args.compile:
+        problem = torch_compile_problem(device)
+        if problem:
+            raise CommandError(f"--compile: {problem}")
+        if args.warmup < 1:
+            raise UsageError("--compile needs --warmup >= 1 (torch.compile compiles on the first call)")
+    try:
+        rows, compiled = bench_variants(
+            args.model, args.input, args.num_classes, inference=args.inference, weights=args.weights,
+            torch_compile=args.compile, inplace=args.inplace, channels_last=args.channels_last,
+            compile_kwargs=dict(encoder=args.encoder, meta=args.meta, output_stride=args.output_stride,
+                                encoder_params=_params(args, "encoder_params"),
+                                meta_params=_params(args, "meta_params")),
+            batch_size=args.batch_size, warmup=args.warmup, iters=args.iters, device=device, dtype=dtype)
+    except WeightsError as exc:
+        raise CommandError(str(exc)) from None
+    _print_diagnostics(compiled.analysis.warnings)
+    if args.json:
+        print(json.dumps({"variants": [{"variant": label, **r.to_json()} for label, r in rows]}, indent=2))
+        return EXIT_OK
+    first = rows[0][1]
+    n, c, h, w = first.input
+    layout = "channels_last" if first.channels_last else "NCHW"
+    print(f"model        {first.model}")
+    print(f"input        {n}x{c}x{h}x{w} ({first.dtype}, {layout}); device {first.device}"
+          + (f" ({first.threads} threads)" if first.device == "cpu" else ""))
+    print(f"timing       median of {first.iters} calls after {first.warmup} warm-up (compilation "
+          "happens in the warm-up)")
+    base = first.latency_ms
+    table = [(label, f"{r.latency_ms:.2f}", f"{r.min_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.fps:.2f}",
+              f"{base / r.latency_ms:.2f}x") for label, r in rows]
+    print(_table(("variant", "median ms", "min ms", "p90 ms", "images/s", "vs plain"), table,
+                 right={1, 2, 3, 4, 5}))
     return EXIT_OK
 
 
@@ -659,10 +773,23 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     _outputs_arg(p)
     _budget_args(p)
+    _build_args(p)
     p.add_argument("--save-code", metavar="FILE.py", help="write the generated forward() source")
     p.add_argument("--no-forward", dest="check_forward", action="store_false",
                    help="skip the shape-only forward pass on the meta device")
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("export", help="write an ONNX file or a torch.export ExportedProgram")
+    _model_args(p)
+    _budget_args(p)
+    _build_args(p, channels_last=False)
+    p.add_argument("--format", choices=("onnx", "exported-program"), required=True,
+                   help="onnx (needs the [export] extras) or exported-program (.pt2, torch.export.save)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
+    p.add_argument("--dynamic", action="store_true",
+                   help="symbolic batch, height and width where the graph allows (else fixed; the "
+                        "layer that fixes a size is named)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="forward latency and FPS of the compiled module (eval, no_grad)")
     _model_args(p)
@@ -676,6 +803,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for input and weights")
     p.add_argument("--threads", type=_positive, metavar="N",
                    help="torch CPU threads (default: torch's choice)")
+    _build_args(p, channels_last=False)
+    p.add_argument("--compile", action="store_true",
+                   help="also time each build under torch.compile (needs a C++ compiler on the CPU)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_bench)
 
@@ -752,6 +882,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SPEC
     except UsageError as exc:
         parser.print_usage(sys.stderr)
+        print(f"rtsegc: error: {exc}", file=sys.stderr)
+        return EXIT_SPEC
+    except CommandError as exc:
         print(f"rtsegc: error: {exc}", file=sys.stderr)
         return EXIT_SPEC
     except KeyboardInterrupt:
