@@ -22,6 +22,7 @@ import jsonschema
 from ..diagnostics import Diagnostic, did_you_mean
 from ..ops import REGISTRY, Field
 from ..ops.base import REQUIRED
+from ..weights.mapping import WEIGHTS_SCHEMA
 from .load import location_of
 
 __all__ = ["KINDS", "schema_for", "validate_document", "SCHEMA_DIR", "LAYER_KEYS", "BLOCK_USE_KEYS"]
@@ -181,6 +182,7 @@ def schema_for(kind: str) -> dict[str, Any]:
                          "additionalProperties": _ref_schema()}
         props["input"] = {**_size_schema(), "description": "input [height, width] for checking alone"}
         props["input_channels"] = {"type": "integer", "minimum": 1}
+        props["weights"] = WEIGHTS_SCHEMA  # published checkpoint layouts: docs/weights.md
     elif kind == "meta":
         props["requires"] = {"type": "array", "items": {"type": "string", "pattern": NAME_PATTERN},
                              "uniqueItems": True}
