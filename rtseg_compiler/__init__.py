@@ -38,12 +38,16 @@ def compile_model(path: str | Path | None = None, input_size: tuple[int, int] | 
                   num_classes: int | None = None, *, encoder: str | Path | None = None,
                   meta: str | Path | None = None, output_stride: int | None = None,
                   budget: Any = None, encoder_params: dict[str, Any] | None = None,
-                  meta_params: dict[str, Any] | None = None) -> CompiledModel:
+                  meta_params: dict[str, Any] | None = None, pretrained: Any = None) -> CompiledModel:
     """Analyse a spec and emit its torch module; raises SpecError for an invalid spec.
 
     The analysis and its resource ``budget`` (a ``passes.budget.Budget``; default 2e9
     parameters, 32 GiB of activations) run first, so an oversized spec fails before torch
     allocates anything.
+
+    ``pretrained`` loads weights strictly after building: ``"SOURCE:NAME[@PATH]"`` through the
+    layout the encoder spec declares (``"torchvision:resnet18@r18.pth"``; without ``@PATH`` it is
+    fetched), or a file or state dict with the compiled module's own keys. docs/weights.md.
     """
     from .emit.torch_module import emit_torch
 
@@ -51,7 +55,12 @@ def compile_model(path: str | Path | None = None, input_size: tuple[int, int] | 
                        output_stride=output_stride, budget=budget,
                        encoder_params=encoder_params, meta_params=meta_params)
     module = emit_torch(analysis.resolved, class_name=_class_name(analysis.graph.name))
-    return CompiledModel(module, analysis.audit, analysis.resolved.graph, analysis)
+    compiled = CompiledModel(module, analysis.audit, analysis.resolved.graph, analysis)
+    if pretrained is not None:
+        from .weights.importer import load_pretrained_into
+
+        load_pretrained_into(compiled, pretrained)
+    return compiled
 
 
 def _class_name(name: str) -> str:
