@@ -263,8 +263,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
     print(f"params       {params:,} ({'matches' if ok_params else 'DIFFERS FROM'} audit {audit.params:,})")
     print(f"MACs         {audit.macs:,} ({human(audit.macs)});  FLOPs {audit.flops:,} ({human(audit.flops)})")
     if args.save_code:
-        _write(Path(args.save_code), compiled.module.code)
-        print(f"forward code written to {args.save_code}")
+        from . import _class_name
+        from .emit.python_source import SourceEmitError, emit_python
+
+        try:
+            source = emit_python(compiled.analysis.resolved, _class_name(audit.model),
+                                 origin=str(args.model or f"{args.encoder} + {args.meta}"))
+        except SourceEmitError as exc:
+            raise UsageError(f"--save-code: {exc}") from None
+        _write(Path(args.save_code), source)
+        print(f"standalone module ({_class_name(audit.model)}, needs torch only) written to {args.save_code}")
     if not (ok_params and ok_shape):
         print("error: the emitted module disagrees with the audit (a compiler bug)", file=sys.stderr)
         return EXIT_INTERNAL
@@ -473,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="build the PyTorch module and check it against the audit")
     _model_args(p)
     _budget_args(p)
-    p.add_argument("--save-code", metavar="FILE.py", help="write the generated forward() source")
+    p.add_argument("--save-code", metavar="FILE.py", help="write a standalone PyTorch module (torch only; same state-dict keys)")
     p.add_argument("--no-forward", dest="check_forward", action="store_false",
                    help="skip the shape-only forward pass on the meta device")
     p.set_defaults(func=cmd_compile)
