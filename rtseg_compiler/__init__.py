@@ -38,7 +38,8 @@ def compile_model(path: str | Path | None = None, input_size: tuple[int, int] | 
                   num_classes: int | None = None, *, encoder: str | Path | None = None,
                   meta: str | Path | None = None, output_stride: int | None = None,
                   budget: Any = None, encoder_params: dict[str, Any] | None = None,
-                  meta_params: dict[str, Any] | None = None, pretrained: Any = None) -> CompiledModel:
+                  meta_params: dict[str, Any] | None = None, outputs: str = "all",
+                  pretrained: Any = None) -> CompiledModel:
     """Analyse a spec and emit its torch module; raises SpecError for an invalid spec.
 
     The analysis and its resource ``budget`` (a ``passes.budget.Budget``; default 2e9
@@ -48,12 +49,16 @@ def compile_model(path: str | Path | None = None, input_size: tuple[int, int] | 
     ``pretrained`` loads weights strictly after building: ``"SOURCE:NAME[@PATH]"`` through the
     layout the encoder spec declares (``"torchvision:resnet18@r18.pth"``; without ``@PATH`` it is
     fetched), or a file or state dict with the compiled module's own keys. docs/weights.md.
+
+    A model whose meta declares ``outputs:`` returns a dict of them (main first); with
+    ``outputs="main"`` the auxiliary heads are dropped, as for inference: the module returns
+    the main tensor and the audit no longer counts them.
     """
     from .emit.torch_module import emit_torch
 
     analysis = analyze(path, input_size, num_classes, encoder=encoder, meta=meta,
                        output_stride=output_stride, budget=budget,
-                       encoder_params=encoder_params, meta_params=meta_params)
+                       encoder_params=encoder_params, meta_params=meta_params, outputs=outputs)
     module = emit_torch(analysis.resolved, class_name=_class_name(analysis.graph.name))
     compiled = CompiledModel(module, analysis.audit, analysis.resolved.graph, analysis)
     if pretrained is not None:

@@ -122,6 +122,12 @@ def parse_amount(text: str) -> int:
     return int(value)
 
 
+def _outputs_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--outputs", choices=("all", "main"), default="all",
+                   help="for a model with several outputs: keep all (default), or only the main "
+                        "one, dropping auxiliary heads as for inference")
+
+
 def _budget_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-params", type=parse_amount, metavar="N",
                    help="refuse models with more parameters (default 2e9)")
@@ -153,7 +159,8 @@ def _analysis(args: argparse.Namespace, keep_unused: bool = False) -> Any:
     result = analyze(args.model, getattr(args, "input", None), args.num_classes,
                      encoder=args.encoder, meta=args.meta, keep_unused=keep_unused,
                      output_stride=args.output_stride, budget=_budget(args),
-                     encoder_params=_params(args, "encoder_params"), meta_params=_params(args, "meta_params"))
+                     encoder_params=_params(args, "encoder_params"), meta_params=_params(args, "meta_params"),
+                     outputs=getattr(args, "outputs", "all"))
     _print_diagnostics(result.warnings)
     return result
 
@@ -202,6 +209,9 @@ def cmd_shapes(args: argparse.Namespace) -> int:
     taps = ", ".join(f"{t.name}={t.node.partition('.')[2] or t.node}" for t in result.graph.taps)
     if taps:
         print(f"taps: {taps}")
+    if result.graph.outputs:
+        print("outputs: " + ", ".join(f"{name}={node} ({result.resolved.types[node]})"
+                                      for name, node in result.graph.outputs))
     return EXIT_OK
 
 
@@ -229,6 +239,14 @@ def cmd_flops(args: argparse.Namespace) -> int:
     print(f"FLOPs        {audit.flops:,} ({human(audit.flops)})")
     if conv == "tf":
         print(f"FLOPs (tf)   {audit.tf_flops:,} ({human(audit.tf_flops)})")
+    if audit.heads:
+        print()
+        rows = [(h.name, h.role, "x".join(map(str, h.output_shape)) if h.output_shape else "-",
+                 len(h.layers), f"{h.params:,}", f"{h.value(conv):,}", human(h.value(conv)))
+                for h in audit.heads]
+        print(_table(("output", "role", "shape", "layers", "params", unit, ""), rows, right={3, 4, 5, 6}))
+        print("main: every layer the main output needs; auxiliary: the layers only that output needs")
+        print()
     print(f"convention   {conv}: {CONVENTIONS[conv]}")
     if args.count_unused:
         print("             layers whose output is unused are counted (--count-unused)")
@@ -245,7 +263,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     compiled = compile_model(args.model, args.input, args.num_classes, encoder=args.encoder, meta=args.meta,
                              output_stride=args.output_stride, budget=_budget(args),
                              encoder_params=_params(args, "encoder_params"),
-                             meta_params=_params(args, "meta_params"))
+                             meta_params=_params(args, "meta_params"), outputs=args.outputs)
     _print_diagnostics(compiled.analysis.warnings)
     audit = compiled.audit
     params = count_parameters(compiled.module)
@@ -253,13 +271,25 @@ def cmd_compile(args: argparse.Namespace) -> int:
     with torch.device("meta"):
         probe = torch.empty(1, c, h, w)
     module = compiled.module
-    out_shape = tuple(module.to("meta")(probe).shape) if args.check_forward else audit.output_shape
+    result = module.to("meta")(probe) if args.check_forward else None
+    out_shape = audit.output_shape
+    ok_shape = True
+    if result is not None:
+        outs = result if isinstance(result, dict) else {None: result}
+        types = compiled.analysis.resolved.types
+        inferred = {name: (1, types[node].channels, types[node].height, types[node].width)
+                    for name, node in compiled.graph.outputs} or {None: audit.output_shape}
+        ok_shape = list(outs) == list(inferred) and all(
+            tuple(outs[k].shape) == tuple(v) for k, v in inferred.items())
+        out_shape = tuple(next(iter(outs.values())).shape)
     ok_params = params == audit.params
-    ok_shape = tuple(out_shape) == tuple(audit.output_shape)
     print(f"compiled     {audit.model} ({len(audit.layers)} layers)")
     print(f"input        {n}x{c}x{h}x{w}")
     print(f"output       {'x'.join(map(str, out_shape))} "
           f"({'matches' if ok_shape else 'DIFFERS FROM'} inferred {'x'.join(map(str, audit.output_shape))})")
+    for head in audit.heads[1:]:
+        if head.output_shape:
+            print(f"  {head.name:<10} {'x'.join(map(str, head.output_shape))} (auxiliary output)")
     print(f"params       {params:,} ({'matches' if ok_params else 'DIFFERS FROM'} audit {audit.params:,})")
     print(f"MACs         {audit.macs:,} ({human(audit.macs)});  FLOPs {audit.flops:,} ({human(audit.flops)})")
     if args.save_code:
@@ -463,11 +493,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("shapes", help="per-layer output shapes, strides and dilations")
     _model_args(p)
+    _outputs_arg(p)
     _budget_args(p)
     p.set_defaults(func=cmd_shapes)
 
     p = sub.add_parser("flops", help="parameters, MACs and FLOPs, computed from the spec alone")
     _model_args(p)
+    _outputs_arg(p)
     _budget_args(p)
     p.add_argument("--per-layer", action="store_true", help="a row per layer")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -480,6 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="build the PyTorch module and check it against the audit")
     _model_args(p)
+    _outputs_arg(p)
     _budget_args(p)
     p.add_argument("--save-code", metavar="FILE.py", help="write a standalone PyTorch module (torch only; same state-dict keys)")
     p.add_argument("--no-forward", dest="check_forward", action="store_false",
@@ -517,6 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("visualize", help="draw the network with Graphviz")
     _model_args(p)
+    _outputs_arg(p)
     _budget_args(p)
     p.add_argument("-o", "--output", metavar="FILE", help="output file (.svg, .png, .pdf or .dot)")
     p.add_argument("--format", choices=RENDER_FORMATS, help="output format, when the file name does not say")

@@ -29,6 +29,7 @@ __all__ = [
     "Scope",
     "Node",
     "Tap",
+    "Skip",
     "Graph",
     "Resolved",
     "INPUT",
@@ -89,6 +90,8 @@ class Literal:
     """A parameter bound to a plain value."""
 
     value: Any
+    #: Where the value was written, when it came from a spec (for errors about the value).
+    loc: Location | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,9 @@ class Node:
     scope: Scope | None = None
     #: "encoder" or "meta": which file of a model the layer came from.
     part: str = "encoder"
+    #: The layer's ``when:`` condition (an Expr, or a plain bool), evaluated by ``infer_shapes``
+    #: in ``scope``; when false the layer is absent and its readers read its first input.
+    when: Any = None
 
     def attr_loc(self, attr: str) -> Location | None:
         return self.attr_locs.get(attr, self.loc)
@@ -172,6 +178,21 @@ class Tap:
     loc: Location | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A layer that is absent: its name stands for ``passthrough`` (its first input).
+
+    Made by ``expand`` for ``repeat: 0`` and a block use whose ``when:`` is false, and by
+    ``infer_shapes`` for an op layer whose ``when:`` is false. ``why`` says which, for notes
+    on errors that arise because a reader got the layer's input instead of its output.
+    """
+
+    name: str
+    passthrough: str
+    why: str
+    loc: Location | None = None
+
+
 @dataclass(frozen=True)
 class Graph:
     """A whole network: nodes in declaration (after ``link``: topological) order."""
@@ -188,6 +209,11 @@ class Graph:
     files: Mapping[str, str] = field(default_factory=frozen_map)
     #: Encoder-level facts a meta may require, e.g. the declared output stride.
     info: Mapping[str, Any] = field(default_factory=frozen_map)
+    #: Named outputs, in order, as (name, node); the first is the main output (``output``).
+    #: Empty for a model with one ``output``: its module returns a tensor, not a dict.
+    outputs: tuple[tuple[str, str], ...] = ()
+    #: Absent layers by name (see :class:`Skip`); references to them read their input.
+    skipped: Mapping[str, Skip] = field(default_factory=frozen_map)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {n.name: i for i, n in enumerate(self.nodes)})
@@ -197,6 +223,19 @@ class Graph:
 
     def __contains__(self, name: str) -> bool:
         return name in self._index  # type: ignore[attr-defined]
+
+    def real(self, ref: str) -> str:
+        """``ref`` with absent layers followed to the layer whose output it really is."""
+        seen = 0
+        while ref in self.skipped and seen <= len(self.skipped):
+            ref = self.skipped[ref].passthrough
+            seen += 1
+        return ref
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Every output node: the named outputs, or the one ``output``."""
+        return tuple(node for _, node in self.outputs) or (self.output,)
 
     def tap(self, name: str) -> Tap | None:
         return next((t for t in self.taps if t.name == name), None)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .diagnostics import Diagnostic, Diagnostics, Location, SpecError
-from .ir import Graph, Resolved
+from .ir import Graph, Resolved, frozen_map
 from .passes import count, infer_shapes, link
 from .passes.budget import DEFAULT_BUDGET, Budget, check_budget, check_listed_layers
 from .passes.count import Audit
@@ -154,8 +154,12 @@ def analyze(path: str | Path | None = None, input_size: tuple[int, int] | None =
             meta: str | Path | None = None, keep_unused: bool = False,
             output_stride: int | None = None, budget: Budget | None = None,
             encoder_params: Mapping[str, Any] | None = None,
-            meta_params: Mapping[str, Any] | None = None) -> Analysis:
+            meta_params: Mapping[str, Any] | None = None, outputs: str = "all") -> Analysis:
     """Run every torch-free pass; raises SpecError listing all problems found.
+
+    ``outputs="main"`` keeps only the main output of a model that declares several
+    (``outputs:`` in its meta): the auxiliary heads are left out of the graph and the audit,
+    as for inference. With ``"all"`` (the default) every declared output is kept.
 
     ``budget`` (default :data:`~rtseg_compiler.passes.budget.DEFAULT_BUDGET`) bounds
     parameters and activations, checked on the audit before anything is allocated.
@@ -167,14 +171,17 @@ def analyze(path: str | Path | None = None, input_size: tuple[int, int] | None =
     graph = load_graph(path, encoder=encoder, meta=meta, num_classes=num_classes, diags=diags,
                        encoder_params=encoder_params, meta_params=meta_params)
     return _analyze_graph(graph, input_size, diags, keep_unused=keep_unused,
-                          output_stride=output_stride, budget=budget)
+                          output_stride=output_stride, budget=budget, outputs=outputs)
 
 
 def _analyze_graph(graph: Graph, input_size: tuple[int, int] | None, diags: Diagnostics, *,
                    keep_unused: bool = False, output_stride: int | None = None,
-                   budget: Budget | None = None) -> Analysis:
+                   budget: Budget | None = None, outputs: str = "all") -> Analysis:
     """The passes after loading: link, shapes, [dilate], count, budget."""
-    linked = link(graph, diags, keep_unused=keep_unused)
+    if outputs not in ("all", "main"):
+        diags.error(f"outputs must be 'all' or 'main', not {outputs!r}")
+        diags.raise_if_errors()
+    linked = link(graph, diags, keep_unused=keep_unused, outputs=outputs)
     diags.raise_if_errors()
     size = input_size or linked.default_input or (
         DEFAULT_MODEL_INPUT if "meta" in linked.files else DEFAULT_ENCODER_INPUT)
@@ -200,6 +207,12 @@ def _analyze_graph(graph: Graph, input_size: tuple[int, int] | None, diags: Diag
     if target:
         resolved = _apply_output_stride(resolved, target, tuple(size), diags,
                                         head=tuple(n for n in linked.nodes if n.part != "encoder"))
+    if len(resolved.graph.skipped) > len(linked.skipped):
+        # A false 'when:' on a layer with several inputs leaves its other inputs unread.
+        pruned = link(resolved.graph, diags, keep_unused=keep_unused,
+                      why_unused=("a layer that read it is absent (its 'when:' is false)",))
+        diags.raise_if_errors()
+        resolved = Resolved(pruned, resolved.input, resolved.types)
     audit = count(resolved)
     check_budget(resolved, audit, budget or DEFAULT_BUDGET, diags)
     diags.raise_if_errors()
@@ -233,7 +246,9 @@ def validate_file(path: str | Path, input_size: tuple[int, int] | None = None, *
     if doc["kind"] == "meta":
         part = expand_meta_alone(doc, str(path), diags)
         if not diags.has_errors:
-            g = Graph(str(doc.get("name")), tuple(part.nodes), part.output or "input")
+            g = Graph(str(doc.get("name")), tuple(part.nodes), part.output or "input",
+                      outputs=tuple(part.outputs),
+                      skipped=frozen_map({s.name: s for s in part.skips}))
             link(g, diags)
         return diags.items
     try:

@@ -1,5 +1,8 @@
 """Emit a ``torch.fx.GraphModule`` from a resolved graph. The only compiler module importing torch.
 
+A model that declares ``outputs:`` returns a dict of its outputs in declared order (the
+first is the main output); a model with one ``output`` returns the tensor itself.
+
 Each layer becomes a submodule at its qualified path (``encoder.ds3.pw`` is
 ``model.encoder.ds3.pw``, so state dict keys read like the spec), or a plain
 function call for stateless fusion ops. torch.fx generates straight-line
@@ -71,7 +74,10 @@ def emit_torch(resolved: Resolved, class_name: str = "CompiledNet") -> fx.GraphM
             extras[node.name] = graph.create_node("call_function", operator.getitem, (pair, 1),
                                                   name=f"{base}_extra")
         values[node.name].meta["layer"] = node.name  # the spec layer, for tools and tests
-    graph.output(values[resolved.graph.output])
+    if resolved.graph.outputs:  # several outputs: a dict in declared order, the main one first
+        graph.output({name: values[node] for name, node in resolved.graph.outputs})
+    else:
+        graph.output(values[resolved.graph.output])
     module = fx.GraphModule(root, graph, class_name=class_name)
     module.eval()
     return module

@@ -34,6 +34,9 @@ def check(graph: Graph, *, ordered: bool = True) -> Graph:
                 assert src in seen, f"node {node.name} reads {src} before it is computed"
         seen.add(node.name)
     assert graph.output in defined, f"output {graph.output} is not a node"
+    for name, node in graph.outputs:
+        assert node in defined, f"output {name} points at missing {node}"
+    assert not graph.outputs or graph.outputs[0][1] == graph.output, "the first output is not the main one"
     for tap in graph.taps:
         assert tap.node in defined or not ordered, f"tap {tap.name} points at missing {tap.node}"
     return graph

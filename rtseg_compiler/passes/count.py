@@ -12,6 +12,12 @@ Conventions (see docs/flops.md):
          plus bias adds, element-wise adds and k² per pooled output element.
 
 All counts are for one image (batch 1); multiply by the batch size for more.
+
+A model with several outputs (``outputs:``) also gets a cost per head
+(:class:`HeadAudit`): the main head is every layer the main output needs
+(encoder included); an auxiliary head is the layers only that output needs.
+Layers that two auxiliary heads share but the main output does not are one
+more row, so the rows always sum to the total.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 from ..ir import INPUT, Resolved, stride_text
 from ..ops import REGISTRY
 
-__all__ = ["LayerAudit", "Audit", "count", "CONVENTIONS"]
+__all__ = ["LayerAudit", "HeadAudit", "Audit", "count", "CONVENTIONS"]
 
 CONVENTIONS = {
     "mac": "multiply-accumulates of conv/deconv/linear, bias excluded, deconv by input size",
@@ -52,6 +58,28 @@ class LayerAudit:
         return {"mac": self.macs, "flop": self.flops, "tf": self.tf_flops}[convention]
 
 
+@dataclass(frozen=True, slots=True)
+class HeadAudit:
+    """The cost of one output of a model with several: see the module docstring."""
+
+    name: str
+    #: "main", "auxiliary", "shared" (by auxiliary heads only) or "unused" (kept by keep_unused).
+    role: str
+    node: str | None
+    output_shape: tuple[int, int, int, int] | None
+    layers: tuple[str, ...]
+    params: int
+    macs: int
+    tf_flops: int
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    def value(self, convention: str) -> int:
+        return {"mac": self.macs, "flop": self.flops, "tf": self.tf_flops}[convention]
+
+
 @dataclass(frozen=True)
 class Audit:
     """Totals and per-layer rows for one model at one input size."""
@@ -60,6 +88,8 @@ class Audit:
     input: tuple[int, int, int, int]
     output_shape: tuple[int, int, int, int]
     layers: tuple[LayerAudit, ...]
+    #: Per-output costs when the model declares several outputs; empty otherwise.
+    heads: tuple[HeadAudit, ...] = ()
 
     @property
     def params(self) -> int:
@@ -92,6 +122,12 @@ class Audit:
             "total": self.total(convention),
             "params": self.params,
             "output_shape": list(self.output_shape),
+            **({"outputs": [
+                {"name": h.name, "role": h.role, "node": h.node,
+                 "output_shape": list(h.output_shape) if h.output_shape else None,
+                 "layers": len(h.layers), "params": h.params, "macs": h.macs, "flops": h.flops,
+                 "tf_flops": h.tf_flops, "total": h.value(convention)}
+                for h in self.heads]} if self.heads else {}),
             "layers": [
                 {"name": layer.name, "op": layer.op, "output_shape": list(layer.output_shape),
                  "stride": layer.stride.numerator if layer.stride.denominator == 1 else stride_text(layer.stride), "dilation": list(layer.dilation),
@@ -117,4 +153,45 @@ def count(resolved: Resolved) -> Audit:
     image = types[INPUT]
     out = resolved.output
     return Audit(graph.name, (1, image.channels, image.height, image.width),
-                 (1, out.channels, out.height, out.width), tuple(rows))
+                 (1, out.channels, out.height, out.width), tuple(rows), _heads(resolved, rows))
+
+
+def _heads(resolved: Resolved, rows: list[LayerAudit]) -> tuple[HeadAudit, ...]:
+    graph = resolved.graph
+    if not graph.outputs:
+        return ()
+    inputs = {n.name: n.inputs for n in graph.nodes}
+
+    def needed(root: str) -> set[str]:
+        seen: set[str] = set()
+        stack = [root]
+        while stack:
+            name = stack.pop()
+            if name in seen or name not in inputs:
+                continue
+            seen.add(name)
+            stack.extend(inputs[name])
+        return seen
+
+    by_output = [(name, node, needed(node)) for name, node in graph.outputs]
+    main = by_output[0][2]
+    groups: list[tuple[str, str, str | None, set[str]]] = [(by_output[0][0], "main", by_output[0][1], main)]
+    for k, (name, node, layers) in enumerate(by_output[1:], start=1):
+        others = set().union(*(s for j, (_, _, s) in enumerate(by_output) if j != k))
+        groups.append((name, "auxiliary", node, layers - others))
+    aux_any = set().union(*(s for _, _, s in by_output[1:])) if len(by_output) > 1 else set()
+    own = set().union(*(g[3] for g in groups))
+    shared = aux_any - own
+    if shared:
+        groups.append(("shared by auxiliary heads", "shared", None, shared))
+    unused = set(inputs) - main - aux_any
+    if unused:
+        groups.append(("unused (counted)", "unused", None, unused))
+    out = []
+    for name, role, node, layers in groups:
+        picked = [r for r in rows if r.name in layers]
+        t = resolved.types[node] if node is not None else None
+        out.append(HeadAudit(name, role, node, (1, t.channels, t.height, t.width) if t else None,
+                             tuple(r.name for r in picked), sum(r.params for r in picked),
+                             sum(r.macs for r in picked), sum(r.tf_flops for r in picked)))
+    return tuple(out)

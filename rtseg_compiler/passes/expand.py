@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..diagnostics import Diagnostics, Location, did_you_mean
-from ..ir import INPUT, ChannelsOf, Expr, Graph, Lazy, Literal, Node, Scope, Tap, frozen_map
+from ..ir import INPUT, ChannelsOf, Expr, Graph, Lazy, Literal, Node, Scope, Skip, Tap, frozen_map
 from ..ops import REGISTRY
 from ..spec.expr import ExprError, names_in
 from ..spec.load import LocatedList, LocatedMap, location_of
-from ..spec.schema import BLOCK_USE_KEYS, LAYER_KEYS
-from .env import Env, StaticOnly, evaluate_value
+from ..spec.schema import BLOCK_USE_KEYS, LAYER_KEYS, validate_layer_fields
+from .env import Env, StaticOnly, _lookup_with_scope, evaluate_value
 
 __all__ = ["expand_encoder", "expand_model", "expand_meta_alone", "Part", "MAX_LAYERS"]
 
@@ -40,6 +40,8 @@ MAX_LAYERS = 20_000
 MAX_BLOCK_DEPTH = 16
 
 _PLACEHOLDER = "\x00ref"
+#: A value that could not be computed (the reason is already reported).
+_FAILED = object()
 #: Qualified-name prefix per part. A meta's layers live under "head" ("meta" would
 #: collide with torch.fx.GraphModule.meta in the emitted module).
 _PREFIX = {"encoder": "encoder.", "meta": "head."}
@@ -53,6 +55,10 @@ class Part:
     output: str | None
     taps: list[Tap] = field(default_factory=list)
     scope: Scope = field(default_factory=Scope)
+    #: Named outputs (name, node) in order when the document declares ``outputs:``.
+    outputs: list[tuple[str, str]] = field(default_factory=list)
+    #: Layers made absent by ``repeat: 0`` or a block use's false ``when:``.
+    skips: list[Skip] = field(default_factory=list)
 
 
 @dataclass
@@ -71,6 +77,8 @@ class _Body:
     pending: list[tuple[str, str, Location | None]] = field(default_factory=list)
     #: The blocks being expanded around this body, outermost first, to catch a block using itself.
     chain: tuple[str, ...] = ()
+    #: A block's named inputs (``inputs: [x, skip]``) -> the references bound at the use.
+    input_names: dict[str, str] = field(default_factory=dict)
 
 
 class _Expander:
@@ -101,11 +109,18 @@ class _Expander:
         #: first use only, not once per use (MobileNet v1 used to repeat one typo 13 times).
         self.checked: set[tuple[str, Location, bool]] = set()
         self.recursion_reported: set[Location | None] = set()
+        #: Absent layers (repeat: 0, a block use's false 'when:'); their names read their input.
+        self.skips: list[Skip] = []
+        self.skip_names: set[str] = set()
+        #: (layer location, op) pairs whose fields were checked after resolving a parametric op.
+        self.fields_checked: set[tuple[Location | None, str]] = set()
+        self.ops_reported: set[Location | None] = set()
+        self.named_outputs: list[tuple[str, str]] = []
 
     # -- references -------------------------------------------------------
     def placeholder(self, body: _Body, text: str, loc: Location | None) -> str:
         """The qualified name for ``text`` if it is already defined, else a token resolved later."""
-        known = (text == INPUT or text in body.names
+        known = (text == INPUT or text in body.names or text in body.input_names
                  or (text.startswith("encoder.") and self.part == "meta")
                  or ("." in text and self.qualified_known(body.prefix + text)))
         if known:
@@ -116,7 +131,12 @@ class _Expander:
         return token
 
     def qualified_known(self, qualified: str) -> bool:
-        return qualified in self.node_names or qualified in self.block_outputs
+        return (qualified in self.node_names or qualified in self.block_outputs
+                or qualified in self.skip_names)
+
+    def add_skip(self, skip: Skip) -> None:
+        self.skips.append(skip)
+        self.skip_names.add(skip.name)
 
     def resolve_pending(self, body: _Body) -> None:
         for token, text, loc in body.pending:
@@ -131,8 +151,10 @@ class _Expander:
             return body.input_ref
         if text in body.names:
             return body.names[text]
+        if text in body.input_names:
+            return body.input_names[text]
         qualified = body.prefix + text
-        if "." in text and qualified in self.node_names:
+        if "." in text and (qualified in self.node_names or qualified in self.skip_names):
             return qualified
         if "." in text and qualified in self.block_outputs:
             return self.block_outputs[qualified]
@@ -153,7 +175,7 @@ class _Expander:
         # Past MAX_LAYERS names were dropped; a collector full of errors would drop this one.
         if self.overflow or (self.diags.full and self.diags.has_errors):
             return INPUT
-        candidates = list(body.names) + ([INPUT] if body.input_ref else [])
+        candidates = list(body.names) + list(body.input_names) + ([INPUT] if body.input_ref else [])
         if self.part == "meta":
             candidates += [f"encoder.{t}" for t in (self.encoder_taps or self.requires)]
         self.diags.error(f"unknown layer '{text}'", loc,
@@ -189,24 +211,34 @@ class _Expander:
                              hint=did_you_mean(name, known) or f"known: {', '.join(sorted(known))}",
                              notes=origin)
 
-    def static_int(self, value: Any, what: str, loc: Location | None, body: _Body,
-                   extra: dict[str, Any] | None = None) -> int | None:
-        scope = body.scope.child({k: Literal(v) for k, v in (extra or {}).items()})
+    def static_value(self, value: Any, what: str, loc: Location | None, body: _Body,
+                     scope: Scope | None = None) -> Any:
+        """``value`` evaluated before shapes are known, or _FAILED after reporting why not."""
         try:
-            result = evaluate_value(value, Env(scope, None))
+            return evaluate_value(value, Env(scope or body.scope, None))
         except StaticOnly:
-            self.diags.error(f"'{what}' must not depend on channel counts", loc, notes=body.origin)
-            return None
+            self.diags.error(f"'{what}' must not depend on channel counts", loc,
+                             hint=f"'{what}' is fixed before shapes are known: use numbers and "
+                                  f"parameters", notes=body.origin)
         except (ExprError, KeyError) as exc:
             hint = (f"'{what}' is fixed before shapes are known: use numbers and parameters"
                     if "in_channels" in str(exc) else None)
-            self.diags.error(f"'{what}': {exc}", loc, hint=hint, notes=body.origin)
+            msg = str(exc) if isinstance(exc, ExprError) else f"unknown name {exc}"
+            self.diags.error(f"'{what}': {msg}", loc, hint=hint, notes=body.origin)
+        return _FAILED
+
+    def static_int(self, value: Any, what: str, loc: Location | None, body: _Body,
+                   extra: dict[str, Any] | None = None, minimum: int = 1) -> int | None:
+        scope = body.scope.child({k: Literal(v) for k, v in (extra or {}).items()})
+        result = self.static_value(value, what, loc, body, scope)
+        if result is _FAILED:
             return None
         if isinstance(result, float) and result.is_integer():
             result = int(result)
-        if isinstance(result, bool) or not isinstance(result, int) or result < 1:
-            self.diags.error(f"'{what}' must be a positive integer, got {result!r}", loc,
-                             notes=body.origin)
+        if isinstance(result, bool) or not isinstance(result, int) or result < minimum:
+            kind = {1: "a positive integer", 0: "a non-negative integer"}.get(
+                minimum, f"an integer of at least {minimum}")
+            self.diags.error(f"'{what}' must be {kind}, got {result!r}", loc, notes=body.origin)
             return None
         return result
 
@@ -230,13 +262,19 @@ class _Expander:
                                  hint=f"'{name}' always means {meaning}; rename this layer",
                                  notes=body.origin)
                 name = None
+            elif name is not None and name in body.input_names:
+                self.diags.error(f"'{name}' is an input of this block and cannot name a layer",
+                                 location_of(item, ("name",)),
+                                 hint="rename the layer, or the block input", notes=body.origin)
+                name = None
             elif name is not None and name in body.names:
                 self.diags.error(f"duplicate layer name '{name}'", location_of(item, ("name",)),
                                  hint=f"first defined at {body.name_locs[name]}", notes=body.origin)
                 name = None
             repeat = 1
             if "repeat" in item:
-                repeat = self.static_int(item["repeat"], "repeat", location_of(item, ("repeat",)), body)
+                repeat = self.static_int(item["repeat"], "repeat", location_of(item, ("repeat",)),
+                                         body, minimum=0)
                 if repeat is None:
                     repeat = 1
             if name is None:
@@ -279,19 +317,115 @@ class _Expander:
                                  hint="check 'repeat' counts", notes=node.origin)
             self.overflow = True
             return
-        if node.name in self.node_names:
+        if node.name in self.node_names or node.name in self.skip_names:
             self.diags.error(f"layer name '{node.name}' is produced twice", node.loc,
                              notes=node.origin)
             return
         self.nodes.append(node)
         self.node_names.add(node.name)
 
+    def skip_layer(self, qualified: str, passthrough: str | None, why: str, why_loc: Location | None,
+                   loc: Location | None, body: _Body) -> str | None:
+        """Record an absent layer; its name then stands for ``passthrough``."""
+        if passthrough is None:
+            self.diags.error(f"layer '{qualified.split('.', 1)[-1]}' has no input to pass on", loc,
+                             hint="an absent layer stands for its input; name one with 'input:'",
+                             notes=body.origin)
+            return None
+        if qualified in self.node_names or qualified in self.skip_names:
+            self.diags.error(f"layer name '{qualified}' is produced twice", loc, notes=body.origin)
+            return passthrough
+        self.add_skip(Skip(qualified, passthrough, why, why_loc))
+        return qualified
+
+    # -- ops chosen by parameters -----------------------------------------
+    def resolve_op(self, item: dict, body: _Body) -> tuple[str | None, str | None]:
+        """The registered op a layer runs, and (for ``op: PARAM``) a note saying where it came from.
+
+        ``op: act`` names a parameter (of the block, or of the file) whose value is an op name,
+        e.g. ``act: hardswish`` at the block use. The value may itself name another parameter
+        (a block forwarding ``act: act`` to an inner block); the chain is followed to an op.
+        """
+        written = item.get("op")
+        if not isinstance(written, str):
+            return None, None
+        if written in REGISTRY:
+            return written, None
+        op_loc = location_of(item, ("op",))
+        found = _lookup_with_scope(body.scope, written)
+        if found is None:
+            if op_loc not in self.ops_reported:
+                self.ops_reported.add(op_loc)
+                self.diags.error(f"unknown op '{written}'", op_loc,
+                                 hint=did_you_mean(written, REGISTRY)
+                                 or f"known ops: {', '.join(sorted(REGISTRY))}", notes=body.origin)
+            return None, None
+        binding, home = found
+        param = written
+        for _ in range(33):
+            if isinstance(binding, Lazy):
+                text, vloc = binding.expr.text.strip(), binding.expr.loc
+                if text in REGISTRY:
+                    return text, f"this layer's op '{text}' comes from parameter '{written}', set at {vloc}"
+                scope = binding.scope if binding.scope is not None else home
+                inner = _lookup_with_scope(scope, text) if text.isidentifier() else None
+                if inner is None:
+                    if vloc not in self.ops_reported:
+                        self.ops_reported.add(vloc)
+                        self.diags.error(
+                            f"unknown op '{text}' (the value of parameter '{param}', used as "
+                            f"the op of the layer at {op_loc})", vloc,
+                            hint=did_you_mean(text, REGISTRY)
+                            or f"known ops: {', '.join(sorted(REGISTRY))}", notes=body.origin)
+                    return None, None
+                binding, home = inner
+                param = text
+                continue
+            what = (f"the channels of '{binding.ref}'" if isinstance(binding, ChannelsOf)
+                    else repr(getattr(binding, "value", binding)))
+            vloc = getattr(binding, "loc", None) or op_loc
+            if vloc not in self.ops_reported:
+                self.ops_reported.add(vloc)
+                self.diags.error(f"parameter '{param}' holds {what}, not an op name (it is the op of "
+                                 f"the layer at {op_loc})", vloc,
+                                 hint="pass an op name, e.g. 'act: relu'", notes=body.origin)
+            return None, None
+        self.diags.error(f"'op: {written}': parameters name each other in a loop", op_loc,
+                         notes=body.origin)
+        return None, None
+
+    def check_fields(self, item: dict, op_name: str, note: str, body: _Body) -> bool:
+        """Schema-check a layer whose op came from a parameter, once per (layer, op)."""
+        key = (location_of(item, ()), op_name)
+        if key in self.fields_checked:
+            return True
+        self.fields_checked.add(key)
+        problems = validate_layer_fields(item, op_name)
+        for d in problems:
+            self.diags.add(d.__class__(d.message, d.loc, d.severity, d.hint,
+                                       d.notes + (note,) + body.origin))
+        return not problems
+
+    def when_of(self, item: dict, body: _Body) -> Any:
+        """A layer's condition: None (always present), False, or an Expr for infer_shapes."""
+        if "when" not in item:
+            return None
+        value, loc = item["when"], location_of(item, ("when",))
+        if isinstance(value, bool):
+            return None if value else False
+        if isinstance(value, str):
+            self.check_expression(value, loc, body, {"i"})
+            return Expr(value, loc)
+        return None  # the schema has reported it
+
     def expand_op(self, item: dict, loc: Location | None, name: str, body: _Body, prev: str | None,
                   explicit: list[str] | None, repeat: int) -> str | None:
-        op_name = item.get("op")
-        op = REGISTRY.get(op_name)
+        op_name, op_note = self.resolve_op(item, body)
+        op = REGISTRY.get(op_name) if op_name else None
         if op is None:
-            return prev  # the schema pass has reported it
+            return prev  # reported by the schema pass or by resolve_op
+        if op_note is not None and not self.check_fields(item, op_name, op_note, body):
+            return prev
         attrs: dict[str, Any] = {}
         attr_locs: dict[str, Location] = {}
         for key, value in item.items():
@@ -314,6 +448,11 @@ class _Expander:
                 attrs[key] = Expr(value, vloc)
             else:
                 attrs[key] = value
+        when = self.when_of(item, body)
+        if repeat == 0:
+            first = explicit[0] if explicit else prev
+            return self.skip_layer(body.prefix + name, first, "'repeat: 0'",
+                                   location_of(item, ("repeat",)), loc, body)
         out = prev
         for r in range(repeat):
             if self.overflow:  # 'repeat: 10**11' must stop at MAX_LAYERS, not loop 10^11 times
@@ -332,7 +471,7 @@ class _Expander:
             scope = (body.scope.child({"i": Literal(r)})
                      if repeat > 1 or body.scope.lookup("i") is None else body.scope)
             self.add_node(Node(qualified, op_name, inputs, frozen_map(attrs), loc,
-                               frozen_map(attr_locs), body.origin, scope, self.part))
+                               frozen_map(attr_locs), body.origin, scope, self.part, when))
             out = qualified
         return out
 
@@ -361,6 +500,7 @@ class _Expander:
             return prev
         declared = block.get("params") or {}
         args = {k: v for k, v in item.items() if k not in BLOCK_USE_KEYS}
+        op_params = _op_params(block)
         ok = True
         for key in args:
             if key not in declared:
@@ -375,41 +515,82 @@ class _Expander:
                                  notes=body.origin)
                 ok = False
         for key, value in args.items():
-            if isinstance(value, str):
+            if isinstance(value, str) and key not in op_params:  # resolve_op checks op names
                 self.check_expression(value, location_of(item, (key,)), body, {"i"})
+        input_names = [str(n) for n in block.get("inputs") or []]
+        wanted = len(input_names) or 1
+        given = len(explicit) if explicit is not None else None
+        if given is not None and given != wanted or given is None and wanted > 1:
+            names = ", ".join(input_names) if input_names else "input"
+            got = f"got {given}" if given is not None else "got none"
+            where = location_of(item, ("inputs",) if "inputs" in item else ("input",))
+            self.diags.error(f"block '{block_name}' takes {wanted} input{'s' if wanted > 1 else ''} "
+                             f"({names}), {got}", where,
+                             hint=(f"write 'inputs: [{', '.join('a' + str(k + 1) for k in range(wanted))}]'"
+                                   if wanted > 1 else "write 'input: NAME'"),
+                             notes=(f"block '{block_name}' declares its inputs at "
+                                    f"{location_of(block, ('inputs',)) or location_of(block, ())}",)
+                             + body.origin)
+            ok = False
+        start = None
+        if "start" in item:
+            start = self.static_int(item["start"], "start", location_of(item, ("start",)), body,
+                                    minimum=0)
+            ok = ok and start is not None
         if not ok:
             return prev
         origin = (f"in block '{block_name}' used at {use_loc}",) + body.origin
+        if repeat == 0:
+            first = explicit[0] if explicit else prev
+            return self.skip_layer(body.prefix + name, first, "'repeat: 0'",
+                                   location_of(item, ("repeat",)), loc, body)
         out = prev
+        qualified = body.prefix + name
         for r in range(repeat):
             if self.overflow:
                 break
             if r == 0 and explicit is not None:
-                block_input = explicit[0]
+                block_inputs = list(explicit)
             elif out is not None:
-                block_input = out
+                # Copies after the first read the previous copy's output as their first input
+                # and keep the other inputs they were given.
+                block_inputs = [out] + (list(explicit[1:]) if explicit else [])
             else:
                 self.diags.error(f"block use '{name}' has no input", loc, notes=body.origin)
                 return None
+            block_input = block_inputs[0]
+            suffix = "" if repeat == 1 and start is None else f".{(start if start is not None else 1) + r}"
+            qualified = body.prefix + name + suffix
             caller = body.scope.child({"i": Literal(r)})
+            if "when" in item and not self.use_is_present(item, caller, body):
+                skipped = self.skip_layer(qualified, block_input, "its 'when:'",
+                                          location_of(item, ("when",)), loc, body)
+                out = skipped
+                if out is not None:
+                    self.block_outputs[qualified] = out
+                continue
             bindings: dict[str, Any] = {"i": Literal(r), "block_in_channels": ChannelsOf(block_input)}
+            for input_name, ref in zip(input_names, block_inputs):
+                bindings[f"{input_name}.channels"] = ChannelsOf(ref)
             for key, default in declared.items():
                 value = args.get(key, default)
+                where = location_of(item, (key,)) if key in args else location_of(block, ("params", key))
                 if isinstance(value, str):
-                    where = location_of(item, (key,)) if key in args else location_of(block, ("params", key))
                     bindings[key] = Lazy(Expr(value, where), caller if key in args else None,
                                          input_ref=block_input if key in args else None)
                 else:
-                    bindings[key] = Literal(value)
+                    bindings[key] = Literal(value, where)
             for key, default in declared.items():
-                if key not in args and isinstance(default, str):
+                if key not in args and isinstance(default, str) and key not in op_params:
                     self.check_expression(default, location_of(block, ("params", key)), None,
-                                          set(declared) | {"i", "block_in_channels"}, origin,
+                                          set(declared) | {"i", "block_in_channels"}
+                                          | {f"{n}.channels" for n in input_names}, origin,
                                           in_channels=False, scope=self.root_scope)
             scope = self.root_scope.child(bindings)
-            prefix = body.prefix + (name if repeat == 1 else f"{name}.{r + 1}") + "."
+            prefix = qualified + "."
             inner = _Body(prefix, scope, block_input, origin, top_level=False, in_block=True,
-                          chain=body.chain + (str(block_name),))
+                          chain=body.chain + (str(block_name),),
+                          input_names=dict(zip(input_names, block_inputs)))
             last = self.expand_body(block.get("layers"), inner, depth + 1)
             out_ref = block.get("output")
             if isinstance(out_ref, str):
@@ -417,9 +598,25 @@ class _Expander:
             out = last
             if out is not None:
                 self.block_outputs[prefix[:-1]] = out
-        if out is not None and repeat > 1:
+        if out is not None and qualified != body.prefix + name:
             self.block_outputs[body.prefix + name] = out
         return out
+
+    def use_is_present(self, item: dict, caller: Scope, body: _Body) -> bool:
+        """A block use's ``when:``, decided while expanding: it chooses which layers exist."""
+        value, where = item["when"], location_of(item, ("when",))
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            self.check_expression(value, where, body, {"i"}, in_channels=False)
+        result = self.static_value(value, "when", where, body, caller)
+        if result is _FAILED:
+            return True
+        if not isinstance(result, bool):
+            self.diags.error(f"'when' must be true or false, got {result!r}", where,
+                             hint="write a comparison, e.g. 'stride == 1'", notes=body.origin)
+            return True
+        return result
 
     # -- documents --------------------------------------------------------
     def finish(self) -> list[Node]:
@@ -479,6 +676,7 @@ class _Expander:
             keep.append(scope)
             return new
 
+        self.skips = [Skip(s.name, real(s.passthrough), s.why, s.loc) for s in self.skips]
         out = []
         for n in self.nodes:
             new_scope = fix_scope(n.scope)
@@ -487,6 +685,13 @@ class _Expander:
                 changes["scope"] = new_scope
             out.append(n.replace(**changes))
         return out
+
+
+def _op_params(block: Any) -> set[str]:
+    """Names a block's layers use as ``op:`` that are not ops: parameters holding op names."""
+    layers = block.get("layers") if isinstance(block, dict) else None
+    return {str(item["op"]) for item in layers or [] if isinstance(item, dict)
+            and isinstance(item.get("op"), str) and item["op"] not in REGISTRY}
 
 
 def _param_bindings(doc: LocatedMap, overrides: dict | None, file: str, diags: Diagnostics,
@@ -509,7 +714,7 @@ def _param_bindings(doc: LocatedMap, overrides: dict | None, file: str, diags: D
 def _binding(value: Any, loc: Location | None) -> Any:
     if isinstance(value, str):
         return Lazy(Expr(value, loc), None)
-    return Literal(value)
+    return Literal(value, loc)
 
 
 def _expand_part(doc: LocatedMap, file: str, part: str, scope: Scope, diags: Diagnostics,
@@ -517,7 +722,7 @@ def _expand_part(doc: LocatedMap, file: str, part: str, scope: Scope, diags: Dia
                  input_ref: str | None = INPUT) -> tuple[_Expander, list[Node], str | None, _Body]:
     ex = _Expander(doc, file, part, diags, taps, requires, scope)
     for binding in scope.bindings.values():  # file parameters: names known, no 'in_channels'
-        if isinstance(binding, Lazy):
+        if isinstance(binding, Lazy) and binding.expr.text.strip() not in REGISTRY:
             ex.check_expression(binding.expr.text, binding.expr.loc, None, in_channels=False,
                                 scope=scope)
     body = _Body(_PREFIX[part], scope, input_ref, (), top_level=True, in_block=False)
@@ -525,8 +730,20 @@ def _expand_part(doc: LocatedMap, file: str, part: str, scope: Scope, diags: Dia
     output = last
     if isinstance(doc.get("output"), str):
         output = ex.resolve(body, doc["output"], location_of(doc, ("output",)))
+    named: list[tuple[str, str]] = []
+    if isinstance(doc.get("outputs"), dict):
+        if "output" in doc:
+            diags.error("give 'output' or 'outputs', not both", location_of(doc, ("outputs",), key=True),
+                        hint="'outputs: {out: logits, aux: aux_logits}' names several; its first "
+                             "entry is the main output", notes=(f"'output' is at {location_of(doc, ('output',))}",))
+        for out_name, ref in doc["outputs"].items():
+            if isinstance(ref, str):
+                named.append((str(out_name), ex.resolve(body, ref, location_of(doc, ("outputs", out_name)))))
+        if named:
+            output = named[0][1]
     nodes = ex.finish()
     output = ex.real(output) if output else output
+    ex.named_outputs = [(k, ex.real(v)) for k, v in named]
     return ex, nodes, output, body
 
 
@@ -542,7 +759,7 @@ def expand_encoder(doc: LocatedMap, file: str, diags: Diagnostics,
         loc = location_of(doc, ("taps", tap_name))
         target = ex.real(ex.resolve(body, ref, loc))
         taps.append(Tap(tap_name, target, loc))
-    return Part(nodes, output, taps, scope)
+    return Part(nodes, output, taps, scope, ex.named_outputs, ex.skips)
 
 
 def _meta_scope(doc: LocatedMap, file: str, diags: Diagnostics, num_classes: int | None,
@@ -563,7 +780,7 @@ def expand_meta_alone(doc: LocatedMap, file: str, diags: Diagnostics) -> Part:
     requires = set(doc.get("requires") or [])
     scope = _meta_scope(doc, file, diags, None, None, None, None, None)
     ex, nodes, output, _ = _expand_part(doc, file, "meta", scope, diags, None, requires, INPUT)
-    return Part(nodes, output, [], scope)
+    return Part(nodes, output, [], scope, ex.named_outputs, ex.skips)
 
 
 def expand_model(encoder_doc: LocatedMap, encoder_file: str, meta_doc: LocatedMap, meta_file: str,
@@ -586,8 +803,22 @@ def expand_model(encoder_doc: LocatedMap, encoder_file: str, meta_doc: LocatedMa
         taps_with_output.setdefault("output", enc.output)
     scope = _meta_scope(meta_doc, meta_file, diags, num_classes, meta_params, taps_with_output,
                         enc.output, model_loc)
-    _, meta_nodes, output, _ = _expand_part(meta_doc, meta_file, "meta", scope, diags,
-                                            taps_with_output, None, INPUT)
+    mex, meta_nodes, output, _ = _expand_part(meta_doc, meta_file, "meta", scope, diags,
+                                              taps_with_output, None, INPUT)
+    outputs = list(mex.named_outputs)
+    if enc.outputs[1:]:
+        # An encoder's auxiliary outputs (deep supervision) stay outputs of the model, after the
+        # meta's; its main output is what the meta reads as 'encoder.output'.
+        if not outputs:
+            outputs = [("out", output or enc.output or INPUT)]
+        taken = {k for k, _ in outputs}
+        for out_name, node in enc.outputs[1:]:
+            if out_name in taken:
+                diags.error(f"output '{out_name}' of the encoder has the name of an output of the "
+                            f"meta-architecture", location_of(encoder_doc, ("outputs", out_name), key=True),
+                            hint="rename one of them")
+                continue
+            outputs.append((out_name, node))
     info = {}
     for key in ("output_stride",):
         if key in encoder_doc:
@@ -605,6 +836,8 @@ def expand_model(encoder_doc: LocatedMap, encoder_file: str, meta_doc: LocatedMa
         num_classes=num_classes,
         files=frozen_map(files or {}),
         info=frozen_map(info),
+        outputs=tuple(outputs),
+        skipped=frozen_map({k.name: k for k in enc.skips + mex.skips}),
     )
 
 
@@ -621,4 +854,6 @@ def encoder_graph(doc: LocatedMap, file: str, diags: Diagnostics,
         input_channels=int(doc.get("input_channels", 3)),
         default_input=tuple(size) if isinstance(size, list) and len(size) == 2 else None,
         files=frozen_map({"encoder": file}),
+        outputs=tuple(enc.outputs),
+        skipped=frozen_map({k.name: k for k in enc.skips}),
     )

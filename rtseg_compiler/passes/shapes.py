@@ -19,7 +19,7 @@ from fractions import Fraction
 from typing import Any, Mapping
 
 from ..diagnostics import Diagnostics, did_you_mean
-from ..ir import INPUT, Graph, Node, Resolved, TensorType, frozen_map, stride_text
+from ..ir import INPUT, Expr, Graph, Node, Resolved, Skip, Tap, TensorType, frozen_map, stride_text
 from ..ops import REGISTRY, OpError
 from ..ops.base import REQUIRED, Field
 from ..spec.expr import ExprError
@@ -131,8 +131,17 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
     resolved_nodes = []
     with_extra: set[str] = set()  # nodes whose module returns (value, extra): pools with indices
     spatial_errors = []
+    #: Absent layers: from expand (repeat: 0, a block use's when) and from false 'when:' here.
+    skipped: dict[str, Skip] = dict(graph.skipped)
+
+    def real(ref: str) -> str:
+        seen = 0
+        while ref in skipped and seen <= len(skipped):
+            ref, seen = skipped[ref].passthrough, seen + 1
+        return ref
 
     def channels_of(ref: str) -> int:
+        ref = real(ref)
         if ref in failed:
             raise _Skip
         if ref not in types:
@@ -145,7 +154,16 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
             diags.error(f"unknown op '{node.op}'", node.loc, notes=node.origin)
             failed.add(node.name)
             continue
+        via: tuple[str, ...] = ()
+        if any(i in skipped for i in node.inputs):
+            via = tuple(_absent_note(skipped[i], node, real(i)) for i in dict.fromkeys(node.inputs)
+                        if i in skipped)
+            node = node.replace(inputs=tuple(real(i) for i in node.inputs))
+        notes = node.origin + via
         if any(i in failed for i in node.inputs):
+            failed.add(node.name)
+            continue
+        if any(i not in types for i in node.inputs):  # a hand-made graph; link reports these
             failed.add(node.name)
             continue
         ins = [types[i] for i in node.inputs]
@@ -153,11 +171,20 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
         if len(ins) < lo or (hi is not None and len(ins) > hi):
             want = f"{lo}" if lo == hi else (f"at least {lo}" if hi is None else f"{lo} to {hi}")
             diags.error(f"op '{node.op}' takes {want} input{'s' if want != '1' else ''}, "
-                        f"got {len(ins)}", node.loc, notes=node.origin,
+                        f"got {len(ins)}", node.loc, notes=notes,
                         hint="list them with 'inputs: [a, b]'" if lo > 1 else None)
             failed.add(node.name)
             continue
         env = Env(node.scope, channels_of, lambda ins=ins: ins[0].channels)
+        if node.when is not None:
+            present = _decide(node, env, diags, notes)
+            if present is None:
+                failed.add(node.name)
+                continue
+            if not present:
+                loc = node.when.loc if isinstance(node.when, Expr) else node.loc
+                skipped[node.name] = Skip(node.name, node.inputs[0], "skipped by its 'when:'", loc)
+                continue
         try:
             attrs = _evaluate_attrs(node, env)
             attrs = op.complete(attrs, ins)
@@ -182,9 +209,9 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
                 if spatial_dims is not None:
                     spatial_dims.update(exc.dims)
                 message = f"{text} at layer '{_short(node.name)}' for input {h}x{w}"
-                spatial_errors.append((node, message, exc.hint, loc))
+                spatial_errors.append((notes, message, exc.hint, loc))
             else:
-                diags.error(message, loc, hint=exc.hint, notes=node.origin)
+                diags.error(message, loc, hint=exc.hint, notes=notes)
             failed.add(node.name)
             continue
         types[node.name] = out
@@ -193,14 +220,45 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
         resolved_nodes.append(node.replace(attrs=frozen_map(attrs)))
     if spatial_errors:
         hint_sizes = suggest_input_sizes(graph, input_size) if suggest else None
-        for node, message, hint, loc in spatial_errors:
+        for notes, message, hint, loc in spatial_errors:
             if hint_sizes:
                 hint = f"input sizes that work nearby: {hint_sizes}"
-            diags.error(message, loc, hint=hint, notes=node.origin)
+            diags.error(message, loc, hint=hint, notes=notes)
+    taps = tuple(Tap(t.name, real(t.node), t.loc) for t in graph.taps)
     if check_taps and not diags.has_errors:
-        _check_taps(graph, types, diags)
-    resolved = graph.replace(nodes=tuple(resolved_nodes))
+        _check_taps(taps, types, diags)
+    resolved = graph.replace(nodes=tuple(resolved_nodes), output=real(graph.output),
+                             outputs=tuple((k, real(v)) for k, v in graph.outputs), taps=taps,
+                             skipped=frozen_map(skipped))
     return Resolved(resolved, image, frozen_map(types))
+
+
+def _absent_note(skip: Skip, reader: Node, instead: str) -> str:
+    where = f" at {skip.loc}" if skip.loc is not None else ""
+    return (f"'{_short(skip.name)}' is absent ({skip.why}{where}), so '{_short(reader.name)}' "
+            f"reads '{_short(instead)}' in its place")
+
+
+def _decide(node: Node, env: Env, diags: Diagnostics, notes: tuple[str, ...]) -> bool | None:
+    """A layer's ``when:``: True or False, or None after reporting why it has no value."""
+    if isinstance(node.when, bool):
+        return node.when
+    loc = node.when.loc if isinstance(node.when, Expr) else node.loc
+    try:
+        value = evaluate_value(node.when, env)
+    except _Skip:
+        return None
+    except (ExprError, KeyError) as exc:
+        msg = str(exc) if isinstance(exc, ExprError) else f"unknown name {exc}"
+        diags.error(f"when: {msg} ({node.op} '{_short(node.name)}')",
+                    getattr(exc, "loc", None) or loc, notes=notes)
+        return None
+    if not isinstance(value, bool):
+        diags.error(f"'when' must be true or false, got {value!r} ({node.op} '{_short(node.name)}')",
+                    loc, hint="write a comparison, e.g. 'stride == 1 and in_channels == out'",
+                    notes=notes)
+        return None
+    return value
 
 
 def _short(name: str) -> str:
@@ -219,9 +277,9 @@ def _check_output(node: Node, out: TensorType, ins: list[TensorType]) -> None:
                       spatial=False)
 
 
-def _check_taps(graph: Graph, types: Mapping[str, TensorType], diags: Diagnostics) -> None:
+def _check_taps(taps: tuple[Tap, ...], types: Mapping[str, TensorType], diags: Diagnostics) -> None:
     """A tap named strideN must sit on a map of stride N; the contract metas rely on."""
-    for tap in graph.taps:
+    for tap in taps:
         want = tap_stride(tap.name)
         if not want or tap.node not in types:
             continue

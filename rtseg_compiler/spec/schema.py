@@ -25,7 +25,8 @@ from ..ops.base import REQUIRED
 from ..weights.mapping import WEIGHTS_SCHEMA
 from .load import location_of
 
-__all__ = ["KINDS", "schema_for", "validate_document", "SCHEMA_DIR", "LAYER_KEYS", "BLOCK_USE_KEYS"]
+__all__ = ["KINDS", "schema_for", "validate_document", "validate_layer_fields", "SCHEMA_DIR",
+           "LAYER_KEYS", "BLOCK_USE_KEYS"]
 
 KINDS = ("encoder", "meta", "model")
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -35,9 +36,9 @@ NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 REF_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$"
 
 #: Keys every op layer may have besides its op's fields.
-LAYER_KEYS = ("name", "op", "input", "inputs", "repeat", "doc")
+LAYER_KEYS = ("name", "op", "input", "inputs", "repeat", "when", "doc")
 #: Keys of a block use besides the block's own parameters.
-BLOCK_USE_KEYS = ("name", "block", "input", "repeat", "doc")
+BLOCK_USE_KEYS = ("name", "block", "input", "inputs", "repeat", "start", "when", "doc")
 
 _EXPR = {"type": "string", "minLength": 1, "description": "an expression over spec parameters"}
 
@@ -78,41 +79,60 @@ def _layer_schema() -> dict[str, Any]:
         "name": {"type": "string", "pattern": NAME_PATTERN},
         "input": _ref_schema(),
         "inputs": {"type": "array", "items": _ref_schema(), "minItems": 1},
-        "repeat": {"type": ["integer", "string"], "minimum": 1},
+        "repeat": {"type": ["integer", "string"], "minimum": 0,
+                   "description": "copies in a chain, named name.1 ... name.n; 0: the layer is absent"},
+        "when": {"type": ["boolean", "string"],
+                 "description": "a condition; when false the layer is absent and its readers read its "
+                                "first input"},
         "doc": {"type": "string"},
     }
-    per_op = []
-    for name in sorted(REGISTRY):
-        op = REGISTRY[name]
-        per_op.append({
-            "if": {"properties": {"op": {"const": name}}, "required": ["op"]},
-            "then": {
-                "description": op.summary,
-                "properties": {**common, "op": {"const": name},
-                               **{k: _field_schema(f) for k, f in op.fields.items()}},
-                "required": ["op", *op.required],
-                "additionalProperties": False,
-            },
-        })
+    per_op = [{"if": {"properties": {"op": {"const": name}}, "required": ["op"]},
+               "then": _op_layer_schema(name, common)} for name in sorted(REGISTRY)]
+    # 'op: act' names a parameter holding an op name; its fields are checked once the
+    # parameter is resolved (validate_layer_fields), so here they need only be plain values.
+    parametric = {"properties": {**common, "op": {"type": "string", "pattern": NAME_PATTERN}},
+                  "additionalProperties": {"type": ["number", "string", "boolean", "array"]}}
     op_layer = {
         "required": ["op"],
-        "properties": {"op": {"enum": sorted(REGISTRY)}},
+        "properties": {"op": {"anyOf": [
+            {"enum": sorted(REGISTRY)},
+            {"type": "string", "pattern": NAME_PATTERN,
+             "description": "a parameter (of the block or the file) whose value is an op name"}]}},
         "not": {"required": ["input", "inputs"]},
         "allOf": per_op,
+        "if": {"properties": {"op": {"enum": sorted(REGISTRY)}}},
+        "else": parametric,
     }
     block_use = {
         "required": ["name", "block"],
         "properties": {
             "name": common["name"], "block": {"type": "string", "pattern": NAME_PATTERN},
-            "input": common["input"], "repeat": common["repeat"], "doc": common["doc"],
+            "input": common["input"], "inputs": common["inputs"], "repeat": common["repeat"],
+            "start": {"type": ["integer", "string"], "minimum": 0,
+                      "description": "number of the first copy's name (name.0 with 0); always numbered"},
+            "when": {**common["when"], "description": "a condition on parameters (not channels); "
+                     "when false the block use is absent and its readers read its first input"},
+            "doc": common["doc"],
         },
         "additionalProperties": {"type": ["number", "string", "boolean"]},
+        "not": {"required": ["input", "inputs"]},
     }
     return {
         "type": "object",
         "if": {"required": ["block"]},
         "then": block_use,
         "else": op_layer,
+    }
+
+
+def _op_layer_schema(name: str, common: dict[str, Any]) -> dict[str, Any]:
+    op = REGISTRY[name]
+    return {
+        "description": op.summary,
+        "properties": {**common, "op": {"const": name},
+                       **{k: _field_schema(f) for k, f in op.fields.items()}},
+        "required": ["op", *op.required],
+        "additionalProperties": False,
     }
 
 
@@ -139,6 +159,9 @@ def _body_props() -> dict[str, Any]:
                         "propertyNames": {"pattern": NAME_PATTERN},
                         "additionalProperties": {"type": ["number", "string", "boolean", "null"]},
                     },
+                    "inputs": {"type": "array", "minItems": 1, "uniqueItems": True,
+                               "items": {"type": "string", "pattern": NAME_PATTERN},
+                               "description": "named inputs, bound in order by a use's 'inputs'"},
                     "layers": {"type": "array", "items": {"$ref": "#/$defs/layer"}, "minItems": 1},
                     "output": _ref_schema(),
                 },
@@ -147,6 +170,9 @@ def _body_props() -> dict[str, Any]:
         },
         "layers": {"type": "array", "items": {"$ref": "#/$defs/layer"}, "minItems": 1},
         "output": _ref_schema(),
+        "outputs": {"type": "object", "minProperties": 1, "propertyNames": {"pattern": NAME_PATTERN},
+                    "additionalProperties": _ref_schema(),
+                    "description": "named outputs in order; the first is the main output"},
     }
 
 
@@ -232,6 +258,55 @@ def validate_document(doc: Any, file: str, expected_kind: str | None = None) -> 
     errors = sorted(_validator(kind).iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
     for error in errors:
         out.extend(_explain(error, doc))
+    out.extend(_check_op_names(doc))
+    return out
+
+
+def _check_op_names(doc: Any) -> Iterator[Diagnostic]:
+    """'unknown op' for an ``op:`` that is neither an op nor a parameter in scope.
+
+    The schema accepts any name there, since ``op: act`` may name a parameter holding an op;
+    which names are parameters depends on where the layer is, so it is checked here.
+    """
+    file_params = set(doc.get("params") or {}) if isinstance(doc.get("params"), dict) else set()
+    lists: list[tuple[tuple, set[str]]] = [(("layers",), file_params)]
+    blocks = doc.get("blocks")
+    if isinstance(blocks, dict):
+        for block_name, block in blocks.items():
+            params = block.get("params") if isinstance(block, dict) else None
+            lists.append((("blocks", block_name, "layers"),
+                          file_params | (set(params) if isinstance(params, dict) else set())))
+    for path, params in lists:
+        node = doc
+        for step in path:
+            node = node.get(step) if isinstance(node, dict) else None
+        if not isinstance(node, list):
+            continue
+        for idx, item in enumerate(node):
+            op = item.get("op") if isinstance(item, dict) else None
+            if not isinstance(op, str) or op in REGISTRY or op in params:
+                continue
+            hint = (did_you_mean(op, list(REGISTRY) + sorted(params))
+                    or f"known ops: {', '.join(sorted(REGISTRY))}"
+                    + (f"; parameters: {', '.join(sorted(params))}" if params else ""))
+            yield Diagnostic(f"unknown op {_clip(op)}", location_of(doc, (*path, idx, "op")), hint=hint)
+
+
+_LAYER_VALIDATORS: dict[tuple[str, int], jsonschema.Draft202012Validator] = {}
+
+
+def validate_layer_fields(item: Any, op_name: str) -> list[Diagnostic]:
+    """Schema diagnostics for one layer run as ``op_name`` (its ``op:`` named a parameter)."""
+    op = REGISTRY[op_name]
+    key = (op_name, id(op))
+    if key not in _LAYER_VALIDATORS:
+        common = _layer_schema()["else"]["else"]["properties"]
+        _LAYER_VALIDATORS[key] = jsonschema.Draft202012Validator(_op_layer_schema(op_name, common))
+    resolved = {**item, "op": op_name}
+    out = []
+    for error in sorted(_LAYER_VALIDATORS[key].iter_errors(resolved),
+                        key=lambda e: list(map(str, e.absolute_path))):
+        out.extend(_explain(error, item))
     return out
 
 
