@@ -209,7 +209,8 @@ def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: 
             key = f"{src}#extra" if pos in op.extra_inputs else src
             uses[key] = uses.get(key, 0) + 1
             last_use[key] = i
-    last_use[graph.output] = len(graph.nodes)
+    for _, node_name in graph.outputs or (("", graph.output),):
+        last_use[node_name] = len(graph.nodes)
 
     # A node continues its first input's variable when it is that value's last reader (a chain
     # conv -> bn -> relu reads x = ...(x)); each chain is named once, after the tap it ends at, or
@@ -281,7 +282,12 @@ def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: 
         lines.append((f"{target} = {call}", f"{node.name}: {node.op} -> {t}"))
         if dying:
             lines.append((f"del {', '.join(dying)}", ""))
-    lines.append((f"return {var[graph.output]}", f"{graph.output}: {resolved.output}"))
+    if graph.outputs:  # several outputs: a dict in declared order, the main one first (as emit_torch)
+        items = ", ".join(f"{name!r}: {var[node]}" for name, node in graph.outputs)
+        lines.append((f"return {{{items}}}", ", ".join(f"{name}: {resolved.types[node]}"
+                                                        for name, node in graph.outputs)))
+    else:
+        lines.append((f"return {var[graph.output]}", f"{graph.output}: {resolved.output}"))
 
     # ---- assemble
     image, out = resolved.input, resolved.output

@@ -128,3 +128,42 @@ print("ok")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
                           timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+META_AUX = """\
+kind: meta
+name: fcn_aux
+requires: [stride8, stride16]
+layers:
+  - {name: score, op: conv, input: encoder.stride16, out: num_classes, kernel: 1}
+  - {name: logits, op: upsample, scale: 16, mode: bilinear}
+  - {name: aux_score, op: conv, input: encoder.stride8, out: num_classes, kernel: 1}
+  - {name: aux_logits, op: upsample, scale: 8, mode: bilinear}
+outputs: {out: logits, aux: aux_logits}
+"""
+
+
+def test_several_outputs_return_the_same_dict(tmp_path: Path):
+    (tmp_path / "meta.yaml").write_text(META_AUX)
+    (tmp_path / "model.yaml").write_text(f"kind: model\nname: aux\nencoder: {SPECS / 'encoders/mobilenet_v1.yaml'}"
+                                         "\nmeta: meta.yaml\nnum_classes: 5\n")
+    source = _check_round_trip_dict(tmp_path / "model.yaml", tmp_path)
+    assert "return {'out': logits, 'aux': aux_logits}" in source
+
+
+def _check_round_trip_dict(spec_path: Path, tmp_path: Path) -> str:
+    compiled = compile_model(spec_path, (64, 64))
+    if not compiled.graph.outputs:
+        pytest.skip("this model has one output")
+    _randomise(compiled.module)
+    name = _class_name(compiled.graph.name)
+    source = emit_python(compiled.analysis.resolved, name)
+    path = tmp_path / "several.py"
+    path.write_text(source)
+    net = _import_file(path, name)()
+    net.load_state_dict(compiled.module.state_dict(), strict=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        got, want = net.eval()(x), compiled.module.eval()(x)
+    assert list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want)
+    return source

@@ -58,7 +58,7 @@ def _same_logits(reference: torch.nn.Module, compiled, size: int = 224) -> None:
 
 # --------------------------------------------------------------------------- torchvision, exact
 
-TORCHVISION = [("imagenet_resnet18", "resnet18"), ("imagenet_vgg16", "vgg16")]
+TORCHVISION = [("imagenet_resnet18", "resnet18"), ("imagenet_resnet50", "resnet50"), ("imagenet_vgg16", "vgg16")]
 
 
 @pytest.mark.parametrize("spec, name", TORCHVISION, ids=[n for _, n in TORCHVISION])
