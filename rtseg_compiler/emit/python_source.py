@@ -293,8 +293,9 @@ def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: 
     image, out = resolved.input, resolved.output
     params = sum(p.numel() for m in built.values() if isinstance(m, nn.Module) for p in m.parameters())
     head = [
-        f'"""{class_name}: {graph.name}, written by rtsegc --save-code{f" from {origin}" if origin else ""}.',
+        f'"""{class_name}: {graph.name}, written by rtsegc --save-code.',
         "",
+        *([f"Spec: {origin}"] if origin else []),
         f"Depends on torch alone. Input N x {image.channels} x H x W; at {image.height}x{image.width} the "
         f"output is N x {out}",
         f"({params:,} parameters). Shapes in the comments are C x H x W at that size. State-dict keys",

@@ -248,3 +248,26 @@ def test_unreadable_and_code_carrying_files_are_refused(tmp_path: Path):
     torch.save([1, 2, 3], listed)
     with pytest.raises(WeightsError, match="expected a state dict"):
         import_weights(compiled, f"torchvision:resnet18@{listed}")
+
+
+def test_training_takes_a_weight_source(tmp_path: Path, capsys, resnet18_source):
+    from runtime.train import TrainConfig, train
+    from runtime.train import main as train_main
+
+    path = tmp_path / "r18.pth"
+    torch.save(resnet18_source, path)
+    out = tmp_path / "run"
+    cfg = TrainConfig(model=str(MODELS / "skipnet_resnet18.yaml"), data="synthetic", classes="5",
+                      input=(32, 64), batch_size=2, max_iters=1, eval_interval=0, lr=0.0, out_dir=str(out),
+                      limit_train=2, limit_val=1, pretrained=f"torchvision:resnet18@{path}")
+    train(cfg)
+    assert "loaded 120 tensors" in capsys.readouterr().out
+    saved = torch.load(out / "last.pt", weights_only=True)["model"]
+    assert torch.equal(saved["encoder.layer2_1.conv1.weight"], resnet18_source["layer2.0.conv1.weight"])
+    bad = tmp_path / "bad.pth"
+    torch.save(_broken(resnet18_source), bad)
+    argv = [str(MODELS / "skipnet_resnet18.yaml"), "--data", "synthetic", "--classes", "5", "--input", "32x64",
+            "--max-iters", "1", "--out-dir", str(tmp_path / "run2"), "--pretrained", f"torchvision:resnet18@{bad}"]
+    assert train_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "did you mean" in err and "Traceback" not in err
