@@ -240,11 +240,9 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
     _, _, height, width = compiled.audit.input
     margs = ModelArgs(**{**asdict(margs), "input_size": (height, width)})  # pin the resolved size
     if cfg.pretrained and not cfg.resume:
-        from rtseg_compiler.weights import is_source_text
+        from rtseg_compiler.weights.importer import import_weights, is_source_text, looks_like_source
 
-        if is_source_text(cfg.pretrained):  # torchvision:resnet18[@r18.pth]
-            from rtseg_compiler.weights.importer import import_weights
-
+        if is_source_text(cfg.pretrained) or looks_like_source(cfg.pretrained):  # torchvision:resnet18[@F]
             report = import_weights(compiled, cfg.pretrained)
         else:
             from .weights import load_pretrained

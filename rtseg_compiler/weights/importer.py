@@ -23,7 +23,7 @@ from ..spec.load import load_spec_file
 from .mapping import Layout, WeightSource, WeightSourceError, is_source_text, parse_layouts, parse_source
 
 __all__ = ["ImportReport", "WeightsError", "import_weights", "map_state_dict", "read_state_dict_file",
-           "fetch_state_dict", "layouts_for", "layout_for", "load_pretrained_into"]
+           "fetch_state_dict", "layouts_for", "layout_for", "load_pretrained_into", "looks_like_source"]
 
 ENCODER_PREFIX, HEAD_PREFIX = "encoder.", "head."
 #: A BatchNorm buffer that only matters with momentum=None; checkpoints often omit it.
@@ -254,7 +254,10 @@ def import_weights(compiled: Any, source: WeightSource | str,
     ``source``'s file or fetching it. Strict (the default): :class:`WeightsError` and nothing copied
     unless the report is ok. Non-strict: the tensors that fit are copied and the report returned.
     """
-    src = parse_source(source) if isinstance(source, str) else source
+    try:
+        src = parse_source(source) if isinstance(source, str) else source
+    except WeightSourceError as exc:
+        raise WeightsError(str(exc)) from None
     layout = layout_for(compiled, src)
     if state is None:
         state = source_state_dict(src)
@@ -269,22 +272,24 @@ def import_weights(compiled: Any, source: WeightSource | str,
     return report
 
 
+def looks_like_source(text: str) -> bool:
+    """``torchvison:resnet18`` (a misspelt source) rather than a file: a ':' and no such file."""
+    return ":" in text and not Path(text).exists()
+
+
 def load_pretrained_into(compiled: Any, pretrained: Any) -> ImportReport | None:
     """``compile_model(pretrained=...)``: a ``SOURCE:NAME[@PATH]`` string, or a file / state dict with
     the compiled module's own keys (what ``rtsegc weights import`` writes), loaded strictly: each of
     its keys must exist with the same shape, and it must fill every encoder tensor."""
-    if isinstance(pretrained, str) and is_source_text(pretrained):
+    if isinstance(pretrained, str) and (is_source_text(pretrained) or looks_like_source(pretrained)):
         return import_weights(compiled, pretrained)
-    try:
-        if isinstance(pretrained, (str, Path)):
-            name, state = str(pretrained), read_state_dict_file(pretrained)
-        elif isinstance(pretrained, Mapping):
-            name, state = "state dict", dict(pretrained)
-        else:
-            raise WeightsError(f"pretrained: expected SOURCE:NAME[@PATH], a file or a state dict, "
-                               f"got {type(pretrained).__name__}")
-    except WeightSourceError as exc:
-        raise WeightsError(str(exc)) from None
+    if isinstance(pretrained, (str, Path)):
+        name, state = str(pretrained), read_state_dict_file(pretrained)
+    elif isinstance(pretrained, Mapping):
+        name, state = "state dict", dict(pretrained)
+    else:
+        raise WeightsError(f"pretrained: expected SOURCE:NAME[@PATH], a file or a state dict, "
+                           f"got {type(pretrained).__name__}")
     target = compiled.module.state_dict()
     head = any(k.startswith(HEAD_PREFIX) for k in state)  # a full-model file also fills the head
     wanted = {k: v for k, v in target.items()

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from ..diagnostics import Diagnostic, Location, did_you_mean
 from ..spec.load import location_of
@@ -281,6 +281,3 @@ def parse_source(text: str) -> WeightSource:
         raise WeightSourceError(f"unknown weight source '{m.group('source')}' in {text!r} ({hint})")
     return WeightSource(m.group("source"), m.group("name"), m.group("path"))
 
-
-def describe_layouts(layouts: Iterable[Layout]) -> list[str]:
-    return sorted(layout.label for layout in layouts)

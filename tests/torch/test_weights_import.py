@@ -271,3 +271,10 @@ def test_training_takes_a_weight_source(tmp_path: Path, capsys, resnet18_source)
     assert train_main(argv) == 2
     err = capsys.readouterr().err
     assert "did you mean" in err and "Traceback" not in err
+
+
+def test_misspelt_source_is_not_taken_for_a_file():
+    with pytest.raises(WeightsError, match="did you mean 'torchvision'"):
+        compile_model(MODELS / "imagenet_resnet18.yaml", pretrained="torchvison:resnet18")
+    with pytest.raises(WeightsError, match="no such weights file"):
+        compile_model(MODELS / "imagenet_resnet18.yaml", pretrained="absent.pth")
