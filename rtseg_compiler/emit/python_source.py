@@ -29,7 +29,7 @@ from torch import nn
 
 from ..ir import INPUT, Resolved
 from ..ops import REGISTRY, FunctionCall
-from ..ops.merge import add_all, concat_channels
+from ..ops import merge
 from .torch_module import build_layer
 
 __all__ = ["emit_python", "SourceEmitError"]
@@ -39,6 +39,9 @@ _PAIR_ARGS = {"kernel_size", "stride", "padding", "dilation", "output_padding"}
 #: Modules the generated file may import (the helpers of the op files use these only).
 _ALLOWED_MODULES = ("torch", "math", "operator", "functools")
 _COMMENT_COLUMN = 56
+#: Stateless merges written inline, as a person would: ``a + b``, ``x * gate``.
+_INFIX = {fn: sep for fn, sep in ((getattr(merge, "add_all", None), " + "),
+                                  (getattr(merge, "mul_all", None), " * ")) if fn is not None}
 
 
 class SourceEmitError(ValueError):
@@ -256,9 +259,9 @@ def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: 
         if isinstance(item, nn.Module):
             call = f"{access(node.name)}({', '.join(args)})"
         elif isinstance(item, FunctionCall):
-            if item.fn is add_all:
-                call = " + ".join(args)
-            elif item.fn is concat_channels:
+            if item.fn in _INFIX:
+                call = _INFIX[item.fn].join(args)
+            elif item.fn is merge.concat_channels:
                 call = f"torch.cat([{', '.join(args)}], dim=1)"
             else:
                 if item.fn.__name__ not in helpers:

@@ -167,3 +167,35 @@ def _check_round_trip_dict(spec_path: Path, tmp_path: Path) -> str:
         got, want = net.eval()(x), compiled.module.eval()(x)
     assert list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want)
     return source
+
+
+GATED = """\
+kind: encoder
+name: gated
+input: [32, 48]
+layers:
+  - {name: stem, op: conv, out: 16, kernel: 3, stride: 2}
+  - {name: act, op: hardswish}
+  - {name: squeeze, op: gap}
+  - {name: reduce, op: conv, out: 4, kernel: 1}
+  - {op: relu}
+  - {name: expand, op: conv, out: 16, kernel: 1}
+  - {name: gate, op: hardsigmoid}
+  - {name: scaled, op: mul, inputs: [act, gate]}
+  - {name: pooled, op: adaptive_avgpool, size: [2, 3]}
+  - {name: half, op: split, input: scaled, start: 0, stop: 8}
+  - {name: both, op: concat, inputs: [half, half]}
+taps: {stride2: both}
+"""
+
+
+def test_gating_ops_when_registered(tmp_path: Path):
+    """MobileNetV3-style ops (from the ops branch): SE gate, broadcasting mul, split."""
+    from rtseg_compiler.ops import REGISTRY
+
+    needed = {"hardswish", "hardsigmoid", "mul", "adaptive_avgpool", "split"}
+    if not needed <= set(REGISTRY):
+        pytest.skip(f"ops not in this build: {sorted(needed - set(REGISTRY))}")
+    (tmp_path / "gated.yaml").write_text(GATED)
+    source = _check_round_trip(tmp_path / "gated.yaml", tmp_path)
+    assert "act * gate" in source or "* gate" in source
