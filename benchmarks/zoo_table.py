@@ -14,8 +14,11 @@ marker comments is generated; the rest of ``docs/zoo.md`` is written by hand.
 Columns: parameters (with the model file's ``num_classes``) and GFLOPs in the ``flop``
 convention (2 x MACs, what ``torch.utils.flop_counter.FlopCounterMode`` reports for the
 compiled module) at 512x1024 and 1024x2048, the two Cityscapes sizes; the model's own
-default input size is listed too. A model that cannot run at a size (the analysis raises a
-located error, e.g. the resource budget) shows the first line of that error instead.
+default input size is listed too. Costs are those of inference: the main output only
+(``outputs="main"``); auxiliary heads used in training (``outputs:`` in a meta) are listed in
+the last column with their own parameters and GFLOPs at 512x1024. A model that cannot run at
+a size (the analysis raises a located error, e.g. the resource budget) shows the first line
+of that error instead.
 """
 
 from __future__ import annotations
@@ -47,15 +50,22 @@ def _stem(reference: str) -> str:
 
 def _gflops(path: Path, size: tuple[int, int]) -> str:
     try:
-        return f"{analyze(path, size).audit.flops / 1e9:,.2f}"
+        return f"{analyze(path, size, outputs='main').audit.flops / 1e9:,.2f}"
     except SpecError as exc:
         first = exc.diagnostics[0].message if exc.diagnostics else str(exc)
         return f"n/a ({first.splitlines()[0]})"
 
 
+def _aux_heads(path: Path) -> str:
+    """'aux: 2,365,205 params, 38.74 GFLOPs' per auxiliary head at 512x1024, or an empty cell."""
+    heads = analyze(path, SIZES[0]).audit.heads
+    return "; ".join(f"{h.name}: {h.params:,} params, {h.flops / 1e9:,.2f} GFLOPs"
+                     for h in heads if h.role == "auxiliary")
+
+
 def row(path: Path) -> str:
     doc = load_spec_file(path)
-    default = analyze(path)
+    default = analyze(path, outputs="main")
     h, w = default.audit.input[2:]
     cells = [
         f"[{path.stem}](../specs/models/{path.name})",
@@ -65,14 +75,15 @@ def row(path: Path) -> str:
         f"{h}x{w}",
         f"{default.audit.params:,}",
         *(_gflops(path, size) for size in SIZES),
+        _aux_heads(path),
     ]
     return "| " + " | ".join(cells) + " |"
 
 
 def render_table() -> str:
     header = ("| model | encoder | meta | classes | default input | params "
-              + "".join(f"| GFLOPs {h}x{w} " for h, w in SIZES) + "|")
-    rule = "|---|---|---|---:|---|---:|" + "---:|" * len(SIZES)
+              + "".join(f"| GFLOPs {h}x{w} " for h, w in SIZES) + "| training-only heads |")
+    rule = "|---|---|---|---:|---|---:|" + "---:|" * len(SIZES) + "---|"
     return "\n".join([BEGIN, header, rule, *(row(p) for p in model_files()), END])
 
 

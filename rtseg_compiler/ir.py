@@ -224,14 +224,6 @@ class Graph:
     def __contains__(self, name: str) -> bool:
         return name in self._index  # type: ignore[attr-defined]
 
-    def real(self, ref: str) -> str:
-        """``ref`` with absent layers followed to the layer whose output it really is."""
-        seen = 0
-        while ref in self.skipped and seen <= len(self.skipped):
-            ref = self.skipped[ref].passthrough
-            seen += 1
-        return ref
-
     @property
     def output_names(self) -> tuple[str, ...]:
         """Every output node: the named outputs, or the one ``output``."""

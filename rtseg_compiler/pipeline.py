@@ -17,7 +17,7 @@ from .ir import Graph, Resolved, frozen_map
 from .passes import count, infer_shapes, link
 from .passes.budget import DEFAULT_BUDGET, Budget, check_budget, check_listed_layers
 from .passes.count import Audit
-from .passes.dilate import VALID_OUTPUT_STRIDES, dilate
+from .passes.dilate import VALID_OUTPUT_STRIDES, check_encoder_stride, dilate
 from .passes.expand import encoder_graph, expand_meta_alone, expand_model
 from .passes.shapes import tap_stride
 from .spec.load import LocatedMap, load_spec_file, location_of
@@ -209,7 +209,8 @@ def _analyze_graph(graph: Graph, input_size: tuple[int, int] | None, diags: Diag
                                         head=tuple(n for n in linked.nodes if n.part != "encoder"))
     if len(resolved.graph.skipped) > len(linked.skipped):
         # A false 'when:' on a layer with several inputs leaves its other inputs unread.
-        pruned = link(resolved.graph, diags, keep_unused=keep_unused,
+        # (With keep_unused they stay and are counted; the first link already warned of the rest.)
+        pruned = link(resolved.graph, diags, keep_unused=keep_unused, warn_unused=not keep_unused,
                       why_unused=("a layer that read it is absent (its 'when:' is false)",))
         diags.raise_if_errors()
         resolved = Resolved(pruned, resolved.input, resolved.types)
@@ -228,11 +229,14 @@ def _apply_output_stride(resolved: Resolved, target: int, size: tuple[int, int],
         diags.raise_if_errors()
     natural = max((resolved.types[n.name].stride for n in graph.nodes if n.part == "encoder"),
                   default=1)
-    rewritten = dilate(resolved, target, diags) if target < natural else graph
+    rewritten = dilate(resolved, target, diags, head) if target < natural else graph
     diags.raise_if_errors()
     rewritten = rewritten.replace(nodes=rewritten.nodes + head)
     again = infer_shapes(rewritten, size, diags, check_taps=target >= natural)
     diags.raise_if_errors()
+    if target < natural:
+        check_encoder_stride(resolved, again, target, diags)
+        diags.raise_if_errors()
     return again
 
 

@@ -14,7 +14,8 @@ from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import REQUIRED, Cost, Field, OpDef, OpError, conv_out, register
+from .base import (REQUIRED, AtRate, Cost, Field, OpDef, OpError, conv_out, not_dilatable,
+                   register)
 
 _COMMON = {
     "out": Field("int", REQUIRED, minimum=1, doc="output channels"),
@@ -79,6 +80,33 @@ def _conv_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tensor
                      attrs["padding"], attrs["dilation"], attrs["groups"], attrs["bias"])
 
 
+def dilate_conv(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
+    """Conv in a dilated encoder (DeepLab; timm's and torchvision's ``replace_stride_with_dilation``).
+
+    * past the output stride: ``stride s -> 1``; the conv keeps its input's rate, as
+      timm's ``make_blocks`` gives the first block of a converted stage the previous dilation;
+    * kernel > 1 reading a map at rate r: ``dilation *= r``, ``padding *= r``, so
+      "same" padding ``d(k-1)/2`` stays "same" and every output pixel reads the
+      pixels it read in the strided network (exact on the subsampled grid);
+    * a strided conv without "same" padding cannot lose its stride without
+      shrinking the map (a k2/s2/p0 conv at stride 1 maps 8 to 7): refused.
+
+    Usable by any op with ``kernel``, ``stride``, ``padding`` and ``dilation`` pair fields.
+    """
+    old_padding = attrs["padding"]
+    if at.passes_output_stride:
+        attrs["stride"] = (1, 1)
+    if at.rate > 1 and max(attrs["kernel"]) > 1:
+        attrs["dilation"] = tuple(d * at.rate for d in attrs["dilation"])
+        attrs["padding"] = tuple(p * at.rate for p in attrs["padding"])
+    if at.passes_output_stride and any(2 * p != d * (k - 1) for k, p, d in
+                                       zip(attrs["kernel"], attrs["padding"], attrs["dilation"])):
+        raise OpError(f"kernel {tuple(attrs['kernel'])}, padding {tuple(old_padding)}: at stride 1 "
+                      f"it would change the map's size", field="padding",
+                      hint="output stride needs 'same' padding, d*(k-1)/2, on strided convs past it")
+    return attrs
+
+
 register(OpDef(
     name="conv",
     summary="2-D convolution (grouped, depthwise, dilated, asymmetric kernels)",
@@ -88,6 +116,7 @@ register(OpDef(
     infer=_conv_infer,
     count=_conv_count,
     build=_conv_build,
+    dilate=dilate_conv,
 ))
 
 
@@ -153,4 +182,5 @@ register(OpDef(
     infer=_deconv_infer,
     count=_deconv_count,
     build=_deconv_build,
+    dilate=not_dilatable,
 ))

@@ -1,8 +1,21 @@
-"""Fusion of several maps: element-wise add and channel concatenation.
+"""Fusion of several maps: element-wise add and multiply, and channel concatenation.
 
 These are where encoder taps meet decoder paths, so they are where input
-sizes that do not divide by the network's stride show up. Inputs must agree in
-height and width exactly; a spec aligns them explicitly with ``crop``.
+sizes that do not divide by the network's stride show up: a spec aligns two
+full maps explicitly with ``crop``.
+
+``add`` and ``mul`` broadcast by torch's rules over C x H x W: a dimension
+broadcasts when both sizes are equal or one of them is 1, so a C x 1 x 1 gate
+(squeeze-excitation, attention refinement) scales every pixel of a C x H x W
+map and a 1 x H x W map every channel. The shape rule is the fold of
+``torch.broadcast_shapes`` over the inputs (tests/torch compares the two on
+random shapes). The output's stride is the one of the input that has the
+output's height and width (the full-size map), not of a 1x1 gate.
+
+TF-profiler FLOPs: TensorFlow's Add/AddV2 and Mul count one per element of
+their (broadcast) output, and ``a + b + c`` is two of them, so an n-input op
+costs the sum over k = 1..n-1 of the size of the broadcast of inputs 0..k.
+MACs: 0 (FlopCounterMode registers neither add nor mul).
 """
 
 from __future__ import annotations
@@ -13,7 +26,9 @@ import operator
 from functools import reduce
 
 from ..ir import TensorType
-from .base import Cost, FunctionCall, OpDef, OpError, register, same_spatial
+from .base import Cost, FunctionCall, OpDef, OpError, register, same_spatial, unaffected
+
+_DIMS = ("channels", "height", "width")
 
 
 def add_all(*xs: Any) -> Any:
@@ -21,26 +36,94 @@ def add_all(*xs: Any) -> Any:
     return reduce(operator.add, xs)
 
 
-def _add_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
-    same_spatial("add", ins)
-    channels = {t.channels for t in ins}
-    if len(channels) > 1:
-        raise OpError("add needs inputs with equal channels, got "
-                      + " and ".join(str(t.channels) for t in ins), field="inputs",
-                      hint="project one input with a 1x1 conv first")
-    return ins[0]
+def mul_all(*xs: Any) -> Any:
+    """Product of the inputs, left to right (``x * gate``)."""
+    return reduce(operator.mul, xs)
 
 
-def _add_count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Cost:
-    return Cost(tf_flops=(len(ins) - 1) * out.numel)
+def _dims(t: TensorType) -> tuple[int, int, int]:
+    return (t.channels, t.height, t.width)
 
 
-def _add_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
-    return FunctionCall(add_all)
+def _text(dims: Sequence[int]) -> str:
+    return "x".join(map(str, dims))
 
 
-register(OpDef(name="add", summary="element-wise sum of two or more maps", fields={},
-               arity=(2, None), infer=_add_infer, count=_add_count, build=_add_build))
+def broadcast_dims(shapes: Sequence[Sequence[int]]) -> tuple[int, ...] | None:
+    """torch's broadcast of equal-rank shapes: each dimension equal, or 1 on one side; None if not."""
+    out = list(shapes[0])
+    for shape in shapes[1:]:
+        for d, (a, b) in enumerate(zip(out, shape)):
+            if a == b or b == 1:
+                continue
+            if a != 1:
+                return None
+            out[d] = b
+    return tuple(out)
+
+
+def _broadcast_error(op: str, ins: Sequence[TensorType], i: int, d: int) -> OpError:
+    """The error for input #i, whose dimension ``d`` neither equals nor broadcasts with an earlier input's."""
+    j = next(k for k in range(i) if _dims(ins[k])[d] not in (1, _dims(ins[i])[d]))
+    a, b = ins[j], ins[i]
+    if d > 0 and min(a.spatial + b.spatial) > 1:
+        # Two full maps of different sizes: an alignment problem that crop (or another
+        # input size) solves, reported as before broadcasting existed.
+        try:
+            same_spatial(op, [a, b], [f"input #{j}", f"input #{i}"])
+        except OpError as exc:
+            return exc
+    if d == 0 and a.spatial == b.spatial:
+        return OpError(f"{op} needs inputs with equal channels, got "
+                       + " and ".join(str(t.channels) for t in ins) + " (or 1 channel, which broadcasts)",
+                       field="inputs", hint="project one input with a 1x1 conv first")
+    full = max((a, b), key=lambda t: t.numel)
+    c, h, w = _dims(full)
+    bad = ", ".join(f"{_DIMS[k]} {_dims(a)[k]} vs {_dims(b)[k]}" for k in range(3)
+                    if 1 not in (_dims(a)[k], _dims(b)[k]) and _dims(a)[k] != _dims(b)[k])
+    return OpError(f"{op} cannot broadcast input #{j} ({a}) with input #{i} ({b}): {bad}; a "
+                   f"dimension broadcasts only when the sizes are equal or one of them is 1",
+                   field="inputs",
+                   hint=f"maps that broadcast with {_text((c, h, w))}: {c}x1x1 (a gate), 1x{h}x{w}, "
+                        f"1x1x1, or {_text((c, h, w))} itself")
+
+
+def broadcast_type(op: str, ins: Sequence[TensorType]) -> TensorType:
+    """The output type of an element-wise op over ``ins``, by torch's broadcasting rules."""
+    out = list(_dims(ins[0]))
+    for i, t in enumerate(ins[1:], start=1):
+        for d in (1, 2, 0):  # sizes before channels, the order of the errors before broadcasting
+            a, b = out[d], _dims(t)[d]
+            if a == b or b == 1:
+                continue
+            if a != 1:
+                raise _broadcast_error(op, ins, i, d)
+            out[d] = b
+    c, h, w = out
+    # The full-size input gives the stride; a broadcast of partial maps (1xHx1 by 1x1xW) takes
+    # the finest of them.
+    full = [t for t in ins if t.spatial == (h, w)]
+    stride = full[0].stride if full else min(t.stride for t in ins)
+    return TensorType(c, h, w, stride)
+
+
+def _elementwise_count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Cost:
+    total = 0
+    for k in range(1, len(ins)):
+        c, h, w = broadcast_dims([_dims(t) for t in ins[:k + 1]])  # type: ignore[misc]
+        total += c * h * w
+    return Cost(tf_flops=total)
+
+
+register(OpDef(name="add", summary="element-wise sum of two or more maps (broadcasts 1-sized dims)",
+               fields={}, arity=(2, None), infer=lambda attrs, ins: broadcast_type("add", ins),
+               count=_elementwise_count, build=lambda attrs, ins, out: FunctionCall(add_all),
+               dilate=unaffected))
+
+register(OpDef(name="mul", summary="element-wise product of two or more maps (x * gate; broadcasts)",
+               fields={}, arity=(2, None), infer=lambda attrs, ins: broadcast_type("mul", ins),
+               count=_elementwise_count, build=lambda attrs, ins, out: FunctionCall(mul_all),
+               dilate=unaffected))
 
 
 def concat_channels(*xs: Any) -> Any:
@@ -58,6 +141,6 @@ def _concat_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tens
 
 
 register(OpDef(name="concat", summary="concatenation along channels", fields={},
-               arity=(2, None), infer=_concat_infer, build=_concat_build))
+               arity=(2, None), infer=_concat_infer, build=_concat_build, dilate=unaffected))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import Cost, Field, OpDef, register
+from .base import Cost, Field, OpDef, register, unaffected
 
 
 def _same(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
@@ -36,7 +36,7 @@ register(OpDef(
         "momentum": Field("number", 0.1, minimum=0),
         "affine": Field("bool", True),
     },
-    infer=_same, count=_bn_count, build=_bn_build,
+    infer=_same, count=_bn_count, build=_bn_build, dilate=unaffected,
 ))
 
 
@@ -48,7 +48,7 @@ def _relu_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tensor
 register(OpDef(
     name="relu", summary="rectified linear unit",
     fields={"inplace": Field("bool", False)},
-    infer=_same, build=_relu_build,
+    infer=_same, build=_relu_build, dilate=unaffected,
 ))
 
 
@@ -60,7 +60,7 @@ def _relu6_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tenso
 register(OpDef(
     name="relu6", summary="ReLU clipped at 6 (MobileNet)",
     fields={"inplace": Field("bool", False)},
-    infer=_same, build=_relu6_build,
+    infer=_same, build=_relu6_build, dilate=unaffected,
 ))
 
 
@@ -76,7 +76,7 @@ def _prelu_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tenso
 register(OpDef(
     name="prelu", summary="parametric ReLU (ENet); one slope per channel unless per_channel: false",
     fields={"per_channel": Field("bool", True), "init": Field("number", 0.25)},
-    infer=_same, count=_prelu_count, build=_prelu_build,
+    infer=_same, count=_prelu_count, build=_prelu_build, dilate=unaffected,
 ))
 
 
@@ -95,7 +95,7 @@ def _dropout_complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[
 register(OpDef(
     name="dropout", summary="dropout (identity at inference)",
     fields={"p": Field("number", 0.5, minimum=0), "channelwise": Field("bool", False)},
-    complete=_dropout_complete, infer=_same, build=_dropout_build,
+    complete=_dropout_complete, infer=_same, build=_dropout_build, dilate=unaffected,
 ))
 
 
@@ -105,4 +105,4 @@ def _identity_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Te
 
 
 register(OpDef(name="identity", summary="passes its input through", fields={},
-               infer=_same, build=_identity_build))
+               infer=_same, build=_identity_build, dilate=unaffected))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import Field, FunctionCall, OpDef, OpError, register
+from .base import AtRate, Field, FunctionCall, OpDef, OpError, register
 
 
 def zero_pad(x: Any, *, channels: int, top: int, bottom: int, left: int, right: int) -> Any:
@@ -48,6 +48,14 @@ def _build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType)
                                    "right": attrs["right"]})
 
 
+def _dilate(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
+    """Channel padding is pointwise; a border of b rows at rate r becomes r·b rows, so
+    that the dense map, subsampled every r pixels, is the strided map's padded one."""
+    for side in ("top", "bottom", "left", "right"):
+        attrs[side] *= at.rate
+    return attrs
+
+
 register(OpDef(
     name="pad",
     summary="zero padding: extra channels up to 'out' (ENet shortcut) and/or zero borders",
@@ -58,5 +66,5 @@ register(OpDef(
         "left": Field("int", 0, minimum=0),
         "right": Field("int", 0, minimum=0),
     },
-    complete=_complete, infer=_infer, build=_build,
+    complete=_complete, infer=_infer, build=_build, dilate=_dilate,
 ))

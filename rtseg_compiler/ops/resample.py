@@ -14,7 +14,8 @@ from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import Cost, Field, FunctionCall, OpDef, OpError, register
+from .base import (AtRate, Cost, Field, FunctionCall, OpDef, OpError, not_dilatable, register,
+                   unaffected)
 
 
 def _upsample_complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any]:
@@ -57,6 +58,12 @@ def _upsample_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Te
     return nn.Upsample(scale_factor=attrs["scale"], mode=attrs["mode"], align_corners=align)
 
 
+def _upsample_dilate(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
+    """To a reference's size: follows the reference at any rate (a pyramid-pooling branch
+    resized back onto a dilated map). By a scale: no dilated form past the output stride."""
+    return attrs if attrs["scale"] is None else not_dilatable(attrs, at)
+
+
 register(OpDef(
     name="upsample",
     summary="nearest or bilinear resize by 'scale', or to the size of a second input",
@@ -66,6 +73,7 @@ register(OpDef(
         "align_corners": Field("bool", False),
     },
     arity=(1, 2), complete=_upsample_complete, infer=_upsample_infer, build=_upsample_build,
+    dilate=_upsample_dilate,
 ))
 
 
@@ -100,4 +108,6 @@ register(OpDef(
     fields={"align": Field("choice", "start", choices=("start", "center"))},
     arity=(2, 2), infer=_crop_infer, build=_crop_build,
     count=lambda attrs, ins, out: Cost(),
+    # Both inputs are at the same rate in a dilated encoder; the crop keeps the reference's size.
+    dilate=unaffected,
 ))

@@ -29,7 +29,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import REQUIRED, Cost, Field, FunctionCall, OpDef, OpError, complete_window, register
+from .base import (REQUIRED, Cost, Field, FunctionCall, OpDef, OpError, complete_window, not_dilatable,
+                   register)
 
 
 def max_unpool(x: Any, indices: Any, like: Any = None, *, kernel: tuple[int, int],
@@ -92,4 +93,5 @@ register(OpDef(
     infer=_infer,
     count=lambda attrs, ins, out: Cost(),
     build=_build,
+    dilate=not_dilatable,
 ))

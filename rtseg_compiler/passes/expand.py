@@ -11,6 +11,15 @@
   (``conv1_bn``), so every node has a stable, readable name.
 * Qualified names start with the part: ``encoder.conv1``, ``head.score32``.
   A meta refers to encoder feature maps only through taps: ``encoder.stride16``.
+* ``op: act`` may name a parameter holding an op name (``act: hardswish`` at a
+  block use); it is resolved here, and the layer's fields are then checked
+  against that op's schema. A block may name its inputs (``inputs: [x, skip]``),
+  bound in order by a use's ``inputs``; ``start: 0`` numbers repeated copies
+  from 0 (only the names change, ``i`` stays 0-based).
+* Absent layers: ``repeat: 0`` and a block use whose ``when:`` is false are
+  recorded as :class:`~rtseg_compiler.ir.Skip` (the name stands for the
+  layer's first input). A *layer's* ``when:`` may depend on channel counts, so
+  it travels on the node and ``infer_shapes`` decides it.
 
 References may point forward; they are resolved when their list of layers is
 complete, so ``link`` can report a cycle rather than "unknown name".
@@ -515,7 +524,8 @@ class _Expander:
                                  notes=body.origin)
                 ok = False
         for key, value in args.items():
-            if isinstance(value, str) and key not in op_params:  # resolve_op checks op names
+            # Op names are not expressions: resolve_op checks them where they are used as ops.
+            if isinstance(value, str) and key not in op_params and value.strip() not in REGISTRY:
                 self.check_expression(value, location_of(item, (key,)), body, {"i"})
         input_names = [str(n) for n in block.get("inputs") or []]
         wanted = len(input_names) or 1
@@ -581,7 +591,8 @@ class _Expander:
                 else:
                     bindings[key] = Literal(value, where)
             for key, default in declared.items():
-                if key not in args and isinstance(default, str) and key not in op_params:
+                if (key not in args and isinstance(default, str) and key not in op_params
+                        and default.strip() not in REGISTRY):
                     self.check_expression(default, location_of(block, ("params", key)), None,
                                           set(declared) | {"i", "block_in_channels"}
                                           | {f"{n}.channels" for n in input_names}, origin,
@@ -608,7 +619,7 @@ class _Expander:
         if isinstance(value, bool):
             return value
         if isinstance(value, str):
-            self.check_expression(value, where, body, {"i"}, in_channels=False)
+            self.check_expression(value, where, body, {"i"})  # channels: static_value says why not
         result = self.static_value(value, "when", where, body, caller)
         if result is _FAILED:
             return True
@@ -826,6 +837,8 @@ def expand_model(encoder_doc: LocatedMap, encoder_file: str, meta_doc: LocatedMa
         if key in meta_doc:
             info[f"meta_{key}"] = meta_doc[key]
     info["meta_requires"] = tuple(meta_doc.get("requires") or ())
+    if enc.output:
+        info["encoder_output"] = enc.output  # where the output-stride rewrite must end
     return Graph(
         name=name,
         nodes=tuple(enc.nodes + meta_nodes),

@@ -146,3 +146,102 @@ def test_blocks_with_when_op_parameters_and_named_inputs(tmp_path: Path, use_se:
     assert relu6 == ["encoder.b2.expand_act", "encoder.b2.dw_act"]
     assert hasattr(compiled.module.encoder.b3, "0") and hasattr(compiled.module.encoder.b3, "1")
     assert ("encoder.b3.0.pool" in compiled.graph) == use_se
+
+
+SE_BNECK = """
+kind: encoder
+name: se_bneck
+input: [40, 56]
+params: {use_se: true}
+blocks:
+  bneck:
+    params: {out: ~, exp: ~, k: 3, stride: 1, act: relu, se: false}
+    layers:
+      - {name: expand, op: conv, out: exp, kernel: 1, bias: false, when: "exp != block_in_channels"}
+      - {name: expand_bn, op: bn, when: "exp != block_in_channels"}
+      - {name: expand_act, op: act, when: "exp != block_in_channels"}
+      - {name: dw, op: conv, out: exp, kernel: k, stride: stride, groups: exp, bias: false}
+      - {name: dw_bn, op: bn}
+      - {name: dw_act, op: act}
+      - {name: squeeze, op: gap, when: se}
+      - {name: fc1, op: conv, out: "make_divisible(exp / 4)", kernel: 1, when: se}
+      - {name: fc1_act, op: relu, when: se}
+      - {name: fc2, op: conv, out: exp, kernel: 1, when: se}
+      - {name: gate, op: hardsigmoid, when: se}
+      - {name: scaled, op: mul, inputs: [dw_act, gate], when: se}
+      - {name: project, op: conv, out: out, kernel: 1, bias: false}
+      - {name: project_bn, op: bn}
+      - {name: res, op: add, inputs: [project_bn, input], when: "stride == 1 and block_in_channels == out"}
+layers:
+  - {name: stem, op: conv, out: 16, kernel: 3, stride: 2, bias: false}
+  - {name: stem_bn, op: bn}
+  - {name: stem_act, op: hardswish}
+  - {name: b1, block: bneck, out: 16, exp: 16, se: use_se}
+  - {name: b2, block: bneck, out: 24, exp: 64, stride: 2}
+  - {name: b3, block: bneck, out: 24, exp: 72, k: 5, act: hardswish, se: use_se, repeat: 2, start: 0}
+"""
+
+
+class _RefBneck(torch.nn.Module):
+    """MobileNetV3's inverted residual written by hand (torchvision's layout, without its code)."""
+
+    def __init__(self, cin: int, exp: int, out: int, k: int, stride: int, act: type, se: bool):
+        super().__init__()
+        from rtseg_compiler.spec.expr import make_divisible
+
+        self.expand = (torch.nn.Sequential(torch.nn.Conv2d(cin, exp, 1, bias=False),
+                                           torch.nn.BatchNorm2d(exp), act()) if exp != cin else None)
+        self.dw = torch.nn.Sequential(torch.nn.Conv2d(exp, exp, k, stride, (k - 1) // 2, groups=exp,
+                                                      bias=False), torch.nn.BatchNorm2d(exp), act())
+        squeeze = make_divisible(exp / 4)
+        self.se = (torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Conv2d(exp, squeeze, 1),
+                                       torch.nn.ReLU(), torch.nn.Conv2d(squeeze, exp, 1),
+                                       torch.nn.Hardsigmoid()) if se else None)
+        self.project = torch.nn.Sequential(torch.nn.Conv2d(exp, out, 1, bias=False), torch.nn.BatchNorm2d(out))
+        self.residual = stride == 1 and cin == out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.expand(x) if self.expand is not None else x
+        y = self.dw(y)
+        if self.se is not None:
+            y = y * self.se(y)
+        y = self.project(y)
+        return y + x if self.residual else y
+
+
+def _reference(use_se: bool) -> torch.nn.Sequential:
+    hs, relu = torch.nn.Hardswish, torch.nn.ReLU
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, 2, 1, bias=False), torch.nn.BatchNorm2d(16), hs(),
+        _RefBneck(16, 16, 16, 3, 1, relu, use_se), _RefBneck(16, 64, 24, 3, 2, relu, False),
+        _RefBneck(24, 72, 24, 5, 1, hs, use_se), _RefBneck(24, 72, 24, 5, 1, hs, use_se))
+
+
+@pytest.mark.parametrize("use_se", [True, False])
+def test_se_bottleneck_with_when_and_op_parameters_matches_a_hand_written_reference(
+        tmp_path: Path, use_se: bool):
+    """Same parameters, FLOPs (analytic = FlopCounterMode on both) and outputs (eval, random BN stats)."""
+    path = _write(tmp_path, "se_bneck.yaml", SE_BNECK)
+    compiled = compile_model(path, encoder_params={"use_se": use_se})
+    ref = _reference(use_se).eval()
+    torch.manual_seed(0)
+    for m in ref.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    ours = dict(compiled.module.state_dict())
+    theirs = dict(ref.state_dict())
+    assert sum(p.numel() for p in ref.parameters()) == compiled.audit.params
+    assert len(ours) == len(theirs)
+    # Both enumerate tensors in data-flow order, so they pair up one to one.
+    compiled.module.load_state_dict({k: v for k, v in zip(ours, theirs.values(), strict=True)})
+    x = torch.randn(1, 3, 40, 56)
+    with torch.no_grad():
+        got, want = compiled.module(x), ref(x)
+    assert got.shape == want.shape and tuple(got.shape) == compiled.audit.output_shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert _flops(compiled.module, x) == _flops(ref, x) == compiled.audit.flops
+    ops = {n.op for n in compiled.graph.nodes}
+    assert ("mul" in ops and "hardsigmoid" in ops) == use_se and "hardswish" in ops

@@ -69,8 +69,8 @@ def _import_torchvision():
 
 
 tv = _import_torchvision()
-from torchvision.models import resnet50  # noqa: E402
-from torchvision.models.segmentation import deeplabv3_resnet50  # noqa: E402
+from torchvision.models import mobilenet_v3_large, resnet50  # noqa: E402
+from torchvision.models.segmentation import deeplabv3_resnet50, lraspp_mobilenet_v3_large  # noqa: E402
 
 MODELS = SPECS / "models"
 TOLERANCE = 1e-5
@@ -120,6 +120,69 @@ def deeplabv3_key(key: str) -> str:
         if n:
             return new
     raise KeyError(f"no mapping for torchvision key {key!r}")
+
+
+def mobilenet_v3_key_map(features) -> Callable[[str], str]:
+    """Key map for torchvision's MobileNetV3 ``features`` (a Sequential) into mobilenet_v3_large.yaml.
+
+    ``features.0`` is the stem, ``features.16`` the last 1x1 conv, and ``features.i`` for
+    i = 1..15 is bneck{i}, whose ``block`` Sequential holds, in order: the expansion
+    (absent in bneck1), the depthwise conv, the SE module (if any) and the projection; each
+    Conv2dNormActivation is (conv, BN[, activation]). Which child is which is read off the
+    torchvision module, not assumed.
+    """
+    prefixes: dict[str, str] = {"0.0.": "stem.", "0.1.": "stem_bn.", "16.0.": "last.", "16.1.": "last_bn."}
+    for i in range(1, len(features) - 1):
+        children = list(features[i].block)
+        for j, child in enumerate(children):
+            if type(child).__name__ == "SqueezeExcitation":
+                prefixes[f"{i}.block.{j}.fc1."] = f"bneck{i}.se_fc1."
+                prefixes[f"{i}.block.{j}.fc2."] = f"bneck{i}.se_fc2."
+                continue
+            part = ("dw" if child[0].groups > 1 else "project" if j == len(children) - 1 else "expand")
+            prefixes[f"{i}.block.{j}.0."] = f"bneck{i}.{part}."
+            prefixes[f"{i}.block.{j}.1."] = f"bneck{i}.{part}_bn."
+
+    def key_map(key: str) -> str:
+        for old, new in prefixes.items():
+            if key.startswith(old):
+                return "encoder." + new + key[len(old):]
+        raise KeyError(f"no mapping for torchvision MobileNetV3 key {key!r}")
+    return key_map
+
+
+def mobilenet_v3_classifier_key_map(reference) -> Callable[[str], str]:
+    features = mobilenet_v3_key_map(reference.features)
+    head = {"classifier.0.": "head.fc1.1.", "classifier.3.": "head.fc2.1."}  # linear = Flatten + Linear
+
+    def key_map(key: str) -> str:
+        if key.startswith("features."):
+            return features(key[len("features."):])
+        for old, new in head.items():
+            if key.startswith(old):
+                return new + key[len(old):]
+        raise KeyError(f"no mapping for torchvision key {key!r}")
+    return key_map
+
+
+_LRASPP_HEAD = {"classifier.cbr.0.": "head.cbr.", "classifier.cbr.1.": "head.cbr_bn.",
+                "classifier.scale.1.": "head.scale_conv.",
+                "classifier.low_classifier.": "head.low_classifier.",
+                "classifier.high_classifier.": "head.high_classifier."}
+
+
+def lraspp_key_map(reference) -> Callable[[str], str]:
+    # IntermediateLayerGetter keeps the features' child names: backbone.4.block.0.0.weight.
+    features = mobilenet_v3_key_map(list(reference.backbone.children()))
+
+    def key_map(key: str) -> str:
+        if key.startswith("backbone."):
+            return features(key[len("backbone."):])
+        for old, new in _LRASPP_HEAD.items():
+            if key.startswith(old):
+                return new + key[len(old):]
+        raise KeyError(f"no mapping for torchvision key {key!r}")
+    return key_map
 
 
 # ---------------------------------------------------------------------------
@@ -186,8 +249,10 @@ def _as_dict(y) -> dict:
 
 
 def check_equivalent(spec: Path, reference, key_map, size: tuple[int, int], *, seed: int = 0,
-                     outputs: tuple[str, ...] = ("out",), **compile_kwargs) -> None:
-    compiled = compile_model(spec, input_size=size, **compile_kwargs)
+                     outputs: tuple[str, ...] = ("out",), select: str = "all") -> None:
+    """``outputs``: the names both modules must return, in order; ``select``: compile_model's
+    ``outputs`` argument ("main" drops auxiliary heads)."""
+    compiled = compile_model(spec, input_size=size, outputs=select)
     module, audit = compiled.module, compiled.audit
     ref_params = sum(p.numel() for p in reference.parameters())
     assert sum(p.numel() for p in module.parameters()) == audit.params == ref_params
@@ -218,11 +283,11 @@ def check_equivalent(spec: Path, reference, key_map, size: tuple[int, int], *, s
 # ---------------------------------------------------------------------------
 # Tests
 
-# Small, and one of each pair is not a multiple of 32 (112 = 3.5 x 32): a ResNet-50 forward
-# at 128x128 costs 1.3 GMACs, DeepLabV3 at 64x64 2.5 GMACs (output stride 8 keeps the
-# encoder's last two stages at 8x8).
-CLASSIFIER_SIZES = [(128, 128), (112, 144)]
-SEGMENTATION_SIZES = [(64, 64), (72, 100)]
+# Small, and one of each pair is not a multiple of 32 (80 = 2.5 x 32, 40 = 1.25 x 32), so
+# every stride-2 layer rounds up somewhere: ResNet-50 at 96x96 costs 0.74 GMACs, DeepLabV3
+# at 64x64 2.6 GMACs (output stride 8 keeps its last two stages at 8x8).
+CLASSIFIER_SIZES = [(96, 96), (80, 112)]
+SEGMENTATION_SIZES = [(64, 64), (40, 56)]
 
 
 def _size_id(size: tuple[int, int]) -> str:
@@ -236,6 +301,28 @@ def test_resnet50_classifier(size):
 
 
 @pytest.mark.parametrize("size", SEGMENTATION_SIZES, ids=_size_id)
-def test_deeplabv3_resnet50(size):
+def test_deeplabv3_resnet50_with_aux_head(size):
+    """Both outputs, in order: the module returns {'out', 'aux'} like torchvision's aux_loss=True."""
+    reference = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=True)
+    check_equivalent(MODELS / "deeplabv3_resnet50.yaml", reference, deeplabv3_key, size,
+                     outputs=("out", "aux"))
+
+
+def test_deeplabv3_resnet50_main_output_only():
+    """outputs="main" drops the aux head and its cost: torchvision's aux_loss=False."""
     reference = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=False)
-    check_equivalent(MODELS / "deeplabv3_resnet50.yaml", reference, deeplabv3_key, size)
+    check_equivalent(MODELS / "deeplabv3_resnet50.yaml", reference, deeplabv3_key, SEGMENTATION_SIZES[1],
+                     select="main")
+
+
+@pytest.mark.parametrize("size", CLASSIFIER_SIZES, ids=_size_id)
+def test_mobilenet_v3_large_classifier(size):
+    reference = mobilenet_v3_large(weights=None)
+    check_equivalent(MODELS / "imagenet_mobilenet_v3_large.yaml", reference,
+                     mobilenet_v3_classifier_key_map(reference), size)
+
+
+@pytest.mark.parametrize("size", SEGMENTATION_SIZES, ids=_size_id)
+def test_lraspp_mobilenet_v3_large(size):
+    reference = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=21)
+    check_equivalent(MODELS / "lraspp_mobilenet_v3_large.yaml", reference, lraspp_key_map(reference), size)

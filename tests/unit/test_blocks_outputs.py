@@ -422,3 +422,29 @@ def test_analyze_rejects_a_bad_outputs_value(write_spec, specs_dir):
     path = _aux_model(write_spec, specs_dir)
     with pytest.raises(SpecError, match="'all' or 'main'"):
         analyze(path, outputs="aux")
+
+
+def test_op_parameter_forwarded_through_nested_blocks(write_spec):
+    """``act: act`` forwards the outer use's op name to the inner block; defaults apply elsewhere."""
+    path = write_spec("nest.yaml", """
+        kind: encoder
+        name: nest
+        input: [16, 16]
+        blocks:
+          inner:
+            params: {act: relu}
+            layers:
+              - {name: c, op: conv, out: 4, kernel: 1}
+              - {name: a, op: act}
+          outer:
+            params: {act: relu}
+            layers:
+              - {name: x, block: inner, act: act}
+              - {name: y, block: inner}
+        layers:
+          - {name: o1, block: outer, act: relu6}
+          - {name: o2, block: outer}
+        """)
+    g = analyze(path).graph
+    assert [g.node(f"encoder.{n}.a").op for n in ("o1.x", "o1.y", "o2.x", "o2.y")] == [
+        "relu6", "relu", "relu", "relu"]

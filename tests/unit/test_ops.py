@@ -413,7 +413,8 @@ def test_every_registered_op_is_covered_here():
     """A new op needs a unit test in this file: list it below once it has one."""
     covered = {"conv", "deconv", "bn", "relu", "relu6", "prelu", "dropout", "identity", "maxpool",
                "avgpool", "gap", "linear", "add", "concat", "upsample", "crop", "shuffle", "pad",
-               "unpool"}
+               "unpool", "sigmoid", "tanh", "hardsigmoid", "hardswish", "silu", "gelu", "leaky_relu",
+               "softmax", "mul", "adaptive_avgpool", "split"}
     assert set(REGISTRY) <= covered, f"untested ops: {sorted(set(REGISTRY) - covered)}"
 
 
@@ -433,3 +434,200 @@ def test_groups_must_divide_channels(encoder_spec):
     """The one cross-field rule the MAC formula depends on: Cin/g must be an integer."""
     with pytest.raises(SpecError, match="groups=3 does not divide in_channels=32"):
         run(encoder_spec, "- {op: conv, out: 48, kernel: 3, groups: 3}")
+
+
+# --------------------------------------------------------------------------- issue 8 ops
+# 32x24x40 input, numel 30,720. TF FLOPs per element are the registered ops of the TensorFlow
+# graph computing the same function (ops/activation.py's table): Mul/Add/RealDiv/Pow 1, Softmax 5,
+# Sigmoid/Tanh/LeakyRelu/Relu6/Erf 0.
+
+NUMEL = 32 * 24 * 40
+
+
+@pytest.mark.parametrize("layer,tf_per_element", [
+    ("{op: sigmoid}", 0),
+    ("{op: tanh}", 0),
+    ("{op: leaky_relu}", 0),
+    ("{op: leaky_relu, slope: -0.5, inplace: true}", 0),
+    ("{op: silu}", 1),           # x * Sigmoid(x)
+    ("{op: hardsigmoid}", 2),    # ReLU6(x + 3) * (1/6)
+    ("{op: hardswish, inplace: true}", 3),  # x * hardsigmoid(x)
+    ("{op: gelu}", 4),           # 0.5 * x * (1 + erf(x / sqrt 2))
+    ("{op: gelu, approximate: tanh}", 7),
+    ("{op: softmax}", 5),        # TF's Softmax
+])
+def test_activations_and_softmax(encoder_spec, layer, tf_per_element):
+    r = row(run(encoder_spec, f"- {layer}"))
+    assert r.output_shape == (32, 24, 40)
+    assert (r.params, r.macs, r.flops) == (0, 0, 0)
+    assert r.tf_flops == tf_per_element * NUMEL
+
+
+def test_activation_defaults_follow_torch(encoder_spec):
+    a = run(encoder_spec, """
+        - {name: lr, op: leaky_relu}
+        - {name: ge, op: gelu}
+        - {name: hs, op: hardswish}
+        """)
+    assert attrs(a, "lr")["slope"] == 0.01  # torch.nn.LeakyReLU's negative_slope
+    assert attrs(a, "ge")["approximate"] == "none"
+    assert attrs(a, "hs")["inplace"] is False
+
+
+def test_gelu_approximate_is_checked(encoder_spec):
+    with pytest.raises(SpecError, match="none, tanh"):
+        run(encoder_spec, "- {op: gelu, approximate: tan}")
+
+
+# A gate: 32x1x1 from gap + 1x1 conv; a spatial map: 1x24x40 from a 1-channel conv.
+GATES = """
+    - {name: x, op: conv, out: 32, kernel: 1}
+    - {name: pooled, op: gap, input: x}
+    - {name: gate, op: conv, out: 32, kernel: 1}
+    - {name: spatial, op: conv, out: 1, kernel: 1, input: x}
+    - {name: lone, op: conv, out: 1, kernel: 1, input: pooled}
+"""
+
+
+@pytest.mark.parametrize("op", ["add", "mul"])
+@pytest.mark.parametrize("inputs,shape,tf", [
+    ("[x, gate]", (32, 24, 40), NUMEL),           # C x 1 x 1 onto C x H x W
+    ("[gate, x]", (32, 24, 40), NUMEL),           # either order
+    ("[spatial, x]", (32, 24, 40), NUMEL),        # 1 x H x W onto C x H x W
+    ("[gate, spatial]", (32, 24, 40), NUMEL),     # both broadcast
+    ("[lone, x]", (32, 24, 40), NUMEL),           # 1 x 1 x 1
+    ("[gate, lone]", (32, 1, 1), 32),             # two gates stay a gate
+    ("[gate, lone, x]", (32, 24, 40), 32 + NUMEL),  # TF: a 32-element op, then a full one
+    ("[x, x, gate]", (32, 24, 40), 2 * NUMEL),
+])
+def test_add_and_mul_broadcast_like_torch(encoder_spec, op, inputs, shape, tf):
+    a = run(encoder_spec, GATES + f"    - {{name: out, op: {op}, inputs: {inputs}}}")
+    r = row(a, "out")
+    assert r.output_shape == shape
+    assert (r.params, r.macs) == (0, 0)
+    assert r.tf_flops == tf
+    # The output follows the full-size input's stride, not the gate's (24 * 1 for gap at 24 rows).
+    expected_stride = 24 if shape == (32, 1, 1) else 1
+    assert a.resolved.types["encoder.out"].stride == expected_stride
+
+
+def test_broadcast_error_names_what_would_broadcast(encoder_spec):
+    """16 channels onto 32: crop cannot help, so the hint lists the shapes that broadcast."""
+    with pytest.raises(SpecError) as err:
+        run(encoder_spec, GATES + """
+    - {name: g16, op: conv, out: 16, kernel: 1, input: pooled}
+    - {name: out, op: mul, inputs: [x, g16]}
+""")
+    (diag,) = err.value.errors
+    assert "mul cannot broadcast 'x' (32x24x40) with 'g16' (16x1x1): channels 32 vs 16" in diag.message
+    assert "32x1x1" in diag.hint and "1x24x40" in diag.hint
+    assert "crop" not in diag.message + diag.hint
+
+
+def test_add_of_two_full_maps_of_different_sizes_keeps_the_crop_hint(encoder_spec):
+    with pytest.raises(SpecError) as err:
+        run(encoder_spec, """
+            - {name: a, op: conv, out: 8, kernel: 3}
+            - {name: b, op: conv, out: 8, kernel: 3, stride: 2}
+            - {name: sum, op: add, inputs: [a, b]}
+            """)
+    (diag,) = err.value.errors
+    assert "add needs inputs of equal height and width, but 'a' is 24x40 and 'b' is 12x20" in diag.message
+    assert "crop" in diag.hint or "input sizes that work" in diag.hint
+
+
+def test_add_of_a_partial_map_that_does_not_broadcast_has_no_crop_hint(encoder_spec):
+    """12x1 against 24x40: the 1 column broadcasts, the 12 rows do not; crop cannot enlarge."""
+    with pytest.raises(SpecError) as err:
+        run(encoder_spec, """
+            - {name: a, op: conv, out: 8, kernel: 1}
+            - {name: b, op: conv, out: 8, kernel: [2, 40], stride: 2, padding: 0}
+            - {name: sum, op: add, inputs: [a, b]}
+            """)
+    (diag,) = err.value.errors
+    assert "add cannot broadcast 'a' (8x24x40) with 'b' (8x12x1): height 24 vs 12" in diag.message
+    assert "crop" not in diag.message + diag.hint
+
+
+def test_add_channel_mismatch_message_is_unchanged(encoder_spec):
+    with pytest.raises(SpecError, match="add needs inputs with equal channels, got 8 and 16"):
+        run(encoder_spec, """
+            - {name: a, op: conv, out: 8, kernel: 1}
+            - {name: b, op: conv, out: 16, kernel: 1, input: input}
+            - {name: sum, op: add, inputs: [a, b]}
+            """)
+
+
+@pytest.mark.parametrize("a,b,expected", [
+    ((32, 24, 40), (32, 1, 1), (32, 24, 40)),
+    ((1, 24, 40), (32, 24, 40), (32, 24, 40)),
+    ((32, 1, 40), (1, 24, 1), (32, 24, 40)),
+    ((1, 1, 1), (5, 6, 7), (5, 6, 7)),
+    ((32, 24, 40), (16, 24, 40), None),
+    ((32, 24, 40), (32, 12, 1), None),
+    ((2, 1, 1), (3, 1, 1), None),
+])
+def test_broadcast_dims_rule(a, b, expected):
+    from rtseg_compiler.ops.merge import broadcast_dims
+    assert broadcast_dims([a, b]) == expected
+    assert broadcast_dims([b, a]) == expected
+
+
+@pytest.mark.parametrize("size,shape,tf", [
+    # 24 rows into 6 bins of 4; 40 columns into 6 overlapping bins [0,7) [6,14) [13,20) [20,27)
+    # [26,34) [33,40): 7+8+7+7+8+7 = 44 columns read (torch's floor/ceil bin edges).
+    ("6", (32, 6, 6), 32 * 24 * 44),
+    ("[2, 4]", (32, 2, 4), NUMEL),                # divides: every element read once, like gap
+    ("1", (32, 1, 1), NUMEL),
+    # More bins than rows: every 4 rows go to 5 bins of 1, 2, 2, 2, 1 rows, so 6 x 8 = 48 rows read.
+    ("[30, 40]", (32, 30, 40), 32 * 48 * 40),
+])
+def test_adaptive_avgpool(encoder_spec, size, shape, tf):
+    a = run(encoder_spec, f"- {{name: p, op: adaptive_avgpool, size: {size}}}")
+    r = row(a, "p")
+    assert r.output_shape == shape
+    assert (r.params, r.macs) == (0, 0)
+    assert r.tf_flops == tf
+    assert a.resolved.types["encoder.p"].stride == Fraction(24, shape[1])
+
+
+def test_adaptive_bins_match_atens_start_and_end_index():
+    from rtseg_compiler.ops.pool import adaptive_bins
+    assert adaptive_bins(40, 6) == [(0, 7), (6, 14), (13, 20), (20, 27), (26, 34), (33, 40)]
+    assert adaptive_bins(2, 3) == [(0, 1), (0, 2), (1, 2)]
+    assert adaptive_bins(24, 1) == [(0, 24)]
+
+
+def test_adaptive_avgpool_needs_a_size(encoder_spec):
+    with pytest.raises(SpecError, match="size"):
+        run(encoder_spec, "- {op: adaptive_avgpool}")
+
+
+def test_split_takes_a_channel_range(encoder_spec):
+    a = run(encoder_spec, """
+        - {name: keep, op: split, stop: "in_channels // 2"}
+        - {name: rest, op: split, start: 16, input: input}
+        - {name: mid, op: split, start: 3, stop: 5, input: input}
+        - {name: all, op: concat, inputs: [keep, rest, mid]}
+        """)
+    assert row(a, "keep").output_shape == (16, 24, 40)
+    assert attrs(a, "rest")["stop"] == 32
+    assert row(a, "rest").output_shape == (16, 24, 40)
+    assert row(a, "mid").output_shape == (2, 24, 40)
+    assert row(a, "all").output_shape == (34, 24, 40)
+    assert all((r.params, r.macs, r.tf_flops) == (0, 0, 0) for r in a.audit.layers)
+
+
+@pytest.mark.parametrize("layer,message,col", [
+    ("{op: split, start: 4, stop: 33}", "split stop=33 is beyond in_channels=32", "stop"),
+    ("{op: split, start: 32}", "split start=32 must be smaller than stop=32", "start"),
+    ("{op: split, start: 5, stop: 5}", "split start=5 must be smaller than stop=5", "start"),
+])
+def test_split_bounds_are_checked_at_the_field(encoder_spec, layer, message, col):
+    path = encoder_spec(f"- {layer}")
+    with pytest.raises(SpecError) as err:
+        analyze(path)
+    (diag,) = err.value.errors
+    assert message in diag.message
+    line = path.read_text().splitlines()[diag.loc.line - 1]
+    assert line[diag.loc.col - 1:].startswith(layer[layer.index(col) + len(col) + 2:][:2])
