@@ -58,7 +58,8 @@ def _same_logits(reference: torch.nn.Module, compiled, size: int = 224) -> None:
 
 # --------------------------------------------------------------------------- torchvision, exact
 
-TORCHVISION = [("imagenet_resnet18", "resnet18"), ("imagenet_resnet50", "resnet50"), ("imagenet_vgg16", "vgg16")]
+TORCHVISION = [("imagenet_resnet18", "resnet18"), ("imagenet_resnet50", "resnet50"), ("imagenet_vgg16", "vgg16"),
+               ("imagenet_mobilenet_v3_large", "mobilenet_v3_large")]
 
 
 @pytest.mark.parametrize("spec, name", TORCHVISION, ids=[n for _, n in TORCHVISION])
@@ -278,3 +279,15 @@ def test_misspelt_source_is_not_taken_for_a_file():
         compile_model(MODELS / "imagenet_resnet18.yaml", pretrained="torchvison:resnet18")
     with pytest.raises(WeightsError, match="no such weights file"):
         compile_model(MODELS / "imagenet_resnet18.yaml", pretrained="absent.pth")
+
+
+def test_dilated_mobilenet_v3_segmentation_model_takes_the_imagenet_encoder():
+    """LR-ASPP runs MobileNetV3 at output stride 16 (dilated): same tensors, the classifier unused."""
+    tvm = _torchvision_models()
+    reference = _randomise(tvm.mobilenet_v3_large(weights=None))
+    compiled = compile_model(MODELS / "lraspp_mobilenet_v3_large.yaml", input_size=(64, 96))
+    report = import_weights(compiled, "torchvision:mobilenet_v3_large", reference.state_dict())
+    assert report.ok and sorted(report.unused) == ["classifier.0.bias", "classifier.0.weight",
+                                                   "classifier.3.bias", "classifier.3.weight"]
+    assert torch.equal(compiled.module.state_dict()["encoder.bneck13.se_fc2.weight"],
+                       reference.features[13].block[2].fc2.weight)
