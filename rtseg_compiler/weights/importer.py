@@ -277,7 +277,7 @@ def looks_like_source(text: str) -> bool:
     return ":" in text and not Path(text).exists()
 
 
-def load_pretrained_into(compiled: Any, pretrained: Any) -> ImportReport | None:
+def load_pretrained_into(compiled: Any, pretrained: Any) -> ImportReport:
     """``compile_model(pretrained=...)``: a ``SOURCE:NAME[@PATH]`` string, or a file / state dict with
     the compiled module's own keys (what ``rtsegc weights import`` writes), loaded strictly: each of
     its keys must exist with the same shape, and it must fill every encoder tensor."""
