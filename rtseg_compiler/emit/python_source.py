@@ -118,9 +118,10 @@ def _helper(fn: Any, where: str) -> tuple[str, list[str]]:
         if isinstance(value, types.ModuleType) and value.__name__.split(".")[0] in _ALLOWED_MODULES:
             imports.append(f"import {value.__name__}" if value.__name__ == name
                            else f"import {value.__name__} as {name}")
-        elif getattr(value, "__module__", "").split(".")[0] in _ALLOWED_MODULES and getattr(
-                sys.modules.get(value.__module__), name, None) is value:
-            imports.append(f"from {value.__module__} import {name}")
+        elif any(getattr(sys.modules.get(m), name, None) is value for m in _ALLOWED_MODULES):
+            # functools.reduce reports its module as '_functools': find the public one.
+            home = next(m for m in _ALLOWED_MODULES if getattr(sys.modules.get(m), name, None) is value)
+            imports.append(f"from {home} import {name}")
         elif name == "Any":
             imports.append("from typing import Any")
         else:
