@@ -448,3 +448,39 @@ def test_op_parameter_forwarded_through_nested_blocks(write_spec):
     g = analyze(path).graph
     assert [g.node(f"encoder.{n}.a").op for n in ("o1.x", "o1.y", "o2.x", "o2.y")] == [
         "relu6", "relu", "relu", "relu"]
+
+
+# ---------------------------------------------------------------- property: absent == deleted
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_LAYER_KINDS = ("{op: conv, out: 6, kernel: 3}", "{op: conv, out: 4, kernel: 1, stride: 2}",
+                "{op: bn}", "{op: relu6}", "{op: maxpool, kernel: 2}")
+
+
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chain=st.lists(st.tuples(st.sampled_from(_LAYER_KINDS), st.booleans()), min_size=1, max_size=6),
+       use_repeat=st.booleans())
+def test_absent_layers_equal_deleted_layers(write_spec, chain, use_repeat):
+    """A block's chain with some layers made absent (``when: false`` or ``repeat: 0``) has
+    exactly the audit of the same chain with those layers deleted."""
+    def spec(keep_all: bool) -> str:
+        items = []
+        for k, (layer, present) in enumerate(chain):
+            if not present and not keep_all:
+                continue
+            flag = "" if present or not keep_all else (
+                ", repeat: 0" if use_repeat else ", when: false")
+            items.append(f"      - {{name: l{k}, {layer[1:-1]}{flag}}}")
+        body = "\n".join(items) or "      - {name: only, op: identity}"
+        return ("kind: encoder\nname: p\ninput: [16, 16]\nblocks:\n  chain:\n    layers:\n" + body
+                + "\n      - {name: tail, op: identity}\nlayers:\n"
+                + "  - {name: stem, op: conv, out: 5, kernel: 3}\n  - {name: c, block: chain}\n")
+    with_flags = analyze(write_spec("flags.yaml", spec(True)))
+    deleted = analyze(write_spec("deleted.yaml", spec(False)))
+    strip = lambda a: [(r.op, r.output_shape, r.params, r.macs, r.tf_flops)  # noqa: E731
+                       for r in a.audit.layers if r.op != "identity"]
+    assert strip(with_flags) == strip(deleted)
+    assert with_flags.audit.output_shape == deleted.audit.output_shape
