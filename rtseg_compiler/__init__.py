@@ -44,12 +44,16 @@ def compile_model(path: str | Path | None = None, input_size: tuple[int, int] | 
                   budget: Any = None, encoder_params: dict[str, Any] | None = None,
                   meta_params: dict[str, Any] | None = None, outputs: str = "all",
                   inference: bool = False, weights: Any = None, channels_last: bool = False,
-                  inplace: bool = True) -> CompiledModel:
+                  inplace: bool = True, pretrained: Any = None) -> CompiledModel:
     """Analyse a spec and emit its torch module; raises SpecError for an invalid spec.
 
     The analysis and its resource ``budget`` (a ``passes.budget.Budget``; default 2e9
     parameters, 32 GiB of activations) run first, so an oversized spec fails before torch
     allocates anything.
+
+    ``pretrained`` loads weights strictly after building: ``"SOURCE:NAME[@PATH]"`` through the
+    layout the encoder spec declares (``"torchvision:resnet18@r18.pth"``; without ``@PATH`` it is
+    fetched), or a file or state dict with the compiled module's own keys. docs/weights.md.
 
     A model whose meta declares ``outputs:`` returns a dict of them (main first); with
     ``outputs="main"`` the auxiliary heads are dropped, as for inference: the module returns
@@ -68,6 +72,18 @@ def compile_model(path: str | Path | None = None, input_size: tuple[int, int] | 
                        output_stride=output_stride, budget=budget,
                        encoder_params=encoder_params, meta_params=meta_params, outputs=outputs)
     class_name = _class_name(analysis.graph.name)
+    if pretrained is not None and weights is not None:
+        raise ValueError("compile_model: give weights= (a whole state dict) or pretrained= (an "
+                         "initialisation, e.g. 'torchvision:resnet18'), not both")
+    if pretrained is not None and inference:
+        # Weight layouts name the batch norms, so the source is imported into the ordinary
+        # module first and the inference build folds the result.
+        from .weights.importer import load_pretrained_into
+
+        ordinary = emit_torch(analysis.resolved, class_name=class_name)
+        load_pretrained_into(CompiledModel(ordinary, analysis.audit, analysis.resolved.graph, analysis),
+                             pretrained)
+        weights, pretrained = ordinary.state_dict(), None
     plan = None
     if inference:
         from .inference import build_inference
@@ -91,7 +107,12 @@ def compile_model(path: str | Path | None = None, input_size: tuple[int, int] | 
         import torch
 
         module = module.to(memory_format=torch.channels_last)
-    return CompiledModel(module, audit, resolved.graph, analysis, plan, in_place)
+    compiled = CompiledModel(module, audit, resolved.graph, analysis, plan, in_place)
+    if pretrained is not None:
+        from .weights.importer import load_pretrained_into
+
+        load_pretrained_into(compiled, pretrained)
+    return compiled
 
 
 def _class_name(name: str) -> str:

@@ -387,8 +387,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.weights:
         print(f"weights      {args.weights} (loaded strictly)")
     if args.save_code:
-        _write(Path(args.save_code), compiled.module.code)
-        print(f"forward code written to {args.save_code}")
+        from . import _class_name
+        from .emit.python_source import SourceEmitError, emit_python
+
+        try:
+            # The inference build's own graph (folded), so the file's keys match that module's.
+            built = compiled.inference.resolved if compiled.inference else compiled.analysis.resolved
+            source = emit_python(built, _class_name(audit.model),
+                                 origin=str(args.model or f"{args.encoder} + {args.meta}"))
+        except SourceEmitError as exc:
+            raise UsageError(f"--save-code: {exc}") from None
+        _write(Path(args.save_code), source)
+        print(f"standalone module ({_class_name(audit.model)}, needs torch only) written to {args.save_code}")
     if not (ok_params and ok_shape):
         print("error: the emitted module disagrees with the audit (a compiler bug)", file=sys.stderr)
         return EXIT_INTERNAL
@@ -502,6 +512,61 @@ def _bench_variants(args: argparse.Namespace, bench_variants: Callable, torch_co
               f"{base / r.latency_ms:.2f}x") for label, r in rows]
     print(_table(("variant", "median ms", "min ms", "p90 ms", "images/s", "vs plain"), table,
                  right={1, 2, 3, 4, 5}))
+    return EXIT_OK
+
+
+def cmd_weights_import(args: argparse.Namespace) -> int:
+    """Published weights renamed onto the compiled module's keys, written as a plain state dict."""
+    import torch
+
+    from . import compile_model
+    from .weights.importer import WeightsError, import_weights
+    from .weights.mapping import WeightSourceError, parse_source
+
+    _check_model_args(args)
+    try:
+        source = parse_source(args.source)
+    except WeightSourceError as exc:
+        raise UsageError(str(exc)) from None
+    compiled = compile_model(args.model, args.input, args.num_classes, encoder=args.encoder, meta=args.meta,
+                             output_stride=args.output_stride,
+                             encoder_params=_params(args, "encoder_params"),
+                             meta_params=_params(args, "meta_params"))
+    _print_diagnostics(compiled.analysis.warnings)
+    try:
+        report = import_weights(compiled, source)
+    except WeightsError as exc:
+        print(f"rtsegc: error: {exc}", file=sys.stderr)
+        return EXIT_SPEC
+    state = compiled.module.state_dict()
+    # Only what the source filled (and the BN counters beside it): a segmentation model's decoder
+    # stays out of the file, so `--pretrained FILE` and strict loaders see exactly the import.
+    keys = sorted(report.loaded) + sorted(report.counters_kept)
+    out = Path(args.output)
+    try:
+        torch.save({k: state[k].clone() for k in keys}, out)
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
+    print(report.render())
+    print(f"wrote {len(keys)} tensors with {compiled.graph.name}'s keys to {out}")
+    return EXIT_OK
+
+
+def cmd_weights_list(args: argparse.Namespace) -> int:
+    """The weight layouts an encoder spec declares (torch-free)."""
+    from .pipeline import load_graph
+    from .spec.load import load_spec_file
+    from .weights.mapping import parse_layouts
+
+    _check_model_args(args)
+    graph = load_graph(args.model, encoder=args.encoder, meta=args.meta)
+    path = graph.files.get("encoder")
+    layouts = parse_layouts(load_spec_file(path), str(path)) if path else {}
+    if not layouts:
+        print(f"{path}: declares no weight layouts (docs/weights.md)")
+    for layout in layouts.values():
+        head = f"; head -> meta '{layout.head.meta}'" if layout.head else ""
+        print(f"{layout.label:<28} {layout.doc}{head}")
     return EXIT_OK
 
 
@@ -774,7 +839,7 @@ def build_parser() -> argparse.ArgumentParser:
     _outputs_arg(p)
     _budget_args(p)
     _build_args(p)
-    p.add_argument("--save-code", metavar="FILE.py", help="write the generated forward() source")
+    p.add_argument("--save-code", metavar="FILE.py", help="write a standalone PyTorch module (torch only; same state-dict keys)")
     p.add_argument("--no-forward", dest="check_forward", action="store_false",
                    help="skip the shape-only forward pass on the meta device")
     p.set_defaults(func=cmd_compile)
@@ -808,6 +873,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also time each build under torch.compile (needs a C++ compiler on the CPU)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("weights", help="published weights through the layouts encoder specs declare")
+    wsub = p.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    q = wsub.add_parser("import", help="rename SOURCE:NAME[@PATH] onto the model's keys, strictly, "
+                        "and save it (exit 2 with a report if it does not fit)")
+    _model_args(q)
+    q.add_argument("--from", dest="source", required=True, metavar="SOURCE:NAME[@PATH]",
+                   help="torchvision:resnet18@r18.pth reads a local file; without @PATH the weights "
+                        "are fetched through torchvision's or timm's API")
+    q.add_argument("-o", "--output", required=True, metavar="FILE.pt", help="where to write the state dict")
+    q.set_defaults(func=cmd_weights_import)
+    q = wsub.add_parser("list", help="the weight layouts the model's encoder spec declares")
+    _model_args(q, sizes=False)
+    q.set_defaults(func=cmd_weights_list)
 
     p = sub.add_parser("visualize", help="draw the network with Graphviz, with its cost")
     _model_args(p)
