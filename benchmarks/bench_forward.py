@@ -7,9 +7,10 @@ a hand-written module: the question this script answers is whether it does.
 The hand-written reference is a plain MobileNet v1 (Howard et al. 2017,
 arXiv:1704.04861, Table 1) feeding an FCN-8s head (Long et al. 2015) exactly as
 ``specs/models/skipnet_mobilenet_v1.yaml`` describes it: the same modules
-(``nn.ReLU`` not in-place, as the spec's default), the same crops, the same
-order of operations. The compiled module's weights are copied into it through
-an explicit state-dict key mapping, and both outputs must be bitwise equal.
+(``nn.ReLU(inplace=True)``, as most PyTorch code and torchvision write it;
+``--hand-relu fresh`` for ``nn.ReLU()``), the same crops, the same order of
+operations. The compiled module's weights are copied into it through an explicit
+state-dict key mapping, and both outputs must be bitwise equal.
 
 Timing: eval mode, ``torch.no_grad``, 3 warm-up runs each, then ``--rounds``
 rounds that run both modules back to back, alternating which goes first, so
@@ -45,9 +46,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rtseg_compiler import compile_model
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # measure this checkout, not whichever rtseg_compiler is installed
+
+from rtseg_compiler import compile_model  # noqa: E402
 SPEC = ROOT / "specs" / "models" / "skipnet_mobilenet_v1.yaml"
 SIZES = [(256, 512), (512, 1024)]
 NUM_CLASSES = 20
@@ -60,11 +62,11 @@ TAP_STRIDE8, TAP_STRIDE16 = 4, 10
 
 
 class ConvBNReLU(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, cin: int, cout: int, stride: int, inplace: bool = True):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=inplace)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.bn(self.conv(x)))
@@ -73,14 +75,14 @@ class ConvBNReLU(nn.Module):
 class DepthwiseSeparable(nn.Module):
     """3x3 depthwise conv, BN, ReLU, then 1x1 pointwise conv, BN, ReLU."""
 
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, cin: int, cout: int, stride: int, inplace: bool = True):
         super().__init__()
         self.dw = nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False)
         self.dw_bn = nn.BatchNorm2d(cin)
-        self.dw_relu = nn.ReLU()
+        self.dw_relu = nn.ReLU(inplace=inplace)
         self.pw = nn.Conv2d(cin, cout, 1, bias=False)
         self.pw_bn = nn.BatchNorm2d(cout)
-        self.pw_relu = nn.ReLU()
+        self.pw_relu = nn.ReLU(inplace=inplace)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dw_relu(self.dw_bn(self.dw(x)))
@@ -90,12 +92,12 @@ class DepthwiseSeparable(nn.Module):
 class HandWrittenSkipNet(nn.Module):
     """MobileNet v1 encoder + FCN-8s skip decoder, written the way one would by hand."""
 
-    def __init__(self, num_classes: int = NUM_CLASSES):
+    def __init__(self, num_classes: int = NUM_CLASSES, inplace: bool = True):
         super().__init__()
-        self.stem = ConvBNReLU(3, 32, 2)
+        self.stem = ConvBNReLU(3, 32, 2, inplace)
         blocks, cin = [], 32
         for cout, stride in MOBILENET_BLOCKS:
-            blocks.append(DepthwiseSeparable(cin, cout, stride))
+            blocks.append(DepthwiseSeparable(cin, cout, stride, inplace))
             cin = cout
         self.blocks = nn.ModuleList(blocks)
         n = num_classes
@@ -142,8 +144,8 @@ def compiled_key(hand_key: str) -> str:
     return f"head.{hand_key}"
 
 
-def hand_written_copy(compiled: nn.Module) -> HandWrittenSkipNet:
-    hand = HandWrittenSkipNet()
+def hand_written_copy(compiled: nn.Module, inplace: bool = True) -> HandWrittenSkipNet:
+    hand = HandWrittenSkipNet(inplace=inplace)
     source = compiled.state_dict()
     mapped = {key: source[compiled_key(key)] for key in hand.state_dict()}
     unused = set(source) - {compiled_key(k) for k in mapped}
@@ -176,18 +178,19 @@ def time_pair(a: nn.Module, b: nn.Module, x: torch.Tensor, rounds: int) -> dict[
 TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(4 << 30), "MALLOC_TRIM_THRESHOLD_": str(16 << 30)}
 
 
-def measure(rounds: int) -> tuple[list[tuple], bool]:
+def measure(rounds: int, hand_inplace: bool = True, inplace: bool = True) -> tuple[list[tuple], bool]:
     torch.manual_seed(0)
     rows, ok = [], True
     for h, w in SIZES:
         # The model file keeps the original RTSeg conv biases; the hand-written network has none.
-        compiled = compile_model(SPEC, (h, w), encoder_params={"conv_bias": False}).module.eval()
+        compiled = compile_model(SPEC, (h, w), encoder_params={"conv_bias": False},
+                                 inplace=inplace).module.eval()
         # Non-trivial batch-norm statistics, so the equality check covers them too.
         for m in compiled.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
-        hand = hand_written_copy(compiled)
+        hand = hand_written_copy(compiled, hand_inplace)
         x = torch.randn(1, 3, h, w)
         with torch.no_grad():
             same = torch.equal(compiled(x), hand(x))
@@ -220,6 +223,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (2 on the CI machine)")
+    parser.add_argument("--hand-relu", choices=("inplace", "fresh"), default="inplace",
+                        help="the hand-written reference's ReLU: nn.ReLU(inplace=True) (default) or nn.ReLU()")
+    parser.add_argument("--no-inplace", action="store_true",
+                        help="compile without the in-place memory pass (passes/inplace.py)")
     parser.add_argument("--allocator", choices=("default", "tuned", "both"), default="both",
                         help="glibc malloc as configured, with TUNED_MALLOC (a re-run in a subprocess, "
                              "since glibc reads it at start-up), or both")
@@ -227,7 +234,7 @@ def main() -> int:
     tuned_env = all(os.environ.get(k) == v for k, v in TUNED_MALLOC.items())
     if args.allocator == "tuned" and not tuned_env:
         argv = [sys.executable, __file__, "--rounds", str(args.rounds), "--threads", str(args.threads),
-                "--allocator", "tuned"]
+                "--allocator", "tuned", "--hand-relu", args.hand_relu] + ["--no-inplace"] * args.no_inplace
         return subprocess.run(argv, env={**os.environ, **TUNED_MALLOC}).returncode
     torch.set_num_threads(args.threads)
     if args.allocator != "tuned":
@@ -236,14 +243,16 @@ def main() -> int:
         print("(ratio med: median compiled / median hand-written; ratio paired: median over rounds of "
               "compiled / hand-written in the same round;\n faults c/h: median minor page faults per "
               "forward, compiled / hand-written)\n")
-    rows, ok = measure(args.rounds)
+    print(f"hand-written ReLU: {args.hand_relu}; compiled: "
+          f"{'no in-place pass' if args.no_inplace else 'in-place memory pass'}")
+    rows, ok = measure(args.rounds, args.hand_relu == "inplace", not args.no_inplace)
     label = ("glibc with " + ", ".join(f"{k}={v}" for k, v in TUNED_MALLOC.items()) if tuned_env
              else "as configured (glibc defaults unless MALLOC_* is set)")
     report(rows, label)
     sys.stdout.flush()
     if args.allocator == "both":
         argv = [sys.executable, __file__, "--rounds", str(args.rounds), "--threads", str(args.threads),
-                "--allocator", "tuned"]
+                "--allocator", "tuned", "--hand-relu", args.hand_relu] + ["--no-inplace"] * args.no_inplace
         ok &= subprocess.run(argv, env={**os.environ, **TUNED_MALLOC}).returncode == 0
     return 0 if ok else 1
 

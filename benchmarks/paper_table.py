@@ -220,7 +220,62 @@ def render() -> str:
         "  original graph are not modelled (under 0.1% here).",
         "",
     ]
+    lines += _compare_section()
     return "\n".join(lines)
+
+
+#: The side-by-side tables below: (the command as a reader types it, its argument list).
+COMPARISONS = (
+    ("rtsegc compare specs/models/*.yaml --input 360x640 --input 512x1024 --convention tf --markdown",
+     ["specs/models/*.yaml", "--input", "360x640", "--input", "512x1024", "--convention", "tf",
+      "--markdown"]),
+    ("rtsegc compare specs/models/skipnet_*.yaml specs/models/unet_*.yaml specs/baselines/enet.yaml "
+     "specs/baselines/segnet.yaml --input 360x640 --by stage --markdown",
+     ["specs/models/skipnet_*.yaml", "specs/models/unet_*.yaml", "specs/baselines/enet.yaml",
+      "specs/baselines/segnet.yaml", "--input", "360x640", "--by", "stage", "--markdown"]),
+)
+
+
+def _compare_output(argv: list[str]) -> str:
+    """What ``rtsegc compare`` prints for ``argv``, globs expanded as a shell would (sorted)."""
+    import contextlib
+    import io
+
+    from rtseg_compiler.cli import main as rtsegc
+
+    args: list[str] = []
+    for a in argv:
+        args += sorted(str(p) for p in REPO_ROOT.glob(a)) if "*" in a else [a]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = rtsegc(["compare", *args])
+    if code != 0:
+        raise SystemExit(f"rtsegc compare {' '.join(argv)} exited {code}")
+    return out.getvalue().rstrip("\n")
+
+
+def _compare_section() -> list[str]:
+    """Every zoo model side by side, as the paper's Tables 2-3 do for its eight pairs."""
+    lines = [
+        "## Every model side by side",
+        "",
+        "The paper's comparison, regenerated for the whole zoo by one command (GFLOPs in the",
+        "paper's TensorFlow-profiler convention; peak act. is the largest float32 activation total",
+        "live at once for one image, defined in docs/diagrams.md). The imagenet_* rows are the",
+        "encoders with their ImageNet classifier, for reference.",
+        "",
+    ]
+    for shown, argv in COMPARISONS:
+        lines += ["```console", f"$ {shown}", "```", "", _compare_output(argv), ""]
+        if "--by" in argv:
+            break
+        lines += [
+            "Where each architecture spends its compute: `--by stage` adds the encoder/decoder split",
+            "and the share of MACs in layers at each output stride (`@8`: layers whose output is",
+            "1/8 of the input).",
+            "",
+        ]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,11 @@ class UsageError(Exception):
     """A bad command line (not a bad spec); reported like argparse does."""
 
 
+class CommandError(Exception):
+    """A file or environment problem found while running a command (weights that do not fit,
+    no C++ compiler for torch.compile); reported as one error line, exit status 2."""
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """'512x1024', '512,1024' or '512' (square) -> (height, width)."""
     cleaned = text.lower().replace(",", "x").replace("*", "x")
@@ -195,6 +200,42 @@ def _budget(args: argparse.Namespace) -> Any:
     return Budget(params or DEFAULT_BUDGET.max_params, acts or DEFAULT_BUDGET.max_activation_bytes)
 
 
+def _build_args(p: argparse.ArgumentParser, *, channels_last: bool = True) -> None:
+    """Options of the module build shared by compile, export and bench."""
+    p.add_argument("--weights", metavar="FILE.pt",
+                   help="load this state dict (the compiled module's keys, or a runtime checkpoint) strictly")
+    p.add_argument("--inference", action="store_true",
+                   help="inference build: fold batch norm into the conv before it, drop dropout")
+    p.add_argument("--no-inplace", dest="inplace", action="store_false",
+                   help="keep every activation out of place (the in-place memory pass is on by default)")
+    if channels_last:
+        p.add_argument("--channels-last", action="store_true", help="NHWC weights (and input, for bench)")
+
+
+def _compile(args: argparse.Namespace) -> Any:
+    """compile_model with the command line's model and build options."""
+    from . import compile_model
+
+    _check_model_args(args)
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise UsageError(f"--weights {args.weights}: no such file")
+    from .inference import WeightsError
+
+    try:
+        compiled = compile_model(args.model, getattr(args, "input", None), args.num_classes,
+                                 encoder=args.encoder, meta=args.meta, output_stride=args.output_stride,
+                                 budget=_budget(args), encoder_params=_params(args, "encoder_params"),
+                                 meta_params=_params(args, "meta_params"),
+                                 inference=getattr(args, "inference", False), weights=args.weights,
+                                 channels_last=getattr(args, "channels_last", False),
+                                 inplace=getattr(args, "inplace", True),
+                                 outputs=getattr(args, "outputs", "all"))
+    except WeightsError as exc:
+        raise CommandError(str(exc)) from None
+    _print_diagnostics(compiled.analysis.warnings)
+    return compiled
+
+
 def _check_model_args(args: argparse.Namespace) -> None:
     if args.model is None and not (args.encoder and args.meta):
         raise UsageError("give a model spec, or both --encoder and --meta")
@@ -306,15 +347,9 @@ def cmd_flops(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     import torch
 
-    from . import compile_model
     from .emit.torch_module import count_parameters
 
-    _check_model_args(args)
-    compiled = compile_model(args.model, args.input, args.num_classes, encoder=args.encoder, meta=args.meta,
-                             output_stride=args.output_stride, budget=_budget(args),
-                             encoder_params=_params(args, "encoder_params"),
-                             meta_params=_params(args, "meta_params"), outputs=args.outputs)
-    _print_diagnostics(compiled.analysis.warnings)
+    compiled = _compile(args)
     audit = compiled.audit
     params = count_parameters(compiled.module)
     n, c, h, w = audit.input
@@ -342,12 +377,111 @@ def cmd_compile(args: argparse.Namespace) -> int:
             print(f"  {head.name:<10} {'x'.join(map(str, head.output_shape))} (auxiliary output)")
     print(f"params       {params:,} ({'matches' if ok_params else 'DIFFERS FROM'} audit {audit.params:,})")
     print(f"MACs         {audit.macs:,} ({human(audit.macs)});  FLOPs {audit.flops:,} ({human(audit.flops)})")
+    plan = compiled.inference
+    if plan is not None:
+        before = compiled.analysis.audit.params
+        print(f"inference    {len(plan.folds)} batch norms folded into convs, {len(plan.kept)} kept, "
+              f"{len(plan.dropped)} dropout removed; params {before:,} -> {audit.params:,}")
+        for name, why in plan.kept:
+            print(f"             kept {name}: {why}")
+    if compiled.in_place:
+        print(f"in place     {len(compiled.in_place)} layers overwrite their input "
+              f"({', '.join(sorted({compiled.graph.node(n).op for n in compiled.in_place}))})")
+    if args.weights:
+        print(f"weights      {args.weights} (loaded strictly)")
     if args.save_code:
-        _write(Path(args.save_code), compiled.module.code)
-        print(f"forward code written to {args.save_code}")
+        from . import _class_name
+        from .emit.python_source import SourceEmitError, emit_python
+
+        try:
+            # The inference build's own graph (folded), so the file's keys match that module's.
+            built = compiled.inference.resolved if compiled.inference else compiled.analysis.resolved
+            source = emit_python(built, _class_name(audit.model),
+                                 origin=str(args.model or f"{args.encoder} + {args.meta}"))
+        except SourceEmitError as exc:
+            raise UsageError(f"--save-code: {exc}") from None
+        _write(Path(args.save_code), source)
+        print(f"standalone module ({_class_name(audit.model)}, needs torch only) written to {args.save_code}")
     if not (ok_params and ok_shape):
         print("error: the emitted module disagrees with the audit (a compiler bug)", file=sys.stderr)
         return EXIT_INTERNAL
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """ONNX or ExportedProgram through torch.export (rtseg_compiler/export.py)."""
+    from .export import ExportError, export_compiled
+
+    compiled = _compile(args)
+    try:
+        result = export_compiled(compiled, args.output, args.format, dynamic=args.dynamic)
+    except ExportError as exc:
+        print(f"rtsegc: error: cannot export {compiled.audit.model}: {exc}", file=sys.stderr)
+        return EXIT_SPEC
+    n, c, h, w = result.example
+    print(f"exported     {compiled.audit.model} -> {result.path} ({result.format})")
+    print(f"example      {n}x{c}x{h}x{w}" + (" (inference build)" if compiled.inference else ""))
+    if args.dynamic:
+        print("batch        dynamic, 1..1024")
+        for r in result.ranges:
+            print(f"{r.dim:<12} {r.describe().split(': ', 1)[1]}")
+        for note in result.notes:
+            print(f"note         {note}")
+    return EXIT_OK
+
+
+def cmd_weights_import(args: argparse.Namespace) -> int:
+    """Published weights renamed onto the compiled module's keys, written as a plain state dict."""
+    import torch
+
+    from . import compile_model
+    from .weights.importer import WeightsError, import_weights
+    from .weights.mapping import WeightSourceError, parse_source
+
+    _check_model_args(args)
+    try:
+        source = parse_source(args.source)
+    except WeightSourceError as exc:
+        raise UsageError(str(exc)) from None
+    compiled = compile_model(args.model, args.input, args.num_classes, encoder=args.encoder, meta=args.meta,
+                             output_stride=args.output_stride,
+                             encoder_params=_params(args, "encoder_params"),
+                             meta_params=_params(args, "meta_params"))
+    _print_diagnostics(compiled.analysis.warnings)
+    try:
+        report = import_weights(compiled, source)
+    except WeightsError as exc:
+        print(f"rtsegc: error: {exc}", file=sys.stderr)
+        return EXIT_SPEC
+    state = compiled.module.state_dict()
+    # Only what the source filled (and the BN counters beside it): a segmentation model's decoder
+    # stays out of the file, so `--pretrained FILE` and strict loaders see exactly the import.
+    keys = sorted(report.loaded) + sorted(report.counters_kept)
+    out = Path(args.output)
+    try:
+        torch.save({k: state[k].clone() for k in keys}, out)
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
+    print(report.render())
+    print(f"wrote {len(keys)} tensors with {compiled.graph.name}'s keys to {out}")
+    return EXIT_OK
+
+
+def cmd_weights_list(args: argparse.Namespace) -> int:
+    """The weight layouts an encoder spec declares (torch-free)."""
+    from .pipeline import load_graph
+    from .spec.load import load_spec_file
+    from .weights.mapping import parse_layouts
+
+    _check_model_args(args)
+    graph = load_graph(args.model, encoder=args.encoder, meta=args.meta)
+    path = graph.files.get("encoder")
+    layouts = parse_layouts(load_spec_file(path), str(path)) if path else {}
+    if not layouts:
+        print(f"{path}: declares no weight layouts (docs/weights.md)")
+    for layout in layouts.values():
+        head = f"; head -> meta '{layout.head.meta}'" if layout.head else ""
+        print(f"{layout.label:<28} {layout.doc}{head}")
     return EXIT_OK
 
 
@@ -365,30 +499,139 @@ def _write(path: Path, data: str | bytes) -> None:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+#: How to get Graphviz's renderer, in one line (a rendered format without it exits 2).
+INSTALL_GRAPHVIZ = ("install Graphviz: apt-get install graphviz (Debian/Ubuntu), brew install graphviz "
+                    "(macOS), or see https://graphviz.org/download/")
+
+
 def cmd_visualize(args: argparse.Namespace) -> int:
-    from .emit.dot import emit_dot
+    from .emit.dot import diagram_dot
 
     result = _analysis(args)
-    dot = emit_dot(result.resolved)
     out = Path(args.output) if args.output else Path(f"{result.graph.name}.svg")
     fmt = args.format or (out.suffix.lstrip(".").lower() or "svg")
     if fmt not in RENDER_FORMATS:
         raise UsageError(f"cannot draw to '.{fmt}': use one of {', '.join(RENDER_FORMATS)} "
                          "(a file suffix or --format)")
+    text = diagram_dot(result, args.detail, args.rankdir, args.convention)
     if fmt in ("dot", "gv"):
-        _write(out, dot.source)
+        _write(out, text)
         print(f"wrote {out}")
         return EXIT_OK
     import shutil
-    if shutil.which("dot") is None:
+    import subprocess
+
+    dot_program = shutil.which("dot")
+    if dot_program is None:
         dot_path = out.with_suffix(".dot")
-        _write(dot_path, dot.source)
-        print(f"error: rendering {fmt} needs Graphviz's 'dot' program (Debian: apt-get install graphviz); "
-              f"wrote the DOT source to {dot_path}", file=sys.stderr)
+        _write(dot_path, text)
+        print(f"rtsegc: error: drawing .{fmt} needs Graphviz's 'dot' program; wrote {dot_path} instead; "
+              f"{INSTALL_GRAPHVIZ}", file=sys.stderr)
         return EXIT_SPEC
-    _write(out, dot.pipe(format=fmt))
+    proc = subprocess.run([dot_program, f"-T{fmt}"], input=text.encode(), capture_output=True,
+                          timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"Graphviz dot failed: {proc.stderr.decode(errors='replace').strip()}")
+    _write(out, proc.stdout)
     print(f"wrote {out}")
     return EXIT_OK
+
+
+def _compare_targets(paths: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Model files among ``paths`` (a shell glob may also match encoders and metas: noted, skipped)."""
+    from .spec.load import load_spec_file
+
+    models, notes = [], []
+    seen: set[str] = set()
+    for path in paths:
+        key = os.path.normpath(path)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            kind = load_spec_file(path).get("kind")
+        except SpecError:
+            models.append(path)  # analyze() reports the problem with its location
+            continue
+        if kind == "model":
+            models.append(path)
+        else:
+            notes.append(f"rtsegc: note: skipping {path}: a{'n' if str(kind)[:1] in 'aeiou' else ''} "
+                         f"{kind} spec, not a model")
+    return models, notes
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import (compare_row, plot_rows, render_csv, render_json, render_markdown,
+                          render_table, stage_split)
+    from .pipeline import analyze
+
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--plot needs matplotlib, an optional extra: pip install 'rtseg-compiler[plot]' "
+                             "(or pip install matplotlib)") from None
+        plot_path = Path(args.plot)
+        if plot_path.suffix.lower().lstrip(".") not in ("svg", "png", "pdf"):
+            raise UsageError(f"--plot {args.plot}: use a .svg, .png or .pdf file name")
+    bench_spec = None
+    if args.bench:
+        # The one place the compiler reaches into the runtime, lazily and only when asked: the
+        # timing loop lives there (rtsegc bench), and an analysis-only install works without it.
+        from importlib import import_module
+
+        try:
+            bench_spec = import_module("rtseg_runtime.bench").bench_spec
+        except ImportError as exc:
+            raise UsageError(f"--bench needs torch and the runtime package rtseg_runtime ({exc}); "
+                             "run 'pip install -e .' in a source checkout") from None
+    models, notes = _compare_targets(args.models)
+    for note in notes:
+        print(note, file=sys.stderr)
+    if not models:
+        raise UsageError("no model specs among the given files")
+    sizes = args.input or [None]
+    rows: list[dict[str, Any]] = []
+    plot_rows_: list[dict[str, Any]] = []  # with the stride split the plot needs, even without --by
+    status = EXIT_OK
+    for path in models:
+        for size in sizes:
+            try:
+                result = analyze(path, size, args.num_classes, keep_unused=args.count_unused,
+                                 output_stride=args.output_stride)
+            except SpecError as exc:
+                _print_diagnostics(exc.diagnostics)
+                status = EXIT_SPEC
+                continue
+            _print_diagnostics(result.warnings)
+            row = compare_row(result, args.convention, spec=path, by_stage=args.by == "stage")
+            if bench_spec is not None:
+                row.update(_bench_row(bench_spec, path, result.input_size, args))
+            rows.append(row)
+            if args.plot:
+                plot_rows_.append({**row, **stage_split(result)})
+    if not rows:
+        return status
+    render = {"json": render_json, "csv": render_csv, "markdown": render_markdown}.get(args.style, render_table)
+    sys.stdout.write(render(rows, args.convention))
+    if args.plot:
+        plot_rows(plot_rows_, args.convention, plot_path)
+        print(f"wrote {plot_path}", file=sys.stderr)
+    return status
+
+
+def _bench_row(bench_spec: Any, path: str, size: tuple[int, int], args: argparse.Namespace) -> dict[str, Any]:
+    """Latency and images/s of the compiled model (runtime.bench, the same as ``rtsegc bench``)."""
+    import torch
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available")
+    result, _ = bench_spec(path, size, args.num_classes, output_stride=args.output_stride,
+                           batch_size=args.batch_size, warmup=args.warmup, iters=args.iters, device=device)
+    return {"latency_ms": round(result.latency_ms, 4), "fps": round(result.fps, 3), "device": result.device,
+            "batch_size": result.input[0], "dtype": result.dtype}
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -515,18 +758,80 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     _outputs_arg(p)
     _budget_args(p)
-    p.add_argument("--save-code", metavar="FILE.py", help="write the generated forward() source")
+    _build_args(p)
+    p.add_argument("--save-code", metavar="FILE.py", help="write a standalone PyTorch module (torch only; same state-dict keys)")
     p.add_argument("--no-forward", dest="check_forward", action="store_false",
                    help="skip the shape-only forward pass on the meta device")
     p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("visualize", help="draw the network with Graphviz")
+    p = sub.add_parser("export", help="write an ONNX file or a torch.export ExportedProgram")
+    _model_args(p)
+    _budget_args(p)
+    _build_args(p, channels_last=False)
+    p.add_argument("--format", choices=("onnx", "exported-program"), required=True,
+                   help="onnx (needs the [export] extras) or exported-program (.pt2, torch.export.save)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
+    p.add_argument("--dynamic", action="store_true",
+                   help="symbolic batch, height and width where the graph allows (else fixed; the "
+                        "layer that fixes a size is named)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("weights", help="published weights through the layouts encoder specs declare")
+    wsub = p.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    q = wsub.add_parser("import", help="rename SOURCE:NAME[@PATH] onto the model's keys, strictly, "
+                        "and save it (exit 2 with a report if it does not fit)")
+    _model_args(q)
+    q.add_argument("--from", dest="source", required=True, metavar="SOURCE:NAME[@PATH]",
+                   help="torchvision:resnet18@r18.pth reads a local file; without @PATH the weights "
+                        "are fetched through torchvision's or timm's API")
+    q.add_argument("-o", "--output", required=True, metavar="FILE.pt", help="where to write the state dict")
+    q.set_defaults(func=cmd_weights_import)
+    q = wsub.add_parser("list", help="the weight layouts the model's encoder spec declares")
+    _model_args(q, sizes=False)
+    q.set_defaults(func=cmd_weights_list)
+
+    p = sub.add_parser("visualize", help="draw the network with Graphviz, with its cost")
     _model_args(p)
     _outputs_arg(p)
     _budget_args(p)
     p.add_argument("-o", "--output", metavar="FILE", help="output file (.svg, .png, .pdf or .dot)")
     p.add_argument("--format", choices=RENDER_FORMATS, help="output format, when the file name does not say")
+    p.add_argument("--detail", choices=("stage", "block", "op"), default="block",
+                   help="one box per stride level (stage), per block use with repeats folded "
+                        "(block, default) or per layer (op)")
+    p.add_argument("--rankdir", choices=("TB", "LR"), default="TB",
+                   help="top to bottom (default) or left to right")
+    p.add_argument("--convention", choices=("mac", "flop", "tf"), default="flop",
+                   help="the FLOP convention the header totals (default flop = 2 x MACs)")
     p.set_defaults(func=cmd_visualize)
+
+    p = sub.add_parser("compare", help="params, MACs, GFLOPs and peak memory of several models side by side")
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="model specs (shell globs welcome; encoder and meta files are skipped)")
+    p.add_argument("--input", type=parse_size, metavar="HxW", action="append",
+                   help="input size; repeat for several (default: each model's own)")
+    p.add_argument("--num-classes", type=_positive, metavar="N", help="override every model's num_classes")
+    p.add_argument("--output-stride", type=int, choices=(8, 16, 32), metavar="{8,16,32}",
+                   help="run every encoder at this output stride")
+    p.add_argument("--convention", choices=("mac", "flop", "tf"), default="flop",
+                   help="what the GFLOPs column counts (default flop = 2 x MACs)")
+    p.add_argument("--count-unused", action="store_true", help="also count layers whose output is unused")
+    p.add_argument("--by", choices=("stage",), help="stage: add the encoder/decoder split and MACs per stride")
+    style = p.add_mutually_exclusive_group()
+    style.add_argument("--json", dest="style", action="store_const", const="json",
+                       help="a JSON list of rows (keys as rtsegc flops --json)")
+    style.add_argument("--csv", dest="style", action="store_const", const="csv", help="CSV, exact integers")
+    style.add_argument("--markdown", dest="style", action="store_const", const="markdown",
+                       help="a Markdown table")
+    p.add_argument("--plot", metavar="OUT.svg",
+                   help="also draw GFLOPs vs params and MACs by stride level (needs matplotlib: .[plot])")
+    p.add_argument("--bench", action="store_true",
+                   help="also measure latency and images/s with rtsegc bench's method (needs torch)")
+    p.add_argument("--device", default="auto", help="--bench device: cpu, cuda, cuda:N or auto")
+    p.add_argument("--batch-size", type=_positive, default=1, metavar="N", help="--bench batch size")
+    p.add_argument("--warmup", type=_positive, default=5, metavar="N", help="--bench untimed calls (default 5)")
+    p.add_argument("--iters", type=_positive, default=20, metavar="N", help="--bench timed calls (default 20)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("schema", help="print the JSON Schema of spec files, for editors")
     p.add_argument("kind", nargs="?", choices=("encoder", "meta", "model"))
@@ -587,6 +892,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SPEC
     except UsageError as exc:
         parser.print_usage(sys.stderr)
+        print(f"rtsegc: error: {exc}", file=sys.stderr)
+        return EXIT_SPEC
+    except CommandError as exc:
         print(f"rtsegc: error: {exc}", file=sys.stderr)
         return EXIT_SPEC
     except KeyboardInterrupt:

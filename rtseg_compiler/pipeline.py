@@ -22,6 +22,7 @@ from .passes.expand import encoder_graph, expand_meta_alone, expand_model
 from .passes.shapes import tap_stride
 from .spec.load import LocatedMap, load_spec_file, location_of
 from .spec.schema import validate_document
+from .weights.mapping import check_weights
 
 __all__ = ["Analysis", "analyze", "load_graph", "validate_file", "DEFAULT_ENCODER_INPUT"]
 
@@ -58,6 +59,7 @@ def _load_checked(path: str | Path, diags: Diagnostics, expected: str | None = N
             diags.extend(exc.diagnostics)
         return None
     problems = check_listed_layers(doc, str(path)) or validate_document(doc, str(path), expected)
+    problems = problems or check_weights(doc, str(path))
     diags.extend(problems)
     return None if problems else doc
 

@@ -10,7 +10,13 @@ adds about one more read of the logits.
 
 Reference points: the RTSeg maintainers reported SkipNet-MobileNet at 141 fps and SkipNet-ShuffleNet at
 143 fps at 360x640 on a TITAN X (issues #20, #55), with BN folded (``optimize_for_inference``).
-Nothing here folds BN; compare like with like.
+``bench_variants(..., inference=True)`` times the inference build (BN folded, ``rtseg_compiler/inference.py``)
+next to the plain one, so compare like with like.
+
+``torch_compile=True`` adds each build wrapped in ``torch.compile`` (TorchInductor). On the CPU
+Inductor generates C++ and needs a C++ compiler; :func:`torch_compile_problem` says when there is
+none, instead of a traceback at the first call. Compilation happens during the warm-up calls,
+which are not timed; give at least one.
 
 >>> import torch
 >>> r = benchmark(torch.nn.Conv2d(3, 4, 3), (8, 8), warmup=1, iters=3)
@@ -28,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["BenchResult", "bench_spec", "benchmark"]
+__all__ = ["BenchResult", "bench_spec", "bench_variants", "benchmark", "torch_compile_problem"]
 
 
 @dataclass(frozen=True)
@@ -116,3 +122,48 @@ def bench_spec(path: str | Path | None, input_size: tuple[int, int] | None = Non
     n, c, h, w = compiled.audit.input
     result = benchmark(compiled.module, (h, w), in_channels=c, name=compiled.audit.model, **kwargs)
     return result, compiled
+
+
+def torch_compile_problem(device: str | torch.device = "cpu") -> str | None:
+    """Why ``torch.compile`` cannot run here, or None. Inductor's CPU backend compiles C++ with
+    ``$CXX`` or the first of g++, c++, clang++ it finds on PATH."""
+    import os
+    import shutil
+
+    if not hasattr(torch, "compile"):
+        return f"torch {torch.__version__} has no torch.compile (needs torch >= 2.0)"
+    if torch.device(device).type == "cpu":
+        candidates = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+        if not any(shutil.which(c) for c in candidates):
+            return ("torch.compile on the CPU needs a C++ compiler, and none of "
+                    f"{', '.join(candidates)} is on PATH (Debian: apt-get install g++; or set CXX)")
+    return None
+
+
+def bench_variants(path: str | Path | None, input_size: tuple[int, int] | None = None,
+                   num_classes: int | None = None, *, inference: bool = False, weights=None,
+                   torch_compile: bool = False, inplace: bool = True, channels_last: bool = False,
+                   compile_kwargs: dict | None = None, **kwargs) -> tuple[list[tuple[str, BenchResult]], object]:
+    """Time the plain build, the inference build (``inference``) and each under ``torch.compile``.
+
+    Returns ([(label, result), ...], the CompiledModel of the last build, for its audit).
+    ``compile_kwargs`` go to :func:`rtseg_compiler.compile_model` (encoder, meta, params ...).
+    """
+    from rtseg_compiler import compile_model
+
+    builds = [("plain", False)] + ([("inference", True)] if inference else [])
+    rows: list[tuple[str, BenchResult]] = []
+    compiled = None
+    for label, fold in builds:
+        compiled = compile_model(path, input_size, num_classes, inference=fold, weights=weights,
+                                 inplace=inplace, **(compile_kwargs or {}))
+        n, c, h, w = compiled.audit.input
+        module = compiled.module
+        rows.append((label, benchmark(module, (h, w), in_channels=c, name=compiled.audit.model,
+                                      channels_last=channels_last, **kwargs)))
+        if torch_compile:
+            fast = torch.compile(module)
+            rows.append((f"{label} + torch.compile",
+                         benchmark(fast, (h, w), in_channels=c, name=compiled.audit.model,
+                                   channels_last=channels_last, **kwargs)))
+    return rows, compiled

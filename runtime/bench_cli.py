@@ -1,6 +1,6 @@
 """``rtsegc bench``: forward latency and FPS of a compiled module, a runtime command.
 
-This is the former ``cmd_bench`` of ``rtseg_compiler/cli.py``, moved here unchanged so that the compiler's
+This is the former ``cmd_bench`` of ``rtseg_compiler/cli.py``, moved here so that the compiler's
 CLI no longer imports the runtime (``rtseg_compiler/commands.py`` explains the entry-point group). It
 reuses the compiler CLI's option helpers and error classes: the runtime depends on the compiler, never the
 other way round. Timing itself is :mod:`runtime.bench`.
@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
-from rtseg_compiler.cli import (EXIT_OK, UsageError, _check_model_args, _model_args,  # noqa: F401
-                                _params, _positive, _print_diagnostics, human)
+from rtseg_compiler.cli import (EXIT_OK, CommandError, UsageError, _build_args,  # noqa: F401
+                                _check_model_args, _model_args, _params, _positive,
+                                _print_diagnostics, _table, human)
 
 __all__ = ["HELP", "build_parser", "main"]
 
@@ -33,16 +35,20 @@ def build_parser(prog: str = "rtsegc bench") -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for input and weights")
     p.add_argument("--threads", type=_positive, metavar="N",
                    help="torch CPU threads (default: torch's choice)")
+    _build_args(p, channels_last=False)
+    p.add_argument("--compile", action="store_true",
+                   help="also time each build under torch.compile (needs a C++ compiler on the CPU)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     return p
 
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Forward latency/FPS of the compiled module (moved verbatim from rtseg_compiler/cli.py)."""
+    """Forward latency/FPS of the compiled module; with --inference/--compile/--weights/--no-inplace,
+    one row per build (``_bench_variants``)."""
     import torch
 
-    from .bench import bench_spec
+    from .bench import bench_spec, bench_variants, torch_compile_problem
 
     _check_model_args(args)
     if args.warmup < 0:
@@ -53,6 +59,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available")
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise UsageError(f"--weights {args.weights}: no such file")
+    if args.inference or args.compile or args.weights or not args.inplace:
+        return _bench_variants(args, bench_variants, torch_compile_problem, device, dtype)
     result, compiled = bench_spec(args.model, args.input, args.num_classes, encoder=args.encoder,
                                   meta=args.meta, output_stride=args.output_stride,
                                   encoder_params=_params(args, "encoder_params"),
@@ -75,6 +85,47 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"p90 {result.p90_ms:.2f}; {result.warmup} warm-up)")
     print(f"throughput   {result.fps:.2f} images/s; {gflops / (result.latency_ms / 1000):.1f} GFLOP/s "
           f"({human(audit.flops)}FLOPs per image)")
+    return EXIT_OK
+
+
+def _bench_variants(args: argparse.Namespace, bench_variants: Callable, torch_compile_problem: Callable,
+                    device: str, dtype: Any) -> int:
+    """``rtsegc bench --inference/--compile``: one row per build, torch.compile'd next to eager."""
+    from rtseg_compiler.inference import WeightsError
+
+    if args.compile:
+        problem = torch_compile_problem(device)
+        if problem:
+            raise CommandError(f"--compile: {problem}")
+        if args.warmup < 1:
+            raise UsageError("--compile needs --warmup >= 1 (torch.compile compiles on the first call)")
+    try:
+        rows, compiled = bench_variants(
+            args.model, args.input, args.num_classes, inference=args.inference, weights=args.weights,
+            torch_compile=args.compile, inplace=args.inplace, channels_last=args.channels_last,
+            compile_kwargs=dict(encoder=args.encoder, meta=args.meta, output_stride=args.output_stride,
+                                encoder_params=_params(args, "encoder_params"),
+                                meta_params=_params(args, "meta_params")),
+            batch_size=args.batch_size, warmup=args.warmup, iters=args.iters, device=device, dtype=dtype)
+    except WeightsError as exc:
+        raise CommandError(str(exc)) from None
+    _print_diagnostics(compiled.analysis.warnings)
+    if args.json:
+        print(json.dumps({"variants": [{"variant": label, **r.to_json()} for label, r in rows]}, indent=2))
+        return EXIT_OK
+    first = rows[0][1]
+    n, c, h, w = first.input
+    layout = "channels_last" if first.channels_last else "NCHW"
+    print(f"model        {first.model}")
+    print(f"input        {n}x{c}x{h}x{w} ({first.dtype}, {layout}); device {first.device}"
+          + (f" ({first.threads} threads)" if first.device == "cpu" else ""))
+    print(f"timing       median of {first.iters} calls after {first.warmup} warm-up (compilation "
+          "happens in the warm-up)")
+    base = first.latency_ms
+    table = [(label, f"{r.latency_ms:.2f}", f"{r.min_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.fps:.2f}",
+              f"{base / r.latency_ms:.2f}x") for label, r in rows]
+    print(_table(("variant", "median ms", "min ms", "p90 ms", "images/s", "vs plain"), table,
+                 right={1, 2, 3, 4, 5}))
     return EXIT_OK
 
 

@@ -63,8 +63,9 @@ class TrainConfig:
                                          default=None)
     output_stride: int | None = _opt("dilate the encoder to output stride 8 or 16", choices=(8, 16, 32),
                                      default=None)
-    pretrained: str | None = _opt("local state dict for the encoder (strict; nothing is downloaded)",
-                                  default=None)
+    pretrained: str | None = _opt("encoder weights: a local state dict FILE, or SOURCE:NAME[@PATH] through "
+                                  "the encoder spec's layout (docs/weights.md); strict; without @PATH the "
+                                  "source is fetched", default=None)
     pretrained_prefix: str = _opt("keys of --pretrained that are loaded (all others are skipped)",
                                   default="encoder.")
     # data
@@ -292,9 +293,14 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
     _, _, height, width = compiled.audit.input
     margs = ModelArgs(**{**asdict(margs), "input_size": (height, width)})  # pin the resolved size
     if cfg.pretrained and not cfg.resume:
-        from .weights import load_pretrained
+        from rtseg_compiler.weights.importer import import_weights, is_source_text, looks_like_source
 
-        report = load_pretrained(raw_model, cfg.pretrained, prefix=cfg.pretrained_prefix)
+        if is_source_text(cfg.pretrained) or looks_like_source(cfg.pretrained):  # torchvision:resnet18[@F]
+            report = import_weights(compiled, cfg.pretrained)
+        else:
+            from .weights import load_pretrained
+
+            report = load_pretrained(raw_model, cfg.pretrained, prefix=cfg.pretrained_prefix)
         if master:
             print(f"pretrained: {report.render()}")
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -497,6 +503,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtsegc train") -> int:
     from rtseg_compiler import SpecError
 
     from .datasets import DataError
+    from rtseg_compiler.weights.importer import WeightsError as SourceWeightsError
+
     from .weights import WeightsError
 
     cfg = parse_config(argv, prog)
@@ -518,7 +526,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtsegc train") -> int:
         for d in exc.diagnostics:
             print(d.render(), file=sys.stderr)
         return 2
-    except (FileNotFoundError, WeightsError, TrainError) as exc:
+    except (FileNotFoundError, WeightsError, SourceWeightsError, TrainError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

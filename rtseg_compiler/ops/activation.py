@@ -80,6 +80,9 @@ register(OpDef(
     fields={"slope": Field("number", 0.01, doc="slope for x < 0 (torch's negative_slope)"), **_INPLACE},
     infer=_same, count=_tf_per_element(0), dilate=unaffected,
     build=_module("LeakyReLU", "inplace", negative_slope="slope"),
+    # torch's in-place leaky_relu_ has no backward for a negative slope (derivatives.yaml:
+    # the input cannot be recovered from the output), so the memory pass leaves those alone.
+    inplace_safe=lambda attrs: attrs["slope"] >= 0,
 ))
 
 register(OpDef(

@@ -264,6 +264,32 @@ class OpDef:
     #: What the op becomes in an encoder rewritten to a smaller output stride (see
     #: :class:`AtRate`); None: not declared, an error only if the op turns out strided there.
     dilate: DilateHook | None = None
+    # Memory traits, read by ``passes/inplace.py`` (which lets an op overwrite a map nothing
+    # else reads) and by nothing that computes shapes or costs. See docs/deployment.md.
+    #: Given the resolved attrs: whether the op can overwrite its first input instead of
+    #: allocating its output, the pass then setting the op's bool ``inplace`` field. ``None``
+    #: means: exactly when the op declares a bool ``inplace`` field (relu, relu6, add).
+    #: Return False where torch's in-place kernel has no backward (leaky_relu with a negative
+    #: slope raises in backward; see torch's derivatives.yaml).
+    inplace_safe: Callable[[Mapping[str, Any]], bool] | None = None
+    #: Input positions whose storage the output may share (a crop is a slice of input 0; an
+    #: identity returns its input). Overwriting the output overwrites those inputs too.
+    views_inputs: tuple[int, ...] = ()
+    #: Whether the op's backward reads its own output (ReLU's gradient is computed from its
+    #: result), so that overwriting the output in place would corrupt training. Unknown ops
+    #: are assumed to; families that know better say False.
+    saves_output: bool = True
+
+    def can_run_in_place(self, attrs: Mapping[str, Any]) -> bool:
+        """Whether this op, with these resolved attrs, may overwrite its first input."""
+        if self.inplace_safe is not None:
+            return bool(self.inplace_safe(attrs)) and _has_inplace_field(self)
+        return _has_inplace_field(self)
+
+
+def _has_inplace_field(op: "OpDef") -> bool:
+    f = op.fields.get("inplace")
+    return f is not None and f.kind == "bool"
 
 
 REGISTRY: dict[str, OpDef] = {}

@@ -117,6 +117,7 @@ register(OpDef(
     count=_conv_count,
     build=_conv_build,
     dilate=dilate_conv,
+    saves_output=False,  # backward reads the input and the weight
 ))
 
 
@@ -183,4 +184,5 @@ register(OpDef(
     count=_deconv_count,
     build=_deconv_build,
     dilate=not_dilatable,
+    saves_output=False,
 ))

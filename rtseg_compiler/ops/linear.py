@@ -32,4 +32,5 @@ register(OpDef(
     name="linear", summary="fully connected layer on the flattened input",
     fields={"out": Field("int", REQUIRED, minimum=1), "bias": Field("bool", True)},
     required=("out",), infer=_infer, count=_count, build=_build, dilate=size_independent,
+    saves_output=False,
 ))

@@ -26,7 +26,7 @@ import operator
 from functools import reduce
 
 from ..ir import TensorType
-from .base import Cost, FunctionCall, OpDef, OpError, register, same_spatial, unaffected
+from .base import Cost, Field, FunctionCall, OpDef, OpError, register, same_spatial, unaffected
 
 _DIMS = ("channels", "height", "width")
 
@@ -39,6 +39,27 @@ def add_all(*xs: Any) -> Any:
 def mul_all(*xs: Any) -> Any:
     """Product of the inputs, left to right (``x * gate``)."""
     return reduce(operator.mul, xs)
+
+
+def add_into_first(*xs: Any) -> Any:
+    """``add_all`` computed in the first input's storage, in the same order (bitwise equal).
+
+    The memory pass (passes/inplace.py) selects this only when nothing else reads the first
+    input. Mixed dtypes (autocast) fall back to ``add_all``: ``a.add_(b)`` keeps ``a``'s dtype
+    where ``a + b`` would promote.
+    """
+    first = xs[0]
+    if any(x.dtype != first.dtype or not _broadcasts_into(x.shape, first.shape) for x in xs[1:]):
+        return add_all(*xs)
+    for x in xs[1:]:
+        first = first.add_(x)
+    return first
+
+
+def _broadcasts_into(shape: Any, target: Any) -> bool:
+    """Whether a map of ``shape`` broadcasts onto ``target`` without growing it (``target += x``
+    works); a 1x1 gate does, a full map onto a 1x1 first input does not."""
+    return len(shape) == len(target) and all(b in (1, a) for a, b in zip(target, shape))
 
 
 def _dims(t: TensorType) -> tuple[int, int, int]:
@@ -115,15 +136,20 @@ def _elementwise_count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out:
     return Cost(tf_flops=total)
 
 
+def _add_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
+    return FunctionCall(add_into_first if attrs["inplace"] else add_all)
+
+
 register(OpDef(name="add", summary="element-wise sum of two or more maps (broadcasts 1-sized dims)",
-               fields={}, arity=(2, None), infer=lambda attrs, ins: broadcast_type("add", ins),
-               count=_elementwise_count, build=lambda attrs, ins, out: FunctionCall(add_all),
-               dilate=unaffected))
+               fields={"inplace": Field("bool", False, doc="sum into the first input's storage; the "
+                                        "compiler sets this where the graph proves it safe")},
+               arity=(2, None), infer=lambda attrs, ins: broadcast_type("add", ins),
+               count=_elementwise_count, build=_add_build, dilate=unaffected, saves_output=False))
 
 register(OpDef(name="mul", summary="element-wise product of two or more maps (x * gate; broadcasts)",
                fields={}, arity=(2, None), infer=lambda attrs, ins: broadcast_type("mul", ins),
                count=_elementwise_count, build=lambda attrs, ins, out: FunctionCall(mul_all),
-               dilate=unaffected))
+               dilate=unaffected, saves_output=False))
 
 
 def concat_channels(*xs: Any) -> Any:
@@ -141,6 +167,7 @@ def _concat_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tens
 
 
 register(OpDef(name="concat", summary="concatenation along channels", fields={},
-               arity=(2, None), infer=_concat_infer, build=_concat_build, dilate=unaffected))
+               arity=(2, None), infer=_concat_infer, build=_concat_build, dilate=unaffected,
+               saves_output=False))
 
 

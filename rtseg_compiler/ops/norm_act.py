@@ -37,6 +37,7 @@ register(OpDef(
         "affine": Field("bool", True),
     },
     infer=_same, count=_bn_count, build=_bn_build, dilate=unaffected,
+    saves_output=False,  # backward reads the input and the saved batch statistics
 ))
 
 
@@ -47,7 +48,8 @@ def _relu_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tensor
 
 register(OpDef(
     name="relu", summary="rectified linear unit",
-    fields={"inplace": Field("bool", False)},
+    fields={"inplace": Field("bool", False, doc="overwrite the input; the compiler sets this "
+                                                "where the graph proves it safe")},
     infer=_same, build=_relu_build, dilate=unaffected,
 ))
 
@@ -59,7 +61,8 @@ def _relu6_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tenso
 
 register(OpDef(
     name="relu6", summary="ReLU clipped at 6 (MobileNet)",
-    fields={"inplace": Field("bool", False)},
+    fields={"inplace": Field("bool", False, doc="overwrite the input; the compiler sets this "
+                                                "where the graph proves it safe")},
     infer=_same, build=_relu6_build, dilate=unaffected,
 ))
 
@@ -76,7 +79,7 @@ def _prelu_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tenso
 register(OpDef(
     name="prelu", summary="parametric ReLU (ENet); one slope per channel unless per_channel: false",
     fields={"per_channel": Field("bool", True), "init": Field("number", 0.25)},
-    infer=_same, count=_prelu_count, build=_prelu_build, dilate=unaffected,
+    infer=_same, count=_prelu_count, build=_prelu_build, dilate=unaffected, saves_output=False,
 ))
 
 
@@ -96,6 +99,8 @@ register(OpDef(
     name="dropout", summary="dropout (identity at inference)",
     fields={"p": Field("number", 0.5, minimum=0), "channelwise": Field("bool", False)},
     complete=_dropout_complete, infer=_same, build=_dropout_build, dilate=unaffected,
+    # In eval mode torch returns the input itself; the training backward reads only the mask.
+    views_inputs=(0,), saves_output=False,
 ))
 
 
@@ -105,4 +110,5 @@ def _identity_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Te
 
 
 register(OpDef(name="identity", summary="passes its input through", fields={},
-               infer=_same, build=_identity_build, dilate=unaffected))
+               infer=_same, build=_identity_build, dilate=unaffected, views_inputs=(0,),
+               saves_output=False))

@@ -67,4 +67,5 @@ register(OpDef(
         "right": Field("int", 0, minimum=0),
     },
     complete=_complete, infer=_infer, build=_build, dilate=_dilate,
+    saves_output=False,
 ))

@@ -162,12 +162,12 @@ register(OpDef(name="maxpool", summary="max pooling; indices: true also returns 
                                                    "indices, for an unpool layer")},
                required=("kernel",), complete=_complete, infer=_window_infer,
                count=_window_count, build=_maxpool_build, dilate=dilate_pool,
-               returns_extra=lambda attrs: bool(attrs["indices"])))
+               returns_extra=lambda attrs: bool(attrs["indices"]), saves_output=False))
 
 register(OpDef(name="avgpool", summary="average pooling",
                fields={**_WINDOW, "count_include_pad": Field("bool", True)}, required=("kernel",),
                complete=_complete, infer=_window_infer, count=_window_count,
-               build=_avgpool_build, dilate=dilate_pool))
+               build=_avgpool_build, dilate=dilate_pool, saves_output=False))
 
 
 def _gap_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
@@ -185,7 +185,8 @@ def _gap_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorT
 
 
 register(OpDef(name="gap", summary="global average pooling to 1x1", fields={},
-               infer=_gap_infer, count=_gap_count, build=_gap_build, dilate=size_independent))
+               infer=_gap_infer, count=_gap_count, build=_gap_build, dilate=size_independent,
+               saves_output=False))
 
 
 # --------------------------------------------------------------------------- adaptive average pooling
@@ -228,4 +229,4 @@ register(OpDef(name="adaptive_avgpool",
                fields={"size": Field("pair", REQUIRED, minimum=1,
                                      doc="output height and width, n or [h, w] (torch's output_size)")},
                required=("size",), infer=_adaptive_infer, count=_adaptive_count,
-               build=_adaptive_build, dilate=size_independent))
+               build=_adaptive_build, dilate=size_independent, saves_output=False))

@@ -74,6 +74,7 @@ register(OpDef(
     },
     arity=(1, 2), complete=_upsample_complete, infer=_upsample_infer, build=_upsample_build,
     dilate=_upsample_dilate,
+    saves_output=False,
 ))
 
 
@@ -110,4 +111,5 @@ register(OpDef(
     count=lambda attrs, ins, out: Cost(),
     # Both inputs are at the same rate in a dilated encoder; the crop keeps the reference's size.
     dilate=unaffected,
+    views_inputs=(0,), saves_output=False,  # a slice of input 0
 ))

@@ -32,4 +32,5 @@ register(OpDef(
     name="shuffle", summary="channel shuffle across groups",
     fields={"groups": Field("int", REQUIRED, minimum=1)}, required=("groups",),
     complete=_complete, infer=lambda attrs, ins: ins[0], build=_build, dilate=unaffected,
+    views_inputs=(0,), saves_output=False,  # view + transpose + reshape may share storage
 ))

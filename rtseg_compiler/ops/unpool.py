@@ -94,4 +94,5 @@ register(OpDef(
     count=lambda attrs, ins, out: Cost(),
     build=_build,
     dilate=not_dilatable,
+    saves_output=False,  # backward gathers the gradient at the saved indices
 ))

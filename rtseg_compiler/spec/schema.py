@@ -30,6 +30,7 @@ from ..diagnostics import Diagnostic, did_you_mean
 from ..ops import REGISTRY, Field, OpDef, op_origin, registry_generation
 from ..ops.base import BUILTIN, REQUIRED
 from ..ops.plugins import entry_point_problems, load_entry_points
+from ..weights.mapping import WEIGHTS_SCHEMA
 from .load import location_of
 
 __all__ = ["KINDS", "schema_for", "validate_document", "validate_layer_fields", "SCHEMA_DIR",
@@ -221,6 +222,7 @@ def schema_for(kind: str, *, builtin_only: bool = False) -> dict[str, Any]:
                          "additionalProperties": _ref_schema()}
         props["input"] = {**_size_schema(), "description": "input [height, width] for checking alone"}
         props["input_channels"] = {"type": "integer", "minimum": 1}
+        props["weights"] = WEIGHTS_SCHEMA  # published checkpoint layouts: docs/weights.md
     elif kind == "meta":
         props["requires"] = {"type": "array", "items": {"type": "string", "pattern": NAME_PATTERN},
                              "uniqueItems": True}

@@ -56,7 +56,7 @@ def test_compile_save_code(capsys, tmp_path):
     code, out, err = rtsegc(capsys, "compile", MODEL, "--save-code", target, "--no-forward")
     assert code == 0, err
     source = target.read_text()
-    assert "def forward(self, x)" in source
+    assert "def forward(self, x: torch.Tensor)" in source and "class SkipnetMobilenetV1(nn.Module)" in source
     assert "self.encoder.ds1.dw(" in source and "self.head.up8(" in source
     compile(source, str(target), "exec")  # valid Python
 

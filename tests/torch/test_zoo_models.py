@@ -52,6 +52,12 @@ def _check_against_audit(compiled, batch_shape: tuple[int, int, int, int]) -> tu
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         y = module(x)
+    if isinstance(y, dict):  # several outputs (outputs: in the meta): the main one comes first
+        heads = {h.name: h for h in audit.heads}
+        assert list(y) == list(heads)[:len(y)]
+        for name, value in y.items():
+            assert tuple(value.shape) == tuple(heads[name].output_shape)
+        y = next(iter(y.values()))
     assert tuple(y.shape) == tuple(audit.output_shape)
     assert counter.get_total_flops() == audit.flops
     return tuple(y.shape)

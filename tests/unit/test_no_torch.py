@@ -45,7 +45,9 @@ codes = {}
 for argv in (["validate", "-q", *ALL_SPECS],
              ["shapes", MODEL, "--input", "360x640"],
              ["flops", MODEL, "--json"],
-             ["flops", "--encoder", ENCODER, "--meta", META, "--per-layer", "--convention", "tf"]):
+             ["flops", "--encoder", ENCODER, "--meta", META, "--per-layer", "--convention", "tf"],
+             ["compare", MODEL, "--by", "stage", "--json"],
+             ["visualize", MODEL, "-o", DOT_OUT]):
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         codes[argv[0] + str(len(codes))] = (cli.main([str(a) for a in argv]), err.getvalue()[-500:])
@@ -58,9 +60,9 @@ print(json.dumps({
 '''
 
 
-def _run(block_torch: bool) -> dict:
+def _run(block_torch: bool, dot_out) -> dict:
     consts = (f"MODEL = {str(MODEL)!r}\nENCODER = {str(ENCODER)!r}\nMETA = {str(META)!r}\n"
-              "ALL_SPECS = [MODEL, ENCODER, META]\n")
+              f"DOT_OUT = {str(dot_out)!r}\nALL_SPECS = [MODEL, ENCODER, META]\n")
     code = (_BLOCKER if block_torch else "") + consts + _PROBE
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=REPO_ROOT, timeout=120)
@@ -69,8 +71,8 @@ def _run(block_torch: bool) -> dict:
 
 
 @pytest.mark.parametrize("block_torch", [False, True], ids=["torch-available", "torch-blocked"])
-def test_analysis_and_cli_do_not_import_torch(block_torch):
-    result = _run(block_torch)
+def test_analysis_and_cli_do_not_import_torch(block_torch, tmp_path):
+    result = _run(block_torch, tmp_path / "net.dot")
     assert result["torch_modules"] == []
     for name, (code, stderr) in result["codes"].items():
         assert code == 0, f"rtsegc {name} exited {code}: {stderr}"

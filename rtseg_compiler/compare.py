@@ -1,0 +1,277 @@
+"""Side-by-side comparison of architectures: ``rtsegc compare MODEL... [--input HxW ...]``.
+
+One row per model and input size, with the numbers the RTSeg paper's Tables 2-3 compare
+(parameters, GFLOPs) and what a deployment also needs (peak activation memory, and with
+``--bench`` the measured latency). Rows are plain dicts whose keys are those of
+``rtsegc flops --json`` (``model``, ``input``, ``params``, ``macs``, ``flops``, ``tf_flops``,
+``total``, ``convention`` ...) plus the comparison's own, so a script reading one reads both.
+
+Peak activation memory (``peak_activation_bytes``), precisely: run the layers one at a time in
+the graph's execution order (the order the emitted torch.fx module runs them). While layer k
+runs, the live tensors are (a) the input image, until its last reader has run, (b) every
+earlier layer's output that layer k or a later layer still reads, (c) layer k's own output,
+and (d) the model's outputs, which are never freed. A layer that also returns max-pool indices
+keeps them live until their last reader, at 8 bytes (int64) per element. Feature maps count 4
+bytes (float32) per element, for one image. The peak is the largest live total over all k.
+This is what an inference run (``no_grad``, no in-place ops) must hold at once; torch.fx's
+generated ``forward`` drops each intermediate after its last use, which is exactly this
+schedule. Weights, gradients, allocator rounding and convolution workspaces are not included.
+
+Pure Python except ``--bench`` (``runtime.bench``, torch) and ``--plot`` (matplotlib, the
+optional ``[plot]`` extra), both imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .ir import INPUT, stride_text
+from .ops import REGISTRY
+from .passes.count import CONVENTIONS
+
+__all__ = ["peak_activation_bytes", "compare_row", "stage_split", "render_table", "render_markdown",
+           "render_csv", "render_json", "plot_rows", "FLOAT_BYTES", "INDEX_BYTES"]
+
+#: float32 feature maps.
+FLOAT_BYTES = 4
+#: int64 max-pool indices (torch.nn.MaxPool2d(return_indices=True)).
+INDEX_BYTES = 8
+
+_UNIT = {"mac": "GMACs", "flop": "GFLOPs", "tf": "GFLOPs (tf)"}
+
+
+def peak_activation_bytes(analysis: Any) -> int:
+    """The peak of live activation bytes over an execution in graph order (module docstring)."""
+    resolved = analysis.resolved
+    graph, types = resolved.graph, resolved.types
+    nodes = graph.nodes
+    order = {INPUT: -1}
+    for k, node in enumerate(nodes):
+        order[node.name] = k
+    end = len(nodes)
+    last_read: dict[str, int] = {}
+    last_extra: dict[str, int] = {}
+    for k, node in enumerate(nodes):
+        extra_positions = REGISTRY[node.op].extra_inputs
+        for pos, src in enumerate(node.inputs):
+            target = last_extra if pos in extra_positions else last_read
+            target[src] = max(target.get(src, -1), k)
+    outputs = set(graph.output_names)
+    for name in outputs:
+        last_read[name] = end
+    # Each tensor is live on [produced, last read]; the image is produced before step 0.
+    intervals: list[tuple[int, int, int]] = []
+    image = types[INPUT]
+    intervals.append((-1, last_read.get(INPUT, -1), image.numel * FLOAT_BYTES))
+    for k, node in enumerate(nodes):
+        t = types[node.name]
+        intervals.append((k, max(k, last_read.get(node.name, k)), t.numel * FLOAT_BYTES))
+        op = REGISTRY[node.op]
+        if op.returns_extra(node.attrs):
+            intervals.append((k, max(k, last_extra.get(node.name, k)), t.numel * INDEX_BYTES))
+    delta = [0] * (end + 3)
+    for start, stop, size in intervals:
+        delta[start + 1] += size
+        delta[stop + 2] -= size
+    peak = live = 0
+    for step in range(end + 2):
+        live += delta[step]
+        peak = max(peak, live)
+    return peak
+
+
+def stage_split(analysis: Any) -> dict[str, Any]:
+    """Encoder vs decoder params/MACs and MACs per stride level (a layer's output stride)."""
+    graph = analysis.graph
+    split = {"encoder": {"params": 0, "macs": 0}, "decoder": {"params": 0, "macs": 0}}
+    by_stride: dict[Fraction, int] = {}
+    for layer in analysis.audit.layers:
+        part = "encoder" if graph.node(layer.name).part == "encoder" else "decoder"
+        split[part]["params"] += layer.params
+        split[part]["macs"] += layer.macs
+        by_stride[layer.stride] = by_stride.get(layer.stride, 0) + layer.macs
+    split["macs_by_stride"] = {stride_text(s): by_stride[s] for s in sorted(by_stride)}
+    return split
+
+
+def compare_row(analysis: Any, convention: str = "flop", *, spec: str | None = None,
+                by_stage: bool = False) -> dict[str, Any]:
+    """One row: the keys of ``rtsegc flops --json`` without per-layer rows, plus peak memory."""
+    row = analysis.audit.to_json(convention)
+    row.pop("layers")
+    if spec is not None:
+        row["spec"] = spec
+    row["peak_activation_bytes"] = peak_activation_bytes(analysis)
+    if by_stage:
+        row.update(stage_split(analysis))
+    return row
+
+
+# --------------------------------------------------------------------------- rendering
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f}"
+
+
+def _strides(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    seen: set[Fraction] = set()
+    for row in rows:
+        seen.update(Fraction(s) for s in row.get("macs_by_stride", {}))
+    return [stride_text(s) for s in sorted(seen)]
+
+
+def _columns(rows: Sequence[Mapping[str, Any]], convention: str) -> list[tuple[str, Any, bool]]:
+    """(header, row -> cell text, right-aligned) for the human-readable tables."""
+    cols: list[tuple[str, Any, bool]] = [
+        ("model", lambda r: r["model"], False),
+        ("input", lambda r: f"{r['input'][2]}x{r['input'][3]}", False),
+        ("params (M)", lambda r: f"{r['params'] / 1e6:.3f}", True),
+        ("GMACs", lambda r: f"{r['macs'] / 1e9:.2f}", True),
+    ]
+    if convention != "mac":
+        cols.append((_UNIT[convention], lambda r: f"{r['total'] / 1e9:.2f}", True))
+    cols.append(("peak act. (MiB)", lambda r: _mib(r["peak_activation_bytes"]), True))
+    if rows and "encoder" in rows[0]:
+        cols.append(("enc GMACs", lambda r: f"{r['encoder']['macs'] / 1e9:.2f}", True))
+        cols.append(("dec GMACs", lambda r: f"{r['decoder']['macs'] / 1e9:.2f}", True))
+        for s in _strides(rows):
+            cols.append((f"@{s}", lambda r, s=s: _share(r, s), True))
+    if rows and "latency_ms" in rows[0]:
+        cols.append(("latency (ms)", lambda r: f"{r['latency_ms']:.2f}", True))
+        cols.append(("images/s", lambda r: f"{r['fps']:.1f}", True))
+    return cols
+
+
+def _share(row: Mapping[str, Any], stride: str) -> str:
+    macs = row["macs_by_stride"].get(stride, 0)
+    return f"{macs / row['macs']:.0%}" if row["macs"] and macs else "-"
+
+
+def _footer(rows: Sequence[Mapping[str, Any]], convention: str) -> list[str]:
+    notes = [f"convention {convention}: {CONVENTIONS[convention]}",
+             "peak act.: largest float32 activation total live at once, one image (docs/diagrams.md)"]
+    if rows and "encoder" in rows[0]:
+        notes.append("@S: share of MACs in layers whose output has stride S")
+    if rows and "latency_ms" in rows[0]:
+        r = rows[0]
+        notes.append(f"latency: median forward of batch {r['batch_size']} on {r['device']} "
+                     f"({r['dtype']}), images/s = batch / latency")
+    return notes
+
+
+def render_table(rows: Sequence[Mapping[str, Any]], convention: str) -> str:
+    cols = _columns(rows, convention)
+    cells = [[h for h, _, _ in cols]] + [[f(r) for _, f, _ in cols] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
+    lines = []
+    for k, line in enumerate(cells):
+        lines.append("  ".join(c.rjust(widths[i]) if cols[i][2] else c.ljust(widths[i])
+                               for i, c in enumerate(line)).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines + [""] + _footer(rows, convention)) + "\n"
+
+
+def render_markdown(rows: Sequence[Mapping[str, Any]], convention: str) -> str:
+    cols = _columns(rows, convention)
+    lines = ["| " + " | ".join(h for h, _, _ in cols) + " |",
+             "|" + "|".join("---:" if right else "---" for _, _, right in cols) + "|"]
+    lines += ["| " + " | ".join(f(r) for _, f, _ in cols) + " |" for r in rows]
+    return "\n".join(lines + [""] + [f"{n}." if not n.endswith(".") else n
+                                     for n in _footer(rows, convention)]) + "\n"
+
+
+def render_csv(rows: Sequence[Mapping[str, Any]], convention: str) -> str:
+    """Exact integers, one column per key; nested keys flattened as encoder_macs, macs_stride_8."""
+    flat = []
+    for r in rows:
+        out: dict[str, Any] = {}
+        for key, value in r.items():
+            if key in ("convention_note",):
+                continue
+            if key == "input" or key == "output_shape":
+                out[key] = "x".join(map(str, value))
+            elif key in ("encoder", "decoder"):
+                for k, v in value.items():
+                    out[f"{key}_{k}"] = v
+            elif key == "macs_by_stride":
+                for s in _strides(rows):
+                    out[f"macs_stride_{s.replace('/', '_')}"] = value.get(s, 0)
+            else:
+                out[key] = value
+        flat.append(out)
+    fields: list[str] = []
+    for r in flat:
+        fields += [k for k in r if k not in fields]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(flat)
+    return buf.getvalue()
+
+
+def render_json(rows: Sequence[Mapping[str, Any]], convention: str) -> str:
+    return json.dumps(list(rows), indent=2) + "\n"
+
+
+# --------------------------------------------------------------------------- plot
+
+def plot_rows(rows: Sequence[Mapping[str, Any]], convention: str, out: Path) -> None:
+    """GFLOPs against params (one labelled point per row) and MACs by stride level per row.
+
+    Needs matplotlib (``pip install -e ".[plot]"``); the caller checks it is importable first.
+    Written with a fixed SVG hash salt and no date, so the same rows give the same file.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matplotlib.rcParams["svg.hashsalt"] = "rtsegc"
+    matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: searchable, and smaller
+    labels = [r["model"] + (f" @{r['input'][2]}x{r['input'][3]}"
+                            if len({tuple(x['input']) for x in rows}) > 1 else "") for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, max(4.5, 0.38 * len(rows) + 1.5)),
+                                   gridspec_kw={"width_ratios": [1, 1.2]})
+    xs = [r["params"] / 1e6 for r in rows]
+    ys = [r["total"] / 1e9 for r in rows]
+    ax1.scatter(xs, ys, color="#d95f02", zorder=3)
+    for x, y, label in zip(xs, ys, labels):
+        ax1.annotate(label, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax1.set_xlabel("parameters (M)")
+    ax1.set_ylabel(_UNIT[convention])
+    ax1.set_xscale("log")
+    ax1.set_yscale("log")
+    ax1.grid(True, which="both", alpha=0.3)
+    ax1.set_title(f"{_UNIT[convention]} vs parameters")
+
+    # Shares, not absolute MACs: models differ 100-fold in cost, and the question is where each
+    # spends its compute; the total is written at the end of each bar.
+    strides = sorted({Fraction(s) for r in rows for s in r["macs_by_stride"]})
+    cmap = plt.get_cmap("viridis")
+    lefts = [0.0] * len(rows)
+    for i, s in enumerate(strides):
+        key = stride_text(s)
+        widths = [100.0 * r["macs_by_stride"].get(key, 0) / r["macs"] if r["macs"] else 0.0 for r in rows]
+        ax2.barh(range(len(rows)), widths, left=lefts, color=cmap(i / max(1, len(strides) - 1)),
+                 label=f"stride {key}", edgecolor="white", linewidth=0.5)
+        lefts = [a + b for a, b in zip(lefts, widths)]
+    for y, r in enumerate(rows):
+        ax2.text(101, y, f"{r['macs'] / 1e9:.2f} GMACs", va="center", fontsize=7)
+    ax2.set_xlim(0, 118)
+    ax2.set_xticks([0, 20, 40, 60, 80, 100])
+    ax2.set_yticks(range(len(rows)))
+    ax2.set_yticklabels(labels, fontsize=7)
+    ax2.invert_yaxis()
+    ax2.set_xlabel("share of the model's MACs (%)")
+    ax2.set_title("MACs by stride level (stride of the layer's output)")
+    ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.45, -0.12), ncol=len(strides),
+               frameon=False)
+    fig.tight_layout()
+    fig.savefig(out, metadata={"Date": None} if out.suffix.lower() == ".svg" else None)
+    plt.close(fig)

@@ -1,0 +1,331 @@
+"""Emit a standalone, readable PyTorch source file for a resolved graph (``rtsegc compile --save-code``).
+
+The file needs torch alone. It holds one ``nn.Module`` class whose ``__init__`` builds every layer
+at the path the compiled module uses (``self.encoder.ds3.pw``), so the two have the same state-dict
+keys and ``load_state_dict(compiled.state_dict(), strict=True)`` just works. Containers are plain
+``nn.Module()`` objects, or ``nn.ModuleDict()`` where a child's name is not a Python identifier
+(repeat items such as ``ds7_11.1``). ``forward`` reads like hand-written code: a chain reuses its
+variable (``x = self.encoder.conv1(x)``), only maps read later keep a name of their own, and each
+line ends with the layer's name, op and output shape at the compile-time input size.
+
+Layers come from the same op ``build`` hooks as the fx module, so the two cannot drift: a module is
+written as its constructor call (arguments read back from the built module through its signature,
+defaults left out), a stateless call (crop, shuffle, unpool ...) as a copy of the op's own helper
+function, and add/concat as inline ``a + b`` / ``torch.cat``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import keyword
+import sys
+import textwrap
+import types
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from ..ir import INPUT, Resolved
+from ..ops import REGISTRY, FunctionCall
+from ..ops import merge
+from .torch_module import build_layer
+
+__all__ = ["emit_python", "SourceEmitError"]
+
+#: Arguments of torch modules written as one int when all items agree (``kernel_size=3``).
+_PAIR_ARGS = {"kernel_size", "stride", "padding", "dilation", "output_padding"}
+#: Modules the generated file may import (the helpers of the op files use these only).
+_ALLOWED_MODULES = ("torch", "math", "operator", "functools")
+_COMMENT_COLUMN = 56
+#: Stateless merges written inline, as a person would: ``a + b``, ``x * gate``.
+_INFIX = {fn: sep for fn, sep in ((getattr(merge, "add_all", None), " + "),
+                                  (getattr(merge, "mul_all", None), " * ")) if fn is not None}
+
+
+class SourceEmitError(ValueError):
+    """A layer that cannot be written as standalone torch code (e.g. a user op's own module class)."""
+
+
+# --------------------------------------------------------------------------- module constructors
+
+def _literal(value: Any, what: str) -> str:
+    if value is None or isinstance(value, (bool, int, str)):
+        return repr(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (tuple, list)):
+        items = [_literal(v, what) for v in value]
+        if isinstance(value, tuple):
+            return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+        return f"[{', '.join(items)}]"
+    raise SourceEmitError(f"{what}: cannot write {type(value).__name__} {value!r} as Python source")
+
+
+def _compact(name: str, value: Any) -> Any:
+    if name in _PAIR_ARGS and isinstance(value, tuple) and value and all(v == value[0] for v in value):
+        return value[0]
+    return value
+
+
+def module_source(module: nn.Module, where: str = "") -> str:
+    """The constructor call that builds ``module`` again: ``nn.Conv2d(3, 32, 3, stride=2, bias=False)``."""
+    cls = type(module)
+    if cls is nn.Sequential:
+        return f"nn.Sequential({', '.join(module_source(m, where) for m in module)})"
+    if not cls.__module__.startswith("torch.nn") or getattr(nn, cls.__name__, None) is not cls:
+        raise SourceEmitError(f"layer '{where}': {cls.__module__}.{cls.__name__} is not a torch.nn module, "
+                              "so a file depending on torch alone cannot build it")
+    args = []
+    for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in ("device", "dtype"):
+            continue
+        if not hasattr(module, p.name):
+            if p.default is p.empty:
+                raise SourceEmitError(f"layer '{where}': cannot read argument '{p.name}' of {cls.__name__}")
+            continue  # not stored on the module: only its initial values depend on it (PReLU's init)
+        value = getattr(module, p.name)
+        if isinstance(value, torch.Tensor) or (value is None and isinstance(p.default, bool)):
+            value = value is not None  # bias=True stores a Parameter, bias=False stores None
+        value = _compact(p.name, value)
+        if p.default is p.empty:
+            args.append(_literal(value, where))
+        elif _compact(p.name, p.default) != value or type(p.default) is not type(value):
+            if p.default is None and value is None:
+                continue
+            args.append(f"{p.name}={_literal(value, where)}")
+    return f"nn.{cls.__name__}({', '.join(args)})"
+
+
+# --------------------------------------------------------------------------- helper functions
+
+def _code_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def _helper(fn: Any, where: str) -> tuple[str, list[str]]:
+    """The source of an op's helper function and the import lines it needs."""
+    imports = []
+    for name in sorted(_code_names(fn.__code__)):
+        if name not in fn.__globals__ or hasattr(builtins, name):
+            continue
+        value = fn.__globals__[name]
+        if isinstance(value, types.ModuleType) and value.__name__.split(".")[0] in _ALLOWED_MODULES:
+            imports.append(f"import {value.__name__}" if value.__name__ == name
+                           else f"import {value.__name__} as {name}")
+        elif any(getattr(sys.modules.get(m), name, None) is value for m in _ALLOWED_MODULES):
+            # functools.reduce reports its module as '_functools': find the public one.
+            home = next(m for m in _ALLOWED_MODULES if getattr(sys.modules.get(m), name, None) is value)
+            imports.append(f"from {home} import {name}")
+        elif name == "Any":
+            imports.append("from typing import Any")
+        else:
+            raise SourceEmitError(f"layer '{where}': {fn.__module__}.{fn.__name__} uses '{name}', which a "
+                                  "file depending on torch alone cannot import")
+    return textwrap.dedent(inspect.getsource(fn)), imports
+
+
+# --------------------------------------------------------------------------- names
+
+class _Names:
+    def __init__(self, reserved: Iterable[str]) -> None:
+        self.taken = set(reserved) | set(keyword.kwlist) | set(dir(builtins))
+
+    def new(self, hint: str) -> str:
+        base = "".join(c if c.isalnum() or c == "_" else "_" for c in hint).strip("_") or "v"
+        base = f"v_{base}" if base[0].isdigit() else base
+        name, n = base, 2
+        while name in self.taken:
+            name, n = f"{base}_{n}", n + 1
+        self.taken.add(name)
+        return name
+
+
+_MODULE_ATTRS = set(dir(nn.Module()))
+_DICT_ATTRS = set(dir(nn.ModuleDict()))
+
+
+def _attribute_ok(name: str) -> bool:
+    return name.isidentifier() and not keyword.iskeyword(name) and name not in _MODULE_ATTRS
+
+
+# --------------------------------------------------------------------------- the file
+
+def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: str = "") -> str:
+    """The text of a standalone ``.py`` file defining ``class_name`` for ``resolved.graph``."""
+    graph = resolved.graph
+    built = {n.name: build_layer(resolved, n.name) for n in graph.nodes}
+
+    # ---- containers: every dotted prefix of a module layer's name, in order of first appearance
+    children: dict[str, list[str]] = {"": []}
+    for node in graph.nodes:
+        if not isinstance(built[node.name], nn.Module):
+            continue
+        parts = node.name.split(".")
+        for depth in range(len(parts)):
+            parent, path = ".".join(parts[:depth]), ".".join(parts[:depth + 1])
+            if path not in children.setdefault(parent, []):
+                children[parent].append(path)
+            if depth < len(parts) - 1:
+                children.setdefault(path, [])
+    as_dict = {}
+    for path, kids in children.items():
+        names = [k.rsplit(".", 1)[-1] for k in kids]
+        plain = all(_attribute_ok(n) for n in names)
+        if not plain and (not path or any(n in _DICT_ATTRS for n in names)):
+            raise SourceEmitError(f"cannot write the layers under '{path or 'the top level'}' as attributes "
+                                  f"or a ModuleDict: {', '.join(names)}")
+        as_dict[path] = not plain
+
+    def access(path: str) -> str:
+        text, parent = "self", ""
+        for part in path.split("."):
+            text += f"[{part!r}]" if as_dict.get(parent) else f".{part}"
+            parent = f"{parent}.{part}" if parent else part
+        return text
+
+    init: list[str] = []
+    helpers: dict[str, str] = {}
+    imports = {"import torch", "from torch import nn"}
+
+    def build(path: str) -> None:
+        for child in children.get(path, []):
+            if child in children and not isinstance(built.get(child), nn.Module):
+                kind = "nn.ModuleDict()" if as_dict[child] else "nn.Module()"
+                init.append(f"{access(child)} = {kind}")
+                build(child)
+            else:
+                init.append(f"{access(child)} = {module_source(built[child], child)}")
+
+    build("")
+
+    # ---- forward
+    uses: dict[str, int] = {}
+    last_use: dict[str, int] = {}
+    for i, node in enumerate(graph.nodes):
+        op = REGISTRY[node.op]
+        for pos, src in enumerate(node.inputs):
+            key = f"{src}#extra" if pos in op.extra_inputs else src
+            uses[key] = uses.get(key, 0) + 1
+            last_use[key] = i
+    for _, node_name in graph.outputs or (("", graph.output),):
+        last_use[node_name] = len(graph.nodes)
+
+    # A node continues its first input's variable when it is that value's last reader (a chain
+    # conv -> bn -> relu reads x = ...(x)); each chain is named once, after the tap it ends at, or
+    # its last layer, so the maps a decoder reads later are called stride8, stride16 ... A chain
+    # ends where the encoder hands over to the head, which starts variables of its own.
+    def first_input(node: Any) -> str | None:
+        op = REGISTRY[node.op]
+        return node.inputs[0] if node.inputs and 0 not in op.extra_inputs else None
+
+    root: dict[str, str] = {INPUT: INPUT}
+    members: dict[str, list[str]] = {INPUT: []}
+    for i, node in enumerate(graph.nodes):
+        first = first_input(node)
+        same_part = first == INPUT or (first is not None and graph.node(first).part == node.part)
+        if first is not None and last_use.get(first) == i and same_part:
+            root[node.name] = root[first]
+        else:
+            root[node.name] = node.name
+            members[node.name] = []
+        members[root[node.name]].append(node.name)
+    tap_of = {t.node: t.name for t in graph.taps}
+    names = _Names(["self", "x", "torch", "nn", "F", "math", "operator", "functools"])
+    chain_var = {INPUT: "x"}
+    for start, chain in members.items():
+        if start == INPUT:
+            continue
+        taps = [tap_of[m] for m in chain if m in tap_of]
+        last = chain[-1]
+        short = last.split(".", 1)[1] if last.startswith(("encoder.", "head.")) else last
+        chain_var[start] = names.new(taps[-1] if taps else short)
+
+    var: dict[str, str] = {INPUT: "x"}
+    lines: list[tuple[str, str]] = []
+    for i, node in enumerate(graph.nodes):
+        op = REGISTRY[node.op]
+        args, dying = [], []
+        for pos, src in enumerate(node.inputs):
+            key = f"{src}#extra" if pos in op.extra_inputs else src
+            args.append(var[key])
+            if last_use.get(key) == i and var[key] not in dying:
+                dying.append(var[key])
+        item = built[node.name]
+        if isinstance(item, nn.Module):
+            call = f"{access(node.name)}({', '.join(args)})"
+        elif isinstance(item, FunctionCall):
+            if item.fn in _INFIX:
+                call = _INFIX[item.fn].join(args)
+            elif item.fn is merge.concat_channels:
+                call = f"torch.cat([{', '.join(args)}], dim=1)"
+            else:
+                if item.fn.__name__ not in helpers:
+                    helpers[item.fn.__name__], needed = _helper(item.fn, node.name)
+                    imports.update(needed)
+                    names.taken.add(item.fn.__name__)
+                kwargs = [f"{k}={_literal(v, node.name)}" for k, v in item.kwargs.items()]
+                call = f"{item.fn.__name__}({', '.join(args + kwargs)})"
+        else:  # pragma: no cover - an op's build hook returned something else
+            raise SourceEmitError(f"layer '{node.name}': op {node.op} built {type(item).__name__}")
+        out = chain_var[root[node.name]]
+        if out in dying:
+            dying.remove(out)
+        target = out
+        if op.returns_extra(node.attrs):
+            extra = names.new(f"{out}_indices") if uses.get(f"{node.name}#extra") else "_"
+            var[f"{node.name}#extra"] = extra
+            target = f"{out}, {extra}"
+        var[node.name] = out
+        t = resolved.types[node.name]
+        lines.append((f"{target} = {call}", f"{node.name}: {node.op} -> {t}"))
+        if dying:
+            lines.append((f"del {', '.join(dying)}", ""))
+    if graph.outputs:  # several outputs: a dict in declared order, the main one first (as emit_torch)
+        items = ", ".join(f"{name!r}: {var[node]}" for name, node in graph.outputs)
+        lines.append((f"return {{{items}}}", ", ".join(f"{name}: {resolved.types[node]}"
+                                                        for name, node in graph.outputs)))
+    else:
+        lines.append((f"return {var[graph.output]}", f"{graph.output}: {resolved.output}"))
+
+    # ---- assemble
+    image, out = resolved.input, resolved.output
+    params = sum(p.numel() for m in built.values() if isinstance(m, nn.Module) for p in m.parameters())
+    head = [
+        f'"""{class_name}: {graph.name}, written by rtsegc --save-code.',
+        "",
+        *([f"Spec: {origin}"] if origin else []),
+        f"Depends on torch alone. Input N x {image.channels} x H x W; at {image.height}x{image.width} the "
+        f"output is N x {out}",
+        f"({params:,} parameters). Shapes in the comments are C x H x W at that size. State-dict keys",
+        "equal those of rtseg_compiler.compile_model(...).module, so its weights load with strict=True.",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+    ]
+    if any("Any" in text for text in helpers.values()):
+        imports.add("from typing import Any")
+    stdlib = sorted(i for i in imports if not i.split()[1].startswith("torch"))
+    torch_imports = sorted((i for i in imports if i.split()[1].startswith("torch")),
+                           key=lambda i: (not i.startswith("import"), i))
+    head += stdlib + ([""] if stdlib else []) + torch_imports + ["", ""]
+    for text in helpers.values():
+        head += text.rstrip().splitlines() + ["", ""]
+    body = [f"class {class_name}(nn.Module):",
+            f'    """{graph.name}: {len(graph.nodes)} layers; built from the spec\'s names and nesting."""',
+            "",
+            "    def __init__(self) -> None:",
+            "        super().__init__()"]
+    body += [f"        {line}" for line in init]
+    body += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+             f"        # input: {image}"]
+    width = min(_COMMENT_COLUMN, max(len(code) for code, _ in lines))
+    for code, comment in lines:
+        body.append(f"        {code.ljust(width)}  # {comment}" if comment else f"        {code}")
+    return "\n".join(head + body) + "\n"

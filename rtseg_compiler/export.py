@@ -1,0 +1,165 @@
+"""Export a compiled network as an ONNX file or a ``torch.export`` ExportedProgram.
+
+Both go through ``torch.export``: the ExportedProgram is saved with ``torch.export.save``
+(``.pt2``), the ONNX file is written by ``torch.onnx.export(..., dynamo=True)``, which needs
+the optional ``onnx`` and ``onnxscript`` packages (``pip install -e ".[export]"``).
+
+``dynamic=True`` keeps batch, height and width symbolic where the graph allows it, as decided
+on the IR by ``passes/dynamic.py``: a dimension fixed by a layer is exported at its example
+size and the layer is named in :attr:`ExportResult.notes`. Two things make crops exportable:
+
+* The compiled module crops with a slice (``x[:, :, :h, :w]``), which is a free view in eager
+  mode; but a slice clamps its end to the map, so torch.export must decide ``h <= rows`` for
+  every size, and its symbolic reasoning cannot prove SkipNet's ``1 + (H-1)//16 <= 2 + 2·((H-1)//32)``
+  (true for every H). Before a dynamic export the crops are rewritten to ``index_select``
+  with ``arange(h)``, whose output has exactly ``h`` rows and needs no such proof.
+* If torch.export still cannot prove a size relation, its error lists the guards it could
+  not discharge; :class:`ExportError` carries them with the layer each one came from,
+  found through the fx node's ``meta["layer"]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import fx
+
+from .ops.resample import crop_like
+from .passes.dynamic import DimRange, dynamic_ranges
+
+__all__ = ["ExportError", "ExportResult", "FORMATS", "export_compiled", "exportable_crop"]
+
+FORMATS = ("onnx", "exported-program")
+
+
+class ExportError(RuntimeError):
+    """The network could not be exported as asked; the message says why and where."""
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    example: tuple[int, int, int, int]
+    ranges: tuple[DimRange, ...] = ()
+    dynamic_batch: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def exportable_crop(x: Any, ref: Any, center: bool = False) -> Any:
+    """:func:`~rtseg_compiler.ops.resample.crop_like` with an output of exactly ``ref``'s size.
+
+    ``index_select`` with ``arange`` instead of a clamping slice (see the module docstring).
+    """
+    h, w = ref.shape[-2], ref.shape[-1]
+    top = (x.shape[-2] - h) // 2 if center else 0
+    left = (x.shape[-1] - w) // 2 if center else 0
+    rows = torch.arange(h, device=x.device) + top
+    cols = torch.arange(w, device=x.device) + left
+    return x.index_select(2, rows).index_select(3, cols)
+
+
+def _with_exportable_crops(module: fx.GraphModule) -> fx.GraphModule:
+    copied = copy.deepcopy(module)
+    for node in copied.graph.nodes:
+        if node.op == "call_function" and node.target is crop_like:
+            node.target = exportable_crop
+    copied.recompile()
+    return copied
+
+
+def _dims(ranges: tuple[DimRange, ...], batch: bool) -> tuple[dict[int, Any], list[str]]:
+    from torch.export import Dim
+
+    dims: dict[int, Any] = {}
+    notes = []
+    if batch:
+        dims[0] = Dim("batch", min=1, max=1024)
+    for axis, r in zip((2, 3), ranges):
+        if not r.dynamic:
+            where = "; ".join(f"layer '{layer}': {why}" for layer, why in r.blockers) or "no layer named"
+            notes.append(f"{r.dim} is fixed at {r.example}: {where}")
+            continue
+        if r.multiple == 1:
+            dims[axis] = Dim(r.dim, min=r.minimum, max=r.maximum)
+        else:
+            k = Dim(f"{r.dim}_steps", min=(r.minimum - r.remainder) // r.multiple,
+                    max=(r.maximum - r.remainder) // r.multiple)
+            dims[axis] = r.multiple * k + r.remainder if r.remainder else r.multiple * k
+            where = "; ".join(f"layer '{layer}': {why}" for layer, why in r.blockers)
+            notes.append(f"{r.dim} is dynamic only in steps of {r.multiple} "
+                         f"({r.remainder} mod {r.multiple}){': ' + where if where else ''}")
+    return dims, notes
+
+
+_GUARD = re.compile(r"^\s*- (.*)$", re.M)
+
+
+def _explain(exc: Exception, module: fx.GraphModule) -> str:
+    """torch.export's constraint error, with the layers its guards came from where it says."""
+    text = str(exc)
+    guards = _GUARD.findall(text) or [text.splitlines()[0] if text else type(exc).__name__]
+    names = {n.name: n.meta.get("layer") for n in module.graph.nodes if n.meta.get("layer")}
+    layers = [layer for name, layer in names.items() if re.search(rf"\b{re.escape(name)}\b", text)]
+    where = f" (at layer {', '.join(repr(x) for x in dict.fromkeys(layers))})" if layers else ""
+    return "torch.export could not keep the size symbolic" + where + ":\n  " + "\n  ".join(guards[:6])
+
+
+def export_compiled(compiled: Any, path: str | Path, fmt: str, *, dynamic: bool = False,
+                    batch: int = 1) -> ExportResult:
+    """Write ``compiled.module`` (a :class:`~rtseg_compiler.CompiledModel`) to ``path``.
+
+    The example input is the audit's size (``batch`` images). With ``dynamic``, see the module
+    docstring. Raises :class:`ExportError` with a readable reason.
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ExportError(f"cannot write {path}: no such directory {path.parent}")
+    module = compiled.module.eval()
+    _, c, h, w = compiled.audit.input
+    # torch specialises a dimension whose example value is 1, so a dynamic batch needs 2 images.
+    batch = max(batch, 2) if dynamic else batch
+    parameter = next(module.parameters(), None)
+    example = torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(0))
+    if parameter is not None:
+        example = example.to(device=parameter.device, dtype=parameter.dtype)
+    result = ExportResult(path, fmt, (batch, c, h, w))
+    dynamic_shapes = None
+    if dynamic:
+        resolved = (compiled.inference.resolved if compiled.inference is not None
+                    else compiled.analysis.resolved)
+        result.ranges = dynamic_ranges(resolved)
+        dims, result.notes = _dims(result.ranges, batch=True)
+        result.dynamic_batch = True
+        dynamic_shapes = (dims,)
+        module = _with_exportable_crops(module)
+    try:
+        program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes)
+    except Exception as exc:  # torch raises several types (UserError, ConstraintViolationError ...)
+        raise ExportError(_explain(exc, module)) from exc
+    if fmt == "exported-program":
+        try:
+            torch.export.save(program, str(path))
+        except OSError as exc:
+            raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
+        return result
+    try:
+        import onnxscript  # noqa: F401  (torch's dynamo exporter imports it lazily)
+        import onnx  # noqa: F401
+    except ImportError as exc:
+        raise ExportError(f"ONNX export needs the optional packages onnx and onnxscript ({exc}); "
+                          "install them with: pip install -e \".[export]\"") from None
+    try:
+        torch.onnx.export(program, (example,), str(path), dynamo=True,
+                          dynamic_shapes=dynamic_shapes, optimize=True, verbose=False)
+    except Exception as exc:
+        raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    return result

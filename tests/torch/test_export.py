@@ -1,0 +1,115 @@
+"""Export round trips: ExportedProgram and ONNX (through onnxruntime) equal the module within 1e-4.
+
+Small specs keep these fast: a conv / batch norm / transposed conv / crop / add network like
+SkipNet's head, exported with symbolic batch, height and width, then run at sizes other than
+the example, including ones where the crop cuts a row. ONNX tests skip without the optional
+``onnx``, ``onnxscript`` and ``onnxruntime`` packages (``pip install -e ".[export]"``).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rtseg_compiler import compile_model
+from rtseg_compiler.export import ExportError, export_compiled
+from rtseg_compiler.passes.dynamic import dynamic_ranges
+
+SKIP_HEAD = """
+  - {name: c1, op: conv, out: 8, kernel: 3, stride: 2}
+  - {name: c1_bn, op: bn}
+  - {name: r1, op: relu}
+  - {name: c2, op: conv, out: 8, kernel: 3, stride: 2}
+  - {name: r2, op: relu}
+  - {name: up, op: deconv, out: 8, kernel: 4, stride: 2}
+  - {name: up_aligned, op: crop, inputs: [up, r1]}
+  - {name: fuse, op: add, inputs: [up_aligned, r1]}
+  - {name: out, op: deconv, out: 3, kernel: 4, stride: 2}
+  - {name: logits, op: crop, inputs: [out, input]}
+"""
+
+NO_CROP = """
+  - {name: c1, op: conv, out: 8, kernel: 3, stride: 2}
+  - {name: up, op: deconv, out: 4, kernel: 4, stride: 2}
+  - {name: fuse, op: add, inputs: [up, input]}
+"""
+
+FLATTENED = """
+  - {name: c1, op: conv, out: 4, kernel: 3, stride: 2}
+  - {name: fc, op: linear, out: 5}
+"""
+
+SIZES = [(2, 4, 20, 28), (1, 4, 23, 37), (3, 4, 9, 64)]
+
+
+def compiled_net(encoder_spec, layers, **kwargs):
+    torch.manual_seed(0)
+    path = encoder_spec(layers, channels=4, input_size=(20, 28))
+    return compile_model(path, **kwargs)
+
+
+def reference(compiled, x):
+    with torch.no_grad():
+        return compiled.module(x.clone())
+
+
+def test_dynamic_ranges_name_the_layers_that_fix_a_size(encoder_spec):
+    assert [r.dynamic and r.multiple == 1 for r in
+            dynamic_ranges(compiled_net(encoder_spec, SKIP_HEAD).analysis.resolved)] == [True, True]
+    steps = dynamic_ranges(compiled_net(encoder_spec, NO_CROP).analysis.resolved)
+    assert [(r.dynamic, r.multiple, r.remainder) for r in steps] == [(True, 2, 0), (True, 2, 0)]
+    assert steps[0].blockers[0][0] == "fuse"
+    fixed = dynamic_ranges(compiled_net(encoder_spec, FLATTENED).analysis.resolved)
+    assert [r.dynamic for r in fixed] == [False, False]
+    assert fixed[0].blockers[0][0] == "encoder.fc"
+
+
+def test_exported_program_round_trip_dynamic(encoder_spec, tmp_path):
+    compiled = compiled_net(encoder_spec, SKIP_HEAD)
+    result = export_compiled(compiled, tmp_path / "net.pt2", "exported-program", dynamic=True)
+    assert not result.notes
+    program = torch.export.load(str(tmp_path / "net.pt2"))
+    for size in SIZES:
+        x = torch.randn(*size)
+        with torch.no_grad():
+            got = program.module()(x.clone())
+        torch.testing.assert_close(got, reference(compiled, x), rtol=1e-4, atol=1e-4)
+
+
+def test_exported_program_static_inference_build(encoder_spec, tmp_path):
+    compiled = compiled_net(encoder_spec, SKIP_HEAD, inference=True)
+    export_compiled(compiled, tmp_path / "net.pt2", "exported-program")
+    program = torch.export.load(str(tmp_path / "net.pt2"))
+    x = torch.randn(1, 4, 20, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x.clone()), reference(compiled, x),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_fixed_size_layer_is_reported(encoder_spec, tmp_path):
+    compiled = compiled_net(encoder_spec, FLATTENED)
+    result = export_compiled(compiled, tmp_path / "fc.pt2", "exported-program", dynamic=True)
+    assert any("height is fixed at 20" in n and "encoder.fc" in n for n in result.notes)
+    program = torch.export.load(str(tmp_path / "fc.pt2"))
+    x = torch.randn(3, 4, 20, 28)  # the batch stays dynamic
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), reference(compiled, x), rtol=1e-4, atol=1e-4)
+
+
+def test_onnx_round_trip_dynamic(encoder_spec, tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    compiled = compiled_net(encoder_spec, SKIP_HEAD)
+    export_compiled(compiled, tmp_path / "net.onnx", "onnx", dynamic=True)
+    session = ort.InferenceSession(str(tmp_path / "net.onnx"), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for size in SIZES:
+        x = torch.randn(*size)
+        (got,) = session.run(None, {name: x.numpy()})
+        torch.testing.assert_close(torch.from_numpy(got), reference(compiled, x), rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_format_is_an_export_error(encoder_spec, tmp_path):
+    with pytest.raises(ExportError, match="unknown format"):
+        export_compiled(compiled_net(encoder_spec, NO_CROP), tmp_path / "x", "tflite")

@@ -1,0 +1,147 @@
+"""``rtsegc compare``: rows keyed like ``rtsegc flops --json``, peak activation memory, the stage
+split, the output styles and the optional plot. No torch (``--bench`` is tested in tests/torch)."""
+
+from __future__ import annotations
+
+import builtins
+import csv
+import io
+import json
+import xml.etree.ElementTree as ET
+from fractions import Fraction
+
+import pytest
+
+from conftest import SPECS
+from rtseg_compiler import analyze
+from rtseg_compiler.cli import main
+from rtseg_compiler.compare import peak_activation_bytes, stage_split
+from rtseg_compiler.ops import REGISTRY
+
+MODELS = sorted(SPECS.glob("models/*.yaml")) + sorted(
+    p for p in SPECS.glob("baselines/*.yaml") if p.stem in ("enet", "segnet"))
+SKIPNET = SPECS / "models" / "skipnet_mobilenet_v1.yaml"
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_compare_json_agrees_with_flops_json_for_every_model(capsys):
+    code, out, err = _run(capsys, "compare", *MODELS, "--input", "360x640", "--json", "--convention", "tf")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["spec"] for r in rows] == [str(p) for p in MODELS]
+    for path, row in zip(MODELS, rows):
+        code, out, err = _run(capsys, "flops", path, "--input", "360x640", "--json", "--convention", "tf")
+        assert code == 0, err
+        flops = json.loads(out)
+        flops.pop("layers")
+        assert {k: row[k] for k in flops} == flops, path.stem
+
+
+def _peak_by_brute_force(a) -> int:
+    """Live bytes at every step, recomputed from scratch per step (no interval bookkeeping)."""
+    nodes = a.resolved.graph.nodes
+    types = a.resolved.types
+    outputs = {a.resolved.graph.output}
+    peak = 0
+    for k in range(len(nodes)):
+        live = 0
+        produced = ["input"] + [n.name for n in nodes[:k + 1]]
+        for name in produced:
+            readers = [j for j, n in enumerate(nodes) for pos, i in enumerate(n.inputs)
+                       if i == name and pos not in REGISTRY[n.op].extra_inputs]
+            if name in outputs or name == nodes[k].name or any(j >= k for j in readers):
+                live += 4 * types[name].numel
+            if name != "input":
+                node = a.resolved.graph.node(name)
+                if REGISTRY[node.op].returns_extra(node.attrs):
+                    extra_readers = [j for j, n in enumerate(nodes) for pos, i in enumerate(n.inputs)
+                                     if i == name and pos in REGISTRY[n.op].extra_inputs]
+                    if name == nodes[k].name or any(j >= k for j in extra_readers):
+                        live += 8 * types[name].numel
+        peak = max(peak, live)
+    return peak
+
+
+@pytest.mark.parametrize("name", ["skipnet_mobilenet_v1", "unet_resnet18", "enet", "segnet"])
+def test_peak_activation_matches_a_brute_force_schedule(name):
+    path = next(p for p in MODELS if p.stem == name)
+    a = analyze(path, (64, 96))
+    assert peak_activation_bytes(a) == _peak_by_brute_force(a)
+
+
+def test_peak_activation_of_skipnet_mobilenet_by_hand():
+    """At 512x1024 the peak is the final crop: the image (still read by the crop, 3 channels),
+    the 16x16/8 deconv's output and the crop's output (20 channels each), all full size, float32:
+    (3 + 20 + 20) x 512 x 1024 x 4 bytes = 90,177,536 (86.0 MiB)."""
+    assert peak_activation_bytes(analyze(SKIPNET)) == (3 + 20 + 20) * 512 * 1024 * 4 == 90_177_536
+
+
+def test_stage_split_adds_up():
+    a = analyze(SKIPNET)
+    split = stage_split(a)
+    assert split["encoder"]["macs"] + split["decoder"]["macs"] == a.audit.macs
+    assert split["encoder"]["params"] + split["decoder"]["params"] == a.audit.params
+    assert sum(split["macs_by_stride"].values()) == a.audit.macs
+    assert list(split["macs_by_stride"]) == ["1", "2", "4", "8", "16", "32"]
+    # The 16x16/8 deconv is SkipNet's only stride-1 layer with MACs: 20 x 20 x 256 x 64 x 128.
+    assert split["macs_by_stride"]["1"] == 20 * 20 * 16 * 16 * 64 * 128
+    assert Fraction(split["encoder"]["macs"], a.audit.macs) > Fraction(4, 5)
+
+
+def test_by_stage_table_markdown_and_csv(capsys):
+    code, out, err = _run(capsys, "compare", SKIPNET, SPECS / "models" / "unet_resnet18.yaml",
+                          "--by", "stage", "--markdown")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("| model | input | params (M) | GMACs | GFLOPs | peak act. (MiB) | enc GMACs")
+    assert lines[2].startswith("| skipnet_mobilenet_v1 | 512x1024 | 3.369 | 6.86 | 13.72 | 86.0 | 5.93 | 0.93")
+    code, out, err = _run(capsys, "compare", SKIPNET, "--by", "stage", "--csv", "--input", "360x640",
+                          "--input", "512x1024")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["input"] for r in rows] == ["1x3x360x640", "1x3x512x1024"]
+    a = analyze(SKIPNET, (360, 640))
+    assert int(rows[0]["macs"]) == a.audit.macs and int(rows[0]["params"]) == a.audit.params
+    assert sum(int(v) for k, v in rows[0].items() if k.startswith("macs_stride_")) == a.audit.macs
+
+
+def test_globs_skip_encoders_and_metas_with_a_note(capsys):
+    code, out, err = _run(capsys, "compare", *sorted(SPECS.glob("baselines/*.yaml")))
+    assert code == 0
+    assert "skipping" in err and "enet_encoder.yaml: an encoder spec" in err
+    assert "enet_decoder.yaml: a meta spec" in err
+    assert out.splitlines()[2].startswith("enet ") and out.splitlines()[3].startswith("segnet ")
+
+
+def test_a_broken_model_is_reported_and_the_others_still_compared(capsys, write_spec, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: model\nname: bad\nencoder: nowhere.yaml\nmeta: nowhere.yaml\nnum_classes: 2\n")
+    code, out, err = _run(capsys, "compare", SKIPNET, bad)
+    assert code == 2 and "skipnet_mobilenet_v1" in out and "bad.yaml" in err and "Traceback" not in err
+
+
+def test_plot_is_refused_clearly_without_matplotlib(capsys, monkeypatch, tmp_path):
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    code, out, err = _run(capsys, "compare", SKIPNET, "--plot", tmp_path / "p.svg")
+    assert code == 2 and "rtseg-compiler[plot]" in err and not (tmp_path / "p.svg").exists()
+
+
+def test_plot_draws_an_svg(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "p.svg"
+    code, _, err = _run(capsys, "compare", SKIPNET, SPECS / "models" / "unet_resnet18.yaml", "--plot", out)
+    assert code == 0, err
+    text = out.read_text()
+    ET.fromstring(text)
+    assert "skipnet_mobilenet_v1" in text and "stride 32" in text
