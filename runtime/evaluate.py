@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 
 from .build import ModelArgs, build_model, make_dataset, pick_device
 from .data import IGNORE_INDEX
+from .losses import main_output
 from .metrics import ConfusionMatrix, InstanceScores, SegMetrics, category_metrics, format_table
 
 __all__ = ["EvalResult", "evaluate", "main"]
@@ -74,7 +75,7 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, *, device: 
                 x = x.contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
             with autocast():
-                logits = model(x)  # (B, N, H, W)
+                logits = main_output(model(x))  # (B, N, H, W); auxiliary heads unused
             if logits.shape[-2:] != y.shape[-2:]:
                 logits = F.interpolate(logits.float(), size=y.shape[-2:], mode="bilinear",
                                        align_corners=False)

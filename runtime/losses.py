@@ -17,7 +17,7 @@ what ``torch.optim.Adam(weight_decay=wd)`` adds, so the training script passes w
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -67,3 +67,20 @@ class SegmentationLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # Logits may be bf16 under autocast; CE in float32 keeps the log-sum-exp accurate.
         return F.cross_entropy(logits.float(), target, weight=self.weight, ignore_index=self.ignore_index)
+
+
+def split_outputs(result: Any) -> tuple[Any, dict[str, Any]]:
+    """(main logits, auxiliary logits by name) of a compiled module's result.
+
+    A model whose meta declares ``outputs:`` returns a dict, main output first (FCN/DeepLab's
+    ``aux``, BiSeNet's context heads); one with a single ``output:`` returns the tensor itself.
+    """
+    if isinstance(result, Mapping):
+        items = list(result.items())
+        return items[0][1], dict(items[1:])
+    return result, {}
+
+
+def main_output(result: Any) -> Any:
+    """The main logits of a compiled module's result (evaluation and prediction use only these)."""
+    return split_outputs(result)[0]

@@ -65,6 +65,7 @@ def predict_images(checkpoint: str | Path, inputs: Sequence[str], out_dir: str |
     from .data import load_image
     from .datasets import DataError, load_dataset_spec
     from .evaluate import load_checkpoint_model
+    from .losses import main_output
 
     images = _images(inputs)
     compiled, ckpt, spec = load_checkpoint_model(checkpoint)
@@ -89,7 +90,7 @@ def predict_images(checkpoint: str | Path, inputs: Sequence[str], out_dir: str |
         x = torch.from_numpy(load_image(path, (h, w))).permute(2, 0, 1)[None].float() / 255.0
         x = ((x - mean) / std).to(dev)
         with torch.no_grad():
-            logits = model(x)
+            logits = main_output(model(x))
             logits = F.interpolate(logits.float(), size=original.shape[:2], mode="bilinear",
                                    align_corners=False)
         label = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()

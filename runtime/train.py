@@ -37,7 +37,7 @@ from .build import SYNTHETIC, ModelArgs, build_model, make_dataset, pick_device
 from .data import IGNORE_INDEX, class_set
 from .evaluate import evaluate
 from .metrics import category_metrics
-from .losses import SegmentationLoss, class_pixel_counts, enet_class_weights
+from .losses import SegmentationLoss, class_pixel_counts, enet_class_weights, main_output, split_outputs
 
 __all__ = ["TrainConfig", "TrainError", "get_lr", "main", "parse_config", "train"]
 
@@ -85,6 +85,8 @@ class TrainConfig:
     skip_bad: bool = _opt("list and skip bad samples (missing or mis-sized labels, unknown label values, "
                           "unreadable images) instead of stopping at the first", default=False)
     weighted_loss: bool = _opt("ENet class weights 1/ln(1.02 + p_c) (RTSeg: on)", default=True)
+    aux_weight: float = _opt("loss weight of each auxiliary output of a model with several "
+                             "(torchvision's FCN/DeepLab recipe: 0.5)", default=0.5)
     # optimisation: RTSeg used Adam, lr 1e-4 constant, weight decay 5e-4, batch 4-6
     batch_size: int = _opt("images per step per process", default=4)
     max_iters: int = _opt("optimiser steps in total", default=2000)
@@ -235,7 +237,7 @@ def _tensorboard_images(tb, model, val_set, spec, device, step: int, count: int 
         with torch.no_grad():
             for i in range(min(count, len(val_set))):
                 x, y = val_set[i][:2]
-                logits = model(x[None].to(device))
+                logits = main_output(model(x[None].to(device)))
                 if logits.shape[-2:] != y.shape[-2:]:
                     logits = torch.nn.functional.interpolate(logits.float(), size=y.shape[-2:],
                                                              mode="bilinear", align_corners=False)
@@ -429,8 +431,13 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
             x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
             y = y.to(device, non_blocking=True)
             with autocast():
-                logits = model(x)  # (B, N, H, W)
+                logits, aux = split_outputs(model(x))  # (B, N, H, W), and any auxiliary heads
             loss = criterion(logits, y)
+            for aux_logits in aux.values():  # deep supervision: FCN/DeepLab 'aux', BiSeNet's heads
+                if aux_logits.shape[-2:] != y.shape[-2:]:
+                    aux_logits = torch.nn.functional.interpolate(aux_logits.float(), size=y.shape[-2:],
+                                                                 mode="bilinear", align_corners=False)
+                loss = loss + cfg.aux_weight * criterion(aux_logits, y)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip > 0:

@@ -359,3 +359,34 @@ def test_rtsegc_bench_cli(tiny_spec: Path, capsys, runtime_commands):
     text = capsys.readouterr().out
     assert "1x3x64x64" in text and "images/s" in text
     assert cli.main(["bench"]) == 2  # usage error, not a traceback
+
+
+def _aux_head_model(tmp_path: Path) -> Path:
+    """The tiny SkipNet with a second, auxiliary output: class scores from the stride-16 tap."""
+    meta = tmp_path / "aux_meta.yaml"
+    meta.write_text((SPECS / "meta" / "skipnet.yaml").read_text().replace(
+        "output: logits\n",
+        "  - {name: aux_score, op: conv, input: encoder.stride16, out: num_classes, kernel: 1}\n"
+        "  - {name: aux_logits, op: upsample, inputs: [aux_score, input], mode: bilinear}\n"
+        "outputs: {out: logits, aux: aux_logits}\n"))
+    model = tmp_path / "aux.yaml"
+    model.write_text(tiny_model_yaml().replace(f"meta: {SPECS / 'meta' / 'skipnet.yaml'}", f"meta: {meta}"))
+    return model
+
+
+def test_auxiliary_heads_join_the_training_loss_and_evaluation_reads_the_main_output(
+        synth_dir: Path, tmp_path: Path, capsys):
+    """A model whose meta declares outputs: {out, aux} trains (loss = main + aux_weight x aux, as
+    torchvision's FCN/DeepLab recipe), and evaluation scores its main output only."""
+    model = _aux_head_model(tmp_path)
+    runs = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        runs[weight] = train(_cfg(model, synth_dir, tmp_path / f"aux{weight}", max_iters=1, aux_weight=weight))
+    assert all(math.isfinite(r["losses"][0]) for r in runs.values())
+    assert runs[1.0]["losses"][0] > runs[0.0]["losses"][0]  # the same first batch, plus the aux term
+    capsys.readouterr()  # training's progress lines
+    rc = evaluate_mod.main([str(model), "--data", str(synth_dir), "--classes", "5", "--split", "val",
+                            "--json", "--batch-size", "2", "--checkpoint", str(tmp_path / "aux1.0" / "last.pt")])
+    assert rc == 0
+    assert 0.0 <= json.loads(capsys.readouterr().out)["miou"] <= 1.0
