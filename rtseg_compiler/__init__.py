@@ -15,10 +15,11 @@ from typing import Any
 
 from .diagnostics import Diagnostic, Location, SpecError
 from .ir import Graph
+from .passes.budget import Budget
 from .passes.count import Audit
 from .pipeline import Analysis, analyze, validate_file
 
-__all__ = ["Analysis", "Audit", "CompiledModel", "Diagnostic", "Location", "SpecError",
+__all__ = ["Analysis", "Audit", "Budget", "CompiledModel", "Diagnostic", "Location", "SpecError",
            "analyze", "compile_model", "validate_file", "__version__"]
 
 __version__ = "0.1.0"

@@ -723,6 +723,9 @@ def _user_op_fault(exc: BaseException) -> Diagnostic | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtsegc", description="Compile and audit YAML specs of real-time segmentation networks.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"rtsegc {__version__}")
     parser.add_argument("--ops", action="append", type=_module_name, default=[], metavar="MODULE",
                         help="import MODULE, which registers user ops, before the command (repeatable; "
                              "installed rtseg_compiler.ops entry points load without it)")

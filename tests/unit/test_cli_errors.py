@@ -164,3 +164,25 @@ def test_subprocess_prints_no_traceback(tmp_path, make, expected):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1 and expected in proc.stderr
+
+
+def test_version_flag_names_the_package_version(capsys):
+    import importlib.metadata
+
+    from rtseg_compiler import __version__
+    from rtseg_compiler.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"rtsegc {__version__}"
+    assert __version__ == importlib.metadata.version("rtseg-compiler")
+
+
+def test_budget_named_in_error_hints_is_importable_from_the_package():
+    from rtseg_compiler import Budget, analyze
+
+    assert "Budget" in __import__("rtseg_compiler").__all__
+    with pytest.raises(Exception) as err:
+        analyze(SPECS / "models" / "skipnet_mobilenet_v1.yaml", budget=Budget(max_params=1000))
+    assert "params" in str(err.value).lower() or "parameter" in str(err.value).lower()
