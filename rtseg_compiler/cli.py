@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .diagnostics import Diagnostic, SpecError
-from .ir import stride_text
+from .ir import human, stride_text
 
 __all__ = ["main"]
 
@@ -62,13 +62,6 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
-
-
-def human(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n:g}"
 
 
 def _print_diagnostics(diags: Sequence[Diagnostic]) -> None:

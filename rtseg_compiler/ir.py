@@ -35,6 +35,7 @@ __all__ = [
     "INPUT",
     "frozen_map",
     "stride_text",
+    "human",
 ]
 
 #: The name of the image placeholder every graph starts from.
@@ -44,6 +45,14 @@ INPUT = "input"
 def frozen_map(mapping: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
     """A read-only view of a copy, for mapping fields of frozen dataclasses."""
     return MappingProxyType(dict(mapping or {}))
+
+
+def human(n: float) -> str:
+    """3,369,080 -> '3.37 M' (G, M, K by powers of ten); exact decimal text, no locale."""
+    for unit, scale in (("G", 10**9), ("M", 10**6), ("K", 10**3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:g}"
 
 
 def stride_text(stride: Fraction) -> str:

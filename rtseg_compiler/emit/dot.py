@@ -28,7 +28,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..ir import INPUT, TensorType, stride_text
+from ..ir import INPUT, TensorType, human, stride_text
 from .diagram import Box, Diagram, build_diagram, head_word, output_stride
 
 __all__ = ["emit_dot", "diagram_dot", "HEAT_BINS", "heat_color", "RANKDIRS"]
@@ -63,14 +63,6 @@ def heat_color(share: float) -> tuple[str, str]:
         if share <= bound:
             return fill, font
     return HEAT_BINS[-1][1], HEAT_BINS[-1][2]
-
-
-def human(n: float) -> str:
-    """3,369,080 -> '3.37 M'; exact decimal text, no locale."""
-    for unit, scale in (("G", 10**9), ("M", 10**6), ("K", 10**3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n:g}"
 
 
 def _html(text: str) -> str:

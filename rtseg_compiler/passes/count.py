@@ -39,14 +39,11 @@ CONVENTIONS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class LayerAudit:
-    name: str
-    op: str
-    output_shape: tuple[int, int, int]
-    stride: Fraction
-    dilation: tuple[int, int]
-    params: int
+class _Costs:
+    """``flops`` and ``value(convention)`` from ``macs`` and ``tf_flops``: the one rule for a layer's,
+    a head's and a model's row (FLOPs = 2 x MACs is FlopCounterMode's count)."""
+
+    __slots__ = ()
     macs: int
     tf_flops: int
 
@@ -59,7 +56,19 @@ class LayerAudit:
 
 
 @dataclass(frozen=True, slots=True)
-class HeadAudit:
+class LayerAudit(_Costs):
+    name: str
+    op: str
+    output_shape: tuple[int, int, int]
+    stride: Fraction
+    dilation: tuple[int, int]
+    params: int
+    macs: int
+    tf_flops: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeadAudit(_Costs):
     """The cost of one output of a model with several: see the module docstring."""
 
     name: str
@@ -72,16 +81,9 @@ class HeadAudit:
     macs: int
     tf_flops: int
 
-    @property
-    def flops(self) -> int:
-        return 2 * self.macs
-
-    def value(self, convention: str) -> int:
-        return {"mac": self.macs, "flop": self.flops, "tf": self.tf_flops}[convention]
-
 
 @dataclass(frozen=True)
-class Audit:
+class Audit(_Costs):
     """Totals and per-layer rows for one model at one input size."""
 
     model: str
@@ -100,15 +102,12 @@ class Audit:
         return sum(layer.macs for layer in self.layers)
 
     @property
-    def flops(self) -> int:
-        return 2 * self.macs
-
-    @property
     def tf_flops(self) -> int:
         return sum(layer.tf_flops for layer in self.layers)
 
     def total(self, convention: str) -> int:
-        return {"mac": self.macs, "flop": self.flops, "tf": self.tf_flops}[convention]
+        """The model's total in ``convention`` (``value`` under the name the CLI and JSON use)."""
+        return self.value(convention)
 
     def to_json(self, convention: str = "flop") -> dict[str, Any]:
         return {
