@@ -241,11 +241,15 @@ def head_word(resolved: Any) -> str:
 def output_stride(resolved: Any) -> Fraction:
     """The encoder's coarsest stride (32 for SkipNet-MobileNet, 8 once dilated).
 
-    Only encoder layers count: a classifier head's global pooling makes a 1x1 map whose
-    "stride" is the input size (224), which is not what output stride means.
+    Only encoder layers on the image grid count: a classifier head's global pooling, or a
+    squeeze-excitation gate inside MobileNetV3's encoder, makes a 1x1 map whose "stride" is the
+    input size (224, 512), which is not what output stride means (``off_grid_maps``).
     """
+    from ..passes.dilate import off_grid_maps
+
     graph, types = resolved.graph, resolved.types
-    strides = [types[n.name].stride for n in graph.nodes if n.part == "encoder"]
+    off_grid = off_grid_maps(graph)
+    strides = [types[n.name].stride for n in graph.nodes if n.part == "encoder" and n.name not in off_grid]
     return max(strides or [t.stride for t in types.values()] or [Fraction(1)])
 
 

@@ -281,3 +281,15 @@ def test_several_outputs_are_drawn_and_compared(write_spec, specs_dir, tmp_path,
     assert main(["compare", str(path), "--json"]) == 0
     row = json.loads(capsys.readouterr().out)[0]
     assert [o["name"] for o in row["outputs"]] == ["out", "aux"] and row["macs"] == a.audit.macs
+
+
+def test_header_output_stride_ignores_gates_off_the_image_grid():
+    """MobileNetV3's squeeze-excitation gates pool to 1x1 maps whose 'stride' is the input size;
+    the header's output stride is the encoder's grid: 16 for the dilated LR-ASPP encoder."""
+    from rtseg_compiler.emit.diagram import output_stride
+    from rtseg_compiler.pipeline import analyze
+
+    lraspp = analyze(SPECS / "models" / "lraspp_mobilenet_v3_large.yaml", input_size=(256, 512))
+    assert output_stride(lraspp.resolved) == 16
+    classifier = analyze(SPECS / "models" / "imagenet_mobilenet_v3_large.yaml")
+    assert output_stride(classifier.resolved) == 32
