@@ -1,9 +1,11 @@
 """The compiler driver: files in, analysed graph out. Imports no torch.
 
-``analyze`` runs load -> schema -> expand -> link -> infer_shapes -> count and
-returns an :class:`Analysis`; every problem on the way is collected into one
-:class:`~rtseg_compiler.diagnostics.SpecError`. ``validate_file`` runs the
-checks that make sense for one file of any kind.
+``analyze`` runs load -> schema -> expand -> link -> infer_shapes (at an output
+stride: ``passes.dilate.apply_output_stride``) -> count -> budget and returns an
+:class:`Analysis`; every problem on the way is collected into one
+:class:`~rtseg_compiler.diagnostics.SpecError`. With ``RTSEGC_CHECK=1`` the graph
+invariants (``passes/check.py``) are asserted after each pass. ``validate_file``
+runs the checks that make sense for one file of any kind.
 """
 
 from __future__ import annotations

@@ -65,9 +65,6 @@ def check(graph: Graph, *, ordered: bool = True) -> Graph:
     for node in graph.nodes:
         assert _QUALIFIED.match(node.name), f"node name {node.name!r} is not qualified"
         assert node.op in REGISTRY, f"node {node.name} has unknown op {node.op}"
-        lo, hi = REGISTRY[node.op].arity
-        assert lo <= len(node.inputs) and (hi is None or len(node.inputs) <= hi), \
-            f"node {node.name} has {len(node.inputs)} inputs"
         for src in node.inputs:
             assert src in defined, f"node {node.name} reads undefined {src}"
             if ordered:
@@ -85,9 +82,16 @@ def check(graph: Graph, *, ordered: bool = True) -> Graph:
 
 
 def check_resolved(resolved: Resolved) -> Resolved:
-    """Invariants after shape inference: every node typed, attrs concrete, sizes positive."""
+    """Invariants after shape inference: every node typed, attrs concrete, sizes positive.
+
+    The number of inputs is checked here, not in :func:`check`: a wrong count is the spec's
+    mistake until ``infer_shapes`` has reported it.
+    """
     check(resolved.graph)
     for node in resolved.graph.nodes:
+        lo, hi = REGISTRY[node.op].arity
+        assert lo <= len(node.inputs) and (hi is None or len(node.inputs) <= hi), \
+            f"node {node.name} has {len(node.inputs)} inputs"
         t = resolved.types[node.name]
         assert t.channels >= 1 and t.height >= 1 and t.width >= 1, f"{node.name}: bad type {t}"
         for key, value in node.attrs.items():
