@@ -152,7 +152,8 @@ def _warn_about_taps(requires: tuple[str, ...], natural: Resolved, resolved: Res
     changed = []
     for name in requires:
         before, after = natural.graph.tap(name), resolved.graph.tap(name)
-        if before is None or after is None or after.node not in resolved.types:
+        if (before is None or after is None or before.node not in natural.types
+                or after.node not in resolved.types):
             continue
         was, now = natural.types[before.node].stride, resolved.types[after.node].stride
         if now != was:
