@@ -111,12 +111,13 @@ class Diagnostics:
     limit: int = 200
 
     def error(self, message: str, loc: Location | None = None, *, hint: str | None = None,
-              notes: Iterable[str] = ()) -> None:
-        self.add(Diagnostic(message, loc, "error", hint, tuple(notes)))
+              notes: Iterable[object] = ()) -> None:
+        """``notes``: text, or records such as ``ir.BlockUse``, rendered here with ``str``."""
+        self.add(Diagnostic(message, loc, "error", hint, tuple(map(str, notes))))
 
     def warning(self, message: str, loc: Location | None = None, *, hint: str | None = None,
-                notes: Iterable[str] = ()) -> None:
-        self.add(Diagnostic(message, loc, "warning", hint, tuple(notes)))
+                notes: Iterable[object] = ()) -> None:
+        self.add(Diagnostic(message, loc, "warning", hint, tuple(map(str, notes))))
 
     #: Errors seen past ``limit``: never shown one by one, but they still fail the pass.
     dropped_errors: int = 0

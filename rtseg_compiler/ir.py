@@ -27,6 +27,7 @@ __all__ = [
     "Lazy",
     "ChannelsOf",
     "Scope",
+    "BlockUse",
     "Node",
     "Tap",
     "Skip",
@@ -148,6 +149,22 @@ class Scope:
 
 
 @dataclass(frozen=True, slots=True)
+class BlockUse:
+    """Where a layer came from: a use of block ``block``, written at ``loc``.
+
+    A node carries one per block it sits in (``Node.origin``), innermost first. They stay
+    records until a diagnostic is made: ``Diagnostics`` renders each note with ``str``, so
+    passes that need the block (``emit/diagram.py`` groups layers by it) read a field, not text.
+    """
+
+    block: str
+    loc: Location | None = None
+
+    def __str__(self) -> str:
+        return f"in block '{self.block}' used at {self.loc}"
+
+
+@dataclass(frozen=True, slots=True)
 class Node:
     """One layer. ``attrs`` hold Expr values until shape inference resolves them."""
 
@@ -157,8 +174,9 @@ class Node:
     attrs: Mapping[str, Any]
     loc: Location | None = None
     attr_locs: Mapping[str, Location] = field(default_factory=frozen_map)
-    #: Context lines such as "in block 'dwsep' used at FILE:LINE:COL", outermost last.
-    origin: tuple[str, ...] = ()
+    #: The block uses the layer sits in, innermost first (outermost last); each renders as a
+    #: note "in block 'dwsep' used at FILE:LINE:COL".
+    origin: tuple[BlockUse, ...] = ()
     scope: Scope | None = None
     #: "encoder" or "meta": which file of a model the layer came from.
     part: str = "encoder"
@@ -216,8 +234,13 @@ class Graph:
     num_classes: int | None = None
     #: The spec files the graph came from: {"model": path, "encoder": path, "meta": path}.
     files: Mapping[str, str] = field(default_factory=frozen_map)
-    #: Encoder-level facts a meta may require, e.g. the declared output stride.
-    info: Mapping[str, Any] = field(default_factory=frozen_map)
+    #: The encoder's output (its last layer, or its ``output:``), in a model and in an encoder
+    #: on its own: where the output-stride rewrite must end (``passes/dilate.py``).
+    encoder_output: str | None = None
+    #: The output stride the meta-architecture is written for (its ``output_stride:``), if any.
+    meta_output_stride: int | None = None
+    #: The encoder taps the meta-architecture reads (its ``requires:``), in the order written.
+    meta_requires: tuple[str, ...] = ()
     #: Named outputs, in order, as (name, node); the first is the main output (``output``).
     #: Empty for a model with one ``output``: its module returns a tensor, not a dict.
     outputs: tuple[tuple[str, str], ...] = ()

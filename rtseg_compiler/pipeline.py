@@ -1,9 +1,11 @@
 """The compiler driver: files in, analysed graph out. Imports no torch.
 
-``analyze`` runs load -> schema -> expand -> link -> infer_shapes -> count and
-returns an :class:`Analysis`; every problem on the way is collected into one
-:class:`~rtseg_compiler.diagnostics.SpecError`. ``validate_file`` runs the
-checks that make sense for one file of any kind.
+``analyze`` runs load -> schema -> expand -> link -> infer_shapes (at an output
+stride: ``passes.dilate.apply_output_stride``) -> count -> budget and returns an
+:class:`Analysis`; every problem on the way is collected into one
+:class:`~rtseg_compiler.diagnostics.SpecError`. With ``RTSEGC_CHECK=1`` the graph
+invariants (``passes/check.py``) are asserted after each pass. ``validate_file``
+runs the checks that make sense for one file of any kind.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from typing import Any, Mapping
 
 from .diagnostics import Diagnostic, Diagnostics, Location, SpecError
 from .ir import Graph, Resolved, frozen_map
-from .passes import count, infer_shapes, link
+from .passes import count, link
 from .passes.budget import DEFAULT_BUDGET, Budget, check_budget, check_listed_layers
+from .passes.check import check_between_passes
 from .passes.count import Audit
-from .passes.dilate import VALID_OUTPUT_STRIDES, check_encoder_stride, dilate
+from .passes.dilate import apply_output_stride
 from .passes.expand import encoder_graph, expand_meta_alone, expand_model
-from .passes.shapes import tap_stride
 from .spec.load import LocatedMap, load_spec_file, location_of
 from .spec.schema import validate_document
 from .weights.mapping import check_weights
@@ -113,7 +115,7 @@ def load_graph(path: str | Path | None = None, *, encoder: str | Path | None = N
             diags.raise_if_errors()
             graph = encoder_graph(doc, str(path), diags, _merged(None, encoder_params))
             diags.raise_if_errors()
-            return graph
+            return check_between_passes(graph, ordered=False)
         if kind == "meta":
             diags.error("a meta-architecture has no shapes on its own", location_of(doc, ("kind",)),
                         hint="compile a model file, or pass --encoder E.yaml --meta M.yaml")
@@ -146,7 +148,7 @@ def load_graph(path: str | Path | None = None, *, encoder: str | Path | None = N
             encoder_params=_merged(None, encoder_params), meta_params=_merged(None, meta_params),
         )
     diags.raise_if_errors()
-    return graph
+    return check_between_passes(graph, ordered=False)
 
 
 def analyze(path: str | Path | None = None, input_size: tuple[int, int] | None = None,
@@ -164,8 +166,8 @@ def analyze(path: str | Path | None = None, input_size: tuple[int, int] | None =
     ``budget`` (default :data:`~rtseg_compiler.passes.budget.DEFAULT_BUDGET`) bounds
     parameters and activations, checked on the audit before anything is allocated.
 
-    ``output_stride`` (8 or 16) rewrites encoder strides into dilations; by
-    default a meta that declares ``output_stride`` gets it.
+    ``output_stride`` (8, 16 or 32) rewrites encoder strides into dilations; by
+    default a meta that declares ``output_stride`` gets it (see ``passes/dilate.py``).
     """
     diags = Diagnostics()
     graph = load_graph(path, encoder=encoder, meta=meta, num_classes=num_classes, diags=diags,
@@ -177,67 +179,27 @@ def analyze(path: str | Path | None = None, input_size: tuple[int, int] | None =
 def _analyze_graph(graph: Graph, input_size: tuple[int, int] | None, diags: Diagnostics, *,
                    keep_unused: bool = False, output_stride: int | None = None,
                    budget: Budget | None = None, outputs: str = "all") -> Analysis:
-    """The passes after loading: link, shapes, [dilate], count, budget."""
+    """The passes after loading: link, shapes (at an output stride: dilate), count, budget."""
     if outputs not in ("all", "main"):
         diags.error(f"outputs must be 'all' or 'main', not {outputs!r}")
         diags.raise_if_errors()
     linked = link(graph, diags, keep_unused=keep_unused, outputs=outputs)
     diags.raise_if_errors()
+    check_between_passes(linked)
     size = input_size or linked.default_input or (
         DEFAULT_MODEL_INPUT if "meta" in linked.files else DEFAULT_ENCODER_INPUT)
-    declared = linked.info.get("meta_output_stride")
-    if output_stride and declared and output_stride != declared:
-        diags.error(f"--output-stride {output_stride} conflicts with the meta-architecture, which is "
-                    f"written for output stride {declared}", Location(linked.files.get("meta", "")),
-                    hint=f"drop --output-stride, or use {declared}")
-        diags.raise_if_errors()
-    target = output_stride or declared
-    if target:
-        deeper = [t for t in linked.info.get("meta_requires", ()) if tap_stride(t) > target]
-        if deeper and not declared:
-            diags.warning(f"at output stride {target} the taps {', '.join(deeper)} all have stride "
-                          f"{target}; a meta written for strided taps may not expect that",
-                          Location(linked.files.get("meta", "")))
-    # A head written for the dilated encoder need not fit it at its natural stride (Dilation crops
-    # its 8x upsampling of the stride-8 map to the input; from stride 32 that map is 4x too
-    # small), so when the encoder is to be dilated, shapes are first inferred for it alone.
-    encoder_only = linked.replace(nodes=tuple(n for n in linked.nodes if n.part == "encoder"))
-    resolved = infer_shapes(encoder_only if target else linked, tuple(size), diags)
-    diags.raise_if_errors()
-    if target:
-        resolved = _apply_output_stride(resolved, target, tuple(size), diags,
-                                        head=tuple(n for n in linked.nodes if n.part != "encoder"))
+    resolved = check_between_passes(apply_output_stride(linked, output_stride, tuple(size), diags))
     if len(resolved.graph.skipped) > len(linked.skipped):
         # A false 'when:' on a layer with several inputs leaves its other inputs unread.
         # (With keep_unused they stay and are counted; the first link already warned of the rest.)
         pruned = link(resolved.graph, diags, keep_unused=keep_unused, warn_unused=not keep_unused,
                       why_unused=("a layer that read it is absent (its 'when:' is false)",))
         diags.raise_if_errors()
-        resolved = Resolved(pruned, resolved.input, resolved.types)
+        resolved = check_between_passes(Resolved(pruned, resolved.input, resolved.types))
     audit = count(resolved)
     check_budget(resolved, audit, budget or DEFAULT_BUDGET, diags)
     diags.raise_if_errors()
     return Analysis(resolved.graph, resolved, audit, diags.warnings)
-
-
-def _apply_output_stride(resolved: Resolved, target: int, size: tuple[int, int],
-                         diags: Diagnostics, head: tuple = ()) -> Resolved:
-    """``resolved`` (the encoder) dilated to ``target``, then ``head`` appended and inferred."""
-    graph = resolved.graph
-    if target not in VALID_OUTPUT_STRIDES:
-        diags.error(f"output stride {target} is not one of {', '.join(map(str, VALID_OUTPUT_STRIDES))}")
-        diags.raise_if_errors()
-    natural = max((resolved.types[n.name].stride for n in graph.nodes if n.part == "encoder"),
-                  default=1)
-    rewritten = dilate(resolved, target, diags, head) if target < natural else graph
-    diags.raise_if_errors()
-    rewritten = rewritten.replace(nodes=rewritten.nodes + head)
-    again = infer_shapes(rewritten, size, diags, check_taps=target >= natural)
-    diags.raise_if_errors()
-    if target < natural:
-        check_encoder_stride(resolved, again, target, diags)
-        diags.raise_if_errors()
-    return again
 
 
 def validate_file(path: str | Path, input_size: tuple[int, int] | None = None, *,

@@ -61,7 +61,7 @@ class TrainConfig:
     meta: str | None = _opt("meta-architecture spec, with --encoder", default=None)
     input: tuple[int, int] | None = _opt("training size HxW (default: the spec's input)", metavar="HxW",
                                          default=None)
-    output_stride: int | None = _opt("dilate the encoder to output stride 8 or 16", choices=(8, 16, 32),
+    output_stride: int | None = _opt("dilate the encoder to output stride 8, 16 or 32", choices=(8, 16, 32),
                                      default=None)
     pretrained: str | None = _opt("encoder weights: a local state dict FILE, or SOURCE:NAME[@PATH] through "
                                   "the encoder spec's layout (docs/weights.md); strict; without @PATH the "

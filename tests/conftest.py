@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import importlib.util
+import os
 import platform
 import shutil
 import signal
@@ -25,6 +26,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+
+# Check the graph invariants between the pipeline's passes in every test that compiles a spec
+# (rtseg_compiler/passes/check.py), as torch.fx's tests lint their graphs. A run can turn it off
+# with RTSEGC_CHECK=0.
+os.environ.setdefault("RTSEGC_CHECK", "1")
 
 #: The repository root (the directory holding ``specs/`` and ``pyproject.toml``).
 REPO_ROOT = Path(__file__).resolve().parent.parent

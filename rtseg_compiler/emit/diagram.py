@@ -34,7 +34,6 @@ __all__ = ["DETAILS", "Box", "Link", "Diagram", "build_diagram", "block_use", "o
 
 DETAILS = ("stage", "block", "op")
 
-_BLOCK_RE = re.compile(r"in block '([^']*)'")
 _INDEX_RE = re.compile(r"^[0-9]+$")
 
 
@@ -191,9 +190,9 @@ def op_summary(nodes: Iterable[Node], types: Mapping[str, TensorType], folds: se
 def block_use(node: Node) -> tuple[str | None, str]:
     """(the innermost block use a layer belongs to, e.g. 'encoder.ds7_11.2', or None; block name).
 
-    ``expand`` names a layer PART.USE[.N].USE[.N]...LAYER[.N], with one origin line per block it
-    sits in; layer and use names are identifiers, repeat indices are numbers, so the first
-    ``len(origin)`` name units are the uses.
+    ``expand`` names a layer PART.USE[.N].USE[.N]...LAYER[.N], with one ``BlockUse`` in its
+    origin per block it sits in; layer and use names are identifiers, repeat indices are numbers,
+    so the first ``len(origin)`` name units are the uses.
     """
     depth = len(node.origin)
     if depth == 0:
@@ -208,8 +207,7 @@ def block_use(node: Node) -> tuple[str | None, str]:
             units.append(seg)
     if len(units) <= depth:
         return None, ""
-    match = _BLOCK_RE.search(node.origin[0])
-    return ".".join([part, *units[:depth]]), (match.group(1) if match else "")
+    return ".".join([part, *units[:depth]]), node.origin[0].block
 
 
 # --------------------------------------------------------------------------- grouping

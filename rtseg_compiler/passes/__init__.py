@@ -1,4 +1,8 @@
-"""Compiler passes in pipeline order: expand, link, infer_shapes, count (check between them)."""
+"""Compiler passes in pipeline order: expand, link, infer_shapes, count.
+
+At an output stride ``passes.dilate.apply_output_stride`` takes the place of ``infer_shapes``.
+The pipeline runs ``check`` on the result of each pass when ``RTSEGC_CHECK=1`` (the tests set it).
+"""
 
 from .check import check, check_resolved
 from .count import Audit, LayerAudit, count

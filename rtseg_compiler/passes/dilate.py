@@ -1,4 +1,10 @@
-"""Pass 5 (optional): trade encoder strides for dilations, to reach an output stride of 8, 16 or 32.
+"""Pass 3 at an output stride: trade encoder strides for dilations, to reach output stride 8, 16 or 32.
+
+:func:`apply_output_stride` is shape inference (``infer_shapes``, pass 3) for a
+model that is to run at an output stride, given by the caller (``--output-stride``)
+or declared by its meta (``output_stride:``); it owns the whole policy: the valid
+strides, the conflict between the two, the rewrite, the check after it, and the
+warning about the taps a meta reads. The pipeline calls it in place of ``infer_shapes``.
 
 The Dilation frontend (Yu & Koltun 2016, arXiv:1511.07122) and DeepLab keep
 the encoder's receptive field while stopping its downsampling at ``output_stride``.
@@ -31,8 +37,9 @@ The declared rules of the built-in ops:
 An op without a declaration is left alone while its output stride equals its
 input stride; a *strided* one that the rewrite reaches is an error at its
 line (the issue-8 bug: a user's stride-2 op left a "stride 8" encoder at 32).
-After the rewrite the pipeline re-infers shapes and :func:`check_encoder_stride`
-asserts that the encoder ends at ``min(natural stride, output_stride)``.
+After the rewrite the changed part of the encoder and the head are inferred and
+:func:`check_encoder_stride` asserts that the encoder ends at
+``min(natural stride, output_stride)``.
 
 Exactness, measured by tests/torch/test_output_stride_exact.py (shared weights,
 eval-mode batch norm with random statistics, the dilated output taken every
@@ -48,21 +55,122 @@ So every encoder map keeps its channels and ends at ``min(stride, output_stride)
 a ResNet-18 at output stride 8 gets dilation 2 in stage 3 and 4 in stage 4,
 timm's and torchvision's ``replace_stride_with_dilation`` result.
 Taps keep their names (``stride32`` now has stride 8), and the compiler stops
-checking tap strides for the rewritten graph.
+checking tap strides for the rewritten graph (they are checked at the natural
+stride); a meta that does not declare the output stride gets a warning naming
+the taps it reads whose stride changed, with their inferred strides.
+
+Shapes are inferred once per network: the encoder at its natural stride (the
+rewrite is decided from those strides), then, on top of the layers the rewrite
+left as they were, the rewritten layers and the head. The head is never inferred
+on the natural encoder: a head written for the dilated encoder need not fit it
+(Dilation crops its 8x upsampling of the stride-8 map to the input; from stride 32
+that map is 4x too small).
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
 
-from ..diagnostics import Diagnostics
-from ..ir import Graph, Node, Resolved, TensorType, frozen_map, stride_text
+from ..diagnostics import Diagnostics, Location
+from ..ir import INPUT, Graph, Node, Resolved, TensorType, frozen_map, stride_text
 from ..ops import REGISTRY, OpError
 from ..ops.base import AtRate, Replace, size_independent
+from .check import check_between_passes
+from .shapes import infer_shapes
 
-__all__ = ["dilate", "check_encoder_stride", "off_grid_maps", "VALID_OUTPUT_STRIDES"]
+__all__ = ["apply_output_stride", "dilate", "check_encoder_stride", "off_grid_maps",
+           "VALID_OUTPUT_STRIDES"]
 
+#: 32 is every zoo encoder's natural stride (it leaves them as they are); 8 and 16 are
+#: DeepLab's and the Dilation frontend's.
 VALID_OUTPUT_STRIDES = (8, 16, 32)
+
+
+def apply_output_stride(graph: Graph, output_stride: int | None, input_size: tuple[int, int],
+                        diags: Diagnostics) -> Resolved:
+    """Shapes of a linked ``graph``, its encoder rewritten to the output stride asked for.
+
+    The output stride is ``output_stride`` (the caller's) or else the one the meta declares;
+    the two must agree when both are given. Without either, this is ``infer_shapes``. At an
+    output stride at least the encoder's natural stride nothing is rewritten. Errors go to
+    ``diags`` (raised at the end of each step); the result is the whole graph resolved.
+    """
+    declared = graph.meta_output_stride
+    meta_loc = Location(graph.files.get("meta", ""))
+    if output_stride and declared and output_stride != declared:
+        diags.error(f"--output-stride {output_stride} conflicts with the meta-architecture, which is "
+                    f"written for output stride {declared}", meta_loc,
+                    hint=f"drop --output-stride, or use {declared}")
+        diags.raise_if_errors()
+    target = output_stride or declared
+    if not target:
+        resolved = infer_shapes(graph, input_size, diags)
+        diags.raise_if_errors()
+        return resolved
+    if target not in VALID_OUTPUT_STRIDES:
+        diags.error(f"output stride {target} is not one of {', '.join(map(str, VALID_OUTPUT_STRIDES))}")
+        diags.raise_if_errors()
+    head = tuple(n for n in graph.nodes if n.part != "encoder")
+    natural = infer_shapes(graph.replace(nodes=tuple(n for n in graph.nodes if n.part == "encoder")),
+                           input_size, diags)
+    diags.raise_if_errors()
+    natural_stride = max((natural.types[n.name].stride for n in natural.graph.nodes), default=1)
+    if target >= natural_stride:  # nothing to rewrite: the head on top of the encoder as it is
+        whole = check_between_passes(natural.graph.replace(nodes=natural.graph.nodes + head))
+        resolved = infer_shapes(whole, input_size, diags, check_taps=False, known=natural.types)
+        diags.raise_if_errors()
+        return resolved
+    rewritten = dilate(natural, target, diags, head)
+    diags.raise_if_errors()
+    whole = check_between_passes(rewritten.replace(nodes=rewritten.nodes + head))
+    resolved = infer_shapes(whole, input_size, diags, check_taps=False,
+                            known=_left_as_they_were(natural, rewritten))
+    diags.raise_if_errors()
+    check_encoder_stride(natural, resolved, target, diags)
+    diags.raise_if_errors()
+    if not declared:
+        _warn_about_taps(graph.meta_requires, natural, resolved, target, meta_loc, diags)
+    return resolved
+
+
+def _left_as_they_were(natural: Resolved, rewritten: Graph) -> dict[str, TensorType]:
+    """Types of the layers the rewrite did not change and that read only such layers.
+
+    These are the maps before the output stride: the same layers reading the same maps, so
+    their types at the natural stride are their types in the rewritten encoder.
+    """
+    same = {INPUT}
+    for old, new in zip(natural.graph.nodes, rewritten.nodes):
+        if new is old and all(i in same for i in new.inputs):
+            same.add(new.name)
+    return {name: natural.types[name] for name in same}
+
+
+def _warn_about_taps(requires: tuple[str, ...], natural: Resolved, resolved: Resolved, target: int,
+                     meta_loc: Location, diags: Diagnostics) -> None:
+    """Warn when taps the meta reads changed stride in a rewrite the meta did not ask for."""
+    changed = []
+    for name in requires:
+        before, after = natural.graph.tap(name), resolved.graph.tap(name)
+        if (before is None or after is None or before.node not in natural.types
+                or after.node not in resolved.types):
+            continue
+        was, now = natural.types[before.node].stride, resolved.types[after.node].stride
+        if now != was:
+            changed.append((name, now))
+    if not changed:
+        return
+    strides = {now for _, now in changed}
+    names = ", ".join(name for name, _ in changed)
+    if len(strides) == 1:
+        now = stride_text(strides.pop())
+        what = (f"the taps {names} all have stride {now}" if len(changed) > 1
+                else f"the tap {names} has stride {now}")
+    else:
+        what = "the taps " + ", ".join(f"{name} (stride {stride_text(now)})" for name, now in changed)
+        what += " have new strides"
+    diags.warning(f"at output stride {target} {what}; a meta written for strided taps may not "
+                  f"expect that", meta_loc)
 
 
 def off_grid_maps(graph: Graph) -> set[str]:
@@ -178,11 +286,9 @@ def _check_lost_extras(graph: Graph, nodes: list[Node], head: tuple[Node, ...],
 
 
 def encoder_output(graph: Graph) -> str | None:
-    """The encoder's last map: the model's recorded encoder output, or an encoder graph's output."""
-    name = graph.info.get("encoder_output")
-    if name is None and "meta" not in graph.files:
-        name = graph.output
-    return name if name in graph else None
+    """The encoder's last map (``Graph.encoder_output``), when it is a layer of ``graph``."""
+    name = graph.encoder_output
+    return name if name is not None and name in graph else None
 
 
 def check_encoder_stride(before: Resolved, after: Resolved, output_stride: int,

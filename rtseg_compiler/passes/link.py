@@ -81,4 +81,7 @@ def link(graph: Graph, diags: Diagnostics, *, keep_unused: bool = False,
                           notes=node.origin + why_unused)
         if keep_unused or name in needed:
             nodes.append(node)
-    return graph.replace(nodes=tuple(nodes), outputs=graph.outputs if outputs == "all" else ())
+    # A tap whose layer no output needs is left out with the layer (a dangling tap broke check()).
+    kept = {n.name for n in nodes} | {INPUT} | set(graph.skipped)
+    return graph.replace(nodes=tuple(nodes), outputs=graph.outputs if outputs == "all" else (),
+                         taps=tuple(t for t in graph.taps if t.node in kept))

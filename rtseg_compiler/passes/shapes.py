@@ -122,8 +122,14 @@ def _evaluate_attrs(node: Node, env: Env) -> dict[str, Any]:
 
 def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
                  *, suggest: bool = True, spatial_dims: set[str] | None = None,
-                 check_taps: bool = True) -> Resolved:
-    """Resolve attributes and types for an input of ``input_size`` = (height, width)."""
+                 check_taps: bool = True, known: Mapping[str, TensorType] | None = None) -> Resolved:
+    """Resolve attributes and types for an input of ``input_size`` = (height, width).
+
+    ``known``: the types, at this input size, of nodes of ``graph`` that an earlier call
+    resolved (their attrs are concrete and every input of theirs is known too, e.g. an
+    encoder inferred on its own): they are taken as they are, not inferred again, so that
+    ``apply_output_stride`` infers the head on top of the encoder it has already inferred.
+    """
     h, w = input_size
     image = TensorType(graph.input_channels, h, w, Fraction(1))
     types: dict[str, TensorType] = {INPUT: image}
@@ -153,6 +159,12 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
         if op is None:
             diags.error(f"unknown op '{node.op}'", node.loc, notes=node.origin)
             failed.add(node.name)
+            continue
+        if known is not None and node.name in known:
+            types[node.name] = known[node.name]
+            if op.returns_extra(node.attrs):
+                with_extra.add(node.name)
+            resolved_nodes.append(node)
             continue
         via: tuple[str, ...] = ()
         if any(i in skipped for i in node.inputs):
@@ -229,7 +241,8 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
         _check_taps(taps, types, diags)
     resolved = graph.replace(nodes=tuple(resolved_nodes), output=real(graph.output),
                              outputs=tuple((k, real(v)) for k, v in graph.outputs), taps=taps,
-                             skipped=frozen_map(skipped))
+                             skipped=frozen_map(skipped),
+                             encoder_output=graph.encoder_output and real(graph.encoder_output))
     return Resolved(resolved, image, frozen_map(types))
 
 
@@ -239,7 +252,7 @@ def _absent_note(skip: Skip, reader: Node, instead: str) -> str:
             f"reads '{_short(instead)}' in its place")
 
 
-def _decide(node: Node, env: Env, diags: Diagnostics, notes: tuple[str, ...]) -> bool | None:
+def _decide(node: Node, env: Env, diags: Diagnostics, notes: tuple[object, ...]) -> bool | None:
     """A layer's ``when:``: True or False, or None after reporting why it has no value."""
     if isinstance(node.when, bool):
         return node.when
