@@ -28,11 +28,20 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+def _zoo_datasets() -> Path:
+    from rtseg_compiler.zoo import FOLDER_OF_KIND, zoo_root
+
+    root = zoo_root()
+    return (root / FOLDER_OF_KIND["dataset"]) if root is not None else (
+        Path(__file__).resolve().parent.parent / "specs" / "datasets")
+
+
 __all__ = ["DATASET_DIR", "DataError", "DatasetSpec", "Sample", "dataset_from_classes", "find_samples",
            "load_dataset_spec", "parse_dataset_text", "write_tiny_cityscapes"]
 
-#: Where ``--dataset NAME`` looks (the repository's specs/datasets, next to this package's folder).
-DATASET_DIR = Path(__file__).resolve().parent.parent / "specs" / "datasets"
+#: Where ``--dataset NAME`` looks: the zoo's ``datasets/`` (rtseg_compiler/zoo.py), which ships in
+#: the wheel, so an installed runtime finds ``cityscapes`` as a source checkout does.
+DATASET_DIR = _zoo_datasets()
 LAYOUTS = ("segnet", "cityscapes", "folder")
 AUGMENT_OPS = ("random_scale", "random_crop", "hflip", "photometric")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
