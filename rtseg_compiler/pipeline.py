@@ -254,6 +254,9 @@ def validate_file(path: str | Path, input_size: tuple[int, int] | None = None, *
     """All diagnostics (errors and warnings) for one spec file of any kind."""
     diags = Diagnostics()
     path = resolve_spec(path, "model")
+    checker = _other_kind_checker(path)
+    if checker is not None:  # a dataset file: its owner (the runtime) checks it (spec/kinds.py)
+        return checker(str(path))
     doc = _load_checked(path, diags)
     if doc is None:
         return diags.items
@@ -271,3 +274,13 @@ def validate_file(path: str | Path, input_size: tuple[int, int] | None = None, *
     except SpecError as exc:
         return list(exc.diagnostics)
 
+
+def _other_kind_checker(path: str | Path) -> Any:
+    """The installed checker of a file whose ``kind:`` is not the compiler's, if there is one."""
+    from .spec.kinds import kind_checker
+
+    try:
+        doc = load_spec_file(path)
+    except SpecError:
+        return None  # _load_checked reports it
+    return kind_checker(doc.get("kind") if isinstance(doc, Mapping) else None, str(path))
