@@ -1,5 +1,11 @@
 """rtseg_compiler: YAML layer graphs in, audited PyTorch segmentation networks out.
 
+>>> from rtseg_compiler import create_model, list_models
+>>> list_models("skipnet_*")                                      # doctest: +SKIP
+['skipnet_mobilenet_v1', 'skipnet_resnet18', 'skipnet_shufflenet_v1', 'skipnet_vgg16']
+>>> net = create_model("skipnet_mobilenet_v1", num_classes=19)      # doctest: +SKIP
+>>> net.training, net.audit.params, net.feature_info.channels()   # doctest: +SKIP
+
 >>> from rtseg_compiler import analyze
 >>> a = analyze("specs/models/skipnet_mobilenet_v1.yaml")          # doctest: +SKIP
 >>> a.audit.macs                                                  # doctest: +SKIP
@@ -13,14 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .api import Feature, FeatureInfo, create_model, list_models
 from .diagnostics import Diagnostic, Location, SpecError
 from .ir import Graph
 from .passes.budget import Budget
 from .passes.count import Audit
 from .pipeline import Analysis, analyze, validate_file
 
-__all__ = ["Analysis", "Audit", "Budget", "CompiledModel", "Diagnostic", "Location", "SpecError",
-           "analyze", "compile_model", "validate_file", "__version__"]
+__all__ = ["Analysis", "Audit", "Budget", "CompiledModel", "Diagnostic", "Feature", "FeatureInfo",
+           "Location", "SpecError", "analyze", "compile_model", "create_model", "list_models",
+           "validate_file", "__version__"]
 
 __version__ = "0.1.0"
 
@@ -47,6 +55,10 @@ def compile_model(path: str | Path | None = None, input_size: tuple[int, int] | 
                   inference: bool = False, weights: Any = None, channels_last: bool = False,
                   inplace: bool = True, pretrained: Any = None) -> CompiledModel:
     """Analyse a spec and emit its torch module; raises SpecError for an invalid spec.
+
+    The module comes back in **eval mode**, ready for checks, export and inference, together with
+    the analysis it was built from. To train it, call ``.train()``, or use :func:`create_model`,
+    which returns the module itself in train mode with its audit and taps attached.
 
     The analysis and its resource ``budget`` (a ``passes.budget.Budget``; default 2e9
     parameters, 32 GiB of activations) run first, so an oversized spec fails before torch

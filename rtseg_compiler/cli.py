@@ -534,9 +534,15 @@ def _compare_targets(paths: Sequence[str]) -> tuple[list[str], list[str]]:
     """Model files among ``paths`` (a shell glob may also match encoders and metas: noted, skipped)."""
     from .spec.load import load_spec_file
 
+    from .zoo import list_models, resolve_spec
+
     models, notes = [], []
     seen: set[str] = set()
-    for path in paths:
+    expanded: list[str] = []
+    for path in paths:  # zoo names, and zoo patterns the shell left alone ('skipnet_*')
+        matches = list_models(path) if any(c in path for c in "*?[") and not Path(path).exists() else []
+        expanded.extend(str(resolve_spec(p)) for p in (matches or [path]))
+    for path in expanded:
         key = os.path.normpath(path)
         if key in seen:
             continue
@@ -635,6 +641,21 @@ def cmd_schema(args: argparse.Namespace) -> int:
     kinds = [args.kind] if args.kind else list(KINDS)
     data = schema_for(kinds[0]) if len(kinds) == 1 else {k: schema_for(k) for k in kinds}
     print(json.dumps(data, indent=2))
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """The zoo's model names (zoo.py): what create_model and every MODEL argument accept."""
+    from .zoo import list_models, resolve_spec, zoo_root
+
+    if zoo_root() is None:
+        raise CommandError("this installation has no model zoo (the specs/ folder is missing)")
+    names = list_models(args.pattern)
+    if not names:
+        raise CommandError(f"no zoo model matches {args.pattern!r}; 'rtsegc models' lists them all")
+    width = max(map(len, names))
+    for name in names:
+        print(f"{name:<{width}}  {resolve_spec(name)}" if args.verbose else name)
     return EXIT_OK
 
 
@@ -832,6 +853,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the JSON Schema of spec files, for editors")
     p.add_argument("kind", nargs="?", choices=("encoder", "meta", "model"))
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("models", help="list the model zoo (names work wherever a model path does)")
+    p.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'skipnet_*' (default: all)")
+    p.add_argument("-v", "--verbose", action="store_true", help="also the file each name stands for")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("ops", help="list the ops and their fields, and where user ops come from")
     p.set_defaults(func=cmd_ops)

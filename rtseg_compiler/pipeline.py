@@ -25,6 +25,7 @@ from .passes.expand import encoder_graph, expand_meta_alone, expand_model
 from .spec.load import LocatedMap, load_spec_file, location_of
 from .spec.schema import validate_document
 from .weights.mapping import check_weights
+from .zoo import resolve_spec
 
 __all__ = ["Analysis", "analyze", "load_graph", "validate_file", "DEFAULT_ENCODER_INPUT"]
 
@@ -87,6 +88,13 @@ def _merged(base: Any, extra: Mapping[str, Any] | None) -> Any:
     return out
 
 
+def _zoo_resolved(path: Any, encoder: Any, meta: Any) -> tuple[Any, Any, Any]:
+    """Zoo names (``skipnet_resnet18``, ``--encoder resnet18``) as the files they name (zoo.py)."""
+    return (None if path is None else resolve_spec(path, "model"),
+            None if encoder is None else resolve_spec(encoder, "encoder"),
+            None if meta is None else resolve_spec(meta, "meta"))
+
+
 def load_graph(path: str | Path | None = None, *, encoder: str | Path | None = None,
                meta: str | Path | None = None, num_classes: int | None = None,
                diags: Diagnostics | None = None, encoder_params: Mapping[str, Any] | None = None,
@@ -98,6 +106,7 @@ def load_graph(path: str | Path | None = None, *, encoder: str | Path | None = N
     (``{"width": 0.5}`` for a thinner MobileNet); values are numbers, booleans or expressions.
     """
     diags = diags if diags is not None else Diagnostics()
+    path, encoder, meta = _zoo_resolved(path, encoder, meta)
     if path is None and (encoder is None or meta is None):
         diags.error("give a model spec, or both --encoder and --meta")
         diags.raise_if_errors()
@@ -206,6 +215,10 @@ def validate_file(path: str | Path, input_size: tuple[int, int] | None = None, *
                   budget: Budget | None = None) -> list[Diagnostic]:
     """All diagnostics (errors and warnings) for one spec file of any kind."""
     diags = Diagnostics()
+    path = resolve_spec(path, "model")
+    checker = _other_kind_checker(path)
+    if checker is not None:  # a dataset file: its owner (the runtime) checks it (spec/kinds.py)
+        return checker(str(path))
     doc = _load_checked(path, diags)
     if doc is None:
         return diags.items
@@ -223,3 +236,13 @@ def validate_file(path: str | Path, input_size: tuple[int, int] | None = None, *
     except SpecError as exc:
         return list(exc.diagnostics)
 
+
+def _other_kind_checker(path: str | Path) -> Any:
+    """The installed checker of a file whose ``kind:`` is not the compiler's, if there is one."""
+    from .spec.kinds import kind_checker
+
+    try:
+        doc = load_spec_file(path)
+    except SpecError:
+        return None  # _load_checked reports it
+    return kind_checker(doc.get("kind") if isinstance(doc, Mapping) else None, str(path))

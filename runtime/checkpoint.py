@@ -52,7 +52,11 @@ def embed_specs(model: str | None, encoder: str | None, meta: str | None,
     A model file's encoder and meta references are resolved against the model file, as the compiler does.
     """
     from rtseg_compiler.spec.load import load_spec_file
+    from rtseg_compiler.zoo import resolve_spec
 
+    model = None if model is None else resolve_spec(model, "model")
+    encoder = None if encoder is None else resolve_spec(encoder, "encoder")
+    meta = None if meta is None else resolve_spec(meta, "meta")
     out: dict[str, dict[str, str]] = {}
     if model is not None:
         out["model"] = {"path": str(model), "text": _text(model)}

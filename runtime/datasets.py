@@ -28,11 +28,20 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["DATASET_DIR", "DataError", "DatasetSpec", "Sample", "dataset_from_classes", "find_samples",
+def _zoo_datasets() -> Path:
+    from rtseg_compiler.zoo import FOLDER_OF_KIND, zoo_root
+
+    root = zoo_root()
+    return (root / FOLDER_OF_KIND["dataset"]) if root is not None else (
+        Path(__file__).resolve().parent.parent / "specs" / "datasets")
+
+
+__all__ = ["DATASET_DIR", "DataError", "DatasetSpec", "Sample", "check_dataset_file", "dataset_from_classes", "find_samples",
            "load_dataset_spec", "parse_dataset_text", "write_tiny_cityscapes"]
 
-#: Where ``--dataset NAME`` looks (the repository's specs/datasets, next to this package's folder).
-DATASET_DIR = Path(__file__).resolve().parent.parent / "specs" / "datasets"
+#: Where ``--dataset NAME`` looks: the zoo's ``datasets/`` (rtseg_compiler/zoo.py), which ships in
+#: the wheel, so an installed runtime finds ``cityscapes`` as a source checkout does.
+DATASET_DIR = _zoo_datasets()
 LAYOUTS = ("segnet", "cityscapes", "folder")
 AUGMENT_OPS = ("random_scale", "random_crop", "hflip", "photometric")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -244,6 +253,19 @@ def load_dataset_spec(name_or_path: str) -> DatasetSpec:
                                         f"known: {', '.join(known)}; or give a .yaml file")])
     load_spec_file(path)  # size/encoding/YAML checks with located errors
     return parse_dataset_text(path.read_text(encoding="utf-8"), str(path))
+
+
+def check_dataset_file(path: str) -> list:
+    """``rtsegc validate FILE`` for ``kind: dataset`` (the rtseg_compiler.spec_kinds entry point)."""
+    from rtseg_compiler.diagnostics import SpecError
+    from rtseg_compiler.spec.load import load_spec_file
+
+    try:
+        load_spec_file(path)  # size, encoding and YAML limits, as for every spec
+        parse_dataset_text(Path(path).read_text(encoding="utf-8"), str(path))
+    except SpecError as exc:
+        return list(exc.diagnostics)
+    return []
 
 
 def dataset_from_classes(classes: Sequence[str], *, void: Sequence[int] = (), layout: str = "segnet",

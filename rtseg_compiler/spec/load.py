@@ -136,7 +136,9 @@ def load_spec_file(path: str | Path) -> Any:
     except SpecError:
         raise
     except FileNotFoundError:
-        diags.error("no such file", Location(name))
+        from ..zoo import zoo_hint
+
+        diags.error("no such file", Location(name), hint=zoo_hint(name))
         diags.raise_if_errors()
     except PermissionError:
         diags.error("permission denied", Location(name))

@@ -400,6 +400,27 @@ def test_tensorboard_needs_its_package(tmp_path: Path, runtime_commands, capsys)
         assert any((tmp_path / "run" / "tb").iterdir())
 
 
+def test_tensorboard_events_hold_scalars_and_images(tmp_path: Path, runtime_commands):
+    """A real TensorBoard run, read back: loss and lr per step, mIoU and per-class IoU and the
+    side-by-side validation images at each evaluation."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = write_tiny_cityscapes(tmp_path / "cs", size=SIZE, splits={"train": 2, "val": 2})
+    argv = _train_argv(_model(tmp_path, 19), data, tmp_path / "run", "--dataset", "cityscapes",
+                       "--tensorboard", "--log-interval", "1")
+    argv[argv.index("--eval-interval") + 1] = "2"
+    assert cli.main(argv) == 0
+    events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"images": 0}).Reload()
+    scalars, images = set(events.Tags()["scalars"]), set(events.Tags()["images"])
+    assert {"train/loss", "train/lr", "val/mIoU", "val/loss"} <= scalars
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    assert {f"val_iou/{name}" for name in load_dataset_spec("cityscapes").classes} & scalars
+    assert images and all(tag.startswith("val/") for tag in images)
+    first = events.Images(sorted(images)[0])[0]
+    assert (first.height, first.width) == (SIZE[0], 3 * SIZE[1])  # image | truth | prediction
+
+
 def test_side_by_side_validation_image():
     from runtime.report import side_by_side
 

@@ -1,0 +1,104 @@
+"""``create_model``: a trainable module with its audit, taps and spec texts attached (rtseg_compiler/api.py).
+
+The taps' channels and strides are the compiler's inference; here they meet real tensors.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rtseg_compiler import Feature, analyze, compile_model, create_model
+
+MODEL = "skipnet_mobilenet_v1"
+
+
+def _params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_module_is_trainable_and_carries_its_audit() -> None:
+    net = create_model(MODEL, num_classes=19, input_size=(128, 256))
+    assert net.training
+    assert _params(net) == net.audit.params == analyze(MODEL, (128, 256), 19).audit.params
+    assert net.audit.macs == analyze(MODEL, (128, 256), 19).audit.macs
+    bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    out = net(torch.randn(2, 3, 128, 256))
+    assert out.shape == (2, 19, 128, 256)
+    assert not torch.equal(before, bn.running_mean)  # train mode: batch norm learns its statistics
+    out.mean().backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+
+
+def test_spec_holds_the_texts_it_was_built_from() -> None:
+    net = create_model(MODEL)
+    assert set(net.spec) == {"model", "encoder", "meta"}
+    assert "kind: model" in net.spec["model"] and "kind: encoder" in net.spec["encoder"]
+    assert "kind: meta" in net.spec["meta"]
+
+
+@pytest.mark.parametrize("name", ["skipnet_mobilenet_v1", "unet_resnet18", "lraspp_mobilenet_v3_large",
+                                  "fast_scnn"])
+def test_features_only_returns_each_tap_as_feature_info_says(name: str) -> None:
+    size = (96, 128)
+    backbone = create_model(name, features_only=True, input_size=size)
+    full = create_model(name, input_size=size)
+    assert backbone.training
+    info = backbone.feature_info
+    assert [f.stride for f in info] == sorted(f.stride for f in info)  # shallowest first
+    maps = backbone(torch.randn(2, 3, *size))  # 2: a pyramid pool's 1x1 batch norm needs it in train mode
+    assert list(maps) == info.names()
+    for feature, (tap, x) in zip(info, maps.items()):
+        assert tap == feature.name
+        assert x.shape[1] == feature.channels
+        assert (x.shape[2], x.shape[3]) == (-(-size[0] // feature.stride), -(-size[1] // feature.stride))
+    # The same taps as the whole model's, and the backbone's weights are the model's encoder weights.
+    assert list(info) == [f for f in full.feature_info if f.name in maps]
+    full_keys = full.state_dict()
+    for key, value in backbone.state_dict().items():
+        assert key in full_keys and full_keys[key].shape == value.shape
+    assert _params(backbone) == backbone.audit.params
+
+
+def test_tap_module_names_are_layers_of_the_compiled_graph() -> None:
+    net = create_model("unet_resnet18")
+    layers = {n.meta.get("layer") for n in net.graph.nodes}
+    assert net.feature_info.module_name() and set(net.feature_info.module_name()) <= layers
+
+
+def test_choose_taps_by_name_or_index() -> None:
+    by_name = create_model("resnet18", features_only=True, taps=["stride16", "stride8"], input_size=(64, 64))
+    maps = by_name(torch.randn(1, 3, 64, 64))
+    assert list(maps) == ["stride16", "stride8"]
+    assert [f.name for f in by_name.feature_info] == ["stride16", "stride8"]
+    every = create_model("resnet18", features_only=True, input_size=(64, 64)).feature_info
+    by_index = create_model("resnet18", features_only=True, out_indices=(-2, -1), input_size=(64, 64))
+    assert by_index.feature_info.names() == every.names()[-2:]
+    # Layers after the deepest chosen tap are not built.
+    shallow = create_model("resnet18", features_only=True, taps=["stride4"], input_size=(64, 64))
+    assert _params(shallow) < _params(by_name)
+
+
+def test_timm_style_accessors() -> None:
+    info = create_model(MODEL, features_only=True).feature_info
+    assert info.channels() == [f.channels for f in info] and info.reduction() == [f.stride for f in info]
+    assert isinstance(info[0], Feature)
+
+
+def test_params_go_to_the_spec_that_declares_them() -> None:
+    thin = create_model("unet_mobilenet_v1", width=0.5, input_size=(64, 64))
+    same = compile_model("unet_mobilenet_v1", (64, 64), encoder_params={"width": 0.5})
+    assert thin.audit.params == same.audit.params < create_model("unet_mobilenet_v1").audit.params
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"colour": 1}, "'colour' is not a parameter"),
+    ({"features_only": True, "taps": ["stride64"]}, "no tap 'stride64'"),
+    ({"features_only": True, "out_indices": [9]}, "out of range"),
+    ({"features_only": True, "taps": ["stride8"], "out_indices": [1]}, "not both"),
+    ({"taps": ["stride8"]}, "features_only=True"),
+])
+def test_arguments_that_do_not_fit_say_why(kwargs: dict, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        create_model("unet_mobilenet_v1", **kwargs)
