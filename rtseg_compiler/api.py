@@ -174,7 +174,7 @@ def _encoder_module(ref: Any, input_size: tuple[int, int] | None, output_stride:
     encoder = graph.replace(nodes=encoder_nodes, num_classes=None, default_input=graph.default_input)
     size = input_size or graph.default_input or DEFAULT_ENCODER_INPUT
     every = _analyze_graph(encoder.replace(outputs=tuple((t.name, t.node) for t in graph.taps),
-                                           output=graph.taps[-1].node),
+                                           output=graph.taps[0].node),
                            size, Diagnostics(), output_stride=output_stride)
     ordered = _features(every, graph.taps)
     chosen = _choose(ordered, taps, out_indices)
