@@ -590,6 +590,3 @@ def complete_window(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[st
                           hint=f"use padding <= {k // 2}")
     return attrs
 
-
-def scale_stride(t: TensorType, factor: Fraction | int) -> Fraction:
-    return t.stride * Fraction(factor)

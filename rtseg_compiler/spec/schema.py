@@ -48,8 +48,6 @@ LAYER_KEYS = ("name", "op", "input", "inputs", "repeat", "when", "doc")
 #: Keys of a block use besides the block's own parameters.
 BLOCK_USE_KEYS = ("name", "block", "input", "inputs", "repeat", "start", "when", "doc")
 
-_EXPR = {"type": "string", "minLength": 1, "description": "an expression over spec parameters"}
-
 
 def _field_schema(f: Field) -> dict[str, Any]:
     doc = {"description": f.doc} if f.doc else {}
