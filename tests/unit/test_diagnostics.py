@@ -58,7 +58,8 @@ def test_in_source_order_sorts_by_place_stably_with_unlocated_last(locations):
 
 def test_spec_error_prints_in_source_order_and_keeps_what_it_holds():
     late, early = Diagnostic("late", Location("m.yaml", 9, 1)), Diagnostic("early", Location("m.yaml", 2, 5))
-    summary, warning = Diagnostic("1 more error not shown"), Diagnostic("w", Location("m.yaml", 2, 5), "warning")
+    summary = Diagnostic("1 more error not shown")
+    warning = Diagnostic("w", Location("m.yaml", 2, 5), "warning")
     err = SpecError([late, early, warning, summary])
     assert err.diagnostics == (late, early, warning, summary)
     assert str(err).splitlines() == [d.render() for d in (early, warning, late, summary)]

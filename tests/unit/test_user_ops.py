@@ -31,8 +31,8 @@ from rtseg_compiler import analyze, validate_file
 from rtseg_compiler.cli import main
 from rtseg_compiler.diagnostics import SpecError
 from rtseg_compiler.ir import TensorType
-from rtseg_compiler.ops import (BOOL, CHOICE, INT, NUMBER, PAIR, REGISTRY, Cost, Field, FieldKind, OpDef, OpError,
-                                op_origin, register, unregister)
+from rtseg_compiler.ops import (BOOL, CHOICE, INT, NUMBER, PAIR, REGISTRY, Cost, Field, FieldKind, OpDef,
+                                OpError, op_origin, register, unregister)
 from rtseg_compiler.ops import plugins
 from rtseg_compiler.spec import schema as schema_module
 from rtseg_compiler.spec.load import load_spec_file
@@ -191,7 +191,7 @@ def test_user_op_schema_is_valid_and_not_shipped(user_ops):
 
 
 @pytest.mark.parametrize("name, kind", [("int", INT), ("pair", PAIR), ("number", NUMBER), ("bool", BOOL),
-                                        ("choice", CHOICE)])
+                                        ("choice", CHOICE)], ids=str)
 def test_a_kind_named_by_its_old_string_is_that_kind(name, kind):
     """``Field("int", ...)``, the spelling user ops were written with, is ``Field(INT, ...)``."""
     assert Field(name, 1, choices=("a",)) == Field(kind, 1, choices=("a",))
