@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .diagnostics import Diagnostic, SpecError
+from .diagnostics import Diagnostic, SpecError, in_source_order
 from .ir import human, stride_text
 
 __all__ = ["main"]
@@ -65,7 +65,7 @@ def _positive(text: str) -> int:
 
 
 def _print_diagnostics(diags: Sequence[Diagnostic]) -> None:
-    for d in diags:
+    for d in in_source_order(diags):
         print(d.render(), file=sys.stderr)
 
 

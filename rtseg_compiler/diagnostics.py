@@ -10,6 +10,9 @@ CI annotators already parse::
 
     specs/encoders/mobilenet_v1.yaml:41:7: error: groups=3 does not divide in_channels=32
         note: in block 'dwsep' used at specs/encoders/mobilenet_v1.yaml:30:5
+
+Several diagnostics print in source order (:func:`in_source_order`): by file, line and
+column, the way a reader walks the files, whatever order the passes found them in.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ __all__ = [
     "Diagnostics",
     "SpecError",
     "did_you_mean",
+    "in_source_order",
 ]
 
 
@@ -89,12 +93,28 @@ class Diagnostic:
         return self.render()
 
 
+def in_source_order(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """Diagnostics sorted by (file, line, column); those without a location come last.
+
+    The sort is stable: diagnostics at one place keep the order they were found in (an
+    error before the warnings there, as :class:`SpecError` holds them), and unlocated ones
+    (about the command line, or "N more errors not shown") follow every located one in the
+    order they came, as a summary after the lines a reader can jump to. A location with a
+    file but no line (a file that cannot be read) sorts before that file's first line.
+    """
+    def key(d: Diagnostic) -> tuple[bool, str, int, int]:
+        loc = d.loc
+        return (False, loc.file, loc.line, loc.col) if loc is not None else (True, "", 0, 0)
+
+    return sorted(diagnostics, key=key)
+
+
 class SpecError(Exception):
-    """A spec is invalid. Holds every diagnostic found, errors first."""
+    """A spec is invalid. Holds every diagnostic found, errors first; prints them in source order."""
 
     def __init__(self, diagnostics: Sequence[Diagnostic]):
         self.diagnostics = tuple(diagnostics)
-        super().__init__("\n".join(d.render() for d in self.diagnostics))
+        super().__init__("\n".join(d.render() for d in in_source_order(self.diagnostics)))
 
     @property
     def errors(self) -> tuple[Diagnostic, ...]:

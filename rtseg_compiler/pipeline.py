@@ -17,11 +17,12 @@ from typing import Any, Mapping
 from .diagnostics import Diagnostic, Diagnostics, Location, SpecError
 from .ir import Graph, Resolved, frozen_map
 from .passes import count, link
-from .passes.budget import DEFAULT_BUDGET, Budget, check_budget, check_listed_layers
+from .passes.budget import DEFAULT_BUDGET, Budget, check_budget
 from .passes.check import check_between_passes
 from .passes.count import Audit
 from .passes.dilate import apply_output_stride
 from .passes.expand import encoder_graph, expand_meta_alone, expand_model
+from .spec.listed_layers import check_listed_layers
 from .spec.load import LocatedMap, load_spec_file, location_of
 from .spec.schema import validate_document
 from .weights.mapping import check_weights

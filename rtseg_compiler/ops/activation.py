@@ -35,7 +35,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import Cost, Field, OpDef, register, unaffected
+from .base import BOOL, CHOICE, NUMBER, Cost, Field, OpDef, register, unaffected
 
 
 def _same(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
@@ -60,7 +60,7 @@ def _module(name: str, *arg_fields: str, **renamed: str):
     return build
 
 
-_INPLACE = {"inplace": Field("bool", False, doc="overwrite the input (torch's inplace)")}
+_INPLACE = {"inplace": Field(BOOL, False, doc="overwrite the input (torch's inplace)")}
 
 #: GELU's TF FLOPs per element for each ``approximate`` mode (see the module docstring).
 _GELU_TF = {"none": 4, "tanh": 7}
@@ -77,7 +77,7 @@ for _name, _summary, _torch, _fields, _tf in [
 
 register(OpDef(
     name="leaky_relu", summary="max(x, 0) + slope * min(x, 0)",
-    fields={"slope": Field("number", 0.01, doc="slope for x < 0 (torch's negative_slope)"), **_INPLACE},
+    fields={"slope": Field(NUMBER, 0.01, doc="slope for x < 0 (torch's negative_slope)"), **_INPLACE},
     infer=_same, count=_tf_per_element(0), dilate=unaffected,
     build=_module("LeakyReLU", "inplace", negative_slope="slope"),
     # torch's in-place leaky_relu_ has no backward for a negative slope (derivatives.yaml:
@@ -87,7 +87,7 @@ register(OpDef(
 
 register(OpDef(
     name="gelu", summary="Gaussian error linear unit x * Phi(x); approximate: tanh for the tanh form",
-    fields={"approximate": Field("choice", "none", choices=("none", "tanh"),
+    fields={"approximate": Field(CHOICE, "none", choices=("none", "tanh"),
                                  doc="torch's approximate: none (erf) or tanh")},
     infer=_same, count=_tf_per_element(_GELU_TF, "approximate"), dilate=unaffected,
     build=_module("GELU", "approximate"),

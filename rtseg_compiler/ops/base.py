@@ -34,10 +34,22 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from ..diagnostics import did_you_mean
 from ..ir import TensorType
 
 __all__ = [
     "Field",
+    "FieldKind",
+    "IntKind",
+    "PairKind",
+    "NumberKind",
+    "BoolKind",
+    "ChoiceKind",
+    "INT",
+    "PAIR",
+    "NUMBER",
+    "BOOL",
+    "CHOICE",
     "OpDef",
     "OpError",
     "Cost",
@@ -78,27 +90,180 @@ class OpError(ValueError):
         self.dims = dims
 
 
+class FieldKind:
+    """What one kind of op attribute holds, and everything that differs between kinds.
+
+    A kind owns its JSON-schema fragment (:meth:`schema`, which ``spec/schema.py`` completes
+    with the field's default and doc), its check of a :class:`Field` declaration
+    (:meth:`problem`, run by :func:`register`) and the check and conversion of an evaluated
+    value (:meth:`coerce`, run by the shape pass). So a new kind is one subclass, and
+    no other file asks which kind a field is. The built-in kinds are the singletons
+    :data:`INT`, :data:`PAIR`, :data:`NUMBER`, :data:`BOOL` and :data:`CHOICE`;
+    ``Field("int", ...)``, the spelling before kinds were classes, still means :data:`INT`.
+    """
+
+    #: The kind's name in ``Field("name", ...)`` and in messages.
+    name: str = ""
+    #: A string in the spec is an expression over parameters (False: a literal, as a choice).
+    expressions: bool = True
+    #: A YAML list is one value whose items are each a value or an expression (a pair's [h, w]).
+    per_item: bool = False
+
+    def schema(self, f: "Field") -> dict[str, Any]:
+        """The JSON-schema fragment of a value of this kind (default and doc are added by the caller)."""
+        raise NotImplementedError
+
+    def coerce(self, value: Any, f: "Field", name: str) -> Any:
+        """Check an evaluated value of field ``name`` and return it in its compiled form."""
+        raise NotImplementedError
+
+    def problem(self, f: "Field") -> str | None:
+        """What is wrong with a Field of this kind as declared, or None."""
+        return None
+
+    # One instance per kind is enough; copies (pickled or not) compare equal to it.
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+    def __repr__(self) -> str:
+        return self.name.upper() or type(self).__name__
+
+    def __str__(self) -> str:
+        return self.name
+
+
+#: No real layer has more than a few tens of thousands of channels, nor a kernel or stride
+#: near this: an integer field above it is a typo (docs/errors.md).
+MAX_FIELD_INT = 1_000_000
+
+
+class IntKind(FieldKind):
+    """A non-negative integer or an expression; ``minimum`` is inclusive."""
+
+    name = "int"
+
+    def schema(self, f: "Field") -> dict[str, Any]:
+        s: dict[str, Any] = {"type": ["integer", "string"]}
+        if f.minimum is not None:
+            s["minimum"] = f.minimum
+        return s
+
+    def coerce(self, value: Any, f: "Field", name: str) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise OpError(f"{name} must be an integer, got {value!r}", field=name,
+                          hint="wrap the expression in int() or round()" if isinstance(value, float) else None)
+        if f.minimum is not None and value < f.minimum:
+            what = "positive" if f.minimum == 1 else f"at least {f.minimum}"
+            raise OpError(f"{name} must be {what}, got {value}", field=name)
+        if value > MAX_FIELD_INT:
+            raise OpError(f"{name}={value:,} is beyond the limit of {MAX_FIELD_INT:,}", field=name)
+        return value
+
+
+class PairKind(IntKind):
+    """An int for both dimensions or ``[h, w]``; compiled to an ``(h, w)`` tuple."""
+
+    name = "pair"
+    per_item = True
+
+    def schema(self, f: "Field") -> dict[str, Any]:
+        item = super().schema(f)
+        return {**item, "type": ["integer", "string", "array"], "items": item, "minItems": 2, "maxItems": 2}
+
+    def coerce(self, value: Any, f: "Field", name: str) -> tuple[int, ...]:
+        items = list(value) if isinstance(value, (list, tuple)) else [value, value]
+        return tuple(super(PairKind, self).coerce(v, f, name) for v in items)
+
+
+class NumberKind(FieldKind):
+    """A real number or an expression (``slope: 0.2``, ``p: 0.1``)."""
+
+    name = "number"
+
+    def schema(self, f: "Field") -> dict[str, Any]:
+        s: dict[str, Any] = {"type": ["number", "string"]}
+        if f.minimum is not None:
+            s["minimum"] = f.minimum
+        return s
+
+    def coerce(self, value: Any, f: "Field", name: str) -> int | float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise OpError(f"{name} must be a number, got {value!r}", field=name)
+        if f.minimum is not None and value < f.minimum:
+            raise OpError(f"{name}={value} is below the minimum {f.minimum}", field=name)
+        return value
+
+
+class BoolKind(FieldKind):
+    """``true``/``false`` or an expression."""
+
+    name = "bool"
+
+    def schema(self, f: "Field") -> dict[str, Any]:
+        return {"type": ["boolean", "string"]}
+
+    def coerce(self, value: Any, f: "Field", name: str) -> bool:
+        if not isinstance(value, bool):
+            raise OpError(f"{name} must be true or false, got {value!r}", field=name)
+        return value
+
+
+class ChoiceKind(FieldKind):
+    """One of the field's ``choices``, written literally (never an expression)."""
+
+    name = "choice"
+    expressions = False
+
+    def schema(self, f: "Field") -> dict[str, Any]:
+        return {"enum": list(f.choices)}
+
+    def coerce(self, value: Any, f: "Field", name: str) -> str:
+        if value not in f.choices:
+            raise OpError(f"{name}={value!r} is not one of {', '.join(f.choices)}", field=name,
+                          hint=did_you_mean(str(value), f.choices))
+        return value
+
+    def problem(self, f: "Field") -> str | None:
+        if not f.choices or not all(isinstance(c, str) for c in f.choices):
+            return "needs 'choices', a tuple of strings"
+        return None
+
+
+INT, PAIR, NUMBER, BOOL, CHOICE = IntKind(), PairKind(), NumberKind(), BoolKind(), ChoiceKind()
+
+#: The built-in kinds by name: ``Field("int", ...)`` means ``Field(INT, ...)``.
+FIELD_KINDS: dict[str, FieldKind] = {k.name: k for k in (INT, PAIR, NUMBER, BOOL, CHOICE)}
+
+
 @dataclass(frozen=True, slots=True)
 class Field:
     """One op attribute.
 
-    kinds: ``int`` (non-negative integer or expression), ``pair`` (an int or
-    ``[h, w]``), ``number`` (float), ``bool``, ``choice`` (one of ``choices``).
+    ``kind`` is a :class:`FieldKind`: :data:`INT` (non-negative integer or expression),
+    :data:`PAIR` (an int or ``[h, w]``), :data:`NUMBER` (float), :data:`BOOL`, :data:`CHOICE`
+    (one of ``choices``); its name as a string (``"int"``) works too.
     ``default=REQUIRED`` makes the field mandatory; ``None`` means "derived by
     the op's ``complete`` hook".
     """
 
-    kind: str
+    kind: FieldKind
     default: Any = None
     minimum: int | float | None = None
     choices: tuple[str, ...] = ()
     doc: str = ""
 
+    def __post_init__(self) -> None:
+        # An unknown name stays a string, for register() to refuse naming the op and the field.
+        if isinstance(self.kind, str) and self.kind in FIELD_KINDS:
+            object.__setattr__(self, "kind", FIELD_KINDS[self.kind])
+
 
 REQUIRED = object()
-
-#: The field kinds the schema generator and shape pass understand.
-FIELD_KINDS = ("int", "pair", "number", "bool", "choice")
 
 #: Names a layer uses for itself (``spec.schema.LAYER_KEYS``); a field of that name could never be set.
 _RESERVED_FIELDS = ("name", "op", "input", "inputs", "repeat", "doc", "block")
@@ -120,12 +285,14 @@ def _check_op(op: "OpDef") -> None:
             raise ValueError(f"{where}: field '{key}' must be a Field, not {type(f).__name__}")
         if key in _RESERVED_FIELDS or not key.isidentifier():
             raise ValueError(f"{where}: '{key}' cannot be a field name (reserved or not an identifier)")
-        if f.kind not in FIELD_KINDS:
-            raise ValueError(f"{where}: field '{key}' has kind {f.kind!r}; kinds are {', '.join(FIELD_KINDS)}")
+        if not isinstance(f.kind, FieldKind):
+            raise ValueError(f"{where}: field '{key}' has kind {f.kind!r}; kinds are {', '.join(FIELD_KINDS)} "
+                             "or a FieldKind")
         if f.minimum is not None and (isinstance(f.minimum, bool) or not isinstance(f.minimum, (int, float))):
             raise ValueError(f"{where}: field '{key}' has a non-numeric minimum {f.minimum!r}")
-        if f.kind == "choice" and (not f.choices or not all(isinstance(c, str) for c in f.choices)):
-            raise ValueError(f"{where}: choice field '{key}' needs 'choices', a tuple of strings")
+        problem = f.kind.problem(f)
+        if problem:
+            raise ValueError(f"{where}: {f.kind} field '{key}' {problem}")
     lo, hi = op.arity
     if lo < 0 or (hi is not None and hi < lo):
         raise ValueError(f"{where}: arity {op.arity} is not (fewest, most or None)")
@@ -289,7 +456,7 @@ class OpDef:
 
 def _has_inplace_field(op: "OpDef") -> bool:
     f = op.fields.get("inplace")
-    return f is not None and f.kind == "bool"
+    return f is not None and f.kind == BOOL
 
 
 REGISTRY: dict[str, OpDef] = {}
@@ -423,6 +590,3 @@ def complete_window(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[st
                           hint=f"use padding <= {k // 2}")
     return attrs
 
-
-def scale_stride(t: TensorType, factor: Fraction | int) -> Fraction:
-    return t.stride * Fraction(factor)

@@ -14,17 +14,17 @@ from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import (REQUIRED, AtRate, Cost, Field, OpDef, OpError, conv_out, not_dilatable,
+from .base import (BOOL, INT, PAIR, REQUIRED, AtRate, Cost, Field, OpDef, OpError, conv_out, not_dilatable,
                    register)
 
 _COMMON = {
-    "out": Field("int", REQUIRED, minimum=1, doc="output channels"),
-    "kernel": Field("pair", REQUIRED, minimum=1, doc="kernel size, k or [kh, kw]"),
-    "stride": Field("pair", 1, minimum=1),
-    "padding": Field("pair", None, minimum=0),
-    "dilation": Field("pair", 1, minimum=1),
-    "groups": Field("int", 1, minimum=1, doc="channel groups; in_channels for depthwise"),
-    "bias": Field("bool", True),
+    "out": Field(INT, REQUIRED, minimum=1, doc="output channels"),
+    "kernel": Field(PAIR, REQUIRED, minimum=1, doc="kernel size, k or [kh, kw]"),
+    "stride": Field(PAIR, 1, minimum=1),
+    "padding": Field(PAIR, None, minimum=0),
+    "dilation": Field(PAIR, 1, minimum=1),
+    "groups": Field(INT, 1, minimum=1, doc="channel groups; in_channels for depthwise"),
+    "bias": Field(BOOL, True),
 }
 
 
@@ -177,7 +177,7 @@ def _deconv_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tens
 register(OpDef(
     name="deconv",
     summary="2-D transposed convolution; default padding makes the output stride x input",
-    fields={**_COMMON, "output_padding": Field("pair", None, minimum=0)},
+    fields={**_COMMON, "output_padding": Field(PAIR, None, minimum=0)},
     required=("out", "kernel"),
     complete=_deconv_complete,
     infer=_deconv_infer,

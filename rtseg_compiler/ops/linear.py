@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import REQUIRED, Cost, Field, OpDef, register, size_independent
+from .base import BOOL, INT, REQUIRED, Cost, Field, OpDef, register, size_independent
 
 
 def _infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
@@ -30,7 +30,7 @@ def _build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType)
 
 register(OpDef(
     name="linear", summary="fully connected layer on the flattened input",
-    fields={"out": Field("int", REQUIRED, minimum=1), "bias": Field("bool", True)},
+    fields={"out": Field(INT, REQUIRED, minimum=1), "bias": Field(BOOL, True)},
     required=("out",), infer=_infer, count=_count, build=_build, dilate=size_independent,
     saves_output=False,
 ))

@@ -26,7 +26,7 @@ import operator
 from functools import reduce
 
 from ..ir import TensorType
-from .base import Cost, Field, FunctionCall, OpDef, OpError, register, same_spatial, unaffected
+from .base import BOOL, Cost, Field, FunctionCall, OpDef, OpError, register, same_spatial, unaffected
 
 _DIMS = ("channels", "height", "width")
 
@@ -141,7 +141,7 @@ def _add_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorT
 
 
 register(OpDef(name="add", summary="element-wise sum of two or more maps (broadcasts 1-sized dims)",
-               fields={"inplace": Field("bool", False, doc="sum into the first input's storage; the "
+               fields={"inplace": Field(BOOL, False, doc="sum into the first input's storage; the "
                                         "compiler sets this where the graph proves it safe")},
                arity=(2, None), infer=lambda attrs, ins: broadcast_type("add", ins),
                count=_elementwise_count, build=_add_build, dilate=unaffected, saves_output=False))

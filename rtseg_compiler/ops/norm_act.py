@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import Cost, Field, OpDef, register, unaffected
+from .base import BOOL, NUMBER, Cost, Field, OpDef, register, unaffected
 
 
 def _same(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
@@ -32,9 +32,9 @@ register(OpDef(
     name="bn",
     summary="batch normalization over channels",
     fields={
-        "eps": Field("number", 1e-5, minimum=0),
-        "momentum": Field("number", 0.1, minimum=0),
-        "affine": Field("bool", True),
+        "eps": Field(NUMBER, 1e-5, minimum=0),
+        "momentum": Field(NUMBER, 0.1, minimum=0),
+        "affine": Field(BOOL, True),
     },
     infer=_same, count=_bn_count, build=_bn_build, dilate=unaffected,
     saves_output=False,  # backward reads the input and the saved batch statistics
@@ -48,7 +48,7 @@ def _relu_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tensor
 
 register(OpDef(
     name="relu", summary="rectified linear unit",
-    fields={"inplace": Field("bool", False, doc="overwrite the input; the compiler sets this "
+    fields={"inplace": Field(BOOL, False, doc="overwrite the input; the compiler sets this "
                                                 "where the graph proves it safe")},
     infer=_same, build=_relu_build, dilate=unaffected,
 ))
@@ -61,7 +61,7 @@ def _relu6_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tenso
 
 register(OpDef(
     name="relu6", summary="ReLU clipped at 6 (MobileNet)",
-    fields={"inplace": Field("bool", False, doc="overwrite the input; the compiler sets this "
+    fields={"inplace": Field(BOOL, False, doc="overwrite the input; the compiler sets this "
                                                 "where the graph proves it safe")},
     infer=_same, build=_relu6_build, dilate=unaffected,
 ))
@@ -78,7 +78,7 @@ def _prelu_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tenso
 
 register(OpDef(
     name="prelu", summary="parametric ReLU (ENet); one slope per channel unless per_channel: false",
-    fields={"per_channel": Field("bool", True), "init": Field("number", 0.25)},
+    fields={"per_channel": Field(BOOL, True), "init": Field(NUMBER, 0.25)},
     infer=_same, count=_prelu_count, build=_prelu_build, dilate=unaffected, saves_output=False,
 ))
 
@@ -97,7 +97,7 @@ def _dropout_complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[
 
 register(OpDef(
     name="dropout", summary="dropout (identity at inference)",
-    fields={"p": Field("number", 0.5, minimum=0), "channelwise": Field("bool", False)},
+    fields={"p": Field(NUMBER, 0.5, minimum=0), "channelwise": Field(BOOL, False)},
     complete=_dropout_complete, infer=_same, build=_dropout_build, dilate=unaffected,
     # In eval mode torch returns the input itself; the training backward reads only the mask.
     views_inputs=(0,), saves_output=False,

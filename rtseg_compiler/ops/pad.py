@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import AtRate, Field, FunctionCall, OpDef, OpError, register
+from .base import INT, AtRate, Field, FunctionCall, OpDef, OpError, register
 
 
 def zero_pad(x: Any, *, channels: int, top: int, bottom: int, left: int, right: int) -> Any:
@@ -60,11 +60,11 @@ register(OpDef(
     name="pad",
     summary="zero padding: extra channels up to 'out' (ENet shortcut) and/or zero borders",
     fields={
-        "out": Field("int", None, minimum=1, doc="output channels; zero channels are appended"),
-        "top": Field("int", 0, minimum=0),
-        "bottom": Field("int", 0, minimum=0),
-        "left": Field("int", 0, minimum=0),
-        "right": Field("int", 0, minimum=0),
+        "out": Field(INT, None, minimum=1, doc="output channels; zero channels are appended"),
+        "top": Field(INT, 0, minimum=0),
+        "bottom": Field(INT, 0, minimum=0),
+        "left": Field(INT, 0, minimum=0),
+        "right": Field(INT, 0, minimum=0),
     },
     complete=_complete, infer=_infer, build=_build, dilate=_dilate,
     saves_output=False,

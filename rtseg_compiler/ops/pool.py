@@ -24,15 +24,15 @@ from functools import reduce
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import (REQUIRED, AtRate, Cost, Field, FunctionCall, OpDef, OpError, Replace,
+from .base import (BOOL, PAIR, REQUIRED, AtRate, Cost, Field, FunctionCall, OpDef, OpError, Replace,
                    complete_window, conv_out, register, size_independent)
 
 _WINDOW = {
-    "kernel": Field("pair", REQUIRED, minimum=1),
-    "stride": Field("pair", None, minimum=1, doc="defaults to the kernel size"),
-    "padding": Field("pair", 0, minimum=0),
-    "dilation": Field("pair", 1, minimum=1, doc="spacing of the window's taps"),
-    "ceil_mode": Field("bool", False),
+    "kernel": Field(PAIR, REQUIRED, minimum=1),
+    "stride": Field(PAIR, None, minimum=1, doc="defaults to the kernel size"),
+    "padding": Field(PAIR, 0, minimum=0),
+    "dilation": Field(PAIR, 1, minimum=1, doc="spacing of the window's taps"),
+    "ceil_mode": Field(BOOL, False),
 }
 
 
@@ -158,14 +158,14 @@ def _avgpool_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Ten
 # With ``indices: true`` the pool also returns where each maximum was, which an
 # ``unpool`` layer (ENet, SegNet) reads to put values back in place (ops/unpool.py).
 register(OpDef(name="maxpool", summary="max pooling; indices: true also returns argmax indices for unpool",
-               fields={**_WINDOW, "indices": Field("bool", False, doc="also return the argmax "
+               fields={**_WINDOW, "indices": Field(BOOL, False, doc="also return the argmax "
                                                    "indices, for an unpool layer")},
                required=("kernel",), complete=_complete, infer=_window_infer,
                count=_window_count, build=_maxpool_build, dilate=dilate_pool,
                returns_extra=lambda attrs: bool(attrs["indices"]), saves_output=False))
 
 register(OpDef(name="avgpool", summary="average pooling",
-               fields={**_WINDOW, "count_include_pad": Field("bool", True)}, required=("kernel",),
+               fields={**_WINDOW, "count_include_pad": Field(BOOL, True)}, required=("kernel",),
                complete=_complete, infer=_window_infer, count=_window_count,
                build=_avgpool_build, dilate=dilate_pool, saves_output=False))
 
@@ -226,7 +226,7 @@ def _adaptive_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Te
 
 register(OpDef(name="adaptive_avgpool",
                summary="average pooling to a fixed size [h, w] of bins (PSP pyramid pooling)",
-               fields={"size": Field("pair", REQUIRED, minimum=1,
+               fields={"size": Field(PAIR, REQUIRED, minimum=1,
                                      doc="output height and width, n or [h, w] (torch's output_size)")},
                required=("size",), infer=_adaptive_infer, count=_adaptive_count,
                build=_adaptive_build, dilate=size_independent, saves_output=False))

@@ -14,8 +14,8 @@ from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import (AtRate, Cost, Field, FunctionCall, OpDef, OpError, not_dilatable, register,
-                   unaffected)
+from .base import (BOOL, CHOICE, NUMBER, AtRate, Cost, Field, FunctionCall, OpDef, OpError, not_dilatable,
+                   register, unaffected)
 
 
 def _upsample_complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any]:
@@ -68,9 +68,9 @@ register(OpDef(
     name="upsample",
     summary="nearest or bilinear resize by 'scale', or to the size of a second input",
     fields={
-        "scale": Field("number", None, minimum=0),
-        "mode": Field("choice", "nearest", choices=("nearest", "bilinear")),
-        "align_corners": Field("bool", False),
+        "scale": Field(NUMBER, None, minimum=0),
+        "mode": Field(CHOICE, "nearest", choices=("nearest", "bilinear")),
+        "align_corners": Field(BOOL, False),
     },
     arity=(1, 2), complete=_upsample_complete, infer=_upsample_infer, build=_upsample_build,
     dilate=_upsample_dilate,
@@ -106,7 +106,7 @@ def _crop_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tensor
 register(OpDef(
     name="crop",
     summary="cut the first input to the height and width of the second (inputs: [x, like])",
-    fields={"align": Field("choice", "start", choices=("start", "center"))},
+    fields={"align": Field(CHOICE, "start", choices=("start", "center"))},
     arity=(2, 2), infer=_crop_infer, build=_crop_build,
     count=lambda attrs, ins, out: Cost(),
     # Both inputs are at the same rate in a dilated encoder; the crop keeps the reference's size.

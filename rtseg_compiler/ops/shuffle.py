@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import REQUIRED, Field, FunctionCall, OpDef, OpError, register, unaffected
+from .base import INT, REQUIRED, Field, FunctionCall, OpDef, OpError, register, unaffected
 
 
 def channel_shuffle(x: Any, groups: int) -> Any:
@@ -30,7 +30,7 @@ def _build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType)
 
 register(OpDef(
     name="shuffle", summary="channel shuffle across groups",
-    fields={"groups": Field("int", REQUIRED, minimum=1)}, required=("groups",),
+    fields={"groups": Field(INT, REQUIRED, minimum=1)}, required=("groups",),
     complete=_complete, infer=lambda attrs, ins: ins[0], build=_build, dilate=unaffected,
     views_inputs=(0,), saves_output=False,  # view + transpose + reshape may share storage
 ))

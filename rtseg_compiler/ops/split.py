@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import Field, FunctionCall, OpDef, OpError, register, unaffected
+from .base import INT, Field, FunctionCall, OpDef, OpError, register, unaffected
 
 
 def take_channels(x: Any, *, start: int, stop: int) -> Any:
@@ -53,8 +53,8 @@ register(OpDef(
     name="split",
     summary="channels [start, stop) of a map (ShuffleNetV2's channel split)",
     fields={
-        "start": Field("int", 0, minimum=0, doc="first channel kept"),
-        "stop": Field("int", None, minimum=1, doc="one past the last channel kept; default in_channels"),
+        "start": Field(INT, 0, minimum=0, doc="first channel kept"),
+        "stop": Field(INT, None, minimum=1, doc="one past the last channel kept; default in_channels"),
     },
     complete=_complete, infer=_infer, build=_build, dilate=unaffected,
 ))

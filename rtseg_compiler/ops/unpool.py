@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import (REQUIRED, Cost, Field, FunctionCall, OpDef, OpError, complete_window, not_dilatable,
+from .base import (PAIR, REQUIRED, Cost, Field, FunctionCall, OpDef, OpError, complete_window, not_dilatable,
                    register)
 
 
@@ -82,9 +82,9 @@ register(OpDef(
     name="unpool",
     summary="max-unpooling with a max-pool's indices (inputs: [x, pool, pooled_map?])",
     fields={
-        "kernel": Field("pair", REQUIRED, minimum=1, doc="the max-pool's kernel"),
-        "stride": Field("pair", None, minimum=1, doc="the max-pool's stride; defaults to the kernel"),
-        "padding": Field("pair", 0, minimum=0, doc="the max-pool's padding"),
+        "kernel": Field(PAIR, REQUIRED, minimum=1, doc="the max-pool's kernel"),
+        "stride": Field(PAIR, None, minimum=1, doc="the max-pool's stride; defaults to the kernel"),
+        "padding": Field(PAIR, 0, minimum=0, doc="the max-pool's padding"),
     },
     required=("kernel",),
     arity=(2, 3),

@@ -25,29 +25,24 @@ Two quantities are budgeted (:class:`Budget`):
     1024x2048 (the largest real spec at full Cityscapes resolution).
 
 Spec files are also limited in how many layers they may *list*
-(:data:`MAX_LISTED_LAYERS`, checked before schema validation, which costs about
-0.6 ms per layer) and expand to (``expand.MAX_LAYERS``); see docs/errors.md.
+(``spec.listed_layers``, checked on the raw document before schema validation)
+and expand to (``expand.MAX_LAYERS``); see docs/errors.md.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
-from ..diagnostics import Diagnostic, Diagnostics
+from ..diagnostics import Diagnostics
 from ..ir import INPUT, Resolved
-from ..spec.load import location_of
 from .count import Audit
 
-__all__ = ["Budget", "DEFAULT_BUDGET", "MAX_LISTED_LAYERS", "BYTES_PER_ELEMENT",
-           "activation_bytes", "check_budget", "check_listed_layers", "format_bytes"]
+__all__ = ["Budget", "DEFAULT_BUDGET", "BYTES_PER_ELEMENT", "activation_bytes", "check_budget",
+           "format_bytes"]
 
 #: float32, the dtype the compiled modules are built in.
 BYTES_PER_ELEMENT = 4
-#: Layers one spec file may list (top level plus every block). The largest spec in specs/
-#: lists 54; schema validation of 2,000 takes about 1.2 s, of the 15,000 a 400 KB file can
-#: hold about 9 s.
-MAX_LISTED_LAYERS = 2_000
 
 
 @dataclass(frozen=True)
@@ -123,31 +118,6 @@ def check_budget(resolved: Resolved, audit: Audit, budget: Budget, diags: Diagno
             hint="use a smaller input or fewer channels, or raise the limit: rtsegc "
                  "--max-activations 64GiB, or analyze(..., budget=Budget(max_activation_bytes=N))",
             notes=node.origin if node else ())
-
-
-def check_listed_layers(doc: Any, file: str) -> list[Diagnostic]:
-    """An error when a document lists more than :data:`MAX_LISTED_LAYERS` layers.
-
-    Runs before schema validation: a file that the loader accepts (1 MB,
-    100,000 YAML events) can list 15,000 layers, which jsonschema takes about
-    nine seconds to check.
-    """
-    if not isinstance(doc, dict):
-        return []
-    lists: list[tuple[tuple, Any]] = [(("layers",), doc.get("layers"))]
-    blocks = doc.get("blocks")
-    if isinstance(blocks, dict):
-        lists += [(("blocks", name, "layers"), b.get("layers"))
-                  for name, b in blocks.items() if isinstance(b, dict)]
-    total = sum(len(items) for _, items in lists if isinstance(items, list))
-    if total <= MAX_LISTED_LAYERS:
-        return []
-    path, longest = max(((p, items) for p, items in lists if isinstance(items, list)),
-                        key=lambda pair: len(pair[1]))
-    return [Diagnostic(
-        f"the file lists {total:,} layers, over the limit of {MAX_LISTED_LAYERS:,} "
-        f"({'.'.join(map(str, path))} has {len(longest):,})", location_of(doc, path),
-        hint="write repeated layers once, in a block used with 'repeat: n'")]
 
 
 def _numel(shape: Iterable[int]) -> int:

@@ -95,6 +95,6 @@ def check_resolved(resolved: Resolved) -> Resolved:
         t = resolved.types[node.name]
         assert t.channels >= 1 and t.height >= 1 and t.width >= 1, f"{node.name}: bad type {t}"
         for key, value in node.attrs.items():
-            assert not isinstance(value, str) or REGISTRY[node.op].fields[key].kind == "choice", \
+            assert not isinstance(value, str) or not REGISTRY[node.op].fields[key].kind.expressions, \
                 f"{node.name}.{key} is still an expression: {value!r}"
     return resolved

@@ -163,7 +163,7 @@ class LayerExpander:
             vloc = location_of(item, (key,))
             attr_locs[key] = vloc
             f = op.fields[key]
-            if f.kind == "pair" and isinstance(value, list):
+            if f.kind.per_item and isinstance(value, list):
                 parts = []
                 for i, v in enumerate(value):
                     if isinstance(v, str):
@@ -172,7 +172,7 @@ class LayerExpander:
                     else:
                         parts.append(v)
                 attrs[key] = tuple(parts)
-            elif isinstance(value, str) and f.kind != "choice":
+            elif isinstance(value, str) and f.kind.expressions:
                 self.exprs.check_expression(value, vloc, body, {"i"})
                 attrs[key] = Expr(value, vloc)
             else:

@@ -18,10 +18,10 @@ import re
 from fractions import Fraction
 from typing import Any, Mapping
 
-from ..diagnostics import Diagnostics, did_you_mean
+from ..diagnostics import Diagnostics
 from ..ir import INPUT, Expr, Graph, Node, Resolved, Skip, Tap, TensorType, frozen_map, stride_text
 from ..ops import REGISTRY, OpError
-from ..ops.base import REQUIRED, Field
+from ..ops.base import REQUIRED
 from ..spec.expr import ExprError
 from .env import Env, evaluate_value
 
@@ -29,8 +29,6 @@ __all__ = ["infer_shapes", "suggest_input_sizes", "tap_stride", "MAX_SPATIAL"]
 
 #: 16k x 16k is beyond any segmentation input; larger sizes are typos.
 MAX_SPATIAL = 16_384
-#: No real layer has more than a few tens of thousands of channels.
-MAX_CHANNELS = 1_000_000
 #: Layer visits suggest_input_sizes may spend looking for input sizes that work.
 SUGGEST_BUDGET = 50_000
 _TAP_STRIDE = re.compile(r"^stride(\d+)$")
@@ -54,45 +52,6 @@ class _Skip(Exception):
     """An input of this node failed; its own error was already reported."""
 
 
-def _typed(value: Any, f: Field, name: str) -> Any:
-    """Check an evaluated value against its field kind; pairs become (h, w) tuples."""
-    if f.kind == "pair":
-        items = list(value) if isinstance(value, (list, tuple)) else [value, value]
-        return tuple(_typed_int(v, f, name) for v in items)
-    if f.kind == "int":
-        return _typed_int(value, f, name)
-    if f.kind == "number":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise OpError(f"{name} must be a number, got {value!r}", field=name)
-        if f.minimum is not None and value < f.minimum:
-            raise OpError(f"{name}={value} is below the minimum {f.minimum}", field=name)
-        return value
-    if f.kind == "bool":
-        if not isinstance(value, bool):
-            raise OpError(f"{name} must be true or false, got {value!r}", field=name)
-        return value
-    if f.kind == "choice":
-        if value not in f.choices:
-            raise OpError(f"{name}={value!r} is not one of {', '.join(f.choices)}", field=name,
-                          hint=did_you_mean(str(value), f.choices))
-        return value
-    raise OpError(f"unknown field kind {f.kind}")  # pragma: no cover
-
-
-def _typed_int(value: Any, f: Field, name: str) -> int:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise OpError(f"{name} must be an integer, got {value!r}", field=name,
-                      hint="wrap the expression in int() or round()" if isinstance(value, float) else None)
-    if f.minimum is not None and value < f.minimum:
-        what = "positive" if f.minimum == 1 else f"at least {f.minimum}"
-        raise OpError(f"{name} must be {what}, got {value}", field=name)
-    if value > MAX_CHANNELS:
-        raise OpError(f"{name}={value:,} is beyond the limit of {MAX_CHANNELS:,}", field=name)
-    return value
-
-
 def _evaluate_attrs(node: Node, env: Env) -> dict[str, Any]:
     op = REGISTRY[node.op]
     attrs: dict[str, Any] = {}
@@ -103,8 +62,8 @@ def _evaluate_attrs(node: Node, env: Env) -> dict[str, Any]:
         if raw is None:
             attrs[name] = None
             continue
-        if f.kind == "choice":
-            attrs[name] = _typed(raw, f, name)
+        if not f.kind.expressions:
+            attrs[name] = f.kind.coerce(raw, f, name)
             continue
         try:
             if isinstance(raw, tuple):
@@ -116,7 +75,7 @@ def _evaluate_attrs(node: Node, env: Env) -> dict[str, Any]:
             err = OpError(f"{name}: {msg}", field=name)
             err.loc = getattr(exc, "loc", None)  # set when a parameter's own text failed (env.py)
             raise err from None
-        attrs[name] = _typed(value, f, name)
+        attrs[name] = f.kind.coerce(value, f, name)
     return attrs
 
 

@@ -48,31 +48,10 @@ LAYER_KEYS = ("name", "op", "input", "inputs", "repeat", "when", "doc")
 #: Keys of a block use besides the block's own parameters.
 BLOCK_USE_KEYS = ("name", "block", "input", "inputs", "repeat", "start", "when", "doc")
 
-_EXPR = {"type": "string", "minLength": 1, "description": "an expression over spec parameters"}
-
 
 def _field_schema(f: Field) -> dict[str, Any]:
     doc = {"description": f.doc} if f.doc else {}
-    if f.kind == "int":
-        s: dict[str, Any] = {"type": ["integer", "string"]}
-        if f.minimum is not None:
-            s["minimum"] = f.minimum
-    elif f.kind == "pair":
-        item: dict[str, Any] = {"type": ["integer", "string"]}
-        if f.minimum is not None:
-            item["minimum"] = f.minimum
-        s = {**item, "type": ["integer", "string", "array"], "items": item,
-             "minItems": 2, "maxItems": 2}
-    elif f.kind == "number":
-        s = {"type": ["number", "string"]}
-        if f.minimum is not None:
-            s["minimum"] = f.minimum
-    elif f.kind == "bool":
-        s = {"type": ["boolean", "string"]}
-    elif f.kind == "choice":
-        s = {"enum": list(f.choices)}
-    else:  # pragma: no cover - a registry bug, caught by the schema test
-        raise ValueError(f"unknown field kind {f.kind!r}")
+    s = f.kind.schema(f)
     if f.default is not REQUIRED and f.default is not None:
         s["default"] = list(f.default) if isinstance(f.default, tuple) else f.default
     return {**s, **doc}

@@ -14,7 +14,6 @@ costs the same as MobileNet here.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -29,15 +28,6 @@ SEGMENTATION_MODELS = sorted(p for p in MODELS_DIR.glob("*.yaml")
                              if p.stem.split("_")[0] in ("skipnet", "unet", "dilation"))
 OTHER_MODELS = sorted(set(MODELS_DIR.glob("*.yaml")) - set(SEGMENTATION_MODELS))
 SIZES = [(512, 1024), (360, 640)]
-HAVE_DILATE = importlib.util.find_spec("rtseg_compiler.passes.dilate") is not None
-
-
-def _params(path: Path) -> list:
-    marks = []
-    if path.stem.startswith("dilation_") and not HAVE_DILATE:
-        marks.append(pytest.mark.skip(reason="dilation metas need the stride->dilation pass "
-                                             "(rtseg_compiler/passes/dilate.py), not present"))
-    return [pytest.param(path, id=path.stem, marks=marks)]
 
 
 def _compile_on_meta(path: Path, size: tuple[int, int]):
@@ -72,7 +62,7 @@ def test_zoo_is_complete():
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("path", [p for m in SEGMENTATION_MODELS for p in _params(m)])
+@pytest.mark.parametrize("path", SEGMENTATION_MODELS, ids=lambda p: p.stem)
 def test_segmentation_model_matches_audit(path: Path, size: tuple[int, int]):
     compiled = _compile_on_meta(path, size)
     num_classes = compiled.graph.num_classes
@@ -82,7 +72,7 @@ def test_segmentation_model_matches_audit(path: Path, size: tuple[int, int]):
     assert compiled.audit.flops > 0
 
 
-@pytest.mark.parametrize("path", [p for m in OTHER_MODELS for p in _params(m)])
+@pytest.mark.parametrize("path", OTHER_MODELS, ids=lambda p: p.stem)
 def test_other_models_match_audit(path: Path):
     """Non-segmentation zoo entries (ImageNet classifiers) at their own default size."""
     compiled = _compile_on_meta(path, None)

@@ -131,6 +131,11 @@ def test_usage_errors_exit_2(capsys):
     assert exit_.value.code == 2
 
 
+def test_model_and_encoder_meta_pair_together_are_refused(capsys):
+    assert main(["flops", str(MODEL), "--meta", "nope.yaml"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
 def test_an_internal_error_is_one_message_not_a_traceback(capsys, monkeypatch):
     """A compiler bug exits 3 with a report-this line; RTSEGC_DEBUG=1 would show the traceback."""
     monkeypatch.delenv("RTSEGC_DEBUG", raising=False)

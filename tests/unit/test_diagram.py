@@ -250,6 +250,13 @@ def test_rendered_format_without_dot_writes_the_dot_and_exits_2(tmp_path, capsys
     assert len(err.splitlines()) == 1 and "apt-get install graphviz" in err and "net.dot" in err
 
 
+def test_visualize_unknown_format_and_unwritable_path_are_usage_errors(tmp_path, capsys):
+    assert main(["visualize", str(SKIPNET), "-o", str(tmp_path / "x.txt")]) == 2
+    assert "cannot draw to '.txt'" in capsys.readouterr().err
+    assert main(["visualize", str(SKIPNET), "-o", str(tmp_path / "missing" / "x.dot")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
 META_TWO_HEADS = """
 kind: meta
 name: two_heads

@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from conftest import SPECS
 from rtseg_compiler.diagnostics import SpecError
 from rtseg_compiler.ir import TensorType
 from rtseg_compiler.ops import (REGISTRY, AtRate, Field, OpDef, OpError, Replace, dilate_conv,
@@ -142,6 +143,28 @@ def test_builtin_encoder_ends_at_the_output_stride(tmp_path):
     assert a.graph.node("encoder.c4").attrs["dilation"] == (1, 1)
     assert a.graph.node("encoder.c5").attrs["dilation"] == (2, 2)
     assert a.graph.node("encoder.c5").attrs["stride"] == (1, 1)
+
+
+def test_output_stride_refuses_a_strided_conv_without_same_padding(tmp_path):
+    """A k2/s2/p0 conv at stride 1 would shrink its map (8 -> 7): refused, like such pools."""
+    encoder = tmp_path / "enc.yaml"
+    encoder.write_text(
+        "kind: encoder\nname: e\nlayers:\n"
+        + "".join(f"  - {{name: c{i}, op: conv, kernel: 2, stride: 2, padding: 0, out: 8}}\n"
+                  for i in range(1, 6))
+        + "taps: {stride32: c5}\n")
+    meta = tmp_path / "meta.yaml"
+    meta.write_text("kind: meta\nname: m\nrequires: [stride32]\n"
+                    "layers:\n  - {name: s, op: conv, input: encoder.stride32, out: 2, kernel: 1}\n")
+    with pytest.raises(SpecError) as err:
+        analyze(encoder=encoder, meta=meta, input_size=(64, 64), output_stride=8)
+    messages = [d.message for d in err.value.errors]
+    assert any("cannot remove the stride of conv 'encoder.c4'" in m for m in messages), messages
+
+
+def test_output_stride_conflict_with_the_meta_is_an_error():
+    with pytest.raises(SpecError, match="conflicts with the meta-architecture"):
+        analyze(SPECS / "models" / "dilation_mobilenet_v1.yaml", (64, 64), output_stride=16)
 
 
 @pytest.fixture

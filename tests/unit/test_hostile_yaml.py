@@ -22,9 +22,9 @@ import yaml
 
 from conftest import no_hang
 from rtseg_compiler.diagnostics import SpecError
-from rtseg_compiler.passes import budget, expand
+from rtseg_compiler.passes import expand
 from rtseg_compiler.pipeline import analyze, validate_file
-from rtseg_compiler.spec import load
+from rtseg_compiler.spec import listed_layers, load
 from rtseg_compiler.spec.load import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, load_spec_file, load_spec_text
 
 
@@ -225,7 +225,7 @@ def test_event_limit():
 
 def test_listed_layer_limit_is_checked_before_the_schema(write_spec, monkeypatch):
     """Schema validation costs ~0.6 ms a layer; a file listing thousands is refused first."""
-    monkeypatch.setattr(budget, "MAX_LISTED_LAYERS", 50)
+    monkeypatch.setattr(listed_layers, "MAX_LISTED_LAYERS", 50)
     layers = "\n".join(f"  - {{name: l{i}, op: relu, bogus: 1}}" for i in range(60))
     path = write_spec("enc.yaml", f"kind: encoder\nname: many\nlayers:\n{layers}\n")
     (d,) = [d for d in validate_file(path) if d.severity == "error"]

@@ -14,6 +14,8 @@ from __future__ import annotations
 from fractions import Fraction
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from rtseg_compiler.diagnostics import SpecError
 from rtseg_compiler.ops import REGISTRY
@@ -273,6 +275,61 @@ def test_conv_out_dilation():
     assert conv_out(24, 3, 2, 2, 2) == 12
 
 
+@pytest.mark.parametrize("size,kernel,stride,expected",
+                         [(1, 2, 2, 1), (2, 3, 3, 1), (1, 3, 2, 0), (1, 5, 4, 0)])
+def test_ceil_mode_pool_wider_than_its_input(size, kernel, stride, expected):
+    """ATen's (span + s - 1) div_rtn s + 1: a 2/2 ceil pool of a 1x1 map gives 1x1, a 3/2 one
+    gives 0x0 (values from torch.nn.functional.max_pool2d, torch 2.13)."""
+    assert conv_out(size, kernel, stride, 0, 1, ceil_mode=True) == expected
+    assert conv_out(size, kernel, stride, 0, 1, ceil_mode=False) == 0
+
+
+def _walk_windows(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
+    """Output positions counted by sliding the window, as torch.nn.MaxPool2d's documentation says.
+
+    A window spans d(k-1)+1 positions and starts at -p, -p+s, ...; it counts when it ends within
+    the padded input. In ceil mode one more window may run past the padded end, if the last
+    window that fits left the end uncovered, and if it does not start in the right padding
+    ("sliding windows that would start in the right padded region are ignored"). Only for a
+    window that fits at least once: ATen and that sentence part ways on wider kernels
+    (test_ceil_mode_pool_wider_than_its_input; tests/torch checks every case against torch).
+    """
+    extent = dilation * (kernel - 1) + 1
+    padded_end = size + padding
+    count, start = 0, -padding
+    while start + extent <= padded_end:
+        count, start = count + 1, start + stride
+    if ceil_mode and start - stride + extent < padded_end and start < size:
+        count += 1
+    return count
+
+
+@st.composite
+def _windows(draw, ceil_mode: bool):
+    """(size, kernel, stride, padding, dilation) whose window fits the padded input at least once;
+    pools (ceil mode) pad at most half the kernel, as MaxPool2d requires."""
+    kernel, dilation = draw(st.integers(1, 7)), draw(st.integers(1, 3))
+    padding = draw(st.integers(0, kernel // 2 if ceil_mode else 2 * kernel))
+    extent = dilation * (kernel - 1) + 1
+    size = draw(st.integers(max(1, extent - 2 * padding), 64))
+    return size, kernel, draw(st.integers(1, 5)), padding, dilation
+
+
+@given(_windows(ceil_mode=False))
+@example((24, 3, 2, 0, 1)).via("test_conv_out_helper")
+@example((24, 3, 2, 2, 2)).via("test_conv_out_dilation")
+def test_conv_out_counts_the_windows_that_fit(case):
+    assert conv_out(*case) == _walk_windows(*case, ceil_mode=False)
+
+
+@given(_windows(ceil_mode=True))
+@example((5, 2, 2, 1, 1)).via("test_conv_out_helper")
+@example((2, 2, 3, 1, 1)).via("test_conv_out_helper")
+@example((7, 3, 3, 1, 1)).via("test_conv_out_helper")
+def test_conv_out_in_ceil_mode_adds_the_window_past_the_end_unless_it_starts_in_padding(case):
+    assert conv_out(*case, ceil_mode=True) == _walk_windows(*case, ceil_mode=True)
+
+
 # --------------------------------------------------------------------------- resampling
 
 @pytest.mark.parametrize("scale,size,expected", [
@@ -436,7 +493,7 @@ def test_groups_must_divide_channels(encoder_spec):
         run(encoder_spec, "- {op: conv, out: 48, kernel: 3, groups: 3}")
 
 
-# --------------------------------------------------------------------------- issue 8 ops
+# --------------------------------------------------------------------------- activation, broadcast, split
 # 32x24x40 input, numel 30,720. TF FLOPs per element are the registered ops of the TensorFlow
 # graph computing the same function (ops/activation.py's table): Mul/Add/RealDiv/Pow 1, Softmax 5,
 # Sigmoid/Tanh/LeakyRelu/Relu6/Erf 0.

@@ -31,7 +31,8 @@ from rtseg_compiler import analyze, validate_file
 from rtseg_compiler.cli import main
 from rtseg_compiler.diagnostics import SpecError
 from rtseg_compiler.ir import TensorType
-from rtseg_compiler.ops import REGISTRY, Cost, Field, OpDef, OpError, op_origin, register, unregister
+from rtseg_compiler.ops import (BOOL, CHOICE, INT, NUMBER, PAIR, REGISTRY, Cost, Field, FieldKind, OpDef,
+                                OpError, op_origin, register, unregister)
 from rtseg_compiler.ops import plugins
 from rtseg_compiler.spec import schema as schema_module
 from rtseg_compiler.spec.load import load_spec_file
@@ -187,6 +188,43 @@ def test_user_op_schema_is_valid_and_not_shipped(user_ops):
         op_names = full["$defs"]["layer"]["else"]["properties"]["op"]["anyOf"][0]["enum"]
         assert "uo_all_kinds" in op_names
         assert "uo_all_kinds" not in json.dumps(schema_for(kind, builtin_only=True))
+
+
+@pytest.mark.parametrize("name, kind", [("int", INT), ("pair", PAIR), ("number", NUMBER), ("bool", BOOL),
+                                        ("choice", CHOICE)], ids=str)
+def test_a_kind_named_by_its_old_string_is_that_kind(name, kind):
+    """``Field("int", ...)``, the spelling user ops were written with, is ``Field(INT, ...)``."""
+    assert Field(name, 1, choices=("a",)) == Field(kind, 1, choices=("a",))
+    assert Field(name, 1).kind is kind and str(kind) == name
+
+
+class _OddKind(FieldKind):
+    """A kind only a user op knows: an odd integer."""
+
+    name = "odd"
+
+    def schema(self, f):
+        return {"type": ["integer", "string"], "description": "an odd integer"}
+
+    def coerce(self, value, f, name):
+        if not isinstance(value, int) or value % 2 == 0:
+            raise OpError(f"{name} must be odd, got {value!r}", field=name)
+        return value
+
+
+def test_a_user_field_kind_owns_its_schema_and_its_check(encoder_spec, user_ops):
+    """Nothing outside the kind asks what kind a field is: a new subclass is schema and check alike."""
+    register(OpDef(name="uo_odd", summary="s", fields={"k": Field(_OddKind(), 3)},
+                   infer=lambda a, i: i[0], build=lambda a, i, o: None))
+    layer_schema = json.dumps(schema_for("encoder"))
+    assert '"an odd integer"' in layer_schema
+    assert analyze(encoder_spec("- {name: a, op: uo_odd, k: 2 * 2 + 1}\n")).resolved.types["encoder.a"]
+    path = encoder_spec("- {name: a, op: uo_odd,\n   k: 4}\n")
+    with pytest.raises(SpecError, match="k must be odd, got 4") as info:
+        analyze(path)
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "k: 4" in text)
+    col = path.read_text().splitlines()[line - 1].index("4") + 1
+    assert str(info.value).startswith(f"{path}:{line}:{col}: error:"), "the value's own place"
 
 
 # --------------------------------------------------------------------------- spec files stay data

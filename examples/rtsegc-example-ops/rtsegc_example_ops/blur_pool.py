@@ -30,7 +30,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from rtseg_compiler.ir import TensorType
-from rtseg_compiler.ops import AtRate, Cost, Field, OpDef, OpError, conv_out, register
+from rtseg_compiler.ops import CHOICE, INT, AtRate, Cost, Field, OpDef, OpError, conv_out, register
 
 PAD_MODES = ("reflect", "zeros")
 
@@ -94,10 +94,10 @@ BLUR_POOL = register(OpDef(
     name="blur_pool",
     summary="anti-aliased downsampling: fixed binomial blur per channel, then stride (Zhang 2019)",
     fields={
-        "kernel": Field("int", 3, minimum=1, doc="odd filter size; 3 is [1, 2, 1]/4"),
-        "stride": Field("int", 2, minimum=1),
-        "dilation": Field("int", 1, minimum=1),
-        "pad": Field("choice", "reflect", choices=PAD_MODES, doc="border handling, as in the paper"),
+        "kernel": Field(INT, 3, minimum=1, doc="odd filter size; 3 is [1, 2, 1]/4"),
+        "stride": Field(INT, 2, minimum=1),
+        "dilation": Field(INT, 1, minimum=1),
+        "pad": Field(CHOICE, "reflect", choices=PAD_MODES, doc="border handling, as in the paper"),
     },
     complete=_complete,
     infer=_infer,

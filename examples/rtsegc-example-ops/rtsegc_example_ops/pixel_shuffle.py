@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from rtseg_compiler.ir import TensorType
-from rtseg_compiler.ops import REQUIRED, Field, OpDef, OpError, not_dilatable, register
+from rtseg_compiler.ops import INT, REQUIRED, Field, OpDef, OpError, not_dilatable, register
 
 
 def _complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def _build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType)
 PIXEL_SHUFFLE = register(OpDef(
     name="pixel_shuffle",
     summary="sub-pixel upsampling: C*r*r x H x W -> C x rH x rW (depth to space)",
-    fields={"factor": Field("int", REQUIRED, minimum=1, doc="upscale factor r")},
+    fields={"factor": Field(INT, REQUIRED, minimum=1, doc="upscale factor r")},
     required=("factor",),
     complete=_complete,
     infer=_infer,

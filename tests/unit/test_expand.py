@@ -1,9 +1,12 @@
-"""Regressions from the review of passes/expand.py and passes/env.py (pure Python, no torch).
+"""The expansion pass on parameters, blocks and references (passes/expand.py, passes/env.py). No torch.
 
-Each test pins one bug the review reproduced: a hang (exponential parameter evaluation, a
-block using itself), a placeholder token leaking into a message (forward references as a
-block's input, long chains of them), a reference form that worked only at the top level,
-silent shadowing, and errors repeated once per block use.
+What expansion must get right beyond the happy path, each found broken once: parameters that
+refer to parameters are evaluated once each and a loop among them is reported; a block using
+itself is reported at once, naming the chain; forward references work as a block's input and in
+long chains, and their loops are reported without placeholder tokens in the message; dotted
+references work inside blocks; reserved layer names are refused rather than silently shadowed;
+``i`` is 0 outside a repeat; ``in_channels`` in parameters is refused early; an error in a
+block's body is reported once, not once per use.
 """
 
 from __future__ import annotations

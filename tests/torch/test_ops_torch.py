@@ -1,16 +1,19 @@
-"""Torch contract of the issue-8 ops: activations, softmax, broadcasting add/mul, adaptive
-average pooling and channel split.
+"""Ops against torch: activations, softmax, broadcasting add/mul, adaptive average pooling,
+channel split, and the conv/pool output-size rule.
 
 For each op, on a small encoder with an odd input size: the compiled module's
 layer shapes equal the inferred types, its parameters equal the audit's, and
 torch's FlopCounterMode equals 2 x the audit's MACs; the values equal what the
 torch functional computes. A Hypothesis property compares the add/mul shape
 rule with ``torch.broadcast_shapes`` on random C x H x W shapes, both ways:
-the compiler accepts exactly the shapes torch accepts.
+the compiler accepts exactly the shapes torch accepts. ``conv_out``, the size
+rule of conv and pooling, equals the sizes torch's conv2d and max_pool2d
+produce on a grid of small sizes, kernels, strides, paddings and dilations.
 """
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 from pathlib import Path
 
@@ -24,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from rtseg_compiler import compile_model  # noqa: E402
 from rtseg_compiler.ir import TensorType  # noqa: E402
-from rtseg_compiler.ops import OpError  # noqa: E402
+from rtseg_compiler.ops import OpError, conv_out  # noqa: E402
 from rtseg_compiler.ops.merge import broadcast_dims, broadcast_type  # noqa: E402
 from test_emit import layer_shapes  # noqa: E402
 
@@ -162,3 +165,35 @@ def test_broadcast_rule_accepts_exactly_what_torch_accepts(shapes):
     else:
         out = broadcast_type("mul", types)
         assert (out.channels, out.height, out.width) == expected
+
+
+# --------------------------------------------------------------------------- output sizes = torch's
+
+GRID = list(itertools.product(range(1, 13), range(1, 6), range(1, 4), range(1, 3)))  # size, k, s, d
+
+
+def _torch_size(call) -> int:
+    """The output height torch computes, 0 where it refuses an empty output."""
+    try:
+        return call().shape[2]
+    except RuntimeError:
+        return 0
+
+
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_conv_out_is_max_pool2d_output_size(ceil_mode):
+    """Every padding MaxPool2d allows (at most half the kernel), both rounding modes."""
+    for size, k, s, d in GRID:
+        x = torch.zeros(1, 1, size, 1)
+        for p in range(k // 2 + 1):
+            expected = _torch_size(lambda: F.max_pool2d(x, (k, 1), (s, 1), (p, 0), (d, 1),
+                                                        ceil_mode=ceil_mode))
+            assert conv_out(size, k, s, p, d, ceil_mode) == expected, (size, k, s, p, d)
+
+
+def test_conv_out_is_conv2d_output_size():
+    for size, k, s, d in GRID:
+        x, w = torch.zeros(1, 1, size, 1), torch.zeros(1, 1, k, 1)
+        for p in range(2 * k + 1):
+            expected = _torch_size(lambda: F.conv2d(x, w, stride=(s, 1), padding=(p, 0), dilation=(d, 1)))
+            assert conv_out(size, k, s, p, d) == expected, (size, k, s, p, d)
