@@ -123,7 +123,8 @@ def main() -> int:
         commands["baseline"] = commands["rtsegc"]
         envs["baseline"] = child_env(args.bytecode, args.baseline.resolve())
         cwds["baseline"] = args.baseline.resolve()
-    outputs = {name: timed(argv, envs[name], cwds[name])[2] for name, argv in commands.items()}  # warm-up (.pyc, page cache)
+    # One untimed run each: writes the .pyc files, warms the page cache; its output is checked below.
+    outputs = {name: timed(argv, envs[name], cwds[name])[2] for name, argv in commands.items()}
 
     times: dict[str, list[float]] = {name: [] for name in commands}
     cpu: dict[str, list[float]] = {name: [] for name in commands}
@@ -168,7 +169,8 @@ def main() -> int:
     if args.baseline:
         print(f"baseline / this checkout: {med['baseline'] / med['rtsegc']:.2f}x")
         ok = ok and json.loads(outputs["baseline"]) == json.loads(outputs["rtsegc"])
-    print(f"counts: {'equal' if ok else 'MISMATCH'} (audit {audit_flops:,} FLOPs, FlopCounterMode {torch_flops:,})")
+    print(f"counts: {'equal' if ok else 'MISMATCH'} "
+          f"(audit {audit_flops:,} FLOPs, FlopCounterMode {torch_flops:,})")
     return 0 if ok else 1
 
 

@@ -855,7 +855,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     ``main`` passes the command when the command line names a built-in one: the other nine
     sub-parsers (about 140 ``add_argument`` calls, 10-20 ms) and the scan of every installed
-    distribution for plugin commands (``importlib.metadata``, 40-90 ms with its imports on
+    distribution for plugin commands (``importlib.metadata``, 80-150 ms with its imports on
     the loaded 2-core CI machine) are then skipped. Neither changes how that command parses.
     """
     parser = argparse.ArgumentParser(

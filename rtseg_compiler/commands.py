@@ -19,8 +19,9 @@ line, never a traceback.
 
 The group is scanned only when the command line may need it: ``rtsegc --help``, or a command that is
 not built in. ``rtsegc flops`` and the other built-in commands skip the scan, which imports
-``importlib.metadata`` and reads every installed distribution (40-90 ms on the 2-core CI machine, a
-quarter of a whole ``rtsegc flops``); so the warnings above appear there, not on every run.
+``importlib.metadata`` and reads every installed distribution: 80-150 ms on the loaded 2-core CI
+machine, where a whole ``rtsegc flops`` now takes 0.3-0.4 s. So the warnings above appear there, not
+on every run.
 """
 
 from __future__ import annotations

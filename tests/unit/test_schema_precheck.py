@@ -148,7 +148,8 @@ def test_jsonschema_validators_are_built_once_per_process(monkeypatch, tmp_path)
     messages = []
     for k in range(3):
         path = tmp_path / f"bad{k}.yaml"
-        path.write_text(f"kind: encoder\nname: e{k}\nlayers:\n  - {{name: c, op: conv, out: 8, kernel: {k - 5}}}\n")
+        layer = f"{{name: c, op: conv, out: 8, kernel: {k - 5}}}"  # a kernel below the minimum
+        path.write_text(f"kind: encoder\nname: e{k}\nlayers:\n  - {layer}\n")
         messages.append(validate_document(load_spec_file(path), str(path)))
     assert all(messages), "each file should have a schema error"
     assert built == ["rtseg_compiler encoder spec"]
@@ -180,7 +181,8 @@ def test_a_missing_precheck_would_be_noticed(monkeypatch):
     """The quick path is taken only through surely_valid: without it every file builds a validator."""
     built = []
     real = jsonschema.Draft202012Validator
-    monkeypatch.setattr(jsonschema, "Draft202012Validator", lambda s, *a, **k: built.append(1) or real(s, *a, **k))
+    monkeypatch.setattr(jsonschema, "Draft202012Validator",
+                        lambda s, *a, **k: built.append(1) or real(s, *a, **k))
     monkeypatch.setattr(schema_module, "_VALIDATORS", {})
     monkeypatch.setattr(schema_module, "surely_valid", lambda schema, doc: False)
     path = Path(ZOO[0])
