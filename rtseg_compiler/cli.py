@@ -734,31 +734,22 @@ def _user_op_fault(exc: BaseException) -> Diagnostic | None:
 
 # --------------------------------------------------------------------------- entry
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rtsegc", description="Compile and audit YAML specs of real-time segmentation networks.")
-    from . import __version__
-
-    parser.add_argument("--version", action="version", version=f"rtsegc {__version__}")
-    parser.add_argument("--ops", action="append", type=_module_name, default=[], metavar="MODULE",
-                        help="import MODULE, which registers user ops, before the command (repeatable; "
-                             "installed rtseg_compiler.ops entry points load without it)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("validate", help="check spec files (exit 0 if all are valid, 2 otherwise)")
+def _validate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--input", type=parse_size, metavar="HxW", help="check shapes at this input size")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing for valid files")
     _budget_args(p)
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("shapes", help="per-layer output shapes, strides and dilations")
+
+def _shapes_parser(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     _outputs_arg(p)
     _budget_args(p)
     p.set_defaults(func=cmd_shapes)
 
-    p = sub.add_parser("flops", help="parameters, MACs and FLOPs, computed from the spec alone")
+
+def _flops_parser(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     _outputs_arg(p)
     _budget_args(p)
@@ -771,7 +762,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also count layers whose output is unused (TensorFlow's profiler did)")
     p.set_defaults(func=cmd_flops)
 
-    p = sub.add_parser("compile", help="build the PyTorch module and check it against the audit")
+
+def _compile_parser(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     _outputs_arg(p)
     _budget_args(p)
@@ -781,7 +773,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the shape-only forward pass on the meta device")
     p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("export", help="write an ONNX file or a torch.export ExportedProgram")
+
+def _export_parser(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     _budget_args(p)
     _build_args(p, channels_last=False)
@@ -793,7 +786,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "layer that fixes a size is named)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("weights", help="published weights through the layouts encoder specs declare")
+
+def _weights_parser(p: argparse.ArgumentParser) -> None:
     wsub = p.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
     q = wsub.add_parser("import", help="rename SOURCE:NAME[@PATH] onto the model's keys, strictly, "
                         "and save it (exit 2 with a report if it does not fit)")
@@ -807,7 +801,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(q, sizes=False)
     q.set_defaults(func=cmd_weights_list)
 
-    p = sub.add_parser("visualize", help="draw the network with Graphviz, with its cost")
+
+def _visualize_parser(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     _outputs_arg(p)
     _budget_args(p)
@@ -822,7 +817,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the FLOP convention the header totals (default flop = 2 x MACs)")
     p.set_defaults(func=cmd_visualize)
 
-    p = sub.add_parser("compare", help="params, MACs, GFLOPs and peak memory of several models side by side")
+
+def _compare_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL",
                    help="model specs (shell globs welcome; encoder and meta files are skipped)")
     p.add_argument("--input", type=parse_size, metavar="HxW", action="append",
@@ -850,22 +846,83 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=_positive, default=20, metavar="N", help="--bench timed calls (default 20)")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("schema", help="print the JSON Schema of spec files, for editors")
+
+def _schema_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("kind", nargs="?", choices=("encoder", "meta", "model"))
     p.set_defaults(func=cmd_schema)
 
-    p = sub.add_parser("models", help="list the model zoo (names work wherever a model path does)")
+
+def _models_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'skipnet_*' (default: all)")
     p.add_argument("-v", "--verbose", action="store_true", help="also the file each name stands for")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("ops", help="list the ops and their fields, and where user ops come from")
+def _ops_parser(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_ops)
+
+
+#: The built-in commands in ``rtsegc --help`` order: (one-line help, what adds the options).
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "validate": ("check spec files (exit 0 if all are valid, 2 otherwise)", _validate_parser),
+    "shapes": ("per-layer output shapes, strides and dilations", _shapes_parser),
+    "flops": ("parameters, MACs and FLOPs, computed from the spec alone", _flops_parser),
+    "compile": ("build the PyTorch module and check it against the audit", _compile_parser),
+    "export": ("write an ONNX file or a torch.export ExportedProgram", _export_parser),
+    "weights": ("published weights through the layouts encoder specs declare", _weights_parser),
+    "visualize": ("draw the network with Graphviz, with its cost", _visualize_parser),
+    "compare": ("params, MACs, GFLOPs and peak memory of several models side by side", _compare_parser),
+    "schema": ("print the JSON Schema of spec files, for editors", _schema_parser),
+    "models": ("list the model zoo (names work wherever a model path does)", _models_parser),
+    "ops": ("list the ops and their fields, and where user ops come from", _ops_parser),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``rtsegc`` parser; with a built-in ``command``, only that command's sub-parser.
+
+    ``main`` passes the command when the command line names a built-in one: the other nine
+    sub-parsers (about 140 ``add_argument`` calls, 10-20 ms) and the scan of every installed
+    distribution for plugin commands (``importlib.metadata``, 80-150 ms with its imports on
+    the loaded 2-core CI machine) are then skipped. Neither changes how that command parses.
+    """
+    parser = argparse.ArgumentParser(
+        prog="rtsegc", description="Compile and audit YAML specs of real-time segmentation networks.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"rtsegc {__version__}")
+    parser.add_argument("--ops", action="append", type=_module_name, default=[], metavar="MODULE",
+                        help="import MODULE, which registers user ops, before the command (repeatable; "
+                             "installed rtseg_compiler.ops entry points load without it)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, define) in COMMANDS.items():
+        if command is None or name == command:
+            define(sub.add_parser(name, help=help_text))
     for p in sub.choices.values():
         p.add_argument("--ops", action=_OpsAfterCommand, dest="misplaced_ops", default=argparse.SUPPRESS,
                        help=argparse.SUPPRESS)
-    _add_plugin_commands(sub)
+    if command not in COMMANDS:
+        _add_plugin_commands(sub)
     return parser
+
+
+def _builtin_command(argv: Sequence[str]) -> str | None:
+    """The built-in command ``argv`` runs, when that is certain before parsing; else None.
+
+    Certain means: only ``--ops MODULE`` / ``--ops=MODULE`` come before it. Anything else there
+    (``--help``, ``--version``, an abbreviated option) and a plugin command get the full parser.
+    """
+    k = 0
+    while k < len(argv):
+        token = argv[k]
+        if token == "--ops":
+            k += 2
+        elif token.startswith("--ops="):
+            k += 1
+        elif token in COMMANDS:
+            return token
+        else:
+            return None
+    return None
 
 
 def _add_plugin_commands(sub: Any) -> None:
@@ -895,7 +952,7 @@ def _add_plugin_commands(sub: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from .ops.plugins import set_problem_reporter
 
-    parser = build_parser()
+    parser = build_parser(_builtin_command(sys.argv[1:] if argv is None else argv))
     args, rest = parser.parse_known_args(argv)
     plugin = getattr(args, "plugin", None)
     if plugin is None and rest:

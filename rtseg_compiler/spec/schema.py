@@ -8,10 +8,13 @@ The generated schemas ship as package data (``rtseg_compiler/schemas``) and
 files hold the built-in ops only; ``rtsegc schema`` and validation also cover
 user ops (entry points, ``--ops``, ``register()``).
 
-The validators are cached per registry state (:func:`~rtseg_compiler.ops.base.registry_generation`):
-building one costs under a millisecond, validating MobileNet v1's encoder file
-with it about 17 ms of CPU (30 ops), and an op registered after the first validation gets a
-fresh one.
+The schemas and validators are cached per registry state
+(:func:`~rtseg_compiler.ops.base.registry_generation`), so one process builds each at most once
+and an op registered after the first validation gets a fresh one. A document is first checked
+by :func:`~rtseg_compiler.spec.precheck.surely_valid`, a plain-Python yes for valid documents;
+only a document it does not pass imports jsonschema (0.1-0.2 s, more than the rest of a whole
+``rtsegc flops``) and builds its validator (under a millisecond; validating MobileNet v1's
+encoder file with it costs about 17 ms of CPU with 30 ops).
 
 Validation turns each jsonschema error into a located diagnostic that names
 the field, the offending value and what would be valid.
@@ -22,9 +25,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Mapping
-
-import jsonschema
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from ..diagnostics import Diagnostic, did_you_mean
 from ..ops import REGISTRY, Field, OpDef, op_origin, registry_generation
@@ -32,6 +33,10 @@ from ..ops.base import BUILTIN, REQUIRED
 from ..ops.plugins import entry_point_problems, load_entry_points
 from ..weights.mapping import WEIGHTS_SCHEMA
 from .load import location_of
+from .precheck import surely_valid
+
+if TYPE_CHECKING:
+    import jsonschema
 
 __all__ = ["KINDS", "schema_for", "validate_document", "validate_layer_fields", "SCHEMA_DIR",
            "LAYER_KEYS", "BLOCK_USE_KEYS"]
@@ -213,21 +218,37 @@ def schema_for(kind: str, *, builtin_only: bool = False) -> dict[str, Any]:
             "additionalProperties": False, "$defs": {"layer": _layer_schema(ops)}}
 
 
-#: (kind, registry generation) -> validator; entries of an older registry state are dropped.
+#: (kind, registry generation) -> schema; entries of an older registry state are dropped.
+_SCHEMAS: dict[tuple[str, int], dict[str, Any]] = {}
+#: (kind, registry generation) -> validator, built from the cached schema when first needed.
 _VALIDATORS: dict[tuple[str, int], jsonschema.Draft202012Validator] = {}
 
 
+def _schema(kind: str) -> dict[str, Any]:
+    key = (kind, registry_generation())
+    schema = _SCHEMAS.get(key)
+    if schema is None:
+        for cache in (_SCHEMAS, _VALIDATORS):
+            for stale in [k for k in cache if k[1] != key[1]]:
+                del cache[stale]
+        schema = _SCHEMAS[key] = schema_for(kind)
+    return schema
+
+
 def _validator(kind: str) -> jsonschema.Draft202012Validator:
+    """jsonschema's validator for ``kind``: only for a document the precheck did not pass,
+    so that valid files never import jsonschema (spec/precheck.py says why)."""
+    schema = _schema(kind)
     key = (kind, registry_generation())
     validator = _VALIDATORS.get(key)
     if validator is None:
-        for stale in [k for k in _VALIDATORS if k[1] != key[1]]:
-            del _VALIDATORS[stale]
+        import jsonschema
+
         # No check_schema here: on the generated encoder or meta schema it costs ~270 ms of CPU
         # per kind with 30 ops, more than half of a cold ``rtsegc flops``. The generator's
         # output is checked against the metaschema by tests/unit/test_schema.py, and register()
         # refuses the malformed fields that could make a user op's part invalid.
-        validator = _VALIDATORS[key] = jsonschema.Draft202012Validator(schema_for(kind))
+        validator = _VALIDATORS[key] = jsonschema.Draft202012Validator(schema)
     return validator
 
 
@@ -264,7 +285,8 @@ def validate_document(doc: Any, file: str, expected_kind: str | None = None) -> 
                            location_of(doc, ("kind",)))]
     load_entry_points()  # once per process: installed user ops exist before the first spec is read
     out = []
-    errors = sorted(_validator(kind).iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
+    errors = [] if surely_valid(_schema(kind), doc) else sorted(
+        _validator(kind).iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
     for error in errors:
         out.extend(_explain(error, doc))
     out.extend(_check_op_names(doc))
@@ -302,6 +324,7 @@ def _check_op_names(doc: Any) -> Iterator[Diagnostic]:
                              notes=unknown_op_notes())
 
 
+_LAYER_SCHEMAS: dict[tuple[str, int], dict[str, Any]] = {}
 _LAYER_VALIDATORS: dict[tuple[str, int], jsonschema.Draft202012Validator] = {}
 
 
@@ -309,10 +332,16 @@ def validate_layer_fields(item: Any, op_name: str) -> list[Diagnostic]:
     """Schema diagnostics for one layer run as ``op_name`` (its ``op:`` named a parameter)."""
     op = REGISTRY[op_name]
     key = (op_name, id(op))
-    if key not in _LAYER_VALIDATORS:
+    if key not in _LAYER_SCHEMAS:
         common = _layer_schema()["else"]["else"]["properties"]
-        _LAYER_VALIDATORS[key] = jsonschema.Draft202012Validator(_op_layer_schema(op, common))
+        _LAYER_SCHEMAS[key] = _op_layer_schema(op, common)
     resolved = {**item, "op": op_name}
+    if surely_valid(_LAYER_SCHEMAS[key], resolved):
+        return []
+    if key not in _LAYER_VALIDATORS:
+        import jsonschema
+
+        _LAYER_VALIDATORS[key] = jsonschema.Draft202012Validator(_LAYER_SCHEMAS[key])
     out = []
     for error in sorted(_LAYER_VALIDATORS[key].iter_errors(resolved),
                         key=lambda e: list(map(str, e.absolute_path))):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
 from rtseg_compiler.commands import discover_commands
 
 
@@ -84,3 +86,33 @@ def test_runtime_commands_without_the_runtime_say_what_to_install(monkeypatch, c
     assert cli.main(["train", "spec.yaml", "--max-iters", "3"]) == 2
     err = capsys.readouterr().err
     assert "'train' comes from the runtime package (rtseg_runtime)" in err and "pip install -e ." in err
+
+
+def test_builtin_commands_skip_the_plugin_scan_and_help_does_not(monkeypatch, capsys):
+    """rtsegc flops needs no entry-point scan; --help and unknown commands still list plugins."""
+    import rtseg_compiler.commands as commands
+    from rtseg_compiler import cli
+
+    scans: list[int] = []
+    eps = [FakeEntryPoint("lint", "pkg:LINT", _command("lint specs")[0])]
+    monkeypatch.setattr(commands, "_installed", lambda: scans.append(1) or eps)
+    assert cli._builtin_command(["--ops", "m", "flops", "x.yaml"]) == "flops"
+    assert cli._builtin_command(["--ops=m", "validate"]) == "validate"
+    for argv in (["--help"], ["lint"], ["--op", "m", "flops"], ["--version"], []):
+        assert cli._builtin_command(argv) is None
+    cli.build_parser("flops")
+    assert scans == []
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert scans == [1] and "lint specs" in capsys.readouterr().out
+
+
+def test_the_short_parser_parses_like_the_full_one():
+    from rtseg_compiler import cli
+
+    for command, argv in [("flops", ["flops", "m.yaml", "--input", "256x512", "--per-layer", "--json"]),
+                          ("validate", ["validate", "a.yaml", "b.yaml", "-q", "--max-params", "5M"]),
+                          ("weights", ["weights", "list", "m.yaml"])]:
+        short, _ = cli.build_parser(command).parse_known_args(argv)
+        full, _ = cli.build_parser().parse_known_args(argv)
+        assert vars(short) == vars(full)
