@@ -112,6 +112,17 @@ def _load_user_ops(modules: Sequence[str]) -> int:
     return EXIT_OK
 
 
+def _output_strides() -> tuple[int, ...]:
+    """The output strides passes/dilate.py accepts: the policy has one home, the CLI asks it."""
+    from .passes.dilate import VALID_OUTPUT_STRIDES
+
+    return VALID_OUTPUT_STRIDES
+
+
+def _output_strides_text() -> str:
+    return "{" + ",".join(map(str, _output_strides())) + "}"
+
+
 def _model_args(p: argparse.ArgumentParser, *, sizes: bool = True) -> None:
     p.add_argument("model", nargs="?", help="model spec (or an encoder spec); "
                    "or give --encoder and --meta instead")
@@ -121,7 +132,7 @@ def _model_args(p: argparse.ArgumentParser, *, sizes: bool = True) -> None:
         p.add_argument("--input", type=parse_size, metavar="HxW",
                        help="input height x width (default: the model's 'input')")
     p.add_argument("--num-classes", type=_positive, metavar="N", help="override the model's num_classes")
-    p.add_argument("--output-stride", type=int, choices=(8, 16, 32), metavar="{8,16,32}",
+    p.add_argument("--output-stride", type=int, choices=_output_strides(), metavar=_output_strides_text(),
                    help="rewrite encoder strides into dilations to reach this output stride")
     p.add_argument("--encoder-param", action="append", type=parse_param, metavar="NAME=VALUE",
                    dest="encoder_params", help="override an encoder parameter, e.g. width=0.5 (repeatable)")
@@ -824,7 +835,7 @@ def _compare_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", type=parse_size, metavar="HxW", action="append",
                    help="input size; repeat for several (default: each model's own)")
     p.add_argument("--num-classes", type=_positive, metavar="N", help="override every model's num_classes")
-    p.add_argument("--output-stride", type=int, choices=(8, 16, 32), metavar="{8,16,32}",
+    p.add_argument("--output-stride", type=int, choices=_output_strides(), metavar=_output_strides_text(),
                    help="run every encoder at this output stride")
     p.add_argument("--convention", choices=("mac", "flop", "tf"), default="flop",
                    help="what the GFLOPs column counts (default flop = 2 x MACs)")

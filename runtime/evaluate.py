@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from rtseg_compiler.passes.dilate import VALID_OUTPUT_STRIDES
+
 from .build import ModelArgs, build_model, make_dataset, pick_device
 from .data import IGNORE_INDEX
 from .losses import main_output
@@ -128,7 +130,7 @@ def build_parser(prog: str = "rtsegc eval") -> argparse.ArgumentParser:
     p.add_argument("--classes", default=None,
                    help="'camvid' or a class count (default: the checkpoint's, else camvid)")
     p.add_argument("--input", type=_size, metavar="HxW", help="network input size (default: checkpoint/spec)")
-    p.add_argument("--output-stride", type=int, choices=(8, 16, 32))
+    p.add_argument("--output-stride", type=int, choices=VALID_OUTPUT_STRIDES)
     p.add_argument("--label-size", choices=("input", "original"), default="input",
                    help="score at the input size (labels resized nearest) or at the labels' stored size")
     p.add_argument("--batch-size", type=int, default=1)

@@ -33,6 +33,8 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from rtseg_compiler.passes.dilate import VALID_OUTPUT_STRIDES
+
 from .build import SYNTHETIC, ModelArgs, build_model, make_dataset, pick_device
 from .data import IGNORE_INDEX, class_set
 from .evaluate import evaluate
@@ -61,7 +63,7 @@ class TrainConfig:
     meta: str | None = _opt("meta-architecture spec, with --encoder", default=None)
     input: tuple[int, int] | None = _opt("training size HxW (default: the spec's input)", metavar="HxW",
                                          default=None)
-    output_stride: int | None = _opt("dilate the encoder to output stride 8, 16 or 32", choices=(8, 16, 32),
+    output_stride: int | None = _opt("dilate the encoder to output stride 8, 16 or 32", choices=VALID_OUTPUT_STRIDES,
                                      default=None)
     pretrained: str | None = _opt("encoder weights: a local state dict FILE, or SOURCE:NAME[@PATH] through "
                                   "the encoder spec's layout (docs/weights.md); strict; without @PATH the "
