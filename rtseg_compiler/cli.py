@@ -587,15 +587,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise UsageError(f"--plot {args.plot}: use a .svg, .png or .pdf file name")
     bench_spec = None
     if args.bench:
-        # The one place the compiler reaches into the runtime, lazily and only when asked: the
-        # timing loop lives there (rtsegc bench), and an analysis-only install works without it.
-        from importlib import import_module
-
+        # The timing loop of rtsegc bench (latency.py), imported only when asked: it needs torch.
         try:
-            bench_spec = import_module("rtseg_runtime.bench").bench_spec
+            from .latency import bench_spec
         except ImportError as exc:
-            raise UsageError(f"--bench needs torch and the runtime package rtseg_runtime ({exc}); "
-                             "run 'pip install -e .' in a source checkout") from None
+            raise UsageError(f"--bench needs torch ({exc})") from None
     models, notes = _compare_targets(args.models)
     for note in notes:
         print(note, file=sys.stderr)
@@ -632,7 +628,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _bench_row(bench_spec: Any, path: str, size: tuple[int, int], args: argparse.Namespace) -> dict[str, Any]:
-    """Latency and images/s of the compiled model (runtime.bench, the same as ``rtsegc bench``)."""
+    """Latency and images/s of the compiled model (latency.py, the same as ``rtsegc bench``)."""
     import torch
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")

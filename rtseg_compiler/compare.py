@@ -17,7 +17,7 @@ This is what an inference run (``no_grad``, no in-place ops) must hold at once; 
 generated ``forward`` drops each intermediate after its last use, which is exactly this
 schedule. Weights, gradients, allocator rounding and convolution workspaces are not included.
 
-Pure Python except ``--bench`` (``runtime.bench``, torch) and ``--plot`` (matplotlib, the
+Pure Python except ``--bench`` (``latency.py``, torch) and ``--plot`` (matplotlib, the
 optional ``[plot]`` extra), both imported only when asked for.
 """
 

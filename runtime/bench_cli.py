@@ -3,7 +3,7 @@
 This is the former ``cmd_bench`` of ``rtseg_compiler/cli.py``, moved here so that the compiler's
 CLI no longer imports the runtime (``rtseg_compiler/commands.py`` explains the entry-point group). It
 reuses the compiler CLI's option helpers and error classes: the runtime depends on the compiler, never the
-other way round. Timing itself is :mod:`runtime.bench`.
+other way round. Timing itself is :mod:`rtseg_compiler.latency`.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     one row per build (``_bench_variants``)."""
     import torch
 
-    from .bench import bench_spec, bench_variants, torch_compile_problem
+    from rtseg_compiler.latency import bench_spec, bench_variants, torch_compile_problem
 
     _check_model_args(args)
     if args.warmup < 0:

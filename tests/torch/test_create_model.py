@@ -102,3 +102,30 @@ def test_params_go_to_the_spec_that_declares_them() -> None:
 def test_arguments_that_do_not_fit_say_why(kwargs: dict, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         create_model("unet_mobilenet_v1", **kwargs)
+
+
+def test_pretrained_backbone_equals_torchvision_features(tmp_path) -> None:
+    """features_only + pretrained: the taps are torchvision ResNet-18's stage outputs, exactly."""
+    from torchvision_compat import import_torchvision
+
+    reference = import_torchvision().models.resnet18(weights=None).eval()
+    with torch.no_grad():
+        for bn in (m for m in reference.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 1.5)
+    weights = tmp_path / "r18.pth"
+    torch.save(reference.state_dict(), weights)
+    backbone = create_model("skipnet_resnet18", features_only=True, taps=["stride8", "stride16", "stride32"],
+                            pretrained=f"torchvision:resnet18@{weights}").eval()
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        maps = backbone(x)
+        y = reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))
+        expected = {}
+        for name, stage in (("stride4", reference.layer1), ("stride8", reference.layer2),
+                            ("stride16", reference.layer3), ("stride32", reference.layer4)):
+            y = stage(y)
+            expected[name] = y
+    assert list(maps) == ["stride8", "stride16", "stride32"]
+    for name, value in maps.items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-5)
