@@ -140,16 +140,18 @@ class FieldKind:
 MAX_FIELD_INT = 1_000_000
 
 
+def _with_minimum(schema: dict[str, Any], f: "Field") -> dict[str, Any]:
+    """A number's schema fragment with the field's ``minimum``, when it declares one."""
+    return schema if f.minimum is None else {**schema, "minimum": f.minimum}
+
+
 class IntKind(FieldKind):
     """A non-negative integer or an expression; ``minimum`` is inclusive."""
 
     name = "int"
 
     def schema(self, f: "Field") -> dict[str, Any]:
-        s: dict[str, Any] = {"type": ["integer", "string"]}
-        if f.minimum is not None:
-            s["minimum"] = f.minimum
-        return s
+        return _with_minimum({"type": ["integer", "string"]}, f)
 
     def coerce(self, value: Any, f: "Field", name: str) -> int:
         if isinstance(value, float) and value.is_integer():
@@ -186,10 +188,7 @@ class NumberKind(FieldKind):
     name = "number"
 
     def schema(self, f: "Field") -> dict[str, Any]:
-        s: dict[str, Any] = {"type": ["number", "string"]}
-        if f.minimum is not None:
-            s["minimum"] = f.minimum
-        return s
+        return _with_minimum({"type": ["number", "string"]}, f)
 
     def coerce(self, value: Any, f: "Field", name: str) -> int | float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
