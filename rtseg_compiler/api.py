@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Iterator, Mapping, Sequence
 
 from .diagnostics import Diagnostics
@@ -108,10 +107,20 @@ def create_model(name_or_path: str | Path, *, num_classes: int | None = None,
                                                      encoder_params, pretrained)
         audit = analysis.audit
     module.train()
-    module.audit = audit
-    module.feature_info = FeatureInfo(features)
-    module.spec = MappingProxyType(_spec_texts(analysis.graph.files))
+    _attach(module, audit=audit, feature_info=FeatureInfo(features), spec=_spec_texts(analysis.graph.files))
     return module
+
+
+def _attach(module: Any, **attributes: Any) -> None:
+    """Set ``attributes`` on a GraphModule so that they survive ``copy.deepcopy`` (EMA copies, DDP
+    wrappers) and pickling: ``GraphModule.__deepcopy__`` rebuilds the module and keeps only what
+    ``meta["_user_preserved_attributes"]`` lists (torch.fx's own mechanism for this)."""
+    from torch.fx import graph_module
+
+    key = getattr(graph_module, "_USER_PRESERVED_ATTRIBUTES_KEY", "_user_preserved_attributes")
+    module.meta.setdefault(key, {}).update(attributes)
+    for name, value in attributes.items():
+        setattr(module, name, value)
 
 
 def _route_params(ref: Any, params: Mapping[str, Any], encoder_params: Mapping[str, Any] | None,

@@ -43,10 +43,26 @@ def _attach(root: nn.Module, path: str, module: nn.Module) -> None:
     parent.add_module(parts[-1], module)
 
 
+class Retracer(fx.Tracer):
+    """The tracer torch.fx uses to rebuild a compiled module from its code when it is unpickled
+    (``torch.save(module)``, a DataLoader or multiprocessing handing it to another process).
+
+    Re-tracing runs ``forward`` on proxies; ``merge.add_into_first`` (the in-place add of
+    passes/inplace.py) checks dtypes and shapes before adding in place, a branch a proxy cannot
+    take, so it is kept as one call, as ``emit_torch`` recorded it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from ..ops.merge import add_into_first
+
+        kwargs.setdefault("autowrap_functions", (add_into_first,))
+        super().__init__(*args, **kwargs)
+
+
 def emit_torch(resolved: Resolved, class_name: str = "CompiledNet") -> fx.GraphModule:
     """A GraphModule computing ``resolved.graph`` for inputs of any batch size."""
     root = nn.Module()
-    graph = fx.Graph()
+    graph = fx.Graph(tracer_cls=Retracer)
     values: dict[str, fx.Node] = {INPUT: graph.placeholder("x")}
     #: Second results of ops that return (value, extra), e.g. max-pool indices for unpool.
     extras: dict[str, fx.Node] = {}

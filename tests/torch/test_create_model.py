@@ -129,3 +129,29 @@ def test_pretrained_backbone_equals_torchvision_features(tmp_path) -> None:
     assert list(maps) == ["stride8", "stride16", "stride32"]
     for name, value in maps.items():
         torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["unet_resnet18", "lraspp_mobilenet_v3_large"])
+def test_deepcopy_and_pickle_keep_the_module_and_what_it_carries(name: str) -> None:
+    """EMA copies deepcopy a model, torch.save(model) pickles it: both keep audit, taps and spec,
+    and the pickled module (re-traced by torch.fx on load, in-place adds included) computes the same."""
+    import copy
+    import io
+
+    net = create_model(name, input_size=(64, 96)).eval()
+    twin = copy.deepcopy(net)
+    buffer = io.BytesIO()
+    torch.save(net, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        want = net(x)
+        for other in (twin, loaded):
+            assert other.audit == net.audit and other.spec == net.spec
+            assert list(other.feature_info) == list(net.feature_info)
+            got = other(x)
+            if isinstance(want, dict):
+                assert all(torch.equal(want[k], got[k]) for k in want)
+            else:
+                assert torch.equal(want, got)
