@@ -22,6 +22,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from rtseg_compiler.weights.importer import key_section
+
 __all__ = ["LoadReport", "WeightsError", "load_pretrained", "read_state_dict"]
 
 
@@ -47,11 +49,7 @@ class LoadReport:
                  f"skipped (outside prefix) {len(self.skipped)}"]
 
         def section(title: str, items: Sequence[str]) -> None:
-            if items:
-                lines.append(f"  {title}:")
-                lines.extend(f"    {item}" for item in items[:limit])
-                if len(items) > limit:
-                    lines.append(f"    ... and {len(items) - limit} more")
+            lines.extend(key_section(title, items, limit))
 
         section("missing from the file (the module has them)", self.missing)
         section("unexpected in the file (the module lacks them)",

@@ -22,13 +22,22 @@ from torch import nn
 from ..spec.load import load_spec_file
 from .mapping import Layout, WeightSource, WeightSourceError, is_source_text, parse_layouts, parse_source
 
-__all__ = ["ImportReport", "WeightsError", "import_weights", "map_state_dict", "read_state_dict_file",
+__all__ = ["ImportReport", "WeightsError", "import_weights", "key_section", "map_state_dict", "read_state_dict_file",
            "fetch_state_dict", "layouts_for", "layout_for", "load_pretrained_into", "looks_like_source"]
 
 ENCODER_PREFIX, HEAD_PREFIX = "encoder.", "head."
 #: A BatchNorm buffer that only matters with momentum=None; checkpoints often omit it.
 _COUNTER = "num_batches_tracked"
 
+
+
+def key_section(title: str, items: Sequence[str], limit: int) -> list[str]:
+    """One titled, indented list of a weight report (at most ``limit`` keys, then a count), or
+    nothing for no items; shared by this report and the runtime's ``--pretrained FILE`` report."""
+    if not items:
+        return []
+    more = [f"    ... and {len(items) - limit} more"] if len(items) > limit else []
+    return [f"  {title}:", *(f"    {item}" for item in items[:limit]), *more]
 
 @dataclass(frozen=True)
 class ImportReport:
@@ -60,11 +69,7 @@ class ImportReport:
                  f"not used by this model {len(self.unused)}"]
 
         def section(title: str, items: Sequence[str]) -> None:
-            if items:
-                lines.append(f"  {title}:")
-                lines.extend(f"    {item}" for item in items[:limit])
-                if len(items) > limit:
-                    lines.append(f"    ... and {len(items) - limit} more")
+            lines.extend(key_section(title, items, limit))
 
         section("missing (the module has them, the source does not fill them)",
                 [k + (f"  (did you mean source key {self.hints[k]}?)" if k in self.hints else "")
