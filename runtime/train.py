@@ -28,7 +28,7 @@ import time
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
@@ -250,8 +250,12 @@ def _tensorboard_images(tb, model, val_set, spec, device, step: int, count: int 
 
 # --------------------------------------------------------------------------- training
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run the whole training; returns a summary (losses per step, last evaluation, checkpoint paths)."""
+def train(cfg: TrainConfig, on_eval: Callable[[int, dict], bool] | None = None) -> dict[str, Any]:
+    """Run the whole training; returns a summary (losses per step, last evaluation, checkpoint paths).
+
+    ``on_eval(step, metrics)`` is called after each evaluation and its checkpoint; returning True stops
+    the run there (``stopped_early`` in the summary). ``rtsegc study``'s early-stopping rules use it.
+    """
     # ---- processes and devices: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE
     ddp = int(os.environ.get("RANK", -1)) != -1
     device = pick_device(cfg.device)
@@ -268,7 +272,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         rank, world = 0, 1
     master = rank == 0
     try:
-        return _train(cfg, device, rank, world, master, ddp)
+        return _train(cfg, device, rank, world, master, ddp, on_eval)
     finally:
         if ddp:
             import torch.distributed as dist
@@ -277,7 +281,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master: bool,
-           ddp: bool) -> dict[str, Any]:
+           ddp: bool, on_eval: Callable[[int, dict], bool] | None = None) -> dict[str, Any]:
     torch.manual_seed(cfg.seed + rank)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -422,6 +426,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
     losses: list[float] = []
     last_eval: dict = {}
     stream = batches()
+    stopped_early = False
     t0 = time.perf_counter()
     model.train()
     try:
@@ -487,6 +492,11 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
                     _atomic_save(state, out_dir / "last.pt")
                     if improved:
                         _atomic_save(state, out_dir / "best.pt")
+                if on_eval is not None and on_eval(iter_num, last_eval):
+                    stopped_early = True
+                    if master:
+                        progress.write(f"step {iter_num}: stopped early")
+                    break
                 t0 = time.perf_counter()  # do not charge evaluation to the next step
     except KeyboardInterrupt:
         if master:
@@ -503,7 +513,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
         summary = write_summary(out_dir, f"{compiled.audit.model} on {cfg.dataset or cfg.data}", last_eval)
         print(f"summary: {summary}")
     return {"iter_num": iter_num, "losses": losses, "eval": last_eval, "best_miou": best_miou,
-            "out_dir": str(out_dir), "rank": rank, "world_size": world}
+            "out_dir": str(out_dir), "rank": rank, "world_size": world, "stopped_early": stopped_early}
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "rtsegc train") -> int:
