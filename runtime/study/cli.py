@@ -173,7 +173,7 @@ def run_study(args: argparse.Namespace) -> int:
         else:
             print(f"[{job.name}] {row.get('status')}: {row.get('error')} "
                   f"(log: {trial_paths(study_dir, job.name)['log']})", flush=True)
-        _report(study, study_dir, [results[r.trial.name] for r in rows])  # a partial report after each trial
+        _report(study, study_dir, [results[r.trial.name] for r in rows], plots=False)  # partial, after each trial
 
     if jobs:
         print(f"running {len(jobs)} trial(s) with the {args.executor} executor"
@@ -187,10 +187,10 @@ def run_study(args: argparse.Namespace) -> int:
     return 1 if any(r.get("status") == "failed" for r in final) else 0
 
 
-def _report(study: Study, study_dir: Path, rows: list[dict[str, Any]]):
+def _report(study: Study, study_dir: Path, rows: list[dict[str, Any]], plots: bool = True):
     from .report import write_report
 
-    return write_report(study_dir, study, rows)
+    return write_report(study_dir, study, rows, plots=plots)
 
 
 def with_trials(study: Study, trials) -> Study:

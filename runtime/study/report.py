@@ -109,8 +109,10 @@ def _counts(rows: Sequence[Mapping[str, Any]], extra: Mapping[str, int] | None) 
 
 
 def write_report(folder: str | Path, study: Any, rows: Sequence[Mapping[str, Any]], *,
-                 extra_counts: Mapping[str, int] | None = None, notes: Sequence[str] = ()) -> dict[str, Path]:
-    """Write the report files into ``folder``; returns their paths by kind."""
+                 extra_counts: Mapping[str, int] | None = None, notes: Sequence[str] = (),
+                 plots: bool = True) -> dict[str, Path]:
+    """Write the report files into ``folder``; returns their paths by kind. ``plots=False`` leaves the
+    plots out (the partial report written after each trial)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     unit = {"mac": "GMACs", "flop": "GFLOPs", "tf": "GFLOPs (tf)"}[study.convention]
@@ -131,16 +133,19 @@ def write_report(folder: str | Path, study: Any, rows: Sequence[Mapping[str, Any
         writer.writerow(["" if r.get(c) is None else r.get(c) for c in _CSV_COLUMNS])
     paths["csv"].write_text(buffer.getvalue())
 
-    plots, plot_note = [], None
+    drawn, plot_note = [], None
     try:
+        if not plots:
+            raise ImportError
         import matplotlib  # noqa: F401
     except ImportError:
-        plot_note = "Plots skipped: matplotlib is not installed (pip install 'rtseg-compiler[plot]')."
+        if plots:
+            plot_note = "Plots skipped: matplotlib is not installed (pip install 'rtseg-compiler[plot]')."
     else:
         for key, label, name in (("gflops", f"{unit}{at}", "miou_vs_gflops.png"),
                                  ("latency_ms", f"latency (ms){bench_at}", "miou_vs_latency.png")):
             if _plot(rows, key, label, folder / name, f"{study.name}: mIoU vs {label}"):
-                plots.append(name)
+                drawn.append(name)
                 paths[name] = folder / name
 
     md = [f"# Study {study.name}", "", f"From `{study.source}`; dataset `{study.dataset}`"
@@ -159,9 +164,9 @@ def write_report(folder: str | Path, study: Any, rows: Sequence[Mapping[str, Any
     if failures:
         md += ["", "## Not trained or failed", ""]
         md += [f"- {r['name']}: {r.get('error') or r.get('over_budget')}" for r in failures]
-    if plots or plot_note:
+    if drawn or plot_note:
         md += ["", "## Plots", ""]
-        md += [f"![{p}]({p})" for p in plots] if plots else [plot_note]
+        md += [f"![{p}]({p})" for p in drawn] if drawn else [plot_note]
     if notes:
         md += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     paths["md"].write_text("\n".join(md) + "\n")

@@ -74,13 +74,16 @@ RECIPE_OPTIONS: dict[str, dict[str, Any]] = {
 STUDY_OWNED_OPTIONS = ("model", "encoder", "meta", "output_stride", "data", "dataset", "classes",
                        "out_dir", "resume", "seed")
 _RECIPE = {"type": "object", "additionalProperties": False, "properties": RECIPE_OPTIONS}
-_PART = {"oneOf": [_REF, {"type": "object", "required": ["spec"], "additionalProperties": False,
-                          "properties": {"spec": _REF, "params": _PARAMS}}]}
-_MODEL_ITEM = {"oneOf": [_REF, {
-    "type": "object", "additionalProperties": False,
+# A string (a zoo name or path) or a mapping; "type" with both keeps the errors about the mapping's
+# fields precise (a oneOf would only say "not valid under any of the given schemas").
+_PART = {"type": ["string", "object"], "minLength": 1, "required": ["spec"], "additionalProperties": False,
+         "properties": {"spec": _REF, "params": _PARAMS,
+                        "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"}}}
+_MODEL_ITEM = {
+    "type": ["string", "object"], "minLength": 1, "additionalProperties": False,
     "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"}, "model": _REF,
                    "encoder": _REF, "meta": _REF, "params": _PARAMS, "encoder_params": _PARAMS,
-                   "meta_params": _PARAMS, "output_stride": _STRIDE, "train": _RECIPE}}]}
+                   "meta_params": _PARAMS, "output_stride": _STRIDE, "train": _RECIPE}}
 _SPACE_ITEM = {"type": "object", "additionalProperties": False,
                "properties": {"choices": {"type": "array", "minItems": 1, "items": {
                    "type": ["number", "string", "boolean", "null"]}},
@@ -443,9 +446,14 @@ class _Expander:
         return ref
 
     def part(self, item: Any, kind: str, path: Sequence[Any]) -> tuple[str, dict, str] | None:
+        """(spec path, its params, its label in trial names and tables); the label of an entry with
+        params names them (``mobilenet_v1_conv_biasTrue``) unless the entry gives a ``name``."""
         ref, params = (item, {}) if isinstance(item, str) else (item["spec"], dict(item.get("params") or {}))
         spec = self.resolve(ref, kind, (*path, "spec") if not isinstance(item, str) else path)
-        return None if spec is None else (spec, params, Path(ref).stem)
+        label = Path(ref).stem + "".join(f"_{k}{_value_text(v)}" for k, v in params.items())
+        if not isinstance(item, str) and "name" in item:
+            label = item["name"]
+        return None if spec is None else (spec, params, label)
 
     def grid(self) -> list[dict[str, Any]]:
         grid = self.doc["grid"]

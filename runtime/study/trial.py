@@ -78,8 +78,9 @@ def run_trial(job: TrialJob, on_eval: Callable[[int, dict], bool] | None = None)
     with paths["log"].open("a") as log, _redirect(log if job.quiet else None):
         try:
             row.update(_train(job, paths, on_eval))
-            row.update(_evaluate(job, paths))
-            row.update(_bench(job, paths))
+            compiled, evaluation = _evaluate(job, paths)
+            row.update(evaluation)
+            row.update(_bench(job, compiled.module))
             row["status"] = "stopped" if row.get("stopped_early") else "ok"
         except KeyboardInterrupt:
             raise
@@ -136,8 +137,8 @@ def torch_load(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _evaluate(job: TrialJob, paths: Mapping[str, Path]) -> dict[str, Any]:
-    """Score ``best.pt`` on the evaluation split as ``rtsegc eval --checkpoint`` does."""
+def _evaluate(job: TrialJob, paths: Mapping[str, Path]) -> tuple[Any, dict[str, Any]]:
+    """Score ``best.pt`` on the evaluation split as ``rtsegc eval --checkpoint`` does; (model, row)."""
     from torch.utils.data import DataLoader
 
     from ..build import make_dataset, pick_device
@@ -154,7 +155,7 @@ def _evaluate(job: TrialJob, paths: Mapping[str, Path]) -> dict[str, Any]:
     device = pick_device(job.recipe.get("device", "auto"))
     result = evaluate(compiled.module.to(device), loader, spec.num_classes, device=device)
     metrics = result.metrics.to_json(spec.classes)
-    return {"miou": metrics["miou"], "pixel_accuracy": metrics.get("pixel_accuracy"),
+    return compiled, {"miou": metrics["miou"], "pixel_accuracy": metrics.get("pixel_accuracy"),
             "iou": metrics["iou"], "eval_split": split, "eval_images": len(dataset),
             "best_step": int(checkpoint.get("iter_num", 0)), "val_miou_at_best": checkpoint.get("best_miou")}
 
@@ -162,26 +163,26 @@ def _evaluate(job: TrialJob, paths: Mapping[str, Path]) -> dict[str, Any]:
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
-def _bench(job: TrialJob, paths: Mapping[str, Path]) -> dict[str, Any]:
-    """Forward latency of the trained network at each benchmark input (eval, no_grad)."""
+def _bench(job: TrialJob, module: Any) -> dict[str, Any]:
+    """Forward latency of the trained network at each benchmark input (eval, no_grad).
+
+    The compiled module takes any input size its layers allow (the audit's size only fixes the
+    analysis), so the evaluated module is timed as it is, at each size."""
     import torch
     from rtseg_compiler.latency import benchmark
 
     from ..build import pick_device
-    from ..evaluate import load_checkpoint_model
 
     settings = dict(job.bench)
     if settings.get("skip"):
         return {"bench": []}
     results = []
+    device = pick_device(settings.get("device", "cpu"))
+    dtype = getattr(torch, _DTYPES[settings.get("dtype", "float32")])
     for size in settings.get("inputs") or []:
-        compiled, _, _ = load_checkpoint_model(paths["run"] / "best.pt", input_size=tuple(size))
-        device = pick_device(settings.get("device", "cpu"))
-        dtype = getattr(torch, _DTYPES[settings.get("dtype", "float32")])
-        result = benchmark(compiled.module, tuple(size), batch_size=settings.get("batch", 1),
+        result = benchmark(module, tuple(size), batch_size=settings.get("batch", 1),
                            warmup=settings.get("warmup", 10), iters=settings.get("iters", 50), device=device,
-                           dtype=dtype, channels_last=settings.get("channels_last", False),
-                           name=job.name)
+                           dtype=dtype, channels_last=settings.get("channels_last", False), name=job.name)
         results.append(result.to_json())
     first = results[0] if results else {}
     return {"bench": results, "latency_ms": first.get("latency_ms"), "images_per_s": first.get("fps")}
