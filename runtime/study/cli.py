@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -124,6 +123,8 @@ def run_study(args: argparse.Namespace) -> int:
     import fnmatch
 
     study = load_study(args.study)
+    for warning in study.warnings:
+        print(warning.render(), file=sys.stderr)
     if study.resources.get("gpus", 0) > 1:
         raise StudyError(f"{study.source}: resources.gpus is {study.resources['gpus']}: a trial runs on at most "
                          "one GPU (several trials share a machine's GPUs instead)")
@@ -191,7 +192,3 @@ def _report(study: Study, study_dir: Path, rows: list[dict[str, Any]], plots: bo
     from .report import write_report
 
     return write_report(study_dir, study, rows, plots=plots)
-
-
-def with_trials(study: Study, trials) -> Study:
-    return replace(study, trials=tuple(trials))

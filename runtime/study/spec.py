@@ -229,6 +229,7 @@ class Study:
     base_recipe: Mapping[str, Any] = field(default_factory=dict)
     seeds: tuple[int, ...] = (1337,)
     text: str = ""
+    warnings: tuple[Diagnostic, ...] = ()
 
     @property
     def budget_input(self) -> tuple[int, int] | None:
@@ -387,11 +388,12 @@ class _Expander:
 
     def study(self) -> Study:
         doc = self.doc
-        if ("grid" in doc) == ("models" in doc) and "search" not in doc:
-            self.error("give the networks as 'grid:' (encoders x metas) or as a 'models:' list, one of the two",
-                       () if "grid" not in doc else ("models",), key=True)
-        if "grid" in doc and "models" in doc:
-            self.error("'grid:' and 'models:' both given; use one", ("models",), key=True)
+        given = [k for k in ("grid", "models", "search") if k in doc]
+        if not given:
+            self.error("no networks: give a 'grid:' (encoders x metas), a 'models:' list or a 'search:'", ())
+        elif len(given) > 1:
+            self.error(f"'{given[0]}:' and '{given[1]}:' both given; a study has one of grid, models and search",
+                       (given[1],), key=True)
         dataset = self.dataset()
         recipe = dict(doc.get("train") or {})
         seeds = tuple(doc.get("seeds") or [1337])
@@ -427,7 +429,8 @@ class _Expander:
             audit_classes=audit.get("num_classes", self.num_classes), budget=dict(doc.get("budget") or {}),
             resources={"cpus": 1, "gpus": 0, **dict(doc.get("resources") or {})},
             out=doc.get("out") or str(Path("studies") / doc["name"]), search=search,
-            base_recipe=recipe, seeds=seeds, text=self.text)
+            base_recipe=recipe, seeds=seeds, text=self.text,
+            warnings=tuple(d for d in self.diags if d.severity != "error"))
 
     def dataset(self) -> str:
         """A dataset name (specs/datasets) or a file relative to the study file, checked now."""

@@ -21,10 +21,9 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -186,11 +185,3 @@ def _bench(job: TrialJob, module: Any) -> dict[str, Any]:
         results.append(result.to_json())
     first = results[0] if results else {}
     return {"bench": results, "latency_ms": first.get("latency_ms"), "images_per_s": first.get("fps")}
-
-
-def job_to_json(job: TrialJob) -> dict[str, Any]:
-    return asdict(job)
-
-
-def print_line(text: str) -> None:
-    print(text, flush=True, file=sys.stdout)
