@@ -168,9 +168,9 @@ def run_study(args: argparse.Namespace) -> int:
         results[job.name] = row
         if row.get("status") in STATUS_DONE:
             resumed = f", resumed at step {row['resumed_from']}" if row.get("resumed_from") else ""
+            latency = f", latency {row['latency_ms']:.2f} ms" if row.get("latency_ms") is not None else ""
             print(f"[{job.name}] {row['status']}: mIoU {100 * (row.get('miou') or 0):.2f} %, "
-                  f"{row.get('steps')} steps{resumed}, latency {row.get('latency_ms') or 0:.2f} ms, "
-                  f"{row.get('wall_s')} s", flush=True)
+                  f"{row.get('steps')} steps{resumed}{latency}, {row.get('wall_s')} s", flush=True)
         else:
             print(f"[{job.name}] {row.get('status')}: {row.get('error')} "
                   f"(log: {trial_paths(study_dir, job.name)['log']})", flush=True)

@@ -91,7 +91,8 @@ def _plot(rows: Sequence[Mapping[str, Any]], key: str, label: str, path: Path, t
     ax.set_ylabel("mIoU (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.margins(x=0.2, y=0.12)  # room for the trial names beside the outermost points
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
