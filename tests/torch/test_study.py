@@ -238,3 +238,14 @@ def test_report_plots_mark_the_pareto_front(tmp_path: Path) -> None:
     study = parse_study_text("kind: study\nname: r\ndataset: {spec: camvid}\nmodels: [skipnet_mobilenet_v1]\n")
     paths = write_report(tmp_path, study, _fake_rows())
     assert paths["miou_vs_gflops.png"].stat().st_size > 1000 and paths["miou_vs_latency.png"].is_file()
+
+
+@pytest.mark.slow
+def test_parallel_local_workers_give_the_sequential_table(tmp_path: Path) -> None:
+    """--workers 2 runs the trials in two spawned processes; each sets the same thread count."""
+    path = write_study(tmp_path)
+    assert study_cli.main([str(path), "--deterministic"]) == 0
+    sequential = rows(tmp_path)
+    assert study_cli.main([str(path), "--deterministic", "--workers", "2", "--out-dir", str(tmp_path / "par")]) == 0
+    parallel = {r["name"]: r for r in json.loads((tmp_path / "par" / "study.json").read_text())["trials"]}
+    assert {n: r["iou"] for n, r in parallel.items()} == {n: r["iou"] for n, r in sequential.items()}
