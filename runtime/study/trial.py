@@ -102,7 +102,7 @@ def _redirect(stream):
 
 
 def _train(job: TrialJob, paths: Mapping[str, Path], on_eval) -> dict[str, Any]:
-    from ..train import TrainConfig, TrainError, train
+    from ..train import TrainConfig, train
 
     run = paths["run"]
     resume = (run / "last.pt").is_file()
@@ -122,10 +122,7 @@ def _train(job: TrialJob, paths: Mapping[str, Path], on_eval) -> dict[str, Any]:
     if resumed_at >= cfg.max_iters and (run / "best.pt").is_file():
         summary = {"iter_num": resumed_at, "stopped_early": False}  # trained; killed before evaluating
     else:
-        try:
-            summary = train(cfg, on_eval=on_eval)
-        except TrainError as exc:
-            raise RuntimeError(str(exc)) from None
+        summary = train(cfg, on_eval=on_eval)  # its errors are the trial's error (run_trial records them)
     return {"steps": summary["iter_num"], "resumed_from": resumed_at if resume else None,
             "stopped_early": bool(summary.get("stopped_early"))}
 
