@@ -75,10 +75,11 @@ def plan_study(study: Study) -> list[PlanRow]:
         try:
             rows.append(plan_trial(study, trial, activation_bytes))
         except SpecError as exc:
-            first = exc.diagnostics[0]
+            first, *rest = exc.errors or exc.diagnostics
+            origin = (f"reported at {first.loc}",) if first.loc is not None else ()
             problems.append(Diagnostic(f"trial '{trial.name}' cannot be built: {first.message}",
                                        trial.declared_at, hint=first.hint,
-                                       notes=tuple(d.render() for d in exc.diagnostics[:5])))
+                                       notes=origin + tuple(d.render() for d in rest[:4])))
     if problems:
         raise SpecError(problems)
     return rows
