@@ -196,6 +196,10 @@ def _train_candidate(study: Study, args, plan, row, study_dir: Path, data: str, 
                 ot.report(miou, i)  # the pruner compares later candidates with this curve
             print(f"[{plan.trial.name}] finished earlier", flush=True)
             return done
+    if (paths["run"] / "last.pt").is_file():  # interrupted: its evaluations so far count for the pruner
+        for miou in _eval_curve(paths["run"]):
+            evals["n"] += 1
+            ot.report(miou, evals["n"])
     job = make_job(study, plan, study_dir, data, args, row)
     return run_trial(job, on_eval=on_eval)
 
