@@ -4,7 +4,8 @@
 cell is mIoU and GFLOPs, averaged over seeds), the counts (trained, over budget, stopped early,
 failed, with each failure's error) and, with matplotlib (the ``[plot]`` extra), two plots: mIoU against
 GFLOPs and against measured latency, with the Pareto front (no other trial both cheaper and better)
-drawn as a line. Without matplotlib the plots are skipped and the report says so.
+drawn as a line. Trials stopped early by a search are drawn as crosses and left off the front, since
+their mIoU comes from a shorter run. Without matplotlib the plots are skipped and the report says so.
 """
 
 from __future__ import annotations
@@ -79,14 +80,22 @@ def _plot(rows: Sequence[Mapping[str, Any]], key: str, label: str, path: Path, t
     scored = [r for r in _scored(rows) if r.get(key) is not None]
     if not scored:
         return False
-    points = [(float(r[key]), 100 * float(r["miou"])) for r in scored]
+    # Trials stopped early are drawn, but their mIoU is that of a shorter run: they are not on the front.
+    full = [r for r in scored if r["status"] == "ok"]
+    stopped = [r for r in scored if r["status"] != "ok"]
+    points = [(float(r[key]), 100 * float(r["miou"])) for r in full]
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     ax.scatter([p[0] for p in points], [p[1] for p in points], color="tab:blue", zorder=3)
-    for r, (x, y) in zip(scored, points):
-        ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if stopped:
+        ax.scatter([float(r[key]) for r in stopped], [100 * float(r["miou"]) for r in stopped], color="tab:gray",
+                   marker="x", zorder=3, label="stopped early")
+    for r in full + stopped:
+        ax.annotate(r["name"], (float(r[key]), 100 * float(r["miou"])), textcoords="offset points",
+                    xytext=(4, 4), fontsize=7)
     front = pareto_front(points)
-    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="tab:red", linestyle="--",
-            marker="o", markerfacecolor="none", markersize=11, label="Pareto front", zorder=2)
+    if front:
+        ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="tab:red", linestyle="--",
+                marker="o", markerfacecolor="none", markersize=11, label="Pareto front", zorder=2)
     ax.set_xlabel(label)
     ax.set_ylabel("mIoU (%)")
     ax.set_title(title, fontsize=10)
@@ -111,9 +120,10 @@ def _counts(rows: Sequence[Mapping[str, Any]], extra: Mapping[str, int] | None) 
 
 def write_report(folder: str | Path, study: Any, rows: Sequence[Mapping[str, Any]], *,
                  extra_counts: Mapping[str, int] | None = None, notes: Sequence[str] = (),
-                 plots: bool = True) -> dict[str, Path]:
+                 plots: bool = True, table_rows: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Path]:
     """Write the report files into ``folder``; returns their paths by kind. ``plots=False`` leaves the
-    plots out (the partial report written after each trial)."""
+    plots out (the partial report written after each trial); ``table_rows`` (default: all rows) are
+    the rows of the Table-2 layout."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     unit = {"mac": "GMACs", "flop": "GFLOPs", "tf": "GFLOPs (tf)"}[study.convention]
@@ -159,7 +169,7 @@ def write_report(folder: str | Path, study: Any, rows: Sequence[Mapping[str, Any
         md.append(f"| {r['name']} | {r.get('status')} | {r['params'] / 1e6:.3f} | {r['gflops']:.2f} | "
                   f"{_pct(r.get('miou'))} | {_pct(r.get('pixel_accuracy'))} | {_num(r.get('latency_ms'), '.2f')} | "
                   f"{_num(r.get('images_per_s'), '.1f')} | {r.get('steps', '-')} |")
-    md += ["", "## Table 2 layout", "", table2(rows, unit), "", "## Counts", ""]
+    md += ["", "## Table 2 layout", "", table2(rows if table_rows is None else table_rows, unit), "", "## Counts", ""]
     md += [f"- {k.replace('_', ' ')}: {v}" for k, v in counts.items()]
     failures = [r for r in rows if r.get("status") in ("failed", "over_budget")]
     if failures:

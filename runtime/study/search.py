@@ -207,5 +207,6 @@ def _train_candidate(study: Study, args, plan, row, study_dir: Path, data: str, 
 def _report_search(study: Study, study_dir: Path, rows, counts, notes):
     from .report import write_report
 
+    trained = [r for r in rows if r["status"] in ("ok", "stopped", "failed")]
     return write_report(study_dir, study, rows, extra_counts={f"search {k}": v for k, v in counts.items()},
-                        notes=notes)
+                        notes=notes, table_rows=trained)
