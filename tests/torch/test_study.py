@@ -249,3 +249,19 @@ def test_parallel_local_workers_give_the_sequential_table(tmp_path: Path) -> Non
     assert study_cli.main([str(path), "--deterministic", "--workers", "2", "--out-dir", str(tmp_path / "par")]) == 0
     parallel = {r["name"]: r for r in json.loads((tmp_path / "par" / "study.json").read_text())["trials"]}
     assert {n: r["iou"] for n, r in parallel.items()} == {n: r["iou"] for n, r in sequential.items()}
+
+
+def test_early_stopping_rules_map_to_optuna_pruners(tmp_path: Path) -> None:
+    optuna = pytest.importorskip("optuna")
+    from runtime.study.search import _pruner
+    from runtime.study.spec import parse_study_text
+
+    def pruner(rule: str):
+        study = parse_study_text("kind: study\nname: p\ndataset: {spec: camvid}\nsearch: {base: {model: "
+                                 "skipnet_mobilenet_v1}, space: {width: {choices: [0.5]}}, candidates: 1, "
+                                 f"early_stop: {{rule: {rule}}}}}\n")
+        return _pruner(optuna, study.search)
+
+    assert isinstance(pruner("median"), optuna.pruners.MedianPruner)
+    assert isinstance(pruner("asha"), optuna.pruners.SuccessiveHalvingPruner)
+    assert isinstance(pruner("none"), optuna.pruners.NopPruner)

@@ -173,3 +173,38 @@ def test_study_zoo_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
 def test_parse_text_without_a_file() -> None:
     study = parse_study_text(BASE + "models: [skipnet_mobilenet_v1]\n")
     assert study.trials[0].name == "skipnet_mobilenet_v1" and study.num_classes == 11
+
+
+def test_search_section_errors_are_located(tmp_path: Path) -> None:
+    found = "\n".join(errors("""
+        search:
+          base: {encoder: mobilenet_v1, meta: skipnet}
+          space:
+            width: {low: 1.0, high: 0.5}
+            output_stride: {choices: [8, 12]}
+            kernel: {choices: [3, 5]}
+          candidates: 4
+        """, tmp_path))
+    assert "s.yaml:9:" in found and "low 1.0 is above high 0.5" in found
+    assert "s.yaml:10:" in found and "output_stride 12 is not 8, 16, 32 or null" in found
+    assert "'kernel' is not a parameter of mobilenet_v1.yaml or skipnet.yaml" in found
+
+
+def test_search_routes_each_parameter_to_its_spec(tmp_path: Path) -> None:
+    study = parse("""
+        search:
+          base: {model: skipnet_mobilenet_v1}
+          space: {width: {choices: [0.5]}, output_stride: {choices: [16]}}
+          candidates: 2
+          early_stop: {rule: asha, min_evals: 1, reduction_factor: 2}
+        """, tmp_path)
+    assert study.trials == () and study.search.routes == {"width": "encoder", "output_stride": "output_stride"}
+    assert study.search.encoder_params == {"conv_bias": True} and study.search.rule == "asha"
+
+
+def test_grid_and_search_together_are_refused(tmp_path: Path) -> None:
+    (message,) = errors("""
+        grid: {encoders: [mobilenet_v1], metas: [skipnet]}
+        search: {base: {encoder: mobilenet_v1, meta: skipnet}, space: {width: {choices: [0.5]}}, candidates: 1}
+        """, tmp_path)
+    assert "'grid:' and 'search:' both given" in message
