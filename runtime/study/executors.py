@@ -86,7 +86,11 @@ def _run_ray(jobs: Sequence[TrialJob], address: str | None, gpus: int, on_result
     started_here = not ray.is_initialized()
     if started_here:
         options = {"address": address} if address else {"num_cpus": _cpus(jobs)}
-        ray.init(include_dashboard=False, log_to_driver=False, **options)
+        try:
+            ray.init(include_dashboard=False, log_to_driver=False, **options)
+        except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError ...: one line, no traceback
+            where = f"join the Ray cluster at {address}" if address else "start Ray on this machine"
+            raise StudyError(f"cannot {where}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     try:
         task = ray.remote(run_trial)
         pending = {task.options(num_cpus=job.cpus, num_gpus=gpus, max_retries=0).remote(job): job
