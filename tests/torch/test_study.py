@@ -265,3 +265,17 @@ def test_early_stopping_rules_map_to_optuna_pruners(tmp_path: Path) -> None:
     assert isinstance(pruner("median"), optuna.pruners.MedianPruner)
     assert isinstance(pruner("asha"), optuna.pruners.SuccessiveHalvingPruner)
     assert isinstance(pruner("none"), optuna.pruners.NopPruner)
+
+
+def test_ray_cluster_that_cannot_be_joined_is_one_error_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    ray = pytest.importorskip("ray")
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    path = write_study(tmp_path, widths="[0.25]")
+    assert study_cli.main([str(path), "--executor", "ray", "--address", "10.0.0.1:6379"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot join the Ray cluster at 10.0.0.1:6379: ConnectionError" in err and "Traceback" not in err
