@@ -1,4 +1,4 @@
-"""``rtsegc study FILE``: plan, train, evaluate, benchmark and report a whole study.
+"""Plan, train, evaluate, benchmark and report a whole study (``rtsegc study FILE``).
 
 Usage::
 
@@ -37,12 +37,12 @@ def build_parser(prog: str = "rtsegc study") -> argparse.ArgumentParser:
                    help="keep finished trials, continue interrupted ones from their last.pt, rerun failed ones")
     p.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local: this machine (default); ray: one Ray task per trial (the [study] extra)")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="local executor: trials run side by side in N processes (default 1: in this process)")
-    p.add_argument("--address", help="ray executor: join this cluster (HOST:PORT, or 'auto'); "
+    p.add_argument("--address", metavar="HOST:PORT", help="ray executor: join this cluster (HOST:PORT, or 'auto'); "
                    "default: start Ray on this machine")
-    p.add_argument("--data", help="dataset folder (default: the study file's dataset.data)")
-    p.add_argument("--out-dir", help="study folder (default: the study file's out:)")
+    p.add_argument("--data", metavar="DIR", help="dataset folder (default: the study file's dataset.data)")
+    p.add_argument("--out-dir", metavar="DIR", help="study folder (default: the study file's out:)")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms in every trial: the same table from every executor")
     p.add_argument("--only", metavar="PATTERN", help="run only the trials whose name matches (shell pattern)")
