@@ -279,3 +279,26 @@ def test_ray_cluster_that_cannot_be_joined_is_one_error_line(tmp_path: Path, cap
     assert study_cli.main([str(path), "--executor", "ray", "--address", "10.0.0.1:6379"]) == 2
     err = capsys.readouterr().err
     assert "cannot join the Ray cluster at 10.0.0.1:6379: ConnectionError" in err and "Traceback" not in err
+
+
+@pytest.mark.slow  # about 6 s here: the first convolutions of a process pay oneDNN's set-up
+def test_train_on_eval_hook_stops_the_run_after_its_checkpoint(tmp_path: Path) -> None:
+    """train(cfg, on_eval) is how the search's pruner stops a candidate: after the step-2 evaluation."""
+    from runtime.train import train
+
+    seen = []
+
+    def stop_at_second(step: int, metrics: dict) -> bool:
+        seen.append((step, metrics["miou"] is not None))
+        return step >= 2
+
+    specs = Path(__file__).resolve().parents[2] / "specs"
+    model = tmp_path / "tiny.yaml"
+    model.write_text(f"kind: model\nencoder: {specs / 'encoders' / 'mobilenet_v1.yaml'}\n"
+                     f"meta: {specs / 'meta' / 'skipnet.yaml'}\nnum_classes: 3\nencoder_params: {{width: 0.25}}\n")
+    cfg = TrainConfig(model=str(model), data="synthetic", classes="3", input=(32, 64),
+                      max_iters=6, batch_size=2, eval_interval=1, limit_train=4, limit_val=2, num_workers=0,
+                      progress="lines", out_dir=str(tmp_path / "run"))
+    summary = train(cfg, on_eval=stop_at_second)
+    assert summary["stopped_early"] and summary["iter_num"] == 2 and [s for s, _ in seen] == [1, 2]
+    assert (tmp_path / "run" / "last.pt").is_file()
