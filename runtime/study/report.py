@@ -46,7 +46,8 @@ def _scored(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def table2(rows: Sequence[Mapping[str, Any]], unit: str) -> str:
-    """Encoder rows x decoder (meta) columns, as the paper's Table 2; a cell lists each variant."""
+    """Encoder rows x decoder (meta) columns, as the paper's Table 2; a cell with several variants
+    (parameter values, output strides) lists each."""
     encoders = list(dict.fromkeys(r["encoder"] for r in rows))
     metas = list(dict.fromkeys(r["meta"] for r in rows))
     cells: dict[tuple[str, str], dict[str, list[Mapping[str, Any]]]] = {}
@@ -57,14 +58,15 @@ def table2(rows: Sequence[Mapping[str, Any]], unit: str) -> str:
         out = []
         for meta in metas:
             parts = []
-            for variant, group in cells.get((enc, meta), {}).items():
+            variants = cells.get((enc, meta), {})
+            for variant, group in variants.items():
                 scores = [g["miou"] for g in _scored(group)]
                 miou = sum(scores) / len(scores) if scores else None
                 seeds = f" ({len(scores)} seeds)" if len(scores) > 1 else ""
                 text = f"{_pct(miou)} % / {group[0]['gflops']:.2f}{seeds}"
                 if not scores:
                     text = f"{group[0]['status']} / {group[0]['gflops']:.2f}"
-                parts.append(f"{variant}: {text}" if variant else text)
+                parts.append(f"{variant}: {text}" if variant and len(variants) > 1 else text)
             out.append("<br>".join(parts) or " ")
         lines.append(f"| {enc} | " + " | ".join(out) + " |")
     lines.append(f"\nCells: mIoU on the evaluation split / {unit} at the audit input.")

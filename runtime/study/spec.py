@@ -415,9 +415,9 @@ class _Expander:
                 self.diags.append(Diagnostic("this override matches no trial", self.where("overrides", i, "match"),
                                              severity="warning"))
         audit = doc.get("audit") or {}
-        errors = [d for d in self.diags if d.severity == "error"]
-        if errors:
-            raise SpecError(self.diags)
+        unique = list(dict.fromkeys(self.diags))  # a bad grid parameter fails once per combination
+        if any(d.severity == "error" for d in unique):
+            raise SpecError([d for d in unique if d.severity == "error"])
         return Study(
             name=doc["name"], source=self.source, trials=tuple(trials), dataset=dataset,
             num_classes=self.num_classes,
@@ -540,6 +540,8 @@ class _Expander:
                 if self.route(params, net["encoder"], net["meta"], ("overrides", i, "params"),
                               enc_params, meta_params):
                     net["encoder_params"], net["meta_params"] = enc_params, meta_params
+                    shown = [f"{k}={_value_text(v)}" for k, v in params.items()]
+                    net["variant"] = ", ".join(filter(None, [net["variant"], *shown]))
                 merged_train.update(override.get("train") or {})
             net["train"] = {**merged_train, **own_train}
         return nets
