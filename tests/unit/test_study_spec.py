@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("rtseg_runtime")
+# Reading a dataset file takes its default class colours from the runtime's data module, which imports torch.
+pytest.importorskip("torch")
 
 from rtseg_compiler import SpecError  # noqa: E402
 from rtseg_runtime.study.plan import plan_study, render_plan  # noqa: E402
