@@ -96,6 +96,7 @@ def make_job(study: Study, row: PlanRow, study_dir: Path, data: str, args: argpa
     return TrialJob(name=trial.name, study_dir=str(study_dir), model_spec=spec, output_stride=trial.output_stride,
                     seed=trial.seed, recipe=dict(trial.recipe), data=data, dataset=study.dataset,
                     eval=dict(study.eval), bench=dict(study.bench), row=base, cpus=study.resources["cpus"],
+                    processes=study.resources["processes"],
                     resume=args.resume, deterministic=args.deterministic, quiet=not args.verbose)
 
 
@@ -125,9 +126,10 @@ def run_study(args: argparse.Namespace) -> int:
     study = load_study(args.study)
     for warning in study.warnings:
         print(warning.render(), file=sys.stderr)
-    if study.resources.get("gpus", 0) > 1:
-        raise StudyError(f"{study.source}: resources.gpus is {study.resources['gpus']}: a trial runs on at most "
-                         "one GPU (several trials share a machine's GPUs instead)")
+    gpus, processes = study.resources["gpus"], study.resources["processes"]
+    if gpus > 1 and processes != gpus:
+        raise StudyError(f"{study.source}: resources: {gpus} GPUs need one training process each "
+                         f"(processes: {gpus}), not {processes}")
     if args.executor == "ray":
         from .executors import ray_module
 

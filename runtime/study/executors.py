@@ -12,7 +12,10 @@ convolution depend on how many threads split them).
   (``ray start --head`` on one machine, ``ray start --address HEAD:6379`` on the others); without it
   Ray starts on this machine with its CPUs. The study folder must be on a file system every node
   sees (run directories, results), and every node needs this project installed.
-  A trial asks for at most one GPU: data-parallel training inside one trial is not offered here.
+
+A trial with ``resources: {processes: P}`` (by default one per GPU) trains with DDP inside its
+allocation: the trial runs ``torchrun --standalone --nproc_per_node P`` on its node, NCCL on the GPUs Ray
+assigned to the task, gloo on CPU. Evaluation and the benchmark then run in the trial's own process.
 """
 
 from __future__ import annotations

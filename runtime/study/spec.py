@@ -131,7 +131,7 @@ SCHEMA: dict[str, Any] = {
                                   "max_params": {"type": "number", "exclusiveMinimum": 0},
                                   "max_activation_mib": {"type": "number", "exclusiveMinimum": 0}}},
         "resources": {"type": "object", "additionalProperties": False,
-                      "properties": {"cpus": _POS_INT, "gpus": _NAT}},
+                      "properties": {"cpus": _POS_INT, "gpus": _NAT, "processes": _POS_INT}},
         "out": _REF,
         "search": {"type": "object", "required": ["space", "candidates"], "additionalProperties": False,
                    "properties": {
@@ -284,6 +284,13 @@ def parse_study_text(text: str, source: str = "<study>") -> Study:
     return _Expander(doc, source, text).study()
 
 
+def _resources(given: Mapping[str, Any]) -> dict[str, int]:
+    """CPUs, GPUs and training processes per trial: one process per GPU (DDP) unless given."""
+    out = {"cpus": 1, "gpus": 0, **dict(given)}
+    out.setdefault("processes", max(1, out["gpus"]))
+    return out
+
+
 def _identifier(name: str) -> str:
     text = re.sub(r"[^A-Za-z0-9_]", "_", name)
     return text if re.match(r"[A-Za-z_]", text) else f"m_{text}"
@@ -427,7 +434,7 @@ class _Expander:
                 tuple(recipe["input"]) if "input" in recipe else None),
             convention=audit.get("convention", "flop"),
             audit_classes=audit.get("num_classes", self.num_classes), budget=dict(doc.get("budget") or {}),
-            resources={"cpus": 1, "gpus": 0, **dict(doc.get("resources") or {})},
+            resources=_resources(doc.get("resources") or {}),
             out=doc.get("out") or str(Path("studies") / doc["name"]), search=search,
             base_recipe=recipe, seeds=seeds, text=self.text,
             warnings=tuple(d for d in self.diags if d.severity != "error"))

@@ -46,6 +46,7 @@ class TrialJob:
     bench: Mapping[str, Any]
     row: Mapping[str, Any]  # the trial's description and audit, copied into its result
     cpus: int = 1
+    processes: int = 1  # > 1: DDP, torchrun inside the trial's allocation
     resume: bool = False
     deterministic: bool = False
     quiet: bool = True  # send training output to logs/<trial>.txt
@@ -121,10 +122,51 @@ def _train(job: TrialJob, paths: Mapping[str, Path], on_eval) -> dict[str, Any]:
         resumed_at = int(torch_load(run / "last.pt").get("iter_num", 0))
     if resumed_at >= cfg.max_iters and (run / "best.pt").is_file():
         summary = {"iter_num": resumed_at, "stopped_early": False}  # trained; killed before evaluating
+    elif job.processes > 1:
+        summary = _torchrun(cfg, job, paths)
     else:
         summary = train(cfg, on_eval=on_eval)  # its errors are the trial's error (run_trial records them)
     return {"steps": summary["iter_num"], "resumed_from": resumed_at if resume else None,
             "stopped_early": bool(summary.get("stopped_early"))}
+
+
+def train_argv(cfg: Any) -> list[str]:
+    """The ``rtsegc train`` command line that builds ``cfg`` (TrainConfig) again."""
+    from dataclasses import fields
+
+    argv = [cfg.model] if cfg.model else []
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name == "model" or value is None or value == f.default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + f.name.replace("_", "-"))
+        elif isinstance(value, tuple):
+            argv += [flag, "x".join(map(str, value))]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def _torchrun(cfg: Any, job: TrialJob, paths: Mapping[str, Path]) -> dict[str, Any]:
+    """DDP inside the trial: ``torchrun --standalone --nproc_per_node P -m rtseg_runtime.train ...``, one
+    process per GPU of the trial's allocation (Ray sets CUDA_VISIBLE_DEVICES for the task), gloo on CPU.
+    Output goes to the trial's log; the run's ``last.pt`` says how far it got."""
+    import subprocess
+    import sys
+
+    package = __package__.rsplit(".", 1)[0]  # rtseg_runtime, or runtime from a source checkout
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={job.processes}",
+               "-m", f"{package}.train", *train_argv(cfg)]
+    with paths["log"].open("a") as log:
+        log.write("$ " + " ".join(command) + "\n")
+        log.flush()
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise RuntimeError(f"torchrun with {job.processes} processes exited with status {done.returncode} "
+                           f"(see {paths['log']})")
+    return {"iter_num": int(torch_load(paths["run"] / "last.pt").get("iter_num", 0)), "stopped_early": False}
 
 
 def torch_load(path: Path) -> dict[str, Any]:

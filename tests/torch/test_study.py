@@ -302,3 +302,23 @@ def test_train_on_eval_hook_stops_the_run_after_its_checkpoint(tmp_path: Path) -
     summary = train(cfg, on_eval=stop_at_second)
     assert summary["stopped_early"] and summary["iter_num"] == 2 and [s for s, _ in seen] == [1, 2]
     assert (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_train_argv_rebuilds_the_config() -> None:
+    from runtime.study.trial import train_argv
+    from runtime.train import parse_config
+
+    cfg = TrainConfig(model="m.yaml", data="d", dataset="camvid", input=(32, 64), max_iters=7, lr=0.5,
+                      weighted_loss=False, resume=True, out_dir="o", output_stride=16)
+    assert parse_config(train_argv(cfg)) == cfg
+
+
+@pytest.mark.slow
+def test_a_trial_with_two_processes_trains_with_ddp(tmp_path: Path) -> None:
+    """resources: {processes: 2}: torchrun inside the trial (gloo on CPU); evaluation in the trial's process."""
+    path = write_study(tmp_path, "resources: {processes: 2}\n", widths="[0.25]")
+    assert study_cli.main([str(path)]) == 0
+    (row,) = rows(tmp_path).values()
+    assert row["status"] == "ok" and row["steps"] == 2
+    log = (tmp_path / "out" / "logs" / "skipnet_mobilenet_v1_width0.25.txt").read_text()
+    assert "--nproc_per_node=2" in log and "2 process(es)" in log
