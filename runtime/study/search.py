@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -200,7 +201,8 @@ def _train_candidate(study: Study, args, plan, row, study_dir: Path, data: str, 
         for miou in _eval_curve(paths["run"]):
             evals["n"] += 1
             ot.report(miou, evals["n"])
-    job = make_job(study, plan, study_dir, data, args, row)
+    # one process: the pruner reads the candidate's evaluations through on_eval, in this process
+    job = replace(make_job(study, plan, study_dir, data, args, row), processes=1)
     return run_trial(job, on_eval=on_eval)
 
 
