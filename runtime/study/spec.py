@@ -6,13 +6,13 @@ YAML, size limits, every value located) and is checked against :data:`SCHEMA`; e
 
     kind: study
     name: camvid_mini
-    grid:                                   # encoders x metas x every params list
-      encoders: [mobilenet_v1, shufflenet_v1]
+    grid:                                   # metas x encoders x every params list
+      encoders: [mobilenet_v1]
       metas: [skipnet, unet]
       params: {width: [0.5, 1.0]}           # routed to the encoder or meta that declares it
       output_stride: [null, 16]
     overrides:                              # per-model settings, by pattern
-      - {match: {encoder: shufflenet_v1}, params: {rtseg_bottleneck: true}, train: {lr: 5.0e-4}}
+      - {match: {meta: unet}, params: {final_channels: 32}, train: {lr: 5.0e-4}}
     dataset: {spec: camvid, data: ../shared/data/camvid-mini}
     train: {input: [96, 128], max_iters: 200, batch_size: 4}   # rtsegc train options
     seeds: [1337]
