@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from rtseg_compiler.cli.args import parse_size
 from rtseg_compiler.passes.dilate import VALID_OUTPUT_STRIDES
 
 from .build import ModelArgs, build_model, make_dataset, pick_device
@@ -108,12 +109,6 @@ def save_confusion_csv(path: str | Path, confusion: torch.Tensor, names: Sequenc
 
 # --------------------------------------------------------------------------- command line
 
-def _size(text: str) -> tuple[int, int]:
-    from rtseg_compiler.cli import parse_size
-
-    return parse_size(text)
-
-
 def build_parser(prog: str = "rtsegc eval") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("model", nargs="?", help="model spec (or give --encoder/--meta, or --checkpoint)")
@@ -129,7 +124,7 @@ def build_parser(prog: str = "rtsegc eval") -> argparse.ArgumentParser:
     p.add_argument("--split", default="val")
     p.add_argument("--classes", default=None,
                    help="'camvid' or a class count (default: the checkpoint's, else camvid)")
-    p.add_argument("--input", type=_size, metavar="HxW", help="network input size (default: checkpoint/spec)")
+    p.add_argument("--input", type=parse_size, metavar="HxW", help="network input size (default: checkpoint/spec)")
     p.add_argument("--output-stride", type=int, choices=VALID_OUTPUT_STRIDES)
     p.add_argument("--label-size", choices=("input", "original"), default="input",
                    help="score at the input size (labels resized nearest) or at the labels' stored size")

@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from rtseg_compiler.cli.args import parse_size
 from rtseg_compiler.passes.dilate import VALID_OUTPUT_STRIDES
 
 from .build import SYNTHETIC, ModelArgs, build_model, make_dataset, pick_device
@@ -155,12 +156,6 @@ class TrainConfig:
         return max(0, min(8, cpus - 1))
 
 
-def _size(text: str) -> tuple[int, int]:
-    from rtseg_compiler.cli import parse_size
-
-    return parse_size(text)
-
-
 def build_parser(prog: str = "rtsegc train") -> argparse.ArgumentParser:
     """One option per TrainConfig field (``--max-iters`` for ``max_iters``), typed from its annotation."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
@@ -175,7 +170,7 @@ def build_parser(prog: str = "rtsegc train") -> argparse.ArgumentParser:
             p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
                            default=f.default, help=help_text)
         else:
-            convert = _size if typing.get_origin(base) is tuple else base  # tuple[int, int]: "HxW"
+            convert = parse_size if typing.get_origin(base) is tuple else base  # tuple[int, int]: "HxW"
             p.add_argument(f"--{f.name.replace('_', '-')}", type=convert, default=f.default, help=help_text,
                            choices=f.metadata["choices"], metavar=f.metadata["metavar"])
     return p
