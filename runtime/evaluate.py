@@ -124,7 +124,8 @@ def build_parser(prog: str = "rtsegc eval") -> argparse.ArgumentParser:
     p.add_argument("--split", default="val")
     p.add_argument("--classes", default=None,
                    help="'camvid' or a class count (default: the checkpoint's, else camvid)")
-    p.add_argument("--input", type=parse_size, metavar="HxW", help="network input size (default: checkpoint/spec)")
+    p.add_argument("--input", type=parse_size, metavar="HxW",
+                   help="network input size (default: checkpoint/spec)")
     p.add_argument("--output-stride", type=int, choices=VALID_OUTPUT_STRIDES)
     add_spec_param_args(p)  # with --checkpoint: on top of the parameters it records
     p.add_argument("--label-size", choices=("input", "original"), default="input",

@@ -138,7 +138,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 plot_rows_.append({**row, **stage_split(result)})
     if not rows:
         return status
-    render = {"json": render_json, "csv": render_csv, "markdown": render_markdown}.get(args.style, render_table)
+    renderers = {"json": render_json, "csv": render_csv, "markdown": render_markdown}
+    render = renderers.get(args.style, render_table)
     sys.stdout.write(render(rows, args.convention))
     if args.plot:
         plot_rows(plot_rows_, args.convention, plot_path)
@@ -189,7 +190,8 @@ def compare_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--convention", choices=("mac", "flop", "tf"), default="flop",
                    help="what the GFLOPs column counts (default flop = 2 x MACs)")
     p.add_argument("--count-unused", action="store_true", help="also count layers whose output is unused")
-    p.add_argument("--by", choices=("stage",), help="stage: add the encoder/decoder split and MACs per stride")
+    p.add_argument("--by", choices=("stage",),
+                   help="stage: add the encoder/decoder split and MACs per stride")
     style = p.add_mutually_exclusive_group()
     style.add_argument("--json", dest="style", action="store_const", const="json",
                        help="a JSON list of rows (keys as rtsegc flops --json)")

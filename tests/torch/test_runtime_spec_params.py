@@ -59,7 +59,8 @@ def test_train_records_encoder_params_and_eval_predict_resume_rebuild_them(
         tiny_spec: Path, tmp_path: Path, runtime_commands, capsys, monkeypatch):
     import runtime.report
 
-    monkeypatch.setattr(runtime.report, "_svg_curves", lambda *args: False)  # matplotlib: 1.4 s, not tested here
+    # summary.md's curves import matplotlib (1.4 s on a loaded machine); they are not what this checks
+    monkeypatch.setattr(runtime.report, "_svg_curves", lambda *args: False)
     wide = compile_model(tiny_spec, encoder_params={"width": 0.5}).audit.params
     narrow = compile_model(tiny_spec).audit.params
     assert wide > narrow
@@ -80,8 +81,8 @@ def test_train_records_encoder_params_and_eval_predict_resume_rebuild_them(
 
     images = write_synthetic_folder(tmp_path / "synth", SIZE, 5, splits={"val": 1}, seed=3)
     image = images / "val" / "synth_0000.png"
-    assert cli.main(["predict", "--checkpoint", str(out / "last.pt"), str(image), "-o", str(tmp_path / "pred"),
-                     "--device", "cpu"]) == 0, capsys.readouterr().err
+    assert cli.main(["predict", "--checkpoint", str(out / "last.pt"), str(image),
+                     "-o", str(tmp_path / "pred"), "--device", "cpu"]) == 0, capsys.readouterr().err
     assert (tmp_path / "pred" / f"{image.stem}_label.png").is_file()
 
     # --resume compares what it would build with what the checkpoint records, spec params included

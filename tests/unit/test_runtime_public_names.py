@@ -10,7 +10,6 @@ rtseg_compiler._x``) or as an attribute of something imported from it (``schema.
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 from conftest import REPO_ROOT
 
