@@ -69,10 +69,11 @@ RECIPE_OPTIONS: dict[str, dict[str, Any]] = {
     "progress": {"enum": ["auto", "bar", "lines"]}, "device": _REF, "num_workers": _NAT,
     "channels_last": {"type": "boolean"}, "amp": {"type": "boolean"}, "deterministic": {"type": "boolean"},
 }
-#: TrainConfig fields a study sets itself: the network (models/grid), the data (dataset), where the
+#: TrainConfig fields a study sets itself: the network and its parameters (models/grid, written into the
+#: trial's model file), the data (dataset), where the
 #: run goes and whether it resumes (the study folder, ``--resume``), the seed (``seeds:``).
-STUDY_OWNED_OPTIONS = ("model", "encoder", "meta", "output_stride", "data", "dataset", "classes",
-                       "out_dir", "resume", "seed")
+STUDY_OWNED_OPTIONS = ("model", "encoder", "meta", "output_stride", "encoder_params", "meta_params", "data",
+                       "dataset", "classes", "out_dir", "resume", "seed")
 _RECIPE = {"type": "object", "additionalProperties": False, "properties": RECIPE_OPTIONS}
 # A string (a zoo name or path) or a mapping; "type" with both keeps the errors about the mapping's
 # fields precise (a oneOf would only say "not valid under any of the given schemas").
@@ -272,13 +273,13 @@ def parse_study_text(text: str, source: str = "<study>") -> Study:
     """Schema-check and expand a study file's text; a SpecError lists every problem, located."""
     import jsonschema
     from rtseg_compiler.spec.load import load_spec_text
-    from rtseg_compiler.spec.schema import _explain
+    from rtseg_compiler.spec.schema import explain_schema_error
 
     doc = load_spec_text(text, source)
     validator = jsonschema.Draft202012Validator(SCHEMA)
     diags: list[Diagnostic] = []
     for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
-        diags.extend(_explain(error, doc))
+        diags.extend(explain_schema_error(error, doc))
     if diags:
         raise SpecError(diags)
     return _Expander(doc, source, text).study()

@@ -140,7 +140,10 @@ def train_argv(cfg: Any) -> list[str]:
         if f.name == "model" or value is None or value == f.default:
             continue
         flag = "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
+        if f.name in ("encoder_params", "meta_params"):  # --encoder-param NAME=VALUE, repeated
+            for key, item in value.items():
+                argv += [f"--{f.name[:-1].replace('_', '-')}", f"{key}={item}"]
+        elif isinstance(value, bool):
             argv.append(flag if value else "--no-" + f.name.replace("_", "-"))
         elif isinstance(value, tuple):
             argv += [flag, "x".join(map(str, value))]

@@ -309,7 +309,8 @@ def test_train_argv_rebuilds_the_config() -> None:
     from runtime.train import parse_config
 
     cfg = TrainConfig(model="m.yaml", data="d", dataset="camvid", input=(32, 64), max_iters=7, lr=0.5,
-                      weighted_loss=False, resume=True, out_dir="o", output_stride=16)
+                      weighted_loss=False, resume=True, out_dir="o", output_stride=16,
+                      encoder_params={"width": 0.5})
     assert parse_config(train_argv(cfg)) == cfg
 
 
