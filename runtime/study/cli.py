@@ -97,7 +97,7 @@ def make_job(study: Study, row: PlanRow, study_dir: Path, data: str, args: argpa
                     seed=trial.seed, recipe=dict(trial.recipe), data=data, dataset=study.dataset,
                     eval=dict(study.eval), bench=dict(study.bench), row=base, cpus=study.resources["cpus"],
                     processes=study.resources["processes"],
-                    resume=args.resume, deterministic=args.deterministic, quiet=not args.verbose)
+                    deterministic=args.deterministic, quiet=not args.verbose)
 
 
 def _data_folder(study: Study, args: argparse.Namespace) -> str:
@@ -112,9 +112,9 @@ def _data_folder(study: Study, args: argparse.Namespace) -> str:
 
 def _study_dir(study: Study, args: argparse.Namespace) -> Path:
     folder = Path(args.out_dir or study.out).resolve()
-    results = folder / "results"
-    if results.is_dir() and any(results.iterdir()) and not args.resume:
-        raise StudyError(f"{folder} already holds a study's results: continue it with --resume, "
+    started = [folder / sub for sub in ("results", "runs") if (folder / sub).is_dir() and any((folder / sub).iterdir())]
+    if started and not args.resume:
+        raise StudyError(f"{folder} already holds a study's {started[0].name}: continue it with --resume, "
                          "or give another --out-dir")
     folder.mkdir(parents=True, exist_ok=True)
     return folder

@@ -47,7 +47,6 @@ class TrialJob:
     row: Mapping[str, Any]  # the trial's description and audit, copied into its result
     cpus: int = 1
     processes: int = 1  # > 1: DDP, torchrun inside the trial's allocation
-    resume: bool = False
     deterministic: bool = False
     quiet: bool = True  # send training output to logs/<trial>.txt
     extra: Mapping[str, Any] = field(default_factory=dict)
