@@ -69,8 +69,8 @@ def by_hand(spec_dir: Path, data: str, iters: int, out: Path, env: dict[str, str
              "--out-dir", str(run_dir)], env)
         run(["rtsegc", "eval", "--checkpoint", str(run_dir / "best.pt"), "--data", data, "--split", "val",
              "--json", "--device", "cpu"], env)
-        run(["rtsegc", "bench", spec, "--input", "360x640", "--warmup", "2", "--iters", "5", "--device", "cpu",
-             "--threads", "1", "--json"], env)
+        run(["rtsegc", "bench", spec, "--input", "360x640", "--warmup", "2", "--iters", "5",
+             "--device", "cpu", "--threads", "1", "--json"], env)
     return time.perf_counter() - start
 
 
@@ -92,7 +92,8 @@ def main() -> int:
         for k in range(args.rounds):
             times["study"].append(by_study(study, tmp / f"study{k}", env))
             times["hand"].append(by_hand(spec_dir, data, args.iters, tmp / f"hand{k}", env))
-            print(f"round {k + 1}: study {times['study'][-1]:.1f} s, by hand {times['hand'][-1]:.1f} s", flush=True)
+            print(f"round {k + 1}: study {times['study'][-1]:.1f} s, by hand {times['hand'][-1]:.1f} s",
+                  flush=True)
     s, h = statistics.median(times["study"]), statistics.median(times["hand"])
     print(f"median: study {s:.1f} s, by hand {h:.1f} s, study / hand = {s / h:.3f} "
           f"({len(TRIALS)} trials of {args.iters} steps, {args.rounds} alternating rounds)")

@@ -32,14 +32,17 @@ STATUS_DONE = ("ok", "stopped")
 def build_parser(prog: str = "rtsegc study") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("study", help="study file (kind: study), or a name under specs/studies")
-    p.add_argument("--dry-run", action="store_true", help="validate and audit every trial, print the plan, stop")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate and audit every trial, print the plan, stop")
     p.add_argument("--resume", action="store_true",
-                   help="keep finished trials, continue interrupted ones from their last.pt, rerun failed ones")
+                   help="keep finished trials, continue interrupted ones from their last.pt, "
+                        "rerun failed ones")
     p.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local: this machine (default); ray: one Ray task per trial (the [study] extra)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="local executor: trials run side by side in N processes (default 1: in this process)")
-    p.add_argument("--address", metavar="HOST:PORT", help="ray executor: join this cluster (HOST:PORT, or 'auto'); "
+    p.add_argument("--address", metavar="HOST:PORT",
+                   help="ray executor: join this cluster (HOST:PORT, or 'auto'); "
                    "default: start Ray on this machine")
     p.add_argument("--data", metavar="DIR", help="dataset folder (default: the study file's dataset.data)")
     p.add_argument("--out-dir", metavar="DIR", help="study folder (default: the study file's out:)")
@@ -93,7 +96,8 @@ def make_job(study: Study, row: PlanRow, study_dir: Path, data: str, args: argpa
     trial = row.trial
     paths = trial_paths(study_dir, trial.name)
     spec = write_model_spec(paths["spec"], trial.model_document(study.num_classes))
-    return TrialJob(name=trial.name, study_dir=str(study_dir), model_spec=spec, output_stride=trial.output_stride,
+    return TrialJob(name=trial.name, study_dir=str(study_dir), model_spec=spec,
+                    output_stride=trial.output_stride,
                     seed=trial.seed, recipe=dict(trial.recipe), data=data, dataset=study.dataset,
                     eval=dict(study.eval), bench=dict(study.bench), row=base, cpus=study.resources["cpus"],
                     processes=study.resources["processes"],
@@ -112,7 +116,8 @@ def _data_folder(study: Study, args: argparse.Namespace) -> str:
 
 def _study_dir(study: Study, args: argparse.Namespace) -> Path:
     folder = Path(args.out_dir or study.out).resolve()
-    started = [folder / sub for sub in ("results", "runs") if (folder / sub).is_dir() and any((folder / sub).iterdir())]
+    started = [folder / sub for sub in ("results", "runs")
+               if (folder / sub).is_dir() and any((folder / sub).iterdir())]
     if started and not args.resume:
         raise StudyError(f"{folder} already holds a study's {started[0].name}: continue it with --resume, "
                          "or give another --out-dir")
@@ -161,7 +166,8 @@ def run_study(args: argparse.Namespace) -> int:
             done = json.loads(previous.read_text())
             if done.get("status") in STATUS_DONE:
                 results[row.trial.name] = done
-                print(f"[{row.trial.name}] finished earlier: mIoU {100 * (done.get('miou') or 0):.2f} %", flush=True)
+                print(f"[{row.trial.name}] finished earlier: mIoU {100 * (done.get('miou') or 0):.2f} %",
+                      flush=True)
                 continue
         jobs.append(make_job(study, row, study_dir, data, args, base))
         results[row.trial.name] = {**base, "status": "pending"}
@@ -176,11 +182,13 @@ def run_study(args: argparse.Namespace) -> int:
         else:
             print(f"[{job.name}] {row.get('status')}: {row.get('error')} "
                   f"(log: {trial_paths(study_dir, job.name)['log']})", flush=True)
-        _report(study, study_dir, [results[r.trial.name] for r in rows], plots=False)  # partial, after each trial
+        # a partial report after each trial, without the plots
+        _report(study, study_dir, [results[r.trial.name] for r in rows], plots=False)
 
     if jobs:
         print(f"running {len(jobs)} trial(s) with the {args.executor} executor"
-              + (f", {args.workers} at a time" if args.executor == "local" and args.workers > 1 else ""), flush=True)
+              + (f", {args.workers} at a time" if args.executor == "local" and args.workers > 1 else ""),
+              flush=True)
         run_jobs(jobs, args.executor, workers=args.workers, address=args.address,
                  gpus=study.resources.get("gpus", 0), on_result=on_result)
     final = [results[r.trial.name] for r in rows]

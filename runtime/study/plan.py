@@ -116,7 +116,8 @@ def render_plan(study: Study, rows: Sequence[PlanRow]) -> str:
     right = {4, 5, 6}
 
     def fmt(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
 
     out = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(line) for line in lines]
     keep = sum(r.over_budget is None for r in rows)

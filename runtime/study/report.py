@@ -1,4 +1,4 @@
-"""A study's report: ``study.json`` (everything, per-class IoU included), ``study.csv``, ``study.md`` and plots.
+"""A study's report: ``study.json`` (everything, per-class IoU included), ``study.csv``, ``study.md``, plots.
 
 ``study.md`` has the trial table, the RTSeg paper's Table-2 layout (encoder rows x decoder columns; a
 cell is mIoU and GFLOPs, averaged over seeds), the counts (trained, over budget, stopped early,
@@ -35,7 +35,8 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     them strictly. Sorted by cost."""
     front = []
     for i, (x, y) in enumerate(points):
-        dominated = any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i)
+        dominated = any((x2 <= x and y2 >= y) and (x2 < x or y2 > y)
+                        for j, (x2, y2) in enumerate(points) if j != i)
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: points[i])
@@ -89,8 +90,8 @@ def _plot(rows: Sequence[Mapping[str, Any]], key: str, label: str, path: Path, t
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     ax.scatter([p[0] for p in points], [p[1] for p in points], color="tab:blue", zorder=3)
     if stopped:
-        ax.scatter([float(r[key]) for r in stopped], [100 * float(r["miou"]) for r in stopped], color="tab:gray",
-                   marker="x", zorder=3, label="stopped early")
+        ax.scatter([float(r[key]) for r in stopped], [100 * float(r["miou"]) for r in stopped],
+                   color="tab:gray", marker="x", zorder=3, label="stopped early")
     for r in full + stopped:
         ax.annotate(r["name"], (float(r[key]), 100 * float(r["miou"])), textcoords="offset points",
                     xytext=(4, 4), fontsize=7)
@@ -122,7 +123,8 @@ def _counts(rows: Sequence[Mapping[str, Any]], extra: Mapping[str, int] | None) 
 
 def write_report(folder: str | Path, study: Any, rows: Sequence[Mapping[str, Any]], *,
                  extra_counts: Mapping[str, int] | None = None, notes: Sequence[str] = (),
-                 plots: bool = True, table_rows: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Path]:
+                 plots: bool = True,
+                 table_rows: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Path]:
     """Write the report files into ``folder``; returns their paths by kind. ``plots=False`` leaves the
     plots out (the partial report written after each trial); ``table_rows`` (default: all rows) are
     the rows of the Table-2 layout."""
@@ -136,9 +138,9 @@ def write_report(folder: str | Path, study: Any, rows: Sequence[Mapping[str, Any
     counts = _counts(rows, extra_counts)
     paths = {"json": folder / "study.json", "csv": folder / "study.csv", "md": folder / "study.md"}
 
-    paths["json"].write_text(json.dumps({"study": study.name, "source": study.source, "convention": study.convention,
-                                         "audit_input": size, "counts": counts, "trials": list(rows)},
-                                        indent=2) + "\n")
+    summary = {"study": study.name, "source": study.source, "convention": study.convention,
+               "audit_input": size, "counts": counts, "trials": list(rows)}
+    paths["json"].write_text(json.dumps(summary, indent=2) + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(_CSV_COLUMNS)
@@ -165,13 +167,16 @@ def write_report(folder: str | Path, study: Any, rows: Sequence[Mapping[str, Any
           f"{', evaluation split ' + study.eval.get('split', 'val')}. {unit}{at} from the analytic audit; "
           f"latency measured{bench_at} (median, batch {study.bench.get('batch', 1)}, "
           f"{study.bench.get('dtype', 'float32')}, {study.bench.get('device', 'cpu')}).", "",
-          "| trial | status | params (M) | " + unit + " | mIoU (%) | pixel acc. (%) | latency (ms) | images/s | steps |",
+          f"| trial | status | params (M) | {unit} | mIoU (%) | pixel acc. (%) | latency (ms) | images/s "
+          "| steps |",
           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         md.append(f"| {r['name']} | {r.get('status')} | {r['params'] / 1e6:.3f} | {r['gflops']:.2f} | "
-                  f"{_pct(r.get('miou'))} | {_pct(r.get('pixel_accuracy'))} | {_num(r.get('latency_ms'), '.2f')} | "
+                  f"{_pct(r.get('miou'))} | {_pct(r.get('pixel_accuracy'))} | "
+                  f"{_num(r.get('latency_ms'), '.2f')} | "
                   f"{_num(r.get('images_per_s'), '.1f')} | {r.get('steps', '-')} |")
-    md += ["", "## Table 2 layout", "", table2(rows if table_rows is None else table_rows, unit), "", "## Counts", ""]
+    layout = table2(rows if table_rows is None else table_rows, unit)
+    md += ["", "## Table 2 layout", "", layout, "", "## Counts", ""]
     md += [f"- {k.replace('_', ' ')}: {v}" for k, v in counts.items()]
     failures = [r for r in rows if r.get("status") in ("failed", "over_budget")]
     if failures:

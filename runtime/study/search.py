@@ -39,7 +39,8 @@ def _optuna():
     try:
         import optuna
     except ImportError:
-        raise StudyError(f"a search: section needs Optuna, which is not installed: {OPTUNA_INSTALL}") from None
+        raise StudyError(f"a search: section needs Optuna, which is not installed: {OPTUNA_INSTALL}") \
+            from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
 
@@ -48,7 +49,8 @@ def _suggest(trial: Any, name: str, dim: Mapping[str, Any]) -> Any:
     if "choices" in dim:
         return trial.suggest_categorical(name, list(dim["choices"]))
     low, high, step = dim["low"], dim["high"], dim.get("step")
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)) and (step is None or float(step).is_integer()):
+    integers = all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high))
+    if integers and (step is None or float(step).is_integer()):
         return trial.suggest_int(name, low, high, step=int(step or 1), log=bool(dim.get("log")))
     return trial.suggest_float(name, float(low), float(high), step=step, log=bool(dim.get("log")))
 
@@ -108,7 +110,8 @@ def run_search(study: Study, args: argparse.Namespace) -> int:
         (study_dir / "study.yaml").write_text(study.text)
     b = study.budget_input
     print(f"search: {search.candidates} candidates of {search.meta_label} x {search.encoder_label} over "
-          f"{', '.join(search.space)}; budget {dict(study.budget)}" + (f" at {b[0]}x{b[1]}" if b else ""), flush=True)
+          f"{', '.join(search.space)}; budget {dict(study.budget)}" + (f" at {b[0]}x{b[1]}" if b else ""),
+          flush=True)
     rows: list[dict[str, Any]] = []
     seen: dict[str, dict[str, Any]] = {}
     for k in range(search.candidates):
@@ -129,7 +132,8 @@ def run_search(study: Study, args: argparse.Namespace) -> int:
         if plan.over_budget is not None:
             opt.tell(ot, state=optuna.trial.TrialState.PRUNED)
             rows.append({**row, "status": "over_budget"})
-            print(f"[{trial.name}] {trial.variant}: over budget ({plan.over_budget}), not trained", flush=True)
+            print(f"[{trial.name}] {trial.variant}: over budget ({plan.over_budget}), not trained",
+                  flush=True)
             continue
         if key in seen:
             earlier = seen[key]
@@ -155,7 +159,8 @@ def run_search(study: Study, args: argparse.Namespace) -> int:
             opt.tell(ot, state=optuna.trial.TrialState.PRUNED)
         else:
             opt.tell(ot, state=optuna.trial.TrialState.FAIL)
-        print(f"[{trial.name}] {trial.variant}: {result['status']}, mIoU {100 * (result.get('miou') or 0):.2f} %, "
+        miou = 100 * (result.get("miou") or 0)
+        print(f"[{trial.name}] {trial.variant}: {result['status']}, mIoU {miou:.2f} %, "
               f"{result.get('steps')} steps", flush=True)
     counts = {"pruned_analytically": sum(r["status"] == "over_budget" for r in rows),
               "invalid": sum(r["status"] == "invalid" for r in rows),
@@ -171,7 +176,8 @@ def run_search(study: Study, args: argparse.Namespace) -> int:
         best = max((r for r in trained if r["status"] == "ok"), key=lambda r: r["miou"] or 0, default=None)
         largest = max(trained, key=lambda r: r["gflops"])
         notes.append(f"largest trained candidate: {largest['name']} at {largest['gflops']:.2f} GFLOPs "
-                     f"(audit input), {largest['train_activation_mib']} MiB, {largest['params'] / 1e6:.3f} M params")
+                     f"(audit input), {largest['train_activation_mib']} MiB, "
+                     f"{largest['params'] / 1e6:.3f} M params")
         if best is not None:
             notes.append(f"best completed candidate: {best['name']} ({best['variant']}), "
                          f"mIoU {100 * best['miou']:.2f} %")
@@ -180,7 +186,8 @@ def run_search(study: Study, args: argparse.Namespace) -> int:
     return 1 if any(r["status"] == "failed" for r in rows) else 0
 
 
-def _train_candidate(study: Study, args, plan, row, study_dir: Path, data: str, ot, make_job) -> dict[str, Any]:
+def _train_candidate(study: Study, args, plan, row, study_dir: Path, data: str, ot,
+                     make_job) -> dict[str, Any]:
     paths = trial_paths(study_dir, plan.trial.name)
     evals = {"n": 0}
 

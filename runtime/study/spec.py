@@ -145,7 +145,8 @@ SCHEMA: dict[str, Any] = {
                                       "properties": {"rule": {"enum": ["median", "asha", "none"]},
                                                      "warmup_evals": _NAT, "min_evals": _POS_INT,
                                                      "startup_trials": _NAT,
-                                                     "reduction_factor": {"type": "integer", "minimum": 2}}}}},
+                                                     "reduction_factor": {"type": "integer",
+                                                                          "minimum": 2}}}}},
     },
 }
 
@@ -385,12 +386,13 @@ class _Expander:
             self.diags.extend(exc.diagnostics)
             return None
         if not isinstance(doc, Mapping) or doc.get("kind") != "model":
-            self.error(f"'{ref}' is not a model file (kind: {doc.get('kind') if isinstance(doc, Mapping) else '?'})",
+            kind = doc.get("kind") if isinstance(doc, Mapping) else "?"
+            self.error(f"'{ref}' is not a model file (kind: {kind})",
                        path, hint="give an encoder and a meta instead")
             return None
         folder = Path(spec).parent
-        return (str(folder / doc["encoder"]), str(folder / doc["meta"]), dict(doc.get("encoder_params") or {}),
-                dict(doc.get("meta_params") or {}))
+        return (str(folder / doc["encoder"]), str(folder / doc["meta"]),
+                dict(doc.get("encoder_params") or {}), dict(doc.get("meta_params") or {}))
 
     # ---- expansion
 
@@ -400,7 +402,8 @@ class _Expander:
         if not given:
             self.error("no networks: give a 'grid:' (encoders x metas), a 'models:' list or a 'search:'", ())
         elif len(given) > 1:
-            self.error(f"'{given[0]}:' and '{given[1]}:' both given; a study has one of grid, models and search",
+            self.error(f"'{given[0]}:' and '{given[1]}:' both given; "
+                       "a study has one of grid, models and search",
                        (given[1],), key=True)
         dataset = self.dataset()
         recipe = dict(doc.get("train") or {})
@@ -420,8 +423,8 @@ class _Expander:
         search = self.search() if "search" in doc else None
         for i, _ in enumerate(doc.get("overrides") or []):
             if not any(self.matches(o_net, i) for o_net in networks) and networks:
-                self.diags.append(Diagnostic("this override matches no trial", self.where("overrides", i, "match"),
-                                             severity="warning"))
+                self.diags.append(Diagnostic("this override matches no trial",
+                                             self.where("overrides", i, "match"), severity="warning"))
         audit = doc.get("audit") or {}
         unique = list(dict.fromkeys(self.diags))  # a bad grid parameter fails once per combination
         if any(d.severity == "error" for d in unique):
@@ -500,7 +503,8 @@ class _Expander:
                 self.error("give 'model' or 'encoder' + 'meta', not both", path)
                 continue
             if "model" in entry:
-                found = self.model_file(entry["model"], (*path, "model") if not isinstance(item, str) else path)
+                where = (*path, "model") if not isinstance(item, str) else path
+                found = self.model_file(entry["model"], where)
                 if found is None:
                     continue
                 encoder, meta, enc_params, meta_params = found

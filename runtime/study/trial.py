@@ -159,8 +159,8 @@ def _torchrun(cfg: Any, job: TrialJob, paths: Mapping[str, Path]) -> dict[str, A
     import sys
 
     package = __package__.rsplit(".", 1)[0]  # rtseg_runtime, or runtime from a source checkout
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={job.processes}",
-               "-m", f"{package}.train", *train_argv(cfg)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={job.processes}", "-m", f"{package}.train", *train_argv(cfg)]
     with paths["log"].open("a") as log:
         log.write("$ " + " ".join(command) + "\n")
         log.flush()

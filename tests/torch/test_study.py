@@ -124,7 +124,8 @@ def test_over_budget_trials_are_reported_not_trained(tmp_path: Path, capsys) -> 
     assert "over budget" in plan
     assert study_cli.main([str(path)]) == 0
     statuses = sorted(r["status"] for r in rows(tmp_path).values())
-    assert "over_budget" in statuses and not (tmp_path / "out" / "runs" / "skipnet_mobilenet_v1_width0.3").exists()
+    assert "over_budget" in statuses
+    assert not (tmp_path / "out" / "runs" / "skipnet_mobilenet_v1_width0.3").exists()
 
 
 def test_bad_study_file_exits_2_with_located_errors(tmp_path: Path, capsys) -> None:
@@ -162,9 +163,8 @@ def test_search_prunes_over_budget_candidates_before_training(tmp_path: Path, ca
           early_stop: {rule: median}
         budget: {max_params: 300000}
         """)
-    text = path.read_text().replace("grid: {encoders: [mobilenet_v1], metas: [skipnet], params: {width: [0.25, 0.3]}}\n",
-                                    "")
-    path.write_text(text)
+    grid = "grid: {encoders: [mobilenet_v1], metas: [skipnet], params: {width: [0.25, 0.3]}}\n"
+    path.write_text(path.read_text().replace(grid, ""))
     assert study_cli.main([str(path)]) == 0
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "out" / "study.json").read_text())
@@ -190,14 +190,17 @@ def test_ray_executor_gives_the_local_table_with_deterministic(tmp_path: Path) -
         assert ray_rows[name]["miou"] == row["miou"] and ray_rows[name]["iou"] == row["iou"]
 
 
+MINIMAL = "kind: study\nname: r\ndataset: {spec: camvid}\nmodels: [skipnet_mobilenet_v1]\n"
+
+
 def _fake_rows() -> list[dict]:
-    base = {"encoder": "e1", "meta": "m1", "variant": "", "seed": 0, "params": 1000, "macs": 1, "status": "ok",
-            "pixel_accuracy": 0.5, "images_per_s": 1.0, "steps": 2}
+    base = {"encoder": "e1", "meta": "m1", "variant": "", "seed": 0, "params": 1000, "macs": 1,
+            "status": "ok", "pixel_accuracy": 0.5, "images_per_s": 1.0, "steps": 2}
     return [{**base, "name": "a", "gflops": 1.0, "miou": 0.30, "latency_ms": 5.0},
             {**base, "name": "b", "meta": "m2", "gflops": 2.0, "miou": 0.40, "latency_ms": 4.0},
             {**base, "name": "c", "encoder": "e2", "gflops": 3.0, "miou": 0.35, "latency_ms": 9.0},
-            {**base, "name": "d", "encoder": "e2", "meta": "m2", "gflops": 0.5, "miou": None, "status": "failed",
-             "error": "boom", "latency_ms": None}]
+            {**base, "name": "d", "encoder": "e2", "meta": "m2", "gflops": 0.5, "miou": None,
+             "status": "failed", "error": "boom", "latency_ms": None}]
 
 
 def test_pareto_front_keeps_the_points_nothing_beats() -> None:
@@ -214,7 +217,7 @@ def test_report_without_matplotlib_skips_the_plots(tmp_path: Path, monkeypatch) 
     from runtime.study.report import write_report
     from runtime.study.spec import parse_study_text
 
-    study = parse_study_text("kind: study\nname: r\ndataset: {spec: camvid}\nmodels: [skipnet_mobilenet_v1]\n")
+    study = parse_study_text(MINIMAL)
     real_import = builtins.__import__
 
     def no_matplotlib(name, *args, **kwargs):
@@ -235,7 +238,7 @@ def test_report_plots_mark_the_pareto_front(tmp_path: Path) -> None:
     from runtime.study.report import write_report
     from runtime.study.spec import parse_study_text
 
-    study = parse_study_text("kind: study\nname: r\ndataset: {spec: camvid}\nmodels: [skipnet_mobilenet_v1]\n")
+    study = parse_study_text(MINIMAL)
     paths = write_report(tmp_path, study, _fake_rows())
     assert paths["miou_vs_gflops.png"].stat().st_size > 1000 and paths["miou_vs_latency.png"].is_file()
 
@@ -246,7 +249,8 @@ def test_parallel_local_workers_give_the_sequential_table(tmp_path: Path) -> Non
     path = write_study(tmp_path)
     assert study_cli.main([str(path), "--deterministic"]) == 0
     sequential = rows(tmp_path)
-    assert study_cli.main([str(path), "--deterministic", "--workers", "2", "--out-dir", str(tmp_path / "par")]) == 0
+    argv = [str(path), "--deterministic", "--workers", "2", "--out-dir", str(tmp_path / "par")]
+    assert study_cli.main(argv) == 0
     parallel = {r["name"]: r for r in json.loads((tmp_path / "par" / "study.json").read_text())["trials"]}
     assert {n: r["iou"] for n, r in parallel.items()} == {n: r["iou"] for n, r in sequential.items()}
 
@@ -295,7 +299,8 @@ def test_train_on_eval_hook_stops_the_run_after_its_checkpoint(tmp_path: Path) -
     specs = Path(__file__).resolve().parents[2] / "specs"
     model = tmp_path / "tiny.yaml"
     model.write_text(f"kind: model\nencoder: {specs / 'encoders' / 'mobilenet_v1.yaml'}\n"
-                     f"meta: {specs / 'meta' / 'skipnet.yaml'}\nnum_classes: 3\nencoder_params: {{width: 0.25}}\n")
+                     f"meta: {specs / 'meta' / 'skipnet.yaml'}\nnum_classes: 3\n"
+                     "encoder_params: {width: 0.25}\n")
     cfg = TrainConfig(model=str(model), data="synthetic", classes="3", input=(32, 64),
                       max_iters=6, batch_size=2, eval_interval=1, limit_train=4, limit_val=2, num_workers=0,
                       progress="lines", out_dir=str(tmp_path / "run"))
@@ -316,7 +321,8 @@ def test_train_argv_rebuilds_the_config() -> None:
 
 @pytest.mark.slow
 def test_a_trial_with_two_processes_trains_with_ddp(tmp_path: Path) -> None:
-    """resources: {processes: 2}: torchrun inside the trial (gloo on CPU); evaluation in the trial's process."""
+    """resources: {processes: 2}: torchrun inside the trial (gloo on CPU); evaluation in the trial's
+    process."""
     path = write_study(tmp_path, "resources: {processes: 2}\n", widths="[0.25]")
     assert study_cli.main([str(path)]) == 0
     (row,) = rows(tmp_path).values()

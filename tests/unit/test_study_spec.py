@@ -109,7 +109,8 @@ def test_unknown_spec_and_dataset_names(tmp_path: Path) -> None:
 
 
 def test_a_combination_that_cannot_be_built_is_refused_before_training(tmp_path: Path) -> None:
-    """The dilation meta is written for output stride 8: the plan names the trial and where it was declared."""
+    """The dilation meta is written for output stride 8: the plan names the trial and where it was
+    declared."""
     study = parse("""
         models: [{encoder: mobilenet_v1, meta: dilation, output_stride: 16}]
         """, tmp_path)
@@ -200,13 +201,15 @@ def test_search_routes_each_parameter_to_its_spec(tmp_path: Path) -> None:
           candidates: 2
           early_stop: {rule: asha, min_evals: 1, reduction_factor: 2}
         """, tmp_path)
-    assert study.trials == () and study.search.routes == {"width": "encoder", "output_stride": "output_stride"}
+    assert study.trials == ()
+    assert study.search.routes == {"width": "encoder", "output_stride": "output_stride"}
     assert study.search.encoder_params == {"conv_bias": True} and study.search.rule == "asha"
 
 
 def test_grid_and_search_together_are_refused(tmp_path: Path) -> None:
     (message,) = errors("""
         grid: {encoders: [mobilenet_v1], metas: [skipnet]}
-        search: {base: {encoder: mobilenet_v1, meta: skipnet}, space: {width: {choices: [0.5]}}, candidates: 1}
+        search: {base: {encoder: mobilenet_v1, meta: skipnet}, space: {width: {choices: [0.5]}},
+                 candidates: 1}
         """, tmp_path)
     assert "'grid:' and 'search:' both given" in message
