@@ -44,14 +44,19 @@ class ModelArgs:
                    output_stride=data.get("output_stride"))
 
 
-def build_model(args: ModelArgs):
-    """Compile the spec; returns the CompiledModel (``.module`` is the network, ``.audit`` its counts)."""
+def build_model(args: ModelArgs, documents: Mapping[str, str] | None = None):
+    """Compile the spec; returns the CompiledModel (``.module`` is the network, ``.audit`` its counts).
+
+    The module is in eval mode, as :func:`rtseg_compiler.compile_model` builds it; training calls
+    ``.train()``. ``args.model``/``encoder``/``meta`` may be ``SpecSource`` texts, and ``documents``
+    (name -> text) stands for files by name: a checkpoint rebuilds its network so, with no files.
+    """
     from rtseg_compiler import compile_model
 
     if args.model is None and not (args.encoder and args.meta):
         raise ValueError("give a model spec, or both an encoder and a meta spec")
     return compile_model(args.model, args.input_size, args.num_classes, encoder=args.encoder, meta=args.meta,
-                         output_stride=args.output_stride)
+                         output_stride=args.output_stride, documents=documents)
 
 
 def dataset_spec_for(classes: ClassSet | str | int):

@@ -163,10 +163,11 @@ def load_checkpoint_model(path: str | Path, override: ModelArgs | None = None,
                           input_size: tuple[int, int] | None = None):
     """(compiled model with the checkpoint's weights, checkpoint dict, dataset spec or None).
 
-    The network is rebuilt from the spec texts the checkpoint embeds (written to a scratch folder), so
-    it does not matter where training ran; older checkpoints fall back to the stored spec paths.
+    The network is rebuilt from the spec texts the checkpoint embeds (handed to the compiler as
+    documents, no files written), so it does not matter where training ran; older checkpoints fall
+    back to the stored spec paths.
     """
-    from .checkpoint import restore_specs, scratch_dir
+    from .checkpoint import spec_documents
     from .datasets import parse_dataset_text
 
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -176,9 +177,11 @@ def load_checkpoint_model(path: str | Path, override: ModelArgs | None = None,
     if input_size is not None:
         margs = replace(margs, input_size=tuple(input_size))
     specs = checkpoint.get("specs") or {}
-    with scratch_dir() as folder:
-        if override is None and specs.get("model", specs.get("encoder")):
-            margs = replace(margs, **restore_specs(specs, folder))
+    if override is None and specs.get("model", specs.get("encoder")):
+        embedded = spec_documents(specs)
+        documents = embedded.pop("documents")
+        compiled = build_model(replace(margs, **embedded), documents=documents)
+    else:
         compiled = build_model(margs)
     compiled.module.load_state_dict(checkpoint["model"])
     dataset = specs.get("dataset")
