@@ -163,7 +163,8 @@ def adapt_input_conv(weight: Any, in_chans: int) -> Any:
     The rule timm applies to pretrained weights (``timm/models/_manipulate.py``, ``adapt_input_conv``):
     one channel gets the sum over the trained ones (a grey image carries R = G = B, so the response
     is unchanged); more channels repeat the trained kernel cyclically (R, G, B, R, ...) and scale it
-    by ``trained / in_chans``, so a constant input still gives the response it gave before.
+    by ``trained / in_chans``, which keeps the response to an image whose channels are all equal
+    for a multiple of the trained count (6 for RGB) and close to it otherwise.
     """
     import torch
 
