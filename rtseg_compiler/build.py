@@ -140,13 +140,18 @@ def _load(compiled: CompiledModel, weights: Any, pretrained: Any) -> None:
 
 
 def standalone_source(compiled: CompiledModel, origin: str = "") -> str:
-    """The standalone ``.py`` text of ``compiled`` (``rtsegc compile --save-code``): the graph the
-    module was emitted from, so the file's state-dict keys are the module's, folded or not."""
-    from .emit.python_source import emit_python
+    """The standalone ``.py`` text of ``compiled`` (``rtsegc compile --save-code``).
 
-    resolved = compiled.resolved
-    if resolved is None:
-        resolved = compiled.inference.resolved if compiled.inference else compiled.analysis.resolved
+    Written from the graph the module was built from, folded for an inference build, so the file's
+    state-dict keys are the module's; but before the memory pass: the file runs every layer out of
+    place, which computes the same values (``passes/inplace.py``) with plain ``a + b`` code.
+    """
+    from .emit.python_source import emit_python
+    from .passes.fold_bn import fold_for_inference
+
+    resolved = compiled.analysis.resolved
+    if compiled.inference is not None:
+        resolved = check_between_passes(fold_for_inference(resolved).resolved)
     return emit_python(resolved, class_name_of(compiled.audit.model), origin=origin)
 
 
