@@ -81,6 +81,8 @@ def build(analysis: Analysis, *, inference: bool = False, weights: Any = None, p
     class_name = class_name or class_name_of(analysis.graph.name)
     plan = None
     if inference:
+        plan = fold_for_inference(analysis.resolved)
+        check_between_passes(plan.resolved)
         # Weight files and layouts name the batch norms: fill the ordinary module, then fold it.
         from .inference import fold_state_dict
 
@@ -88,8 +90,6 @@ def build(analysis: Analysis, *, inference: bool = False, weights: Any = None, p
         _load(CompiledModel(ordinary, analysis.audit, analysis.graph, analysis, resolved=analysis.resolved),
               weights, pretrained)
         weights = pretrained = None
-        plan = fold_for_inference(analysis.resolved)
-        check_between_passes(plan.resolved)
         folded_state = fold_state_dict(ordinary.state_dict(), plan)
         del ordinary
         resolved, in_place = _in_place(plan.resolved, inplace)
