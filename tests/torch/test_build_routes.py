@@ -53,6 +53,17 @@ def test_compile_model_and_create_model_build_the_same_module(name: str) -> None
     _same_outputs(net, compiled.module, torch.randn(2, 3, *SIZE))
 
 
+@pytest.mark.parametrize("options", [{"output_stride": 16, "channels_last": True},
+                                     {"encoder_params": {"width": 0.5}, "inplace": False}])
+def test_create_model_takes_the_build_options_compile_model_takes(options: dict) -> None:
+    compiled = compile_model("unet_mobilenet_v1", SIZE, **options)
+    state = _randomised(compiled.module)
+    net = create_model("unet_mobilenet_v1", input_size=SIZE, weights=state, **options).eval()
+    compiled.module.load_state_dict(state)
+    assert net.audit == compiled.audit and list(net.state_dict()) == list(state)
+    _same_outputs(net, compiled.module, torch.randn(1, 3, *SIZE))
+
+
 def test_features_only_is_the_whole_models_encoder() -> None:
     """The backbone's keys are the model's encoder keys; its taps are what ``net.encoder`` returns."""
     net = create_model("skipnet_mobilenet_v1", input_size=SIZE)
