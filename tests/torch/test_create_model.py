@@ -240,3 +240,15 @@ def test_auxiliary_heads_are_returned_in_eval_mode_too_unless_left_out() -> None
     with torch.no_grad():
         assert isinstance(main(x), torch.Tensor)
     assert main.audit.params < net.audit.params
+
+
+def test_a_spec_text_builds_and_the_module_carries_the_texts_it_read() -> None:
+    from conftest import SPECS
+    from rtseg_compiler import SpecSource
+
+    text = "kind: model\nencoder: mobilenet_v1\nmeta: skipnet\nnum_classes: 5\ninput: [64, 96]\n"
+    net = create_model(SpecSource("mine/model.yaml", text), width=0.5)
+    assert net.spec["model"] == text
+    assert net.spec["encoder"] == (SPECS / "encoders" / "mobilenet_v1.yaml").read_text(encoding="utf-8")
+    pair = create_model(encoder="mobilenet_v1", meta="skipnet", num_classes=5, input_size=(64, 96), width=0.5)
+    assert net.audit.params == pair.audit.params and net.audit.macs == pair.audit.macs
