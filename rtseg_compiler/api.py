@@ -230,7 +230,7 @@ def _is_classifier(compiled: CompiledModel) -> bool:
 
 
 def _flatten_output(module: Any) -> None:
-    """Return ``(N, classes)`` instead of ``(N, classes, 1, 1)``: a view, no arithmetic (torchvision's shape)."""
+    """Return ``(N, classes)``, torchvision's shape, instead of ``(N, classes, 1, 1)``: a view, no arithmetic."""
     import torch
 
     graph = module.graph
@@ -343,7 +343,8 @@ def _features(analysis: Any, taps: Sequence[Any]) -> list[Feature]:
 
 
 def _encoder_analysis(reader: SpecReader, ref: SpecRef, input_size: tuple[int, int] | None,
-                      output_stride: int | None, taps: Sequence[str] | None, out_indices: Sequence[int] | None,
+                      output_stride: int | None, taps: Sequence[str] | None,
+                      out_indices: Sequence[int] | None,
                       encoder_params: Mapping[str, Any] | None, in_chans: int | None,
                       budget: Any) -> tuple[Analysis, list[Feature]]:
     """The analysis of the encoder of ``ref`` (a model or an encoder file) whose outputs are the chosen taps.

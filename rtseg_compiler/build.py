@@ -187,7 +187,7 @@ def adapt_input_conv(weight: Any, in_chans: int) -> Any:
 
 
 def adapted_state(state: Mapping[str, Any], resolved: Resolved, in_chans: int) -> dict[str, Any]:
-    """``state`` (a module built for the spec's image channels) with its input convs adapted to ``in_chans``."""
+    """``state`` (of a module for the spec's image channels), its input convs adapted to ``in_chans``."""
     out = dict(state)
     for name in input_convs(resolved):
         key = f"{name}.weight"

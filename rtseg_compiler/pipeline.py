@@ -1,11 +1,13 @@
-"""The compiler driver: files in, analysed graph out. Imports no torch.
+"""The compiler driver: spec documents (files, zoo names or texts) in, analysed graph out. Imports no torch.
 
 ``analyze`` runs load -> schema -> expand -> link -> infer_shapes (at an output
 stride: ``passes.dilate.apply_output_stride``) -> count -> budget and returns an
 :class:`Analysis`; every problem on the way is collected into one
 :class:`~rtseg_compiler.diagnostics.SpecError`. With ``RTSEGC_CHECK=1`` the graph
 invariants (``passes/check.py``) are asserted after each pass. ``validate_file``
-runs the checks that make sense for one file of any kind.
+runs the checks that make sense for one file of any kind. Where documents come from, and how a
+model's ``encoder:``/``meta:`` references resolve, is ``spec/sources.py``; building a module from
+an :class:`Analysis` is ``build.py``.
 """
 
 from __future__ import annotations

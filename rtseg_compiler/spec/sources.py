@@ -92,7 +92,8 @@ class SpecReader:
         return SpecSource(name, self.texts[name])
 
 
-def model_parts(model: SpecRef, doc: Mapping[str, Any], reader: SpecReader | None = None) -> dict[str, SpecRef]:
+def model_parts(model: SpecRef, doc: Mapping[str, Any],
+                reader: SpecReader | None = None) -> dict[str, SpecRef]:
     """``{"encoder": ref, "meta": ref}`` for the documents a model file names.
 
     A reference is a path relative to the model file's folder (or absolute); if nothing is there and
@@ -116,7 +117,7 @@ def model_parts(model: SpecRef, doc: Mapping[str, Any], reader: SpecReader | Non
 def read_sources(model: SpecRef | None = None, *, encoder: SpecRef | None = None,
                  meta: SpecRef | None = None,
                  documents: Mapping[str, str] | None = None) -> dict[str, SpecSource]:
-    """``{"model"|"encoder"|"meta": SpecSource}``: the texts a model (or an encoder + meta pair) is built from.
+    """``{"model"|"encoder"|"meta": SpecSource}``: the texts a model (or encoder + meta) is built from.
 
     Resolves names as the compiler does (:func:`model_parts`); raises SpecError for a document that
     cannot be read.

@@ -34,7 +34,8 @@ def test_a_broken_folding_pass_is_caught_before_emitting(monkeypatch) -> None:
 
     def broken(resolved: Resolved):
         plan = real(resolved)
-        return fold_bn.InferencePlan(_duplicated_first_node(plan.resolved), plan.folds, plan.dropped, plan.kept)
+        broken_graph = _duplicated_first_node(plan.resolved)
+        return fold_bn.InferencePlan(broken_graph, plan.folds, plan.dropped, plan.kept)
 
     monkeypatch.setenv("RTSEGC_CHECK", "1")
     monkeypatch.setattr(fold_bn, "fold_for_inference", broken)
