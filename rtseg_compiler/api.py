@@ -26,7 +26,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from .build import CompiledModel, adapted_state, build, class_name_of
 from .diagnostics import Diagnostics
-from .pipeline import DEFAULT_ENCODER_INPUT, Analysis, analyze, analyze_graph, load_graph, sources_of
+from .pipeline import (DEFAULT_ENCODER_INPUT, Analysis, analyze, analyze_graph, load_graph, sources_of,
+                       with_outputs)
 from .spec.sources import SpecReader, SpecRef, model_parts
 from .zoo import list_models
 
@@ -230,7 +231,7 @@ def _is_classifier(compiled: CompiledModel) -> bool:
 
 
 def _flatten_output(module: Any) -> None:
-    """Return ``(N, classes)``, torchvision's shape, instead of ``(N, classes, 1, 1)``: a view, no arithmetic."""
+    """Return ``(N, classes)`` (torchvision's shape) instead of ``(N, classes, 1, 1)``: a view."""
     import torch
 
     graph = module.graph
@@ -349,8 +350,9 @@ def _encoder_analysis(reader: SpecReader, ref: SpecRef, input_size: tuple[int, i
                       budget: Any) -> tuple[Analysis, list[Feature]]:
     """The analysis of the encoder of ``ref`` (a model or an encoder file) whose outputs are the chosen taps.
 
-    The taps are ordered by stride from an analysis of the whole encoder; the chosen ones are then
-    analysed again as the outputs, so layers after the deepest chosen tap are left out.
+    The whole encoder is analysed once, with every tap an output, which orders the taps by stride;
+    it is then narrowed to the chosen taps (``pipeline.with_outputs``), so layers after the deepest
+    chosen tap are left out.
     """
     diags = Diagnostics()
     graph = load_graph(ref, encoder_params=encoder_params, diags=diags, reader=reader)
@@ -363,13 +365,12 @@ def _encoder_analysis(reader: SpecReader, ref: SpecRef, input_size: tuple[int, i
     size = input_size or graph.default_input or DEFAULT_ENCODER_INPUT
     every = analyze_graph(encoder.replace(outputs=tuple((t.name, t.node) for t in graph.taps),
                                           output=graph.taps[0].node),
-                          size, Diagnostics(), output_stride=output_stride, budget=budget)
+                          size, diags, output_stride=output_stride, budget=budget,
+                          sources=sources_of(encoder, reader))
     chosen = _choose(_features(every, graph.taps), taps, out_indices)
     outputs = tuple((f.name, f.module) for f in chosen)
     files = {k: v for k, v in graph.files.items() if k in ("model", "encoder")}  # no head is built
-    encoder = encoder.replace(outputs=outputs, output=outputs[0][1], files=files)
-    analysis = analyze_graph(encoder, size, diags, output_stride=output_stride, budget=budget,
-                             sources=sources_of(encoder, reader))
+    analysis = with_outputs(every, outputs, files)
     built = {f.name: f for f in _features(analysis, graph.taps)}
     return analysis, [built[name] for name, _ in outputs]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .diagnostics import Diagnostic, Diagnostics, Location, SpecError
-from .ir import Graph, Resolved, frozen_map
+from .ir import INPUT, Graph, Resolved, frozen_map
 from .passes import count, link
 from .passes.budget import DEFAULT_BUDGET, Budget, check_budget
 from .passes.check import check_between_passes
@@ -32,7 +32,7 @@ from .weights.mapping import check_weights
 from .zoo import resolve_spec
 
 __all__ = ["Analysis", "analyze", "analyze_graph", "load_graph", "sources_of", "validate_file",
-           "DEFAULT_ENCODER_INPUT"]
+           "with_outputs", "DEFAULT_ENCODER_INPUT"]
 
 #: The ImageNet size, for checking an encoder on its own when it names none.
 DEFAULT_ENCODER_INPUT = (224, 224)
@@ -223,6 +223,34 @@ def analyze_graph(graph: Graph, input_size: tuple[int, int] | None, diags: Diagn
     check_budget(resolved, audit, budget or DEFAULT_BUDGET, diags)
     diags.raise_if_errors()
     return Analysis(resolved.graph, resolved, audit, diags.warnings, frozen_map(sources))
+
+
+def with_outputs(analysis: Analysis, outputs: tuple[tuple[str, str], ...],
+                 files: Mapping[str, str] | None = None) -> Analysis:
+    """``analysis`` narrowed to ``outputs`` (``(name, layer)`` pairs, main first) and the layers they need.
+
+    Shapes are not inferred again: a layer's type depends only on the layers before it, so the kept
+    layers keep theirs. ``link`` prunes what no output needs (taps included), absent layers that stood
+    for a pruned one go with it, and ``count`` counts the rest. ``files`` replaces the graph's files
+    (an encoder taken out of a model has no meta).
+    """
+    diags = Diagnostics()
+    graph = analysis.graph.replace(outputs=tuple(outputs), output=outputs[0][1],
+                                   files=frozen_map(files if files is not None else analysis.graph.files))
+    pruned = link(graph, diags, warn_unused=False)
+    diags.raise_if_errors()
+    kept = {n.name for n in pruned.nodes} | {INPUT}
+    skipped = dict(pruned.skipped)
+    changed = True
+    while changed:  # an absent layer stays while what it stands for is still there
+        alive = {name: skip for name, skip in skipped.items() if skip.passthrough in kept | set(skipped)}
+        changed, skipped = len(alive) != len(skipped), alive
+    pruned = pruned.replace(skipped=frozen_map(skipped))
+    gone = {n.name for n in graph.nodes} - kept
+    types = frozen_map({k: v for k, v in analysis.resolved.types.items() if k not in gone})
+    resolved = check_between_passes(Resolved(check_between_passes(pruned), analysis.resolved.input, types))
+    sources = {kind: source for kind, source in analysis.sources.items() if kind in pruned.files}
+    return Analysis(pruned, resolved, count(resolved), analysis.warnings, frozen_map(sources))
 
 
 def validate_file(path: str | Path, input_size: tuple[int, int] | None = None, *,
