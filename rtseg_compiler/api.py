@@ -202,10 +202,10 @@ def create_model(name_or_path: SpecRef | None = None, *, num_classes: int | None
             weights, pretrained = _adapted_pretrained(original, analysis, pretrained, class_name), None
     compiled = build(analysis, inference=inference, weights=weights, pretrained=pretrained, inplace=inplace,
                      channels_last=channels_last, class_name=class_name)
-    return finish_module(compiled, features_only=features_only, chosen=chosen)
+    return _finish_module(compiled, features_only=features_only, chosen=chosen)
 
 
-def finish_module(compiled: CompiledModel, *, features_only: bool = False,
+def _finish_module(compiled: CompiledModel, *, features_only: bool = False,
                   chosen: Sequence[Feature] | None = None) -> Any:
     """``compiled.module`` as :func:`create_model` returns it: the mode, the attributes, the encoder."""
     module, analysis = compiled.module, compiled.analysis
