@@ -141,3 +141,14 @@ def test_the_standalone_source_is_the_built_module(tmp_path: Path, inference: bo
     net = getattr(saved, class_name_of(compiled.audit.model))()
     net.load_state_dict(compiled.module.state_dict(), strict=True)
     _same_outputs(net.eval(), compiled.module, torch.randn(2, 3, *SIZE))
+
+
+def test_save_code_of_an_inference_build_with_in_place_adds(tmp_path: Path, capsys) -> None:
+    """rtsegc compile --inference --save-code: the file is written from the folded graph before the
+    memory pass, so SkipNet's in-place adds (which a torch-only file cannot express) are no obstacle."""
+    from rtseg_compiler.cli import main as rtsegc
+
+    path = tmp_path / "net.py"
+    assert rtsegc(["compile", "skipnet_mobilenet_v1", "--input", "64x96", "--inference",
+                   "--save-code", str(path)]) == 0
+    assert "written to" in capsys.readouterr().out and "class SkipnetMobilenetV1" in path.read_text()
