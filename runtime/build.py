@@ -79,13 +79,17 @@ def make_dataset(data: str, split: str, size: tuple[int, int], classes: ClassSet
     ``augment`` steps (and ``hflip_prob``, the older flag) apply to this split; pass none for evaluation.
     """
     if data == SYNTHETIC:
-        classes = classes if isinstance(classes, ClassSet) else class_set(classes)
+        # a ClassSet, or a DatasetSpec (--dataset with --data synthetic): both have num_classes
+        classes = classes if hasattr(classes, "num_classes") else class_set(classes)
         length = limit if limit is not None else synthetic_length
         return SyntheticSegmentation(length, size, classes.num_classes, seed=seed + (split != "train"))
     from .data import DatasetFolder
 
     if not Path(data).is_dir():
-        raise FileNotFoundError(f"{data}: no such dataset folder (or use --data synthetic)")
+        from .datasets import DataError
+
+        raise DataError(f"--data {data}: no such dataset folder"
+                        + (" (it is a file)" if Path(data).exists() else "") + "; or use --data synthetic")
     spec = dataset_spec if dataset_spec is not None else dataset_spec_for(classes)
     steps = list(augment) + ([{"op": "hflip", "p": hflip_prob}] if hflip_prob > 0 else [])
     return DatasetFolder(spec, data, split, size, label_size=label_size, augment=steps, limit=limit,

@@ -142,21 +142,16 @@ def build_parser(prog: str = "rtsegc eval") -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "rtsegc eval") -> int:
-    """Exit status 0, or 2 for a bad spec or dataset, a missing file or weights that do not fit."""
-    from rtseg_compiler import SpecError
+    """Exit status 0; 2 for a bad spec, dataset, checkpoint or weights file (one line naming it); 3 for a
+    bug in the runtime (:mod:`runtime.errors`)."""
+    from .errors import guarded
 
-    from .datasets import DataError
-    from .weights import WeightsError
-
-    args = build_parser(prog).parse_args(argv)
-    try:
-        return _run(args)
-    except SpecError as exc:
-        for d in exc.diagnostics:
-            print(d.render(), file=sys.stderr)
-    except (FileNotFoundError, WeightsError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-    return 2
+    p = build_parser(prog)
+    args = p.parse_args(argv)
+    for flag, value, least in (("--limit", args.limit, 0), ("--batch-size", args.batch_size, 1)):
+        if value is not None and value < least:
+            p.error(f"{flag} {value}: must be {least} or more")
+    return guarded(prog, lambda: _run(args))
 
 
 def load_checkpoint_model(path: str | Path, override: ModelArgs | None = None,
@@ -166,10 +161,10 @@ def load_checkpoint_model(path: str | Path, override: ModelArgs | None = None,
     The network is rebuilt from the spec texts the checkpoint embeds (written to a scratch folder), so
     it does not matter where training ran; older checkpoints fall back to the stored spec paths.
     """
-    from .checkpoint import restore_specs, scratch_dir
+    from .checkpoint import load_checkpoint, restore_specs, scratch_dir
     from .datasets import parse_dataset_text
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(path, use="give a state dict to --weights with a model spec instead")
     margs = ModelArgs.from_dict(checkpoint["model_args"])
     if override is not None:  # spec files given on the command line replace the embedded ones
         margs = replace(margs, model=override.model, encoder=override.encoder, meta=override.meta)
@@ -180,7 +175,14 @@ def load_checkpoint_model(path: str | Path, override: ModelArgs | None = None,
         if override is None and specs.get("model", specs.get("encoder")):
             margs = replace(margs, **restore_specs(specs, folder))
         compiled = build_model(margs)
-    compiled.module.load_state_dict(checkpoint["model"])
+    try:
+        compiled.module.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:
+        from .errors import RunError
+
+        built = "the spec files given" if override is not None else "the spec texts it embeds"
+        raise RunError(f"{path}: its weights do not fit the network built from {built} "
+                       f"({str(exc).splitlines()[0][:160]}); give the spec it was trained with") from None
     dataset = specs.get("dataset")
     spec = parse_dataset_text(dataset["text"], f"{path} (embedded dataset)") if dataset else None
     return compiled, checkpoint, spec
@@ -208,9 +210,18 @@ def _run(args: argparse.Namespace) -> int:
                           args.output_stride)
         compiled = build_model(margs)
         if args.weights:
-            from .weights import load_pretrained
+            from .weights import WeightsError, load_pretrained
 
-            load_pretrained(compiled.module, args.weights, prefix="")
+            try:
+                load_pretrained(compiled.module, args.weights, prefix="")
+            except WeightsError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - truncated and foreign files raise many types
+                from .errors import RunError
+
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise RunError(f"--weights {args.weights}: not a readable weights file "
+                               f"({type(exc).__name__}: {first})") from None
         else:
             print("warning: no --checkpoint or --weights: evaluating a randomly initialised network",
                   file=sys.stderr)
