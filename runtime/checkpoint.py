@@ -21,7 +21,7 @@ always holds the best mIoU ever evaluated; on ``--resume`` the run takes the bes
 
 Test hooks (read by nothing else): ``RTSEG_CHECKPOINT_PAUSE=SECONDS`` sleeps after a temporary file is
 complete and before its rename, when it replaces an existing checkpoint; ``RTSEG_CHECKPOINT_PAUSE_BETWEEN=
-SECONDS`` sleeps after ``best.pt`` is renamed and before ``last.pt`` is written. Each prints one line
+SECONDS`` sleeps after ``best.pt`` is renamed and before ``last.pt`` is replaced. Each prints one line
 first, so a test can kill the writer at a known point.
 
 Self-contained: ``specs`` holds the texts of the model, encoder and meta files (and the dataset file),
@@ -126,7 +126,8 @@ def save_checkpoints(state: dict, folder: str | Path, improved: bool) -> None:
     folder = Path(folder)
     if improved:
         atomic_save(state, folder / "best.pt")
-        _pause(PAUSE_BETWEEN_ENV, "best.pt written, before last.pt")
+        if (folder / "last.pt").exists():
+            _pause(PAUSE_BETWEEN_ENV, f"best.pt written at step {state.get('iter_num')}, before last.pt")
     atomic_save(state, folder / "last.pt")
 
 

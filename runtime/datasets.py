@@ -80,7 +80,8 @@ SCHEMA: dict[str, Any] = {
         "name": {"type": "string"},
         "layout": {"enum": list(LAYOUTS)},
         "ignore_index": {"type": "integer", "minimum": 0, "maximum": 255},
-        "mean": _TRIPLE, "std": _TRIPLE,
+        # std divides: a zero makes every input NaN (and the loss with it), so it is refused here
+        "mean": _TRIPLE, "std": {**_TRIPLE, "items": {"type": "number", "exclusiveMinimum": 0}},
         "splits": {"type": "object", "additionalProperties": {"type": "string"}},
         "classes": {"type": "array", "minItems": 1, "maxItems": 255, "items": {
             "type": "object", "required": ["name"], "additionalProperties": False,

@@ -306,10 +306,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
     try:
         checkpoint = None
         if cfg.resume:
-            if not (out_dir / "last.pt").exists():
-                raise TrainError(f"--resume: {out_dir / 'last.pt'} does not exist, so there is nothing to "
-                                 "continue; drop --resume to start a new run")
-            checkpoint = load_checkpoint(out_dir / "last.pt", map_location=device)
+            checkpoint = _resume_point(out_dir, device, master)
             if checkpoint["iter_num"] >= cfg.max_iters:
                 if master:
                     print(f"{out_dir}: the run already finished at step {checkpoint['iter_num']} "
@@ -322,6 +319,32 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
     finally:
         if lock is not None:
             lock.release()
+
+
+def _resume_point(out_dir: Path, device: torch.device, master: bool) -> dict:
+    """The newest of ``last.pt`` and ``best.pt``: normally ``last.pt``; ``best.pt`` when a kill came after
+    ``best.pt`` was replaced and before ``last.pt`` was (the one write order, runtime/checkpoint.py)."""
+    from .checkpoint import load_checkpoint
+
+    last, best = out_dir / "last.pt", out_dir / "best.pt"
+    if not last.exists() and not best.exists():
+        raise TrainError(f"--resume: {last} does not exist, so there is nothing to continue; drop --resume "
+                         "to start a new run")
+    checkpoint = load_checkpoint(last, map_location=device) if last.exists() else None
+    if best.exists():
+        try:
+            newer = load_checkpoint(best, map_location=device)
+        except RunError:
+            if checkpoint is None:
+                raise
+            newer = None
+        if newer is not None and (checkpoint is None or newer["iter_num"] > checkpoint["iter_num"]):
+            if master:
+                print(f"resume: {best} (step {newer['iter_num']}) is newer than {last.name}"
+                      + (f" (step {checkpoint['iter_num']})" if checkpoint is not None else " (missing)")
+                      + f": a run stopped between the two writes; continuing from {best.name}")
+            checkpoint = newer
+    return checkpoint
 
 
 def _load_pretrained(cfg: TrainConfig, compiled, raw_model, master: bool) -> None:
@@ -337,11 +360,12 @@ def _load_pretrained(cfg: TrainConfig, compiled, raw_model, master: bool) -> Non
             report = load_pretrained(raw_model, cfg.pretrained, prefix=cfg.pretrained_prefix)
     except (WeightsError, SourceWeightsError):
         raise
-    except OSError as exc:  # a fetch without network, a file that vanished
-        raise TrainError(f"--pretrained {cfg.pretrained}: could not be read or fetched ({exc}); download it "
-                         "where there is network and give SOURCE:NAME@FILE, or a local file") from None
-    except Exception as exc:  # noqa: BLE001 - truncated and foreign files raise many types
+    except Exception as exc:  # noqa: BLE001 - truncated files, foreign files and failed fetches raise many types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        if ":" in cfg.pretrained and not Path(cfg.pretrained).exists():  # SOURCE:NAME, fetched
+            raise TrainError(f"--pretrained {cfg.pretrained}: could not fetch the weights "
+                             f"({type(exc).__name__}: {first}); without network, download them elsewhere "
+                             "and give SOURCE:NAME@FILE") from None
         raise TrainError(f"--pretrained {cfg.pretrained}: not a readable weights file "
                          f"({type(exc).__name__}: {first}); give a complete state dict or checkpoint") from None
     if master:
@@ -473,7 +497,7 @@ def _train_loop(cfg: TrainConfig, device: torch.device, rank: int, world: int, m
             best_miou = on_disk
         torch.set_rng_state(checkpoint["rng"]["torch"].cpu())
         if master:
-            print(f"resumed from {last_pt} at step {iter_num} (best mIoU {best_miou:.4f})")
+            print(f"resumed from {out_dir} at step {iter_num} (best mIoU {best_miou:.4f})")
         checkpoint = None  # free the tensors
     model = raw_model
     if ddp:
