@@ -432,6 +432,11 @@ def _train_loop(cfg: TrainConfig, device: torch.device, rank: int, world: int, m
         for split, data_set in ((cfg.train_split, train_set), (cfg.val_split, val_set)):
             for problem in getattr(data_set, "skipped", ()):
                 print(f"skipped [{split}]: {problem}")
+    skip_log = out_dir / "skipped.txt"  # samples that fail to decode at load time, with --skip-bad
+    skip_log_start = skip_log.stat().st_size if skip_log.exists() else 0
+    for data_set in (train_set, val_set):
+        if hasattr(data_set, "skip_log"):
+            data_set.skip_log = skip_log
     workers = cfg.workers()
     loader_extra = {"persistent_workers": True} if workers > 0 else {}
     pin = device.type == "cuda"
@@ -640,6 +645,14 @@ def _train_loop(cfg: TrainConfig, device: torch.device, rank: int, world: int, m
         progress.close()
         if tb is not None:
             tb.close()
+        if master and skip_log.exists() and skip_log.stat().st_size > skip_log_start:
+            with skip_log.open(encoding="utf-8") as fh:
+                fh.seek(skip_log_start)
+                lines = [line.rstrip("\n") for line in fh if line.strip()]
+            print(f"skipped at load time: {len(lines)} read(s) of samples that no longer decode "
+                  f"(listed in {skip_log}):", file=sys.stderr)
+            for line in dict.fromkeys(lines):
+                print(f"  {line}", file=sys.stderr)
     if stopped_by is not None:
         import signal
 
