@@ -136,7 +136,7 @@ def dataset_spec_for(classes: ClassSet | str | int):
 def make_dataset(data: str, split: str, size: tuple[int, int], classes: ClassSet | str | int, *,
                  limit: int | None = None, hflip_prob: float = 0.0, label_size: str = "input",
                  synthetic_length: int = 64, seed: int = 0, dataset_spec=None, augment=(),
-                 skip_bad: bool = False, instances: bool = False):
+                 skip_bad: bool = False, instances: bool = False, external_splits: bool = False):
     """A dataset folder described by ``dataset_spec`` (default: the one ``classes`` stands for), or the
     synthetic set when ``data == "synthetic"``.
 
@@ -158,7 +158,7 @@ def make_dataset(data: str, split: str, size: tuple[int, int], classes: ClassSet
     spec = dataset_spec if dataset_spec is not None else dataset_spec_for(classes)
     steps = list(augment) + ([{"op": "hflip", "p": hflip_prob}] if hflip_prob > 0 else [])
     return DatasetFolder(spec, data, split, size, label_size=label_size, augment=steps, limit=limit,
-                         skip_bad=skip_bad, instances=instances)
+                         skip_bad=skip_bad, instances=instances, external_splits=external_splits)
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -196,13 +196,14 @@ class DatasetFolder(Dataset):
 
     def __init__(self, spec, root: str | Path, split: str, size: tuple[int, int] | None, *,
                  label_size: str = "input", augment: Sequence = (), limit: int | None = None,
-                 skip_bad: bool = False, cache_bytes: int = 1 << 30, instances: bool = False) -> None:
+                 skip_bad: bool = False, cache_bytes: int = 1 << 30, instances: bool = False,
+                 external_splits: bool = False) -> None:
         if label_size not in ("input", "original"):
             raise ValueError(f"label_size must be 'input' or 'original', got {label_size!r}")
         self.spec, self.size, self.label_size = spec, tuple(size) if size else None, label_size
         self.augment = list(augment)
         self.num_classes = spec.num_classes
-        samples = find_samples(spec, root, split)
+        samples = find_samples(spec, root, split, allow_external=external_splits)
         samples = samples[:limit] if limit is not None else samples
         self.samples, self.skipped = [], []
         self.skip_bad, self.skip_log = skip_bad, None

@@ -37,7 +37,7 @@ def _zoo_datasets() -> Path:
         Path(__file__).resolve().parent.parent / "specs" / "datasets")
 
 
-__all__ = ["DATASET_DIR", "DataError", "DatasetSpec", "Sample", "check_dataset_file", "dataset_from_classes", "find_samples",
+__all__ = ["DATASET_DIR", "DataError", "DatasetSpec", "Sample", "check_dataset_file", "dataset_from_classes", "find_samples", "split_folder",
            "load_dataset_spec", "parse_dataset_text", "write_tiny_cityscapes"]
 
 #: Where ``--dataset NAME`` looks: the zoo's ``datasets/`` (rtseg_compiler/zoo.py), which ships in
@@ -306,11 +306,34 @@ def _require_dir(folder: Path, layout: str) -> None:
         raise DataError(f"{folder}: missing folder (the {layout} layout needs it; see specs/datasets/)")
 
 
-def find_samples(spec: DatasetSpec, root: str | Path, split: str) -> list[Sample]:
+def split_folder(spec: DatasetSpec, root: Path, split: str, allow_external: bool = False) -> str:
+    """The folder name of ``split``, refused when it leads outside ``root``.
+
+    A dataset file travels inside every checkpoint, so a ``splits:`` entry such as ``../other`` would make
+    ``rtsegc eval --checkpoint`` score a folder the user never named. Relative entries must stay under
+    ``--data``; absolute ones need ``--external-splits``, the user's explicit consent.
+    """
+    folder = spec.split_dir(split)
+    path = Path(folder)
+    if path.is_absolute():
+        if not allow_external:
+            raise DataError(f"{spec.source}: split '{split}' is the absolute folder {folder}, outside --data "
+                            f"{root}; pass --external-splits to read it, or make it relative to --data")
+        return folder
+    inside = (root / path).resolve()
+    if inside != root.resolve() and root.resolve() not in inside.parents:
+        raise DataError(f"{spec.source}: split '{split}' -> {folder} leads outside --data {root}; dataset "
+                        "files name folders under --data (an absolute path with --external-splits is the "
+                        "one way out)")
+    return folder
+
+
+def find_samples(spec: DatasetSpec, root: str | Path, split: str, *,
+                 allow_external: bool = False) -> list[Sample]:
     """Every image of ``split`` with its label path (None when the label file is missing), sorted."""
     root = Path(root)
     _require_dir(root, spec.layout)
-    folder = spec.split_dir(split)
+    folder = split_folder(spec, root, split, allow_external)
     out = []
     if spec.layout == "segnet":
         images, labels = root / folder, root / f"{folder}annot"

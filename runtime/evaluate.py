@@ -126,6 +126,8 @@ def build_parser(prog: str = "rtsegc eval") -> argparse.ArgumentParser:
     p.add_argument("--dataset", metavar="NAME|PATH.yaml",
                    help="dataset file (default: the one embedded in the checkpoint, else --classes)")
     p.add_argument("--skip-bad", action="store_true", help="list and skip bad samples instead of stopping")
+    p.add_argument("--external-splits", action="store_true", help="let the dataset file's splits: name "
+                   "absolute folders outside --data (refused otherwise)")
     p.add_argument("--split", default="val")
     p.add_argument("--classes", default=None,
                    help="'camvid' or a class count (default: the checkpoint's, else camvid)")
@@ -233,7 +235,8 @@ def _run(args: argparse.Namespace) -> int:
     model = compiled.module
     _, _, h, w = compiled.audit.input
     dataset = make_dataset(args.data, args.split, (h, w), spec, limit=args.limit, label_size=args.label_size,
-                           dataset_spec=spec, skip_bad=args.skip_bad, instances=bool(spec.instance_sizes))
+                           dataset_spec=spec, skip_bad=args.skip_bad, instances=bool(spec.instance_sizes),
+                           external_splits=args.external_splits)
     for problem in getattr(dataset, "skipped", ()):
         print(f"skipped: {problem}", file=sys.stderr)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)

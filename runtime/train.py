@@ -82,6 +82,8 @@ class TrainConfig:
     classes: str = _opt("without --dataset: 'camvid' (11 classes, label 11 = void) or a class count",
                         default="camvid")
     train_split: str = _opt("training split folder", default="train")
+    external_splits: bool = _opt("let the dataset file's splits: name absolute folders outside --data "
+                                 "(refused otherwise)", default=False)
     val_split: str = _opt("validation split folder", default="val")
     limit_train: int | None = _opt("use only the first N training images (smoke runs)", default=None)
     limit_val: int | None = _opt("use only the first N validation images", default=None)
@@ -425,9 +427,10 @@ def _train_loop(cfg: TrainConfig, device: torch.device, rank: int, world: int, m
         augment = list(dataset_spec.augment) if cfg.dataset else []
     train_set = make_dataset(data, cfg.train_split, (height, width), classes, limit=cfg.limit_train,
                              hflip_prob=cfg.hflip, seed=cfg.seed, dataset_spec=dataset_spec, augment=augment,
-                             skip_bad=cfg.skip_bad)
+                             skip_bad=cfg.skip_bad, external_splits=cfg.external_splits)
     val_set = make_dataset(data, cfg.val_split, (height, width), classes, limit=cfg.limit_val,
-                           seed=cfg.seed, dataset_spec=dataset_spec, skip_bad=cfg.skip_bad)
+                           seed=cfg.seed, dataset_spec=dataset_spec, skip_bad=cfg.skip_bad,
+                           external_splits=cfg.external_splits)
     if master:
         for split, data_set in ((cfg.train_split, train_set), (cfg.val_split, val_set)):
             for problem in getattr(data_set, "skipped", ()):
