@@ -31,6 +31,7 @@ so ``rtsegc eval --checkpoint`` and ``rtsegc predict`` work from any directory, 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 import time
@@ -42,7 +43,8 @@ import torch
 from .errors import RunError, describe_os_error
 
 __all__ = ["PAUSE_BETWEEN_ENV", "PAUSE_ENV", "atomic_save", "best_miou_on_disk", "content_digest",
-           "embed_specs", "load_checkpoint", "remove_temporaries", "restore_specs", "save_checkpoints"]
+           "embed_specs", "load_checkpoint", "remove_temporaries", "restore_specs", "save_checkpoints",
+           "verify_weights_file"]
 
 PAUSE_ENV = "RTSEG_CHECKPOINT_PAUSE"
 PAUSE_BETWEEN_ENV = "RTSEG_CHECKPOINT_PAUSE_BETWEEN"
@@ -94,9 +96,11 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         obj = {**obj, "checksum": {"sha256": content_digest(obj)}}
     tmp = None
     try:
+        buffer = io.BytesIO()  # serialised first, so a failed write is a plain OSError with its errno
+        torch.save(obj, buffer)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            fh.write(buffer.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())
         if path.exists():
@@ -108,10 +112,6 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             exc.filename = str(path)
         raise RunError(describe_os_error(exc, f"writing {path.name}") +
                        (f"; the previous {path.name} is kept" if path.exists() else "")) from None
-    except RuntimeError as exc:  # torch.save reports a failed write as RuntimeError (PytorchStreamWriter)
-        raise RunError(f"{path}: could not write the checkpoint ({exc}); is the disk full? The previous "
-                       f"{path.name} is kept" if path.exists() else
-                       f"{path}: could not write the checkpoint ({exc}); is the disk full?") from None
     finally:
         if tmp is not None:
             try:
@@ -147,12 +147,8 @@ def remove_temporaries(folder: str | Path) -> list[Path]:
     return removed
 
 
-def load_checkpoint(path: str | Path, *, map_location: Any = "cpu", use: str = "") -> dict:
-    """A runtime checkpoint, verified; :class:`RunError` naming the file for anything else.
-
-    ``use`` completes the advice for a file that is a plain state dict (e.g. "give it to --weights").
-    """
-    path = Path(path)
+def _read(path: Path, map_location: Any) -> Any:
+    """``torch.load`` of a file that must exist; RunError naming it when it is empty or does not load."""
     if not path.is_file():
         raise RunError(f"{path}: no such checkpoint" + (" (it is a folder)" if path.is_dir() else ""))
     size = path.stat().st_size
@@ -160,21 +156,44 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu", use: str = "
         raise RunError(f"{path}: empty file, not a checkpoint (a write that never finished?); use another "
                        "checkpoint, e.g. best.pt or last.pt of the same run")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated zips, bad pickles and hostile ones raise many types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first.split(". ")[0][:160]  # torch's zip reader goes on about "an internal miniz error"
         raise RunError(f"{path}: unreadable checkpoint, truncated or corrupted ({size:,} bytes; "
-                       f"{type(exc).__name__}: {first[:160]}); use another checkpoint of the run") from None
+                       f"{type(exc).__name__}: {first}); use another checkpoint of the run") from None
+
+
+def _verify(path: Path, obj: Mapping) -> None:
+    stored = obj.get("checksum")
+    if isinstance(stored, Mapping) and stored.get("sha256") != content_digest(obj):
+        raise RunError(f"{path}: corrupted checkpoint: its content does not match the SHA-256 stored in it "
+                       "(flipped bytes on disk or in transfer); use another copy, or best.pt/last.pt")
+
+
+def load_checkpoint(path: str | Path, *, map_location: Any = "cpu", use: str = "") -> dict:
+    """A runtime checkpoint, verified; :class:`RunError` naming the file for anything else.
+
+    ``use`` completes the advice for a file that is a plain state dict (e.g. "give it to --weights").
+    """
+    path = Path(path)
+    obj = _read(path, map_location)
     if not isinstance(obj, Mapping) or not all(k in obj for k in REQUIRED_KEYS):
         plain = isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())
         what = "a plain state dict (name -> tensor)" if plain else f"a {type(obj).__name__}"
         raise RunError(f"{path}: {what}, not a runtime checkpoint (no {', '.join(REQUIRED_KEYS)})"
                        + (f"; {use}" if use else ""))
-    stored = obj.get("checksum")
-    if isinstance(stored, Mapping) and stored.get("sha256") != content_digest(obj):
-        raise RunError(f"{path}: corrupted checkpoint: its content does not match the SHA-256 stored in it "
-                       "(flipped bytes on disk or in transfer); use another copy, or best.pt/last.pt")
+    _verify(path, obj)
     return dict(obj)
+
+
+def verify_weights_file(path: str | Path) -> None:
+    """Check a file given as weights (``--pretrained FILE``, ``--weights``): it loads, and when it is a
+    runtime checkpoint its checksum matches. A plain state dict passes; the weight loader judges its keys."""
+    path = Path(path)
+    obj = _read(path, "cpu")
+    if isinstance(obj, Mapping):
+        _verify(path, obj)
 
 
 def best_miou_on_disk(folder: str | Path) -> float | None:

@@ -212,8 +212,10 @@ def _run(args: argparse.Namespace) -> int:
                           args.output_stride)
         compiled = build_model(margs)
         if args.weights:
+            from .checkpoint import verify_weights_file
             from .weights import WeightsError, load_pretrained
 
+            verify_weights_file(args.weights)
             try:
                 load_pretrained(compiled.module, args.weights, prefix="")
             except WeightsError:

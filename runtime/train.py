@@ -355,8 +355,14 @@ def _load_pretrained(cfg: TrainConfig, compiled, raw_model, master: bool) -> Non
 
     from .weights import WeightsError, load_pretrained
 
+    from .checkpoint import verify_weights_file
+
+    source = is_source_text(cfg.pretrained) or looks_like_source(cfg.pretrained)  # torchvision:resnet18[@F]
+    local = cfg.pretrained.rpartition("@")[2] if source else cfg.pretrained
+    if not source or "@" in cfg.pretrained:
+        verify_weights_file(local)  # empty, truncated or corrupted: named before any key is matched
     try:
-        if is_source_text(cfg.pretrained) or looks_like_source(cfg.pretrained):  # torchvision:resnet18[@F]
+        if source:
             report = import_weights(compiled, cfg.pretrained)
         else:
             report = load_pretrained(raw_model, cfg.pretrained, prefix=cfg.pretrained_prefix)
