@@ -280,6 +280,28 @@ def test_a_signal_writes_last_pt_at_the_current_step(spec: Path, tmp_path: Path,
         assert load_checkpoint(out / "last.pt")["iter_num"] == step + 1
 
 
+@pytest.mark.slow
+def test_sigterm_under_torchrun_stops_every_rank_at_one_step(spec: Path, tmp_path: Path):
+    """torchrun forwards SIGTERM to its workers; they agree on the step (one all-reduce of a flag per
+    step), rank 0 writes last.pt there, and no rank hangs in a collective or prints a traceback."""
+    out = tmp_path / "ddp"
+    argv = _argv(spec, out, iters=100000)
+    argv[argv.index("--batch-size") + 1] = "1"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                             "2", "-m", "runtime.train", *argv], cwd=REPO_ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        _read_until(proc, "step 3:")
+        os.kill(proc.pid, signal.SIGTERM)
+        rest = proc.communicate(timeout=120)[0]
+    finally:
+        _stop(proc)
+    assert "stopped by SIGTERM at step" in rest and "runtime/train.py" not in rest, rest
+    step = int(rest.split("stopped by SIGTERM at step ")[1].split(":")[0])
+    assert load_checkpoint(out / "last.pt")["iter_num"] == step >= 3
+
+
 # --------------------------------------------------------------------------- a full disk
 
 def _file_size_limit(limit: int):
