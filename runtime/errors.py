@@ -82,9 +82,10 @@ def _print_diagnostics(exc) -> None:
         print(d.render(), file=sys.stderr)
 
 
-def guarded(prog: str, body: Callable[[], int]) -> int:
+def guarded(prog: str, body: Callable[[], int], passthrough: tuple[type[BaseException], ...] = ()) -> int:
     """Run a runtime command's body; every fault becomes one stderr line and an exit status (see above).
 
+    Exceptions of the ``passthrough`` types propagate (to a caller that reports them itself).
     ``RTSEGC_DEBUG=1`` re-raises unanticipated exceptions, for the traceback.
     """
     from rtseg_compiler.diagnostics import SpecError
@@ -93,6 +94,8 @@ def guarded(prog: str, body: Callable[[], int]) -> int:
 
     try:
         return body()
+    except passthrough:
+        raise
     except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.status

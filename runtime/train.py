@@ -301,10 +301,22 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not cfg.deterministic
     out_dir = Path(cfg.out_dir)
-    lock = None
+    lock, refused = None, None
     if master:
-        lock = claim_out_dir(out_dir, cfg.resume)  # before anything in the folder is read or written
-        remove_temporaries(out_dir)
+        try:
+            lock = claim_out_dir(out_dir, cfg.resume)  # before anything in the folder is read or written
+            remove_temporaries(out_dir)
+        except RunError as exc:
+            refused = exc
+    if ddp:  # the other ranks learn of a refusal instead of waiting for rank 0 in the first collective
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if refused else 0.0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and refused is None:
+            raise TrainError(f"rank {rank}: rank 0 refused --out-dir {out_dir} (its message says why)")
+    if refused is not None:
+        raise refused
     try:
         checkpoint = None
         if cfg.resume:
