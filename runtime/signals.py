@@ -7,6 +7,9 @@ them the loop finishes the step in flight, writes ``last.pt`` at that step and e
 signal's number (143, 138, 130), so ``--resume`` loses nothing. A second SIGINT stops at once (a
 KeyboardInterrupt, still saving ``last.pt`` from the state between steps).
 
+DataLoader workers ignore these signals (a terminal sends Ctrl-C to the whole process group, and some
+schedulers signal every process of a job), so the step in flight can finish with its data.
+
 Under torchrun every rank installs the handlers and the ranks agree on the stop through one all-reduce
 of a flag per step, so they leave the loop at the same step and no rank waits forever in a collective
 whose peers have gone.
@@ -18,9 +21,16 @@ import signal
 import sys
 import threading
 
-__all__ = ["StopSignals"]
+__all__ = ["StopSignals", "ignore_stop_signals"]
 
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, name))
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: a worker ignores the stop signals; the training process handles
+    them. Workers still end with it (DataLoader shuts them down, and they watch their parent)."""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class StopSignals:

@@ -459,7 +459,12 @@ def _train_loop(cfg: TrainConfig, device: torch.device, rank: int, world: int, m
         if hasattr(data_set, "skip_log"):
             data_set.skip_log = skip_log
     workers = cfg.workers()
-    loader_extra = {"persistent_workers": True} if workers > 0 else {}
+    from .signals import ignore_stop_signals
+
+    # Workers leave the stop signals to the training process, which finishes its step and saves; a
+    # terminal's Ctrl-C (or a scheduler's SIGTERM to the whole process group) would otherwise kill them
+    # first and fail the step in flight.
+    loader_extra = {"persistent_workers": True, "worker_init_fn": ignore_stop_signals} if workers > 0 else {}
     pin = device.type == "cuda"
     if ddp:
         sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,

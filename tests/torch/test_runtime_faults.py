@@ -280,6 +280,25 @@ def test_a_signal_writes_last_pt_at_the_current_step(spec: Path, tmp_path: Path,
         assert load_checkpoint(out / "last.pt")["iter_num"] == step + 1
 
 
+def test_ctrl_c_in_a_terminal_reaches_the_data_workers_too(spec: Path, tmp_path: Path):
+    """A terminal sends SIGINT to the whole process group, DataLoader workers included: the training
+    process still finishes its step, writes last.pt and exits 130 (its workers ignore the signal, which
+    matters when it arrives while the loop waits for a batch; here it mostly arrives during compute)."""
+    out = tmp_path / "run"
+    argv = _argv(spec, out, iters=100000)
+    argv[argv.index("--num-workers") + 1] = "1"
+    proc = _spawn(argv, start_new_session=True)
+    try:
+        _read_until(proc, "step 3:")
+        os.killpg(proc.pid, signal.SIGINT)
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=60) == 130, rest
+    finally:
+        _stop(proc)
+    assert "stopped by SIGINT at step" in rest and "Traceback" not in rest, rest
+    assert load_checkpoint(out / "last.pt")["iter_num"] >= 3
+
+
 @pytest.mark.slow
 def test_sigterm_under_torchrun_stops_every_rank_at_one_step(spec: Path, tmp_path: Path):
     """torchrun forwards SIGTERM to its workers; they agree on the step (one all-reduce of a flag per
