@@ -563,5 +563,26 @@ def test_dataset_splits_stay_inside_data(tmp_path: Path):
     assert len(find_samples(absolute, tmp_path / "d", "train", allow_external=True)) == 1
 
 
-def test_runtime_errors_are_not_compiler_errors():
+def test_a_runtime_bug_is_exit_3_and_never_a_compiler_error(spec: Path, tmp_path: Path, capsys, monkeypatch,
+                                                            runtime_commands):
+    """Through rtsegc itself: the runtime reports its own bug, so the compiler's handler never sees it."""
+    from rtseg_compiler import cli
+
+    def broken(it, cfg):
+        raise ZeroDivisionError("a bug")
+
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("rtseg_runtime.train"), "get_lr", broken)  # what rtsegc runs
+    assert cli.main(["train", *_argv(spec, tmp_path / "run")]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("rtsegc train: internal error in the runtime: ZeroDivisionError: a bug\n"
+                          "This is a bug in rtseg_runtime.") and "compiler" not in err
     assert issubclass(train_mod.TrainError, RunError) and RunError("x").status == 2
+
+
+def test_resume_with_nothing_to_resume_says_so(spec: Path, tmp_path: Path, capsys):
+    assert train_mod.main(_argv(spec, tmp_path / "run", "--resume")) == 2
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"error: --resume: {tmp_path / 'run' / 'last.pt'} does not exist, so there is nothing to continue; "
+        "drop --resume to start a new run")
