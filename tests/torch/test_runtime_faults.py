@@ -113,6 +113,7 @@ def _evaluated(out: Path) -> list[float]:
 
 # --------------------------------------------------------------------------- checkpoints as a set
 
+@pytest.mark.slow  # a real training process: its start-up is most of the time
 def test_kill_between_best_and_last_keeps_the_best_and_resume_repairs(spec: Path, tmp_path: Path, capsys):
     """SIGKILL after best.pt is replaced, before last.pt is: best.pt already holds the new best; --resume
     continues from it (the newer file), and after the run best.pt holds the best of every evaluation."""
@@ -194,6 +195,7 @@ def test_the_checksum_covers_every_value(tmp_path: Path):
 
 # --------------------------------------------------------------------------- one run per out-dir
 
+@pytest.mark.slow  # a real training process: its start-up is most of the time
 def test_a_second_run_in_the_same_out_dir_is_refused_until_the_first_dies(spec: Path, tmp_path: Path, capsys):
     """Two processes, one folder: the second stops before touching anything; SIGKILL of the first
     releases the lock (the OS does), and --resume then continues from the first run's last.pt."""
@@ -257,6 +259,7 @@ def test_an_out_dir_that_is_a_file_or_not_writable(spec: Path, tmp_path: Path, c
 
 # --------------------------------------------------------------------------- signals
 
+@pytest.mark.slow  # a real training process: its start-up is most of the time
 @pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGUSR1, 138), (signal.SIGINT, 130)])
 def test_a_signal_writes_last_pt_at_the_current_step(spec: Path, tmp_path: Path, sig, status):
     """What Slurm/Kubernetes (SIGTERM), Lightning's requeue (SIGUSR1) and Ctrl-C (SIGINT) send: the step
@@ -280,6 +283,7 @@ def test_a_signal_writes_last_pt_at_the_current_step(spec: Path, tmp_path: Path,
         assert load_checkpoint(out / "last.pt")["iter_num"] == step + 1
 
 
+@pytest.mark.slow  # a real training process: its start-up is most of the time
 def test_ctrl_c_in_a_terminal_reaches_the_data_workers_too(spec: Path, tmp_path: Path):
     """A terminal sends SIGINT to the whole process group, DataLoader workers included: the training
     process still finishes its step, writes last.pt and exits 130 (its workers ignore the signal, which
@@ -330,6 +334,7 @@ def _file_size_limit(limit: int):
     return apply
 
 
+@pytest.mark.slow  # a real training process: its start-up is most of the time
 def test_a_full_disk_keeps_the_previous_checkpoint_and_leaves_no_temporary(spec: Path, tmp_path: Path):
     out = tmp_path / "run"
     assert train_mod.main(_argv(spec, out, every=1)) == 0
