@@ -344,13 +344,26 @@ def _resume_point(out_dir: Path, device: torch.device, master: bool) -> dict:
     if not last.exists() and not best.exists():
         raise TrainError(f"--resume: {last} does not exist, so there is nothing to continue; drop --resume "
                          "to start a new run")
-    checkpoint = load_checkpoint(last, map_location=device) if last.exists() else None
+    try:
+        checkpoint = load_checkpoint(last, map_location=device) if last.exists() else None
+    except RunError as exc:
+        try:
+            intact = load_checkpoint(best, map_location=device)["iter_num"] if best.exists() else None
+        except RunError:
+            intact = None
+        if intact is None:
+            raise
+        raise TrainError(f"{exc}; {best} (step {intact}) is intact: copy it over {last.name} to resume "
+                         "from it") from None
     if best.exists():
         try:
             newer = load_checkpoint(best, map_location=device)
-        except RunError:
+        except RunError as exc:
             if checkpoint is None:
                 raise
+            if master:
+                print(f"warning: {exc}; resuming from {last.name}, and the next improvement replaces it",
+                      file=sys.stderr)
             newer = None
         if newer is not None and (checkpoint is None or newer["iter_num"] > checkpoint["iter_num"]):
             if master:

@@ -179,6 +179,8 @@ def test_broken_checkpoints_are_named(trained, tmp_path: Path, capsys, fault: st
     assert status == 2
     line = _one_error_line(capsys.readouterr().err)
     assert str(target) in line
+    if command == "resume":  # the intact best.pt of the same run is offered
+        assert line.endswith(f"{out / 'best.pt'} (step 1) is intact: copy it over last.pt to resume from it")
     expected = {"truncated": "truncated", "empty": "empty file", "flipped": "corrupted",
                 "plain": "plain state dict"}[fault]
     assert expected in line, line
