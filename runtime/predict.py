@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
+
+from rtseg_compiler.cli.args import add_spec_param_args, spec_params
 
 __all__ = ["build_parser", "main", "output_names", "predict_images"]
 
@@ -40,6 +42,7 @@ def build_parser(prog: str = "rtsegc predict") -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist already "
                    "(default: stop before writing anything)")
+    add_spec_param_args(p)  # on top of the parameters the checkpoint records
     return p
 
 
@@ -96,7 +99,8 @@ def output_names(images: Sequence[Path]) -> list[str]:
 
 def predict_images(checkpoint: str | Path, inputs: Sequence[str], out_dir: str | Path, *,
                    overlay: float | None = None, dataset: str | None = None,
-                   device: str = "auto", overwrite: bool = False) -> list[Path]:
+                   device: str = "auto", encoder_params: Mapping[str, Any] | None = None,
+                   meta_params: Mapping[str, Any] | None = None, overwrite: bool = False) -> list[Path]:
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -121,7 +125,8 @@ def predict_images(checkpoint: str | Path, inputs: Sequence[str], out_dir: str |
         raise RunError(f"{existing[0]}" + (f" and {len(existing) - 1} more output(s)" if len(existing) > 1
                                            else "") + " exist already; pass --overwrite to replace them, or "
                        "choose another -o folder (nothing was written)")
-    compiled, ckpt, spec = load_checkpoint_model(checkpoint)
+    compiled, ckpt, spec = load_checkpoint_model(checkpoint, encoder_params=encoder_params,
+                                                 meta_params=meta_params)
     if dataset:
         spec = load_dataset_spec(dataset)
     if spec is None:
@@ -168,7 +173,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtsegc predict") -> int
 
     def body() -> int:
         written = predict_images(args.checkpoint, args.inputs, args.out_dir, overlay=args.overlay,
-                                 dataset=args.dataset, device=args.device, overwrite=args.overwrite)
+                                 dataset=args.dataset, device=args.device,
+                                 encoder_params=spec_params(args, "encoder_params"),
+                                 meta_params=spec_params(args, "meta_params"), overwrite=args.overwrite)
         print(f"wrote {len(written)} files to {args.out_dir}")
         return 0
 
