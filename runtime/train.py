@@ -230,13 +230,6 @@ def get_lr(it: int, cfg: TrainConfig) -> float:
 
 # --------------------------------------------------------------------------- helpers
 
-def _atomic_save(obj: dict, path: Path) -> None:
-    """Write to a temporary file, then rename: an interrupted save never leaves a truncated checkpoint."""
-    from .checkpoint import atomic_save
-
-    atomic_save(obj, path)
-
-
 def _shard(dataset, rank: int, world: int):
     """Every ``world``-th sample from ``rank`` on: disjoint, complete, and without the padding that
     DistributedSampler adds (padding would count some validation images twice)."""
