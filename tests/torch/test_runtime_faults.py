@@ -593,3 +593,27 @@ def test_resume_with_nothing_to_resume_says_so(spec: Path, tmp_path: Path, capsy
     assert _one_error_line(capsys.readouterr().err) == (
         f"error: --resume: {tmp_path / 'run' / 'last.pt'} does not exist, so there is nothing to continue; "
         "drop --resume to start a new run")
+
+
+def test_a_decode_failure_in_a_data_worker_is_one_line(tmp_path: Path, capsys, monkeypatch):
+    """DataLoader re-raises a worker's exception with the worker's traceback in its message; the run
+    prints the one line that names the file."""
+    data = tmp_path / "d"
+    write_synthetic_folder(data, SIZE, 5, splits={"train": 4, "val": 1})
+    spec = _write_spec(tmp_path / "tiny.yaml")
+    real = DatasetFolder.read
+
+    def read(self, index):  # what a file replaced on disk after the check looks like to a worker
+        if index == 1:
+            raise DataError(f"{self.samples[1].image}: unreadable image at load time (OSError: truncated)")
+        return real(self, index)
+
+    monkeypatch.setattr(DatasetFolder, "read", read)
+    argv = _argv(spec, tmp_path / "run", iters=4)
+    argv[argv.index("--data") + 1] = str(data)
+    argv[argv.index("--num-workers") + 1] = "1"
+    argv.remove("--limit-train")
+    argv.remove("4")
+    assert train_mod.main(argv) == 2
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"error: {data / 'train' / 'synth_0001.png'}: unreadable image at load time (OSError: truncated)")
