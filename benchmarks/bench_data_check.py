@@ -50,8 +50,9 @@ def verify_only(samples) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    default = next((str(c) for c in (ROOT.parent / "shared" / "data" / "camvid-mini",
-                                     ROOT.parent.parent / "shared" / "data" / "camvid-mini") if c.is_dir()), None)
+    candidates = (ROOT.parent / "shared" / "data" / "camvid-mini",
+                  ROOT.parent.parent / "shared" / "data" / "camvid-mini")
+    default = next((str(c) for c in candidates if c.is_dir()), None)
     p.add_argument("--data", default=default, required=default is None, help="a CamVid-layout folder")
     p.add_argument("--split", default="train")
     p.add_argument("--rounds", type=int, default=7)

@@ -35,7 +35,8 @@ def _rtsegc(checkout: Path) -> list[str]:
 
 def _run(checkout: Path, data: str, out: Path, args: argparse.Namespace) -> float:
     spec = ROOT / "specs" / "models" / "skipnet_mobilenet_v1.yaml"
-    cmd = [*_rtsegc(checkout), "train", str(spec), "--dataset", "camvid", "--data", data, "--input", "192x256",
+    cmd = [*_rtsegc(checkout), "train", str(spec), "--dataset", "camvid", "--data", data,
+           "--input", "192x256",
            "--batch-size", str(args.batch_size), "--max-iters", str(args.steps), "--eval-interval", "0",
            "--eval-batches", "1", "--lr", "1e-3", "--num-workers", str(args.workers), "--device", "cpu",
            "--out-dir", str(out), "--progress", "lines", "--log-interval", "1000"]
@@ -77,7 +78,8 @@ def main() -> int:
             print(json.dumps(rounds[-1]), flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    result = {"baseline": str(baseline), "steps": args.steps, "skip": args.skip, "batch_size": args.batch_size,
+    result = {"baseline": str(baseline), "steps": args.steps, "skip": args.skip,
+              "batch_size": args.batch_size,
               "workers": args.workers, "threads": args.threads, "cpus": len(os.sched_getaffinity(0)),
               "load_average_after": os.getloadavg(), "rounds": rounds,
               "median_ratio": round(statistics.median(r["ratio"] for r in rounds), 3)}

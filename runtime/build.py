@@ -123,10 +123,11 @@ def check_user_ops(compiled) -> None:
             continue
         want = (2, declared.channels, declared.height, declared.width)
         if got != want:
+            shape = f"{declared.channels}x{declared.height}x{declared.width}"
             raise RunError(f"{node.loc.file}:{node.loc.line}: op '{node.op}' ({op_origin(node.op)}) declares "
-                           f"{declared.channels}x{declared.height}x{declared.width} (CxHxW) in its shape rule "
-                           f"but its module makes {'x'.join(map(str, got[1:]))} at layer '{node.name}'; make "
-                           "its infer and build agree")
+                           f"{shape} (CxHxW) in its shape rule but its module makes "
+                           f"{'x'.join(map(str, got[1:]))} at layer '{node.name}'; make its infer and build "
+                           "agree")
     if failure is not None and any(n.name not in seen for n in user):
         raise RunError(f"the network fails its first forward ({type(failure).__name__}: "
                        f"{str(failure).splitlines()[0][:160]}); it holds user ops "

@@ -190,7 +190,8 @@ class DatasetFolder(Dataset):
     :class:`runtime.datasets.DataError` naming the file; with ``skip_bad`` bad samples are listed in
     ``skipped`` and left out. A file that fails to decode later, at load time (changed on disk since the
     check), is a DataError naming it too; with ``skip_bad`` the next good sample stands in, and the
-    file is appended to ``skip_log`` (a path, when set) for the run to report at its end. ``augment`` steps (training only) run in ``__getitem__``, i.e. in DataLoader
+    file is appended to ``skip_log`` (a path, when set) for the run to report at its end. ``augment``
+    steps (training only) run in ``__getitem__``, i.e. in DataLoader
     workers; see :mod:`runtime.augment`.
     """
 

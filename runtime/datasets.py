@@ -37,7 +37,8 @@ def _zoo_datasets() -> Path:
         Path(__file__).resolve().parent.parent / "specs" / "datasets")
 
 
-__all__ = ["DATASET_DIR", "DataError", "DatasetSpec", "Sample", "check_dataset_file", "dataset_from_classes", "find_samples", "split_folder",
+__all__ = ["DATASET_DIR", "DataError", "DatasetSpec", "Sample", "check_dataset_file", "dataset_from_classes",
+           "find_samples", "split_folder",
            "load_dataset_spec", "parse_dataset_text", "write_tiny_cityscapes"]
 
 #: Where ``--dataset NAME`` looks: the zoo's ``datasets/`` (rtseg_compiler/zoo.py), which ships in
@@ -409,22 +410,26 @@ def inspect_sample(sample: Sample) -> SampleFacts:
                 return SampleFacts(image_size, im.size, mode)
             raw = np.asarray(im, dtype=np.uint8)
     except Exception as exc:  # noqa: BLE001
-        return SampleFacts(image_size, error=f"{sample.label}: unreadable label ({type(exc).__name__}: {exc})")
+        return SampleFacts(image_size,
+                           error=f"{sample.label}: unreadable label ({type(exc).__name__}: {exc})")
     counts = np.bincount(raw.reshape(-1), minlength=256)
     return SampleFacts(image_size, (raw.shape[1], raw.shape[0]), mode,
                        {int(v): int(counts[v]) for v in np.flatnonzero(counts)})
 
 
-def judge_sample(spec: DatasetSpec, sample: Sample, facts: SampleFacts) -> tuple[str | None, np.ndarray | None]:
+def judge_sample(spec: DatasetSpec, sample: Sample,
+                 facts: SampleFacts) -> tuple[str | None, np.ndarray | None]:
     """(problem, pixels per mapped id (256 counts)) of one sample under ``spec``: the first thing wrong
     with it, or None and its counts."""
     if facts.error is not None:
         return facts.error, None
     if facts.label_mode not in ("L", "P"):
-        return f"{sample.label}: label must be single-channel (mode L or P), got mode {facts.label_mode}", None
+        return (f"{sample.label}: label must be single-channel (mode L or P), got mode "
+                f"{facts.label_mode}"), None
     if facts.label_size != facts.image_size:
         (lw, lh), (iw, ih) = facts.label_size, facts.image_size
-        return (f"{sample.label}: label is {lh}x{lw} but its image {sample.image.name} is {ih}x{iw} (HxW)"), None
+        return (f"{sample.label}: label is {lh}x{lw} but its image {sample.image.name} is "
+                f"{ih}x{iw} (HxW)"), None
     lut = np.asarray(spec.lut, dtype=np.int16)
     values = np.fromiter(facts.label_counts.keys(), dtype=np.int64, count=len(facts.label_counts))
     pixels = np.fromiter(facts.label_counts.values(), dtype=np.int64, count=len(facts.label_counts))

@@ -325,9 +325,9 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
                     print(f"{out_dir}: the run already finished at step {checkpoint['iter_num']} "
                           f"(--max-iters {cfg.max_iters}); nothing to do, every file kept. Raise "
                           "--max-iters to train further.")
-                return {"iter_num": checkpoint["iter_num"], "losses": [], "eval": checkpoint.get("metrics", {}),
-                        "best_miou": checkpoint.get("best_miou", -1.0), "out_dir": str(out_dir), "rank": rank,
-                        "world_size": world, "finished": True}
+                return {"iter_num": checkpoint["iter_num"], "losses": [],
+                        "eval": checkpoint.get("metrics", {}), "best_miou": checkpoint.get("best_miou", -1.0),
+                        "out_dir": str(out_dir), "rank": rank, "world_size": world, "finished": True}
         return _train_loop(cfg, device, rank, world, master, ddp, out_dir, checkpoint)
     finally:
         if lock is not None:
@@ -392,14 +392,15 @@ def _load_pretrained(cfg: TrainConfig, compiled, raw_model, master: bool) -> Non
             report = load_pretrained(raw_model, cfg.pretrained, prefix=cfg.pretrained_prefix)
     except (WeightsError, SourceWeightsError):
         raise
-    except Exception as exc:  # noqa: BLE001 - truncated files, foreign files and failed fetches raise many types
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign files and failed fetches raise many types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         if ":" in cfg.pretrained and not Path(cfg.pretrained).exists():  # SOURCE:NAME, fetched
             raise TrainError(f"--pretrained {cfg.pretrained}: could not fetch the weights "
                              f"({type(exc).__name__}: {first}); without network, download them elsewhere "
                              "and give SOURCE:NAME@FILE") from None
         raise TrainError(f"--pretrained {cfg.pretrained}: not a readable weights file "
-                         f"({type(exc).__name__}: {first}); give a complete state dict or checkpoint") from None
+                         f"({type(exc).__name__}: {first}); give a complete state dict or checkpoint") \
+            from None
     if master:
         print(f"pretrained: {report.render()}")
 
@@ -527,11 +528,11 @@ def _train_loop(cfg: TrainConfig, device: torch.device, rank: int, world: int, m
             files = ", ".join(changed) if changed else "the spec files"
             raise TrainError(f"cannot resume from {last_pt}: {files} changed since it was written and the "
                              "weights no longer fit; restore the spec (the checkpoint embeds its text: "
-                             "rtsegc eval --checkpoint rebuilds it) or start a new run in another --out-dir") \
-                from None
+                             "rtsegc eval --checkpoint rebuilds it) or start a new run in another "
+                             "--out-dir") from None
         if changed and master:
-            print(f"warning: {', '.join(changed)} changed since {last_pt} was written; the weights still fit, "
-                  "so the run goes on with the edited spec", file=sys.stderr)
+            print(f"warning: {', '.join(changed)} changed since {last_pt} was written; the weights still "
+                  "fit, so the run goes on with the edited spec", file=sys.stderr)
         optimizer.load_state_dict(checkpoint["optimizer"])
         scaler.load_state_dict(checkpoint["scaler"])
         iter_num, best_miou = checkpoint["iter_num"], checkpoint["best_miou"]
@@ -660,7 +661,8 @@ def _train_loop(cfg: TrainConfig, device: torch.device, rank: int, world: int, m
                     if improved:
                         best_miou = miou
                     if master:
-                        progress.write(f"step {iter_num}: val loss {result.loss:.4f}, mIoU {100 * miou:.2f} %, "
+                        progress.write(f"step {iter_num}: val loss {result.loss:.4f}, "
+                                       f"mIoU {100 * miou:.2f} %, "
                                        f"pixel acc {100 * result.metrics.pixel_accuracy:.2f} %")
                         _log(log_path, {"eval": last_eval})
                         if tb is not None:

@@ -73,7 +73,8 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
 
 def _argv(spec: Path, out: Path, *extra: str, iters: int = 1, every: int = 0) -> list[str]:
     return [str(spec), "--data", "synthetic", "--classes", "5", "--out-dir", str(out), "--batch-size", "2",
-            "--limit-train", "4", "--limit-val", "2", "--max-iters", str(iters), "--eval-interval", str(every),
+            "--limit-train", "4", "--limit-val", "2", "--max-iters", str(iters),
+            "--eval-interval", str(every),
             "--num-workers", "0", "--lr", "1e-2", "--device", "cpu", "--progress", "lines", "--log-interval",
             "1", *extra]
 
@@ -163,9 +164,10 @@ def test_broken_checkpoints_are_named(trained, tmp_path: Path, capsys, fault: st
         with zipfile.ZipFile(target) as zf:
             info = max((i for i in zf.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
         raw = bytearray(target.read_bytes())
-        name_len, extra_len = int.from_bytes(raw[info.header_offset + 26:info.header_offset + 28], "little"), \
-            int.from_bytes(raw[info.header_offset + 28:info.header_offset + 30], "little")
-        raw[info.header_offset + 30 + name_len + extra_len + info.file_size // 2] ^= 0xFF
+        at = info.header_offset  # local file header: 30 bytes, then the name and the extra field
+        name_len = int.from_bytes(raw[at + 26:at + 28], "little")
+        extra_len = int.from_bytes(raw[at + 28:at + 30], "little")
+        raw[at + 30 + name_len + extra_len + info.file_size // 2] ^= 0xFF
         target.write_bytes(bytes(raw))
     if command == "resume":
         status = train_mod.main(_argv(spec, out, "--resume", iters=2))
@@ -315,9 +317,9 @@ def test_sigterm_under_torchrun_stops_every_rank_at_one_step(spec: Path, tmp_pat
     argv = _argv(spec, out, iters=100000)
     argv[argv.index("--batch-size") + 1] = "1"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                             "2", "-m", "runtime.train", *argv], cwd=REPO_ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc_per_node", "2", "-m", "runtime.train", *argv], cwd=REPO_ROOT, env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         _read_until(proc, "step 3:")
         os.kill(proc.pid, signal.SIGTERM)
@@ -360,8 +362,8 @@ def test_nan_loss_names_the_step_and_keeps_the_last_good_checkpoint(spec: Path, 
     argv[argv.index("--lr") + 1] = "1e30"
     assert train_mod.main(argv) == 2
     line = _one_error_line(capsys.readouterr().err)
-    assert line.startswith("error: step ") and "the loss is nan; probable cause: the optimisation diverged; " \
-        "lower --lr (now 1e+30)" in line and "keep the last good evaluation" in line
+    assert line.startswith("error: step ") and "keep the last good evaluation" in line
+    assert "the loss is nan; probable cause: the optimisation diverged; lower --lr (now 1e+30)" in line
     failed_at = int(line.split("step ")[1].split(":")[0])
     assert load_checkpoint(out / "last.pt")["iter_num"] == failed_at - 1
 
@@ -446,8 +448,9 @@ def test_a_user_op_that_lies_is_named(spec: Path, tmp_path: Path, capsys, kind: 
     if kind == "wrong_type":
         assert "error: the op's shape rule (infer) returned int, not a TensorType (faulty_op 'ds13')" in err
     else:
-        assert f"{encoder}:40: op 'faulty_op'" in err and "declares 259x1x2 (CxHxW) in its shape rule but its " \
-            "module makes 256x1x2 at layer 'encoder.ds13'" in err
+        assert f"{encoder}:40: op 'faulty_op'" in err
+        assert "declares 259x1x2 (CxHxW) in its shape rule but its module makes 256x1x2 at layer " \
+            "'encoder.ds13'" in err
 
 
 def test_width_zero_or_negative_is_refused(tmp_path: Path):
@@ -500,7 +503,8 @@ def _png_with_short_pixel_data(path: Path) -> None:
         return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
 
     header = SIZE[1].to_bytes(4, "big") + SIZE[0].to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    chunks = chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
 
 
 def _folder_spec(root: Path):
