@@ -51,7 +51,9 @@ __all__ = ["PAUSE_BETWEEN_ENV", "PAUSE_ENV", "atomic_save", "best_miou_on_disk",
 PAUSE_ENV = "RTSEG_CHECKPOINT_PAUSE"
 PAUSE_BETWEEN_ENV = "RTSEG_CHECKPOINT_PAUSE_BETWEEN"
 #: Keys every runtime checkpoint has; a file without them is a plain state dict or something else.
-REQUIRED_KEYS = ("model", "model_args", "iter_num")
+REQUIRED_KEYS = ("model", "model_args")
+#: What ``--resume`` needs on top: the training state.
+RESUME_KEYS = ("iter_num", "best_miou", "optimizer", "scaler", "rng")
 
 
 def _feed(h: "hashlib._Hash", obj: Any) -> None:
@@ -182,13 +184,20 @@ def _verify(path: Path, obj: Mapping) -> None:
                        "(flipped bytes on disk or in transfer); use another copy, or best.pt/last.pt")
 
 
-def load_checkpoint(path: str | Path, *, map_location: Any = "cpu", use: str = "") -> dict:
+def load_checkpoint(path: str | Path, *, map_location: Any = "cpu", use: str = "",
+                    require: tuple[str, ...] = ()) -> dict:
     """A runtime checkpoint, verified; :class:`RunError` naming the file for anything else.
 
-    ``use`` completes the advice for a file that is a plain state dict (e.g. "give it to --weights").
+    ``use`` completes the advice for a file that is a plain state dict (e.g. "give it to --weights");
+    ``require`` names keys needed on top of :data:`REQUIRED_KEYS` (``--resume``: :data:`RESUME_KEYS`).
     """
     path = Path(path)
     obj = _read(path, map_location)
+    if isinstance(obj, Mapping) and all(k in obj for k in REQUIRED_KEYS):
+        missing = [k for k in require if k not in obj]
+        if missing:
+            raise RunError(f"{path}: a checkpoint without its training state ({', '.join(missing)} missing), "
+                           "so training cannot continue from it; give it to eval/predict, or --pretrained")
     if not isinstance(obj, Mapping) or not all(k in obj for k in REQUIRED_KEYS):
         plain = isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())
         what = "a plain state dict (name -> tensor)" if plain else f"a {type(obj).__name__}"

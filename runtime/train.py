@@ -337,8 +337,12 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
 def _resume_point(out_dir: Path, device: torch.device, master: bool) -> dict:
     """The newest of ``last.pt`` and ``best.pt``: normally ``last.pt``; ``best.pt`` when a kill came after
     ``best.pt`` was replaced and before ``last.pt`` was (the one write order, runtime/checkpoint.py)."""
-    from .checkpoint import load_checkpoint
+    from functools import partial
 
+    from .checkpoint import RESUME_KEYS
+    from .checkpoint import load_checkpoint as load_any
+
+    load_checkpoint = partial(load_any, require=RESUME_KEYS)
     last, best = out_dir / "last.pt", out_dir / "best.pt"
     if not last.exists() and not best.exists():
         raise TrainError(f"--resume: {last} does not exist, so there is nothing to continue; drop --resume "
