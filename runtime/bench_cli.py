@@ -132,5 +132,9 @@ def _bench_variants(args: argparse.Namespace, bench_variants: Callable, torch_co
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "rtsegc bench") -> int:
-    """Run from ``rtsegc bench``; the compiler CLI's ``main`` reports SpecError and UsageError."""
-    return cmd_bench(build_parser(prog).parse_args(argv))
+    """Run from ``rtsegc bench``; the compiler CLI's ``main`` reports UsageError and CommandError (shared
+    with ``rtsegc``'s own commands), :func:`runtime.errors.guarded` everything else."""
+    from .errors import guarded
+
+    args = build_parser(prog).parse_args(argv)
+    return guarded(prog, lambda: cmd_bench(args), passthrough=(UsageError, CommandError))

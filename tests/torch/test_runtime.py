@@ -29,8 +29,9 @@ from conftest import REPO_ROOT, SPECS
 from rtseg_compiler import cli, compile_model
 from runtime import evaluate as evaluate_mod
 from runtime.bench import benchmark
-from runtime.data import IGNORE_INDEX, SegmentationFolder, SyntheticSegmentation, load_label, \
-    write_synthetic_folder
+from runtime.build import dataset_spec_for
+from runtime.data import IGNORE_INDEX, DatasetFolder, SyntheticSegmentation, load_label, write_synthetic_folder
+from runtime.datasets import DataError
 from runtime.losses import SegmentationLoss, class_pixel_counts, enet_class_weights
 from runtime.metrics import ConfusionMatrix, class_iou, confusion_matrix, mean_iou, pixel_accuracy, summarize
 from runtime.train import TrainConfig, get_lr, parse_config, train
@@ -150,7 +151,7 @@ def test_module_docstring_examples_run():
 # --------------------------------------------------------------------------- data
 
 def test_synthetic_folder_round_trips_and_void_becomes_ignore(synth_dir: Path):
-    ds = SegmentationFolder(synth_dir, "train", num_classes=5)
+    ds = DatasetFolder(dataset_spec_for(5), synth_dir, "train", None)
     assert len(ds) == 4
     x, y = ds[0]
     assert x.shape == (3, *SIZE) and x.dtype == torch.float32 and y.shape == SIZE and y.dtype == torch.int64
@@ -164,7 +165,7 @@ def test_synthetic_folder_round_trips_and_void_becomes_ignore(synth_dir: Path):
 
 
 def test_resizing_uses_nearest_for_labels(synth_dir: Path):
-    ds = SegmentationFolder(synth_dir, "val", (16, 24), num_classes=5)
+    ds = DatasetFolder(dataset_spec_for(5), synth_dir, "val", (16, 24))
     x, y = ds[1]
     assert x.shape == (3, 16, 24) and y.shape == (16, 24)
     raw_values = set(np.unique(load_label(synth_dir / "valannot" / ds.names[1])).tolist())
@@ -174,8 +175,8 @@ def test_resizing_uses_nearest_for_labels(synth_dir: Path):
 
 def test_missing_label_folder_is_reported(tmp_path: Path):
     (tmp_path / "train").mkdir()
-    with pytest.raises(FileNotFoundError, match="trainannot"):
-        SegmentationFolder(tmp_path, "train")
+    with pytest.raises(DataError, match="trainannot"):
+        DatasetFolder(dataset_spec_for("camvid"), tmp_path, "train", None)
 
 
 # --------------------------------------------------------------------------- pretrained weights
