@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtsegc eval") -> int:
     from rtseg_compiler import SpecError
 
     from .datasets import DataError
-    from .weights import WeightsError
+    from rtseg_compiler.weights import WeightsError
 
     args = build_parser(prog).parse_args(argv)
     try:
@@ -208,9 +208,9 @@ def _run(args: argparse.Namespace) -> int:
                           args.output_stride)
         compiled = build_model(margs)
         if args.weights:
-            from .weights import load_pretrained
+            from rtseg_compiler.weights.load import load_weights
 
-            load_pretrained(compiled.module, args.weights, prefix="")
+            load_weights(compiled.module, args.weights)
         else:
             print("warning: no --checkpoint or --weights: evaluating a randomly initialised network",
                   file=sys.stderr)

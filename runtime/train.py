@@ -298,13 +298,12 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
     margs = ModelArgs(**{**asdict(margs), "input_size": (height, width)})  # pin the resolved size
     if cfg.pretrained and not cfg.resume:
         from rtseg_compiler.weights.importer import import_weights, is_source_text, looks_like_source
+        from rtseg_compiler.weights.load import load_weights
 
         if is_source_text(cfg.pretrained) or looks_like_source(cfg.pretrained):  # torchvision:resnet18[@F]
             report = import_weights(compiled, cfg.pretrained)
         else:
-            from .weights import load_pretrained
-
-            report = load_pretrained(raw_model, cfg.pretrained, prefix=cfg.pretrained_prefix)
+            report = load_weights(raw_model, cfg.pretrained, prefix=cfg.pretrained_prefix)
         if master:
             print(f"pretrained: {report.render()}")
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -512,9 +511,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtsegc train") -> int:
     from rtseg_compiler import SpecError
 
     from .datasets import DataError
-    from rtseg_compiler.weights.importer import WeightsError as SourceWeightsError
-
-    from .weights import WeightsError
+    from rtseg_compiler.weights import WeightsError
 
     cfg = parse_config(argv, prog)
     if cfg.augment is not None:
@@ -535,7 +532,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtsegc train") -> int:
         for d in exc.diagnostics:
             print(d.render(), file=sys.stderr)
         return 2
-    except (FileNotFoundError, WeightsError, SourceWeightsError, TrainError) as exc:
+    except (FileNotFoundError, WeightsError, TrainError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
