@@ -118,6 +118,7 @@ register(OpDef(
     build=_conv_build,
     dilate=dilate_conv,
     saves_output=False,  # backward reads the input and the weight
+    norm_folds_into="out",  # weight (out, in/groups, kh, kw)
 ))
 
 
@@ -185,4 +186,5 @@ register(OpDef(
     build=_deconv_build,
     dilate=not_dilatable,
     saves_output=False,
+    norm_folds_into="in",  # weight (in, out/groups, kh, kw)
 ))
