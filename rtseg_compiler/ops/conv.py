@@ -119,6 +119,8 @@ register(OpDef(
     dilate=dilate_conv,
     saves_output=False,  # backward reads the input and the weight
     norm_folds_into="out",  # weight (out, in/groups, kh, kw)
+    notes=("`groups: in_channels` makes it depthwise; `kernel: [1, 5]` is asymmetric; `padding` defaults"
+           " to d·(k−1)/2"),
 ))
 
 
@@ -187,4 +189,5 @@ register(OpDef(
     dilate=not_dilatable,
     saves_output=False,
     norm_folds_into="in",  # weight (in, out/groups, kh, kw)
+    notes="k4/s2 → padding 1; k16/s8 → padding 4; k3/s2 → padding 1 + output_padding 1",
 ))

@@ -175,6 +175,9 @@ class OpDef:
     #: computes the op inline (``a + b``, ``torch.cat([a, b], dim=1)``), or None to write a
     #: call of the op's own helper function. ``None`` (the default): always the helper.
     source_expression: Callable[[Mapping[str, Any], Sequence[str]], str | None] | None = None
+    #: What the op table of docs/spec-language.md says beyond ``summary`` (derived defaults,
+    #: input conventions). Not in the JSON schema, whose description is ``summary``.
+    notes: str = ""
 
     def can_run_in_place(self, attrs: Mapping[str, Any]) -> bool:
         """Whether this op, with these resolved attrs, may overwrite its first input."""

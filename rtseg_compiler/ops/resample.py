@@ -75,6 +75,7 @@ register(OpDef(
     arity=(1, 2), complete=_upsample_complete, infer=_upsample_infer, build=_upsample_build,
     dilate=_upsample_dilate,
     saves_output=False,
+    notes="`inputs: [x, like]` takes like's height and width",
 ))
 
 
@@ -112,4 +113,5 @@ register(OpDef(
     # Both inputs are at the same rate in a dilated encoder; the crop keeps the reference's size.
     dilate=unaffected,
     views_inputs=(0,), saves_output=False,  # a slice of input 0
+    notes="`align: center` cuts equally from both sides",
 ))
