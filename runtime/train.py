@@ -210,13 +210,6 @@ def get_lr(it: int, cfg: TrainConfig) -> float:
 
 # --------------------------------------------------------------------------- helpers
 
-def _atomic_save(obj: dict, path: Path) -> None:
-    """Write to a temporary file, then rename: an interrupted save never leaves a truncated checkpoint."""
-    from .checkpoint import atomic_save
-
-    atomic_save(obj, path)
-
-
 def _shard(dataset, rank: int, world: int):
     """Every ``world``-th sample from ``rank`` on: disjoint, complete, and without the padding that
     DistributedSampler adds (padding would count some validation images twice)."""
@@ -401,7 +394,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
                 "rng": {"torch": torch.get_rng_state()}, "specs": specs,
                 "classes": list(classes.names)}
 
-    from .checkpoint import embed_specs
+    from .checkpoint import atomic_save, embed_specs  # writes a temporary file, then renames it
 
     specs = embed_specs(margs.model, margs.encoder, margs.meta, dataset_spec.text)
     if master:
@@ -483,14 +476,14 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
                                 tb.add_scalar(f"val_iou/{name}", value, iter_num)
                         _tensorboard_images(tb, raw_model, val_set, dataset_spec, device, iter_num)
                     state = checkpoint_dict(last_eval)
-                    _atomic_save(state, out_dir / "last.pt")
+                    atomic_save(state, out_dir / "last.pt")
                     if improved:
-                        _atomic_save(state, out_dir / "best.pt")
+                        atomic_save(state, out_dir / "best.pt")
                 t0 = time.perf_counter()  # do not charge evaluation to the next step
     except KeyboardInterrupt:
         if master:
             progress.close()
-            _atomic_save(checkpoint_dict(last_eval), out_dir / "last.pt")
+            atomic_save(checkpoint_dict(last_eval), out_dir / "last.pt")
             print(f"interrupted at step {iter_num}: wrote {out_dir / 'last.pt'} (continue with --resume)",
                   file=sys.stderr)
         raise

@@ -22,13 +22,12 @@ import pytest
 import torch
 
 import rtseg_compiler.latency
-import runtime.bench
 import runtime.losses
 import runtime.metrics
 from conftest import REPO_ROOT, SPECS
 from rtseg_compiler import cli, compile_model
 from runtime import evaluate as evaluate_mod
-from runtime.bench import benchmark
+from rtseg_compiler.latency import benchmark
 from runtime.data import IGNORE_INDEX, SegmentationFolder, SyntheticSegmentation, load_label, \
     write_synthetic_folder
 from runtime.losses import SegmentationLoss, class_pixel_counts, enet_class_weights
