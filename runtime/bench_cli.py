@@ -1,7 +1,7 @@
 """``rtsegc bench``: forward latency and FPS of a compiled module, a runtime command.
 
-This is the former ``cmd_bench`` of ``rtseg_compiler/cli.py``, moved here so that the compiler's
-CLI no longer imports the runtime (``rtseg_compiler/commands.py`` explains the entry-point group). It
+It lives in the runtime so that the compiler's CLI never imports the runtime
+(``rtseg_compiler/commands.py`` explains the entry-point group). It
 reuses the compiler CLI's option helpers and error classes: the runtime depends on the compiler, never the
 other way round. Timing itself is :mod:`rtseg_compiler.latency`.
 """

@@ -4,9 +4,10 @@
 through torchvision's or timm's weights API when no file is given: the only network access in the
 project, and only when asked), renames every key by the layout declared in the encoder spec
 (:mod:`.mapping`), and loads strictly: nothing is copied unless every encoder tensor is supplied
-with the right shape and every source key has a place. The :class:`ImportReport` lists each
-missing, unexpected and mis-shaped key, with the closest key of the other side as a did-you-mean,
-and the classifier-head keys the model does not use.
+with the right shape and every source key has a place. The report (:class:`~.report.WeightsReport`,
+also named ``ImportReport`` here) lists each missing, unexpected and mis-shaped key, with the
+closest key of the other side as a did-you-mean, the classifier-head keys the model does not use,
+and, where a spec parameter would make the weights fit (``conv_bias=false``), says so.
 """
 
 from __future__ import annotations
