@@ -156,7 +156,7 @@ def test_a_layout_mismatch_names_the_parameter_that_fits(tmp_path: Path):
         compile_model(_tiny(tmp_path, conv_bias=False), pretrained=biased)
 
 
-@pytest.mark.slow  # a training step / an evaluation / timm's import: several seconds on 2 cores
+@pytest.mark.slow  # imports timm and builds its full-size MobileNet
 def test_timm_layout_mismatch_suggests_conv_bias_false(tmp_path: Path):
     """The README's default model (conv_bias: true) and timm's mobilenetv1_100 layout."""
     import_torchvision()  # timm imports torchvision
@@ -234,7 +234,7 @@ def test_compile_reads_torch_and_safetensors_files_alike(tmp_path: Path, capsys)
     assert f"{bad}: a safetensors file that cannot be read" in err and "Traceback" not in err
 
 
-@pytest.mark.slow  # a training step / an evaluation / timm's import: several seconds on 2 cores
+@pytest.mark.slow  # two one-step training runs
 def test_train_pretrained_reads_torch_and_safetensors_files_alike(tmp_path: Path, capsys):
     from runtime.train import main as train_main
 
@@ -255,7 +255,7 @@ def test_train_pretrained_reads_torch_and_safetensors_files_alike(tmp_path: Path
     assert torch.equal(compiled.module.state_dict()["encoder.ds3.pw.weight"], saved["encoder.ds3.pw.weight"])
 
 
-@pytest.mark.slow  # a training step / an evaluation / timm's import: several seconds on 2 cores
+@pytest.mark.slow  # two evaluations through the DataLoader
 def test_eval_weights_reads_torch_and_safetensors_files_alike(tmp_path: Path, capsys):
     from runtime.evaluate import main as eval_main
 
