@@ -212,19 +212,22 @@ def with_advice(report: WeightsReport, compiled: Any) -> WeightsReport:
     placed = [m for _, m in report.unexpected]
     advice = []
     if missing and all(conv_of(k) is not None for k in missing):
-        advice.append(_bias_sentence(compiled, len(missing), "missing", False))
+        advice.append(_bias_sentence(compiled, missing, "missing", False))
     elif placed and all(conv_of(k) is not None for k in placed):
-        advice.append(_bias_sentence(compiled, len(placed), "unexpected", True))
+        advice.append(_bias_sentence(compiled, placed, "unexpected", True))
     if not advice:
         return report
     return replace(report, advice=report.advice + tuple(advice))
 
 
-def _bias_sentence(compiled: Any, count: int, side: str, wanted: bool) -> str:
+def _bias_sentence(compiled: Any, keys: list[str], side: str, wanted: bool) -> str:
     value = "true" if wanted else "false"
     what = ("the source has conv biases the spec's convs lack" if wanted
             else "this layout has no conv biases")
-    found = _bias_parameters(compiled)
+    count = len(keys)
+    parts = {"encoder" if k.startswith(ENCODER_PREFIX) else "meta" for k in keys}
+    # The parameter of the spec that builds those convs: the encoder's for encoder.*, the meta's for head.*
+    found = [(kind, name) for kind, name in _bias_parameters(compiled) if kind in parts]
     if not found:
         return (f"{side} {count} '*.bias' keys: {what}; build the convs with 'bias: {value}' in the spec")
     kind, name = found[0]
