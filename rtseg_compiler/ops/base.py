@@ -41,9 +41,9 @@ conv/pool size arithmetic and the checks fusion and pooling ops share).
 
 from __future__ import annotations
 
-# Beyond __all__, BUILTIN, FIELD_KINDS, MAX_FIELD_INT, REQUIRED, complete_window and
+# Beyond __all__, BUILTIN, DILATION_ROWS, FIELD_KINDS, MAX_FIELD_INT, REQUIRED, complete_window and
 # registering_from are importable from here too: the op files and the CLI use them.
-from .dilation import AtRate, DilateHook, Replace, not_dilatable, size_independent, unaffected
+from .dilation import DILATION_ROWS, AtRate, DilateHook, Replace, described, not_dilatable, size_independent, unaffected
 from .kinds import (BOOL, CHOICE, FIELD_KINDS, INT, MAX_FIELD_INT, NUMBER, PAIR, REQUIRED, BoolKind, ChoiceKind,
                     Field, FieldKind, IntKind, NumberKind, OpError, PairKind)
 from .registry import (BUILTIN, REGISTRY, Cost, FunctionCall, OpDef, get_op, list_ops, op_origin, register,
@@ -80,6 +80,7 @@ __all__ = [
     "unaffected",
     "size_independent",
     "not_dilatable",
+    "described",
     "conv_out",
     "same_spatial",
 ]

@@ -14,6 +14,7 @@ from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
+from .base import described
 from .base import (BOOL, INT, PAIR, REQUIRED, AtRate, Cost, Field, OpDef, OpError, conv_out, not_dilatable,
                    register)
 
@@ -80,6 +81,8 @@ def _conv_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tensor
                      attrs["padding"], attrs["dilation"], attrs["groups"], attrs["bias"])
 
 
+@described('stride 1 (needs "same" padding `d·(k−1)/2`, else an error)',
+           "kernel > 1: `dilation ×= r`, `padding ×= r`")
 def dilate_conv(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
     """Conv in a dilated encoder (DeepLab; timm's and torchvision's ``replace_stride_with_dilation``).
 

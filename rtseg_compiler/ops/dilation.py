@@ -14,7 +14,8 @@ from typing import Any, Callable, Mapping
 
 from .kinds import OpError
 
-__all__ = ["AtRate", "DilateHook", "Replace", "not_dilatable", "size_independent", "unaffected"]
+__all__ = ["DILATION_ROWS", "AtRate", "DilateHook", "Replace", "described", "not_dilatable", "size_independent",
+           "unaffected"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,20 @@ class Replace:
 #: ``dilate(attrs, at) -> attrs | Replace``; raise :class:`OpError` (with ``field``) to refuse.
 DilateHook = Callable[[dict[str, Any], AtRate], "dict[str, Any] | Replace"]
 
+#: hook -> (what the op becomes past the output stride, what it becomes reading a map at rate r):
+#: the two cells of the dilation table in docs/spec-language.md, beside the ops that use the hook.
+DILATION_ROWS: dict[Callable[..., Any], tuple[str, str]] = {}
 
+
+def described(past: str, at_rate: str) -> Callable[[DilateHook], DilateHook]:
+    """Decorator: record what ``hook`` does for the docs' dilation table (``benchmarks/op_table.py``)."""
+    def record(hook: DilateHook) -> DilateHook:
+        DILATION_ROWS[hook] = (past, at_rate)
+        return hook
+    return record
+
+
+@described("unchanged", "unchanged")
 def unaffected(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
     """Declaration for ops whose result does not depend on the input's sampling grid.
 
@@ -65,6 +79,7 @@ def unaffected(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
     return attrs
 
 
+@described("unchanged", "unchanged; the output is a grid of bins, off the image grid")
 def size_independent(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
     """Declaration for ops whose output is a fixed grid of bins (``gap``, ``adaptive_avgpool``,
     ``linear``): unchanged at any rate, and their output, with everything computed
@@ -72,6 +87,7 @@ def size_independent(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
     return attrs
 
 
+@described("—", "error: no dilated form")
 def not_dilatable(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
     """Declaration for ops that cannot run on a dilated map (transposed conv, upsampling).
 

@@ -24,6 +24,7 @@ from functools import reduce
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
+from .base import described
 from .base import (BOOL, PAIR, REQUIRED, AtRate, Cost, Field, FunctionCall, OpDef, OpError, Replace,
                    complete_window, conv_out, register, size_independent)
 
@@ -95,6 +96,8 @@ def dilated_pool(x: Any, *, mode: str, kernel: tuple[int, int], stride: tuple[in
     return total / reduce(operator.add, taps(inside))
 
 
+@described("kernel == stride, no padding: removed; padding `(k−1)/2`: stride 1; else an error",
+           "kernel > 1: `dilation ×= r`, `padding ×= r`")
 def dilate_pool(attrs: dict[str, Any], at: AtRate) -> dict[str, Any] | Replace:
     """Max/avg pool in a dilated encoder.
 

@@ -14,6 +14,7 @@ from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
+from .base import described
 from .base import (BOOL, CHOICE, NUMBER, AtRate, Cost, Field, FunctionCall, OpDef, OpError, not_dilatable,
                    register, unaffected)
 
@@ -58,6 +59,7 @@ def _upsample_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Te
     return nn.Upsample(scale_factor=attrs["scale"], mode=attrs["mode"], align_corners=align)
 
 
+@described("—", "by `scale`: error, no dilated form; to a reference input: follows the reference")
 def _upsample_dilate(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
     """To a reference's size: follows the reference at any rate (a pyramid-pooling branch
     resized back onto a dilated map). By a scale: no dilated form past the output stride."""

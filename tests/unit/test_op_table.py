@@ -44,3 +44,13 @@ def test_a_row_follows_the_declaration():
                                   summary="a | b", notes="see docs")
     assert "`bias` false |" in table.row(changed) and "| a \\| b; see docs |" in table.row(changed)
     assert "`mode` nearest (nearest\\|bilinear)" in table.row(REGISTRY["upsample"])
+
+
+def test_every_dilate_hook_of_a_built_in_op_is_described():
+    """The dilation table has one row per hook, each built-in op in exactly one row, no blank cells."""
+    table = _op_table()
+    rows = table.dilation_table().splitlines()[2:]
+    assert "not described" not in table.dilation_table()
+    listed = [name.strip(" `") for row in rows for name in row.split(" | ")[0].strip("| ").split(",")]
+    assert sorted(listed) == sorted(n for n in REGISTRY if op_origin(n) == BUILTIN)
+    assert len(rows) == len({REGISTRY[n].dilate for n in listed})
