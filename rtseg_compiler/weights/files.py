@@ -36,7 +36,7 @@ _EXPECTED = ("expected a file written by torch.save (.pt/.pth) or a .safetensors
 
 #: Leading bytes of files that users hand over by mistake, and what to call them.
 _SIGNATURES = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"\x1f\x8b", "a gzip archive"),
-               (b"\x08", "possibly an ONNX model"), (b"GIF8", "a GIF image"), (b"%PDF", "a PDF document"))
+               (b"\x08", "an ONNX model (a protobuf)"), (b"GIF8", "a GIF image"), (b"%PDF", "a PDF document"))
 
 
 def source_name(source: Any) -> str:
