@@ -39,7 +39,8 @@ _PAIR_ARGS = {"kernel_size", "stride", "padding", "dilation", "output_padding"}
 #: Modules the generated file may import (the helpers of the op files use these only).
 _ALLOWED_MODULES = ("torch", "math", "operator", "functools")
 _COMMENT_COLUMN = 56
-#: Stateless merges written inline, as a person would: ``a + b``, ``x * gate``.
+
+
 class SourceEmitError(ValueError):
     """A layer that cannot be written as standalone torch code (e.g. a user op's own module class)."""
 
