@@ -7,7 +7,7 @@ Usage::
     python benchmarks/op_table.py --stdout   # print the tables
 
 Pure Python (no torch). Every built-in op has one row: its fields in declaration order with
-their defaults (a required field bare, a derived default as "derived"), then the op's
+their defaults (a required field bare, one without a fixed default as "optional"), then the op's
 ``summary`` (the schema's description) and ``notes``. Rows follow the families in reading
 order (convolutions, normalisation and activations, pooling, ..., resampling); a family file
 not listed here comes last, so a new op file gets its rows by re-running this script, and
@@ -71,7 +71,7 @@ def fields_cell(op: OpDef) -> str:
         if f.default is REQUIRED:
             text = f"`{name}`"
         elif f.default is None:
-            text = f"`{name}` derived"
+            text = f"`{name}` optional"
         else:
             text = f"`{name}` {_value(f.default)}"
         if f.choices:

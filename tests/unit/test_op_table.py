@@ -39,7 +39,7 @@ def test_a_row_follows_the_declaration():
     """Fields, defaults, choices, summary and notes all come from the OpDef."""
     table = _op_table()
     conv = REGISTRY["conv"]
-    assert table.row(conv).startswith("| `conv` | `out`, `kernel`, `stride` 1, `padding` derived, ")
+    assert table.row(conv).startswith("| `conv` | `out`, `kernel`, `stride` 1, `padding` optional, ")
     changed = dataclasses.replace(conv, fields={**conv.fields, "bias": Field("bool", False)},
                                   summary="a | b", notes="see docs")
     assert "`bias` false |" in table.row(changed) and "| a \\| b; see docs |" in table.row(changed)
