@@ -98,7 +98,8 @@ def dilation_table() -> str:
         groups.setdefault(op.dilate, []).append(op.name)
     lines = ["| ops | past the output stride | reading a map at rate r |", "|---|---|---|"]
     for hook, names in groups.items():
-        past, at_rate = UNDECLARED if hook is None else DILATION_ROWS.get(hook, ("not described", "not described"))
+        past, at_rate = (UNDECLARED if hook is None
+                         else DILATION_ROWS.get(hook, ("not described", "not described")))
         lines.append(f"| {', '.join(f'`{n}`' for n in names)} | {past} | {at_rate} |")
     return "\n".join(lines)
 

@@ -43,9 +43,10 @@ from __future__ import annotations
 
 # Beyond __all__, BUILTIN, DILATION_ROWS, FIELD_KINDS, MAX_FIELD_INT, REQUIRED, complete_window and
 # registering_from are importable from here too: the op files and the CLI use them.
-from .dilation import DILATION_ROWS, AtRate, DilateHook, Replace, described, not_dilatable, size_independent, unaffected
-from .kinds import (BOOL, CHOICE, FIELD_KINDS, INT, MAX_FIELD_INT, NUMBER, PAIR, REQUIRED, BoolKind, ChoiceKind,
-                    Field, FieldKind, IntKind, NumberKind, OpError, PairKind)
+from .dilation import (DILATION_ROWS, AtRate, DilateHook, Replace, described, not_dilatable, size_independent,
+                       unaffected)
+from .kinds import (BOOL, CHOICE, FIELD_KINDS, INT, MAX_FIELD_INT, NUMBER, PAIR, REQUIRED, BoolKind,
+                    ChoiceKind, Field, FieldKind, IntKind, NumberKind, OpError, PairKind)
 from .registry import (BUILTIN, REGISTRY, Cost, FunctionCall, OpDef, get_op, list_ops, op_origin, register,
                        registering_from, registry_generation, unregister)
 from .shape_rules import complete_window, conv_out, same_spatial

@@ -14,8 +14,8 @@ from typing import Any, Callable, Mapping
 
 from .kinds import OpError
 
-__all__ = ["DILATION_ROWS", "AtRate", "DilateHook", "Replace", "described", "not_dilatable", "size_independent",
-           "unaffected"]
+__all__ = ["DILATION_ROWS", "AtRate", "DilateHook", "Replace", "described", "not_dilatable",
+           "size_independent", "unaffected"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -173,7 +173,8 @@ def _concat_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tens
 
 register(OpDef(name="concat", summary="concatenation along channels", fields={},
                arity=(2, None), infer=_concat_infer, build=_concat_build, dilate=unaffected,
-               saves_output=False, source_expression=lambda attrs, args: f"torch.cat([{', '.join(args)}], dim=1)",
+               saves_output=False,
+               source_expression=lambda attrs, args: f"torch.cat([{', '.join(args)}], dim=1)",
                notes="2+ inputs, equal height and width"))
 
 

@@ -16,8 +16,8 @@ from ..ir import TensorType
 from .dilation import DilateHook
 from .kinds import BOOL, FIELD_KINDS, INT, NUMBER, Field, FieldKind
 
-__all__ = ["BUILTIN", "REGISTRY", "Cost", "FunctionCall", "OpDef", "get_op", "list_ops", "op_origin", "register",
-           "registering_from", "registry_generation", "unregister"]
+__all__ = ["BUILTIN", "REGISTRY", "Cost", "FunctionCall", "OpDef", "get_op", "list_ops", "op_origin",
+           "register", "registering_from", "registry_generation", "unregister"]
 
 #: Names a layer uses for itself (``spec.schema.LAYER_KEYS``); a field of that name could never be set.
 _RESERVED_FIELDS = ("name", "op", "input", "inputs", "repeat", "doc", "block")
@@ -65,7 +65,8 @@ def _check_traits(op: "OpDef", where: str) -> None:
     if op.source_expression is not None and not callable(op.source_expression):
         raise ValueError(f"{where}: source_expression must be a callable (attrs, args) -> str or None")
     if op.inference_identity and op.arity != (1, 1):
-        raise ValueError(f"{where}: inference_identity needs exactly one input (arity (1, 1)), not {op.arity}")
+        raise ValueError(f"{where}: inference_identity needs exactly one input (arity (1, 1)), "
+                         f"not {op.arity}")
     for trait, needs in _TRAIT_FIELDS.items():
         if not getattr(op, trait):
             continue

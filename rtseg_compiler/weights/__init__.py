@@ -20,8 +20,8 @@ from .mapping import (SOURCES, Layout, Rule, WeightSource, WeightSourceError, ch
 from .report import WeightsError, WeightsReport
 
 __all__ = ["SOURCES", "Layout", "Rule", "WeightSource", "WeightSourceError", "WeightsError", "WeightsReport",
-           "check_weights", "import_weights", "is_source_text", "load_weights", "parse_layouts", "parse_source",
-           "read_state_dict"]
+           "check_weights", "import_weights", "is_source_text", "load_weights", "parse_layouts",
+           "parse_source", "read_state_dict"]
 
 _TORCH_SIDE = {"load_weights": ".load", "read_state_dict": ".files", "import_weights": ".importer"}
 

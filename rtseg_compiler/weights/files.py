@@ -1,4 +1,4 @@
-"""The one weights reader: a state dict (name -> tensor) from a torch file, a ``.safetensors`` file or a mapping.
+"""The one weights reader: a state dict (name -> tensor) from a torch or ``.safetensors`` file, or a mapping.
 
 Formats are told apart by their first bytes, not by the file name, because names lie (a
 ``.pth`` renamed ``.bin``, a safetensors file saved as ``.pt``):
@@ -35,7 +35,8 @@ _EXPECTED = ("expected a file written by torch.save (.pt/.pth) or a .safetensors
              "'state_dict_ema' entry")
 
 #: Leading bytes of files that users hand over by mistake, and what to call them.
-_SIGNATURES = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"\x1f\x8b", "a gzip archive"),
+_SIGNATURES = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+               (b"\x1f\x8b", "a gzip archive"),
                (b"\x08", "an ONNX model (a protobuf)"), (b"GIF8", "a GIF image"), (b"%PDF", "a PDF document"))
 
 

@@ -26,8 +26,9 @@ from .load import copy_into, fit
 from .mapping import Layout, WeightSource, WeightSourceError, is_source_text, parse_layouts, parse_source
 from .report import WeightsError, WeightsReport, key_section
 
-__all__ = ["ImportReport", "WeightsError", "import_weights", "key_section", "map_state_dict", "read_state_dict_file",
-           "fetch_state_dict", "layouts_for", "layout_for", "load_pretrained_into", "looks_like_source"]
+__all__ = ["ImportReport", "WeightsError", "import_weights", "key_section", "map_state_dict",
+           "read_state_dict_file", "fetch_state_dict", "layouts_for", "layout_for", "load_pretrained_into",
+           "looks_like_source"]
 
 ENCODER_PREFIX, HEAD_PREFIX = "encoder.", "head."
 
@@ -181,7 +182,8 @@ def load_pretrained_into(compiled: Any, pretrained: Any) -> WeightsReport:
               if k.startswith(ENCODER_PREFIX) or (head and k.startswith(HEAD_PREFIX))}
     mapped, report = fit(((k, k, v) for k, v in state.items()), wanted, source=name)
     if not report.ok:
-        raise WeightsError(f"{name}: the weights do not fit {compiled.graph.name}", with_advice(report, compiled))
+        raise WeightsError(f"{name}: the weights do not fit {compiled.graph.name}",
+                           with_advice(report, compiled))
     copy_into(compiled.module, mapped)
     return report
 

@@ -68,8 +68,9 @@ def fit(placed: Iterable[tuple[str, str, torch.Tensor]], wanted: Mapping[str, to
         origin = next((s for s, m in unexpected if m == close), None) if close else None
         if origin is not None and origin != close:  # a renamed key: name its source form
             hints[key] = origin
-    report = WeightsReport(source, tuple(sorted(mapped)), tuple(missing), tuple(unexpected), tuple(mismatched),
-                           tuple(unused), unused_reason, tuple(counters), tuple(reshaped), hints)
+    report = WeightsReport(source, tuple(sorted(mapped)), tuple(missing), tuple(unexpected),
+                           tuple(mismatched), tuple(unused), unused_reason, tuple(counters),
+                           tuple(reshaped), hints)
     return mapped, report
 
 

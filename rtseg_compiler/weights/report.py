@@ -73,7 +73,8 @@ class WeightsReport:
         section("unexpected (the module has no such key; source key -> where it would go)",
                 [(s if s == m else f"{s} -> {m}") + hint(s) for s, m in self.unexpected])
         section("mis-shaped (source shape vs module shape)",
-                [f"{s if s == m else f'{s} -> {m}'}: {tuple(a)} vs {tuple(b)}" for s, m, a, b in self.mismatched])
+                [f"{s if s == m else f'{s} -> {m}'}: {tuple(a)} vs {tuple(b)}"
+                 for s, m, a, b in self.mismatched])
         if self.unused:
             section(f"not used by this model ({self.unused_reason})", list(self.unused))
         if self.reshaped:

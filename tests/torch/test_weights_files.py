@@ -29,7 +29,8 @@ SIZE = (32, 64)
 def _tiny(tmp_path: Path, conv_bias: bool = True) -> Path:
     path = tmp_path / f"tiny_{conv_bias}.yaml"
     path.write_text(f"kind: model\nname: tiny_skipnet\nencoder: {SPECS / 'encoders' / 'mobilenet_v1.yaml'}\n"
-                    f"meta: {SPECS / 'meta' / 'skipnet.yaml'}\nnum_classes: 5\ninput: [{SIZE[0]}, {SIZE[1]}]\n"
+                    f"meta: {SPECS / 'meta' / 'skipnet.yaml'}\nnum_classes: 5\n"
+                    f"input: [{SIZE[0]}, {SIZE[1]}]\n"
                     f"encoder_params: {{width: 0.25, conv_bias: {str(conv_bias).lower()}}}\n")
     return path
 
@@ -40,6 +41,10 @@ def _random_state(spec: Path, seed: int = 0) -> dict[str, torch.Tensor]:
     state = compile_model(spec).module.state_dict()
     return {k: (v.clone() if not v.is_floating_point() else torch.rand_like(v) + 0.5
                 if k.endswith("running_var") else torch.randn_like(v) * 0.2) for k, v in state.items()}
+
+
+def _encoder_only(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if k.startswith("encoder.")}
 
 
 def _save_both(state: dict[str, torch.Tensor], folder: Path, stem: str) -> tuple[Path, Path]:
@@ -120,7 +125,8 @@ def test_one_error_class_under_every_public_name():
     from rtseg_compiler import inference
     from rtseg_compiler.weights import importer, report
 
-    assert inference.WeightsError is importer.WeightsError is runtime.weights.WeightsError is report.WeightsError
+    assert inference.WeightsError is importer.WeightsError is report.WeightsError
+    assert runtime.weights.WeightsError is WeightsError
     assert issubclass(WeightsError, ValueError)  # callers that caught ValueError keep working
 
 
@@ -138,12 +144,13 @@ def test_strict_load_copies_nothing_unless_everything_fits(tmp_path: Path):
     assert all(torch.equal(v, before[k]) for k, v in module.state_dict().items())
     del state["head.extra.weight"]
     report = load_weights(module, state)
-    assert report.ok and torch.equal(module.state_dict()["encoder.conv1.weight"], state["encoder.conv1.weight"])
+    assert report.ok
+    assert torch.equal(module.state_dict()["encoder.conv1.weight"], state["encoder.conv1.weight"])
 
 
 def test_a_layout_mismatch_names_the_parameter_that_fits(tmp_path: Path):
     """An encoder without conv biases (the ImageNet MobileNet) into SkipNet's biased convs."""
-    no_bias = {k: v for k, v in _random_state(_tiny(tmp_path, conv_bias=False)).items() if k.startswith("encoder.")}
+    no_bias = _encoder_only(_random_state(_tiny(tmp_path, conv_bias=False)))
     with pytest.raises(WeightsError) as info:
         compile_model(_tiny(tmp_path, conv_bias=True), pretrained=no_bias)
     report = info.value.report
@@ -151,7 +158,7 @@ def test_a_layout_mismatch_names_the_parameter_that_fits(tmp_path: Path):
     assert ("missing 27 '*.bias' keys: this layout has no conv biases; pass conv_bias=false "
             "(--encoder-param conv_bias=false, or encoder_params={'conv_bias': False})") in str(info.value)
     # The other way round: biases the spec's convs lack.
-    biased = {k: v for k, v in _random_state(_tiny(tmp_path, conv_bias=True)).items() if k.startswith("encoder.")}
+    biased = _encoder_only(_random_state(_tiny(tmp_path, conv_bias=True)))
     with pytest.raises(WeightsError, match=r"unexpected 27 '\*\.bias' keys: .*pass conv_bias=true"):
         compile_model(_tiny(tmp_path, conv_bias=False), pretrained=biased)
 
@@ -243,7 +250,8 @@ def test_train_pretrained_reads_torch_and_safetensors_files_alike(tmp_path: Path
     for path in _save_both(encoder, tmp_path, "enc"):
         out = tmp_path / f"run_{path.suffix[1:]}"
         argv = [str(spec), "--data", "synthetic", "--classes", "5", "--input", "32x64", "--max-iters", "1",
-                "--eval-interval", "0", "--lr", "0", "--limit-train", "2", "--limit-val", "1", "--batch-size", "2",
+                "--eval-interval", "0", "--lr", "0", "--limit-train", "2", "--limit-val", "1",
+                "--batch-size", "2",
                 "--out-dir", str(out), "--pretrained", str(path)]
         assert train_main(argv) == 0, capsys.readouterr().err
         saved = torch.load(out / "last.pt", weights_only=True)["model"]

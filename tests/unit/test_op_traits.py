@@ -82,7 +82,8 @@ def test_a_bn_after_a_non_foldable_op_is_kept_with_the_reason(encoder_spec):
 @pytest.mark.parametrize("changes, message", [
     (dict(norm_folds_into="sideways"), "norm_folds_into is 'sideways'"),
     (dict(norm_folds_into="out", fields={}), "norm_folds_into needs a field 'groups' of kind int"),
-    (dict(folds_into_previous=True, fields={"eps": Field("number", 1e-5)}), "needs a field 'affine' of kind bool"),
+    (dict(folds_into_previous=True, fields={"eps": Field("number", 1e-5)}),
+     "needs a field 'affine' of kind bool"),
     (dict(inference_identity=True, arity=(2, None)), "inference_identity needs exactly one input"),
     (dict(source_expression="a + b"), "source_expression must be a callable"),
 ])
