@@ -93,7 +93,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _bench_variants(args: argparse.Namespace, bench_variants: Callable, torch_compile_problem: Callable,
                     device: str, dtype: Any) -> int:
     """``rtsegc bench --inference/--compile``: one row per build, torch.compile'd next to eager."""
-    from rtseg_compiler.inference import WeightsError
+    from rtseg_compiler.weights import WeightsError
 
     if args.compile:
         problem = torch_compile_problem(device)

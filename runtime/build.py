@@ -1,6 +1,6 @@
 """Pieces that training, evaluation and benchmarking share: model arguments, datasets, devices.
 
-A checkpoint stores :class:`ModelArgs` as a plain dict, so ``python -m runtime.evaluate --checkpoint`` can
+A checkpoint stores :class:`ModelArgs` as a plain dict, so ``rtsegc eval --checkpoint`` can
 rebuild the exact network from the spec files without the training command line.
 """
 

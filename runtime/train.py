@@ -378,7 +378,6 @@ def _resume_point(out_dir: Path, device: torch.device, master: bool) -> dict:
 
 
 def _load_pretrained(cfg: TrainConfig, compiled, raw_model, master: bool) -> None:
-    from rtseg_compiler.weights.importer import WeightsError as SourceWeightsError
     from rtseg_compiler.weights.importer import import_weights, is_source_text, looks_like_source
 
     from .weights import WeightsError, load_pretrained
@@ -394,7 +393,7 @@ def _load_pretrained(cfg: TrainConfig, compiled, raw_model, master: bool) -> Non
             report = import_weights(compiled, cfg.pretrained)
         else:
             report = load_pretrained(raw_model, cfg.pretrained, prefix=cfg.pretrained_prefix)
-    except (WeightsError, SourceWeightsError):
+    except WeightsError:
         raise
     except Exception as exc:  # noqa: BLE001 - truncated or foreign files and failed fetches raise many types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -1,4 +1,9 @@
-"""Emit a ``torch.fx.GraphModule`` from a resolved graph. The only compiler module importing torch.
+"""Emit a ``torch.fx.GraphModule`` from a resolved graph.
+
+Torch is imported at module level here and in the other torch-side modules (``emit/python_source``,
+``inference``, ``export``, ``latency``, ``weights.files``/``load``/``importer``); the analysis
+passes, the spec loader and the op declarations run without it (``tests/unit/test_no_torch.py``),
+each op importing torch only inside its ``build`` hook.
 
 A model that declares ``outputs:`` returns a dict of its outputs in declared order (the
 first is the main output); a model with one ``output`` returns the tensor itself.

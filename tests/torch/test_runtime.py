@@ -22,13 +22,12 @@ import pytest
 import torch
 
 import rtseg_compiler.latency
-import runtime.bench
 import runtime.losses
 import runtime.metrics
 from conftest import REPO_ROOT, SPECS
 from rtseg_compiler import cli, compile_model
 from runtime import evaluate as evaluate_mod
-from runtime.bench import benchmark
+from rtseg_compiler.latency import benchmark
 from runtime.build import dataset_spec_for
 from runtime.data import IGNORE_INDEX, DatasetFolder, SyntheticSegmentation, load_label, write_synthetic_folder
 from runtime.datasets import DataError
@@ -193,7 +192,7 @@ def test_encoder_weights_load_by_key_from_another_compiled_module(tmp_path: Path
     report = load_pretrained(target, path)
     assert report.ok and not report.missing and not report.unexpected
     assert len(report.loaded) == sum(1 for k in target.state_dict() if k.startswith("encoder."))
-    assert all(k.startswith("head.") for k in report.skipped) and report.skipped
+    assert all(k.startswith("head.") for k in report.unused) and report.unused
     key = "encoder.ds13.pw.weight"
     assert torch.equal(target.state_dict()[key], source.state_dict()[key])
     assert not torch.equal(target.state_dict()["head.score32.weight"][:5],
@@ -215,7 +214,7 @@ def test_renamed_and_missing_keys_are_reported(tiny_spec: Path):
         load_pretrained(compile_model(tiny_spec).module, state)
     report = info.value.report
     assert report.missing == ("encoder.ds1.pw_bn.weight",)
-    assert report.unexpected == ("encoder.ds1.pw_bnn.weight",)
+    assert report.unexpected == (("encoder.ds1.pw_bnn.weight", "encoder.ds1.pw_bnn.weight"),)
     assert "did you mean encoder.ds1.pw_bn.weight?" in str(info.value)
     # rename maps a foreign prefix; non-strict loading copies what fits.
     foreign = {"backbone." + k[len("encoder."):]: v for k, v in state.items()}
