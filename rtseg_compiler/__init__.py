@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .allocator import configure_allocator
 from .api import Feature, FeatureInfo, create_model, list_models
 from .diagnostics import Diagnostic, Location, SpecError
 from .ir import Graph
@@ -27,8 +28,8 @@ from .passes.count import Audit
 from .pipeline import Analysis, analyze, validate_file
 
 __all__ = ["Analysis", "Audit", "Budget", "CompiledModel", "Diagnostic", "Feature", "FeatureInfo",
-           "Location", "SpecError", "analyze", "compile_model", "create_model", "list_models",
-           "validate_file", "__version__"]
+           "Location", "SpecError", "analyze", "compile_model", "configure_allocator", "create_model",
+           "list_models", "validate_file", "__version__"]
 
 __version__ = "0.1.0"
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+from rtseg_compiler.allocator import HELP as ALLOCATOR_HELP
+from rtseg_compiler.allocator import configure_allocator
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -115,7 +117,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def build_parser(prog: str = "rtsegc eval") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=ALLOCATOR_HELP)
     p.add_argument("model", nargs="?", help="model spec (or give --encoder/--meta, or --checkpoint)")
     p.add_argument("--encoder", help="encoder spec, with --meta")
     p.add_argument("--meta", help="meta-architecture spec, with --encoder")
@@ -143,6 +145,7 @@ def build_parser(prog: str = "rtsegc eval") -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, prog: str = "rtsegc eval") -> int:
     """Exit status 0, or 2 for a bad spec or dataset, a missing file or weights that do not fit."""
+    configure_allocator()  # keep freed tensor memory for reuse (rtseg_compiler/allocator.py)
     from rtseg_compiler import SpecError
 
     from .datasets import DataError

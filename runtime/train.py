@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
+from rtseg_compiler.allocator import HELP as ALLOCATOR_HELP
+from rtseg_compiler.allocator import configure_allocator
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
@@ -163,7 +165,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def build_parser(prog: str = "rtsegc train") -> argparse.ArgumentParser:
     """One option per TrainConfig field (``--max-iters`` for ``max_iters``), typed from its annotation."""
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=ALLOCATOR_HELP)
     hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         kind = hints[f.name]
@@ -509,6 +511,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
 def main(argv: Sequence[str] | None = None, prog: str = "rtsegc train") -> int:
     """Exit status 0, 2 for a bad spec, dataset, missing file or weights that do not fit (message on
     stderr), 130 after Ctrl-C (``last.pt`` written first)."""
+    configure_allocator()  # keep freed tensor memory for reuse (rtseg_compiler/allocator.py)
     from rtseg_compiler import SpecError
 
     from .datasets import DataError
