@@ -17,18 +17,30 @@ rounds that run both modules back to back, alternating which goes first, so
 drifts in machine load hit both alike. Reported: the ratio of the medians, and the median of
 the per-round ratios (robust to load that changes between rounds).
 
-The allocator matters more than the code at 512x1024: every map of 16 MB or
-more is an mmap'd block that glibc hands back to the OS when freed, so each
-forward pays ~130-170k page faults, about half its time. fx's generated code
-frees each intermediate right after its last use (``x = None``), a little
-earlier than nested calls in hand-written code, and the different free order
-changes how many of those blocks glibc returns. So the script measures twice:
-with the allocator as configured, and re-run with glibc told to keep freed
-memory (``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``, as jemalloc or
-tcmalloc would; PyTorch's CPU performance guide recommends those), which
-isolates the cost of the code itself.
+``--model skipnet_resnet18`` measures a second skip decoder on another encoder:
+SkipNet-ResNet18 against ResNet-18 written as torchvision writes it (one shared
+in-place ReLU per block, ``out += identity``) with the same FCN-8s head.
 
-Run: ``python benchmarks/bench_forward.py [--rounds 12] [--threads 2] [--allocator both]``.
+The allocator matters more than the code at 512x1024: under glibc's default
+malloc every map of 32 MB or more is an mmap'd block handed back to the OS when
+freed, smaller ones come from a heap whose free top is handed back too, so each
+forward pays ~80-130k page faults, about half its time. How many depends on the
+order in which maps are freed (emit/torch_module.release_one_call_later). So
+the script measures twice: with the allocator as configured, and re-run with
+glibc told to keep freed memory (``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``,
+as jemalloc or tcmalloc would; PyTorch's CPU performance guide recommends
+those), which isolates the cost of the code itself. ``--allocator mallopt``
+instead calls :func:`rtseg_compiler.configure_allocator` in the process, as the
+``rtsegc`` runtime commands do.
+
+``--faults`` measures page faults only, with each module alone in a fresh
+interpreter (the allocator's state is per process, so a module measured next to
+another inherits the heap the other left): the compiled module as emitted, the
+same module with torch.fx's own release order, and the hand-written one. Fault
+counts move far less than times on a shared machine.
+
+Run: ``python benchmarks/bench_forward.py [--rounds 12] [--threads 2] [--model M] [--sizes 512x1024]
+[--allocator both|default|tuned|mallopt] [--faults]``.
 Prints tables and exits 0 (1 if the outputs differ).
 """
 
@@ -356,12 +368,13 @@ def faults_table(model: str, sizes: list[tuple[int, int]], rounds: int, threads:
     """Each variant in its own interpreter, so one module's frees do not shape the other's heap."""
     print(f"{model}: minor page faults per forward, each variant alone in a fresh process, {rounds} forwards "
           f"after 2 warm-up, {threads} threads, malloc as configured")
-    print(f"{'input':>12}  " + "  ".join(f"{v:>22}" for v in FAULT_VARIANTS) + "  compiled/hand  fx order/hand")
+    print(f"{'input':>12}  " + "  ".join(f"{v:>22}" for v in FAULT_VARIANTS)
+          + "  compiled/hand  fx order/hand")
     for h, w in sizes:
         medians = {}
         for variant in FAULT_VARIANTS:
-            argv = [sys.executable, __file__, "--faults-child", variant, "--model", model, "--sizes", f"{h}x{w}",
-                    "--rounds", str(rounds), "--threads", str(threads)]
+            argv = [sys.executable, __file__, "--faults-child", variant, "--model", model,
+                    "--sizes", f"{h}x{w}", "--rounds", str(rounds), "--threads", str(threads)]
             out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
             counts = [int(v) for v in out.split()[-rounds:]]
             medians[variant] = (statistics.median(counts), min(counts), max(counts))
@@ -388,7 +401,7 @@ def main() -> int:
                              "glibc reads it at start-up); after rtseg_compiler.configure_allocator() "
                              "(mallopt, in this process); or default and tuned")
     parser.add_argument("--faults", action="store_true",
-                        help="instead of timing: page faults per forward of each variant alone in its own process")
+                        help="instead of timing: page faults per forward, each variant alone in a process")
     parser.add_argument("--faults-child", choices=FAULT_VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]

@@ -127,7 +127,8 @@ def _bench_variants(args: argparse.Namespace, bench_variants: Callable, torch_co
           "happens in the warm-up)")
     base = first.latency_ms
     table = [(label, f"{r.latency_ms:.2f}", f"{r.min_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.fps:.2f}",
-              f"{base / r.latency_ms:.2f}x", "-" if r.faults_per_call is None else f"{r.faults_per_call:,.0f}")
+              f"{base / r.latency_ms:.2f}x",
+              "-" if r.faults_per_call is None else f"{r.faults_per_call:,.0f}")
              for label, r in rows]
     print(_table(("variant", "median ms", "min ms", "p90 ms", "images/s", "vs plain", "faults/fwd"), table,
                  right={1, 2, 3, 4, 5, 6}))
