@@ -105,13 +105,12 @@ def _preloaded(libc: ctypes.CDLL) -> str | None:
     return None
 
 
-def configure_allocator(environ: Mapping[str, str] | None = None, *,
-                        _libc_loader=_libc) -> AllocatorSetting:
+def configure_allocator(environ: Mapping[str, str] | None = None) -> AllocatorSetting:
     """Make CPU forwards reuse freed memory (see the module docstring); safe to call repeatedly.
 
     Call it once at the start of a process that runs compiled networks on the CPU, before the first
-    forward: ``from rtseg_compiler import configure_allocator; configure_allocator()``. Returns what
-    was found and done; never raises.
+    forward: ``from rtseg_compiler import configure_allocator; configure_allocator()``. ``environ``
+    stands in for ``os.environ`` in the checks. Returns what was found and done; never raises.
     """
     global _done
     env = os.environ if environ is None else environ
@@ -119,7 +118,7 @@ def configure_allocator(environ: Mapping[str, str] | None = None, *,
         return AllocatorSetting("unknown", False, f"malloc left as configured ({ENV_VAR}=system)")
     if _done is not None and _done.tuned:
         return _done
-    libc = _libc_loader()
+    libc = _libc()
     if libc is None:
         return AllocatorSetting("unknown", False, "malloc left as configured (no C library handle)")
     other = _preloaded(libc)

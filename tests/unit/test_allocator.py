@@ -38,7 +38,9 @@ def fresh(monkeypatch):
 
 
 def run(libc: FakeLibc, env: dict[str, str] | None = None) -> allocator.AllocatorSetting:
-    return configure_allocator(env or {}, _libc_loader=lambda: libc)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(allocator, "_libc", lambda: libc)
+        return configure_allocator(env or {})
 
 
 def test_glibc_gets_both_thresholds():
