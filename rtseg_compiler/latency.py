@@ -34,16 +34,16 @@ from __future__ import annotations
 
 import statistics
 import time
-
-try:
-    import resource
-except ImportError:  # pragma: no cover - Windows
-    resource = None
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    resource = None
 
 __all__ = ["BenchResult", "bench_spec", "bench_variants", "benchmark", "torch_compile_problem"]
 

@@ -81,17 +81,19 @@ def release_one_call_later(previous: Callable | None) -> Callable[[list[str]], l
     fx ends the statement that reads a value for the last time with ``;  value = None``, so the
     map goes back to malloc right after the call that consumed it, one call earlier than nested
     eager code frees it (``relu(bn(conv(x)))`` holds ``x`` in the caller until the block returns).
-    Under glibc's default malloc that early free is what costs: maps from 128 KiB to 32 MiB come
-    from the heap, and freeing the input right after the output was allocated on top of it leaves
-    free space at the top of the heap above ``M_TRIM_THRESHOLD``, which glibc gives back to the OS
-    and faults in again at the next layer. Holding the input one call longer keeps that space
-    below a live map. Measured on SkipNet-MobileNet (benchmarks/bench_forward.py ``--faults``, each
-    module alone in a process, several runs on a loaded 2-core machine), minor page faults per
-    forward at 512x1024: fx's order 110,000-121,000, this order 80,000-92,000, the hand-written
-    module 88,000-100,000; at 1024x2048: 860,000, 680,000-740,000 and 660,000-720,000. Peak memory
-    rises by at most the one map held; the values computed are the same, only the point where a
-    reference is dropped moves. A malloc that keeps freed memory (rtseg_compiler/allocator.py)
-    removes nearly all of these faults whatever the order.
+    Under glibc's default malloc that early free is what costs: maps below the mmap threshold
+    (which glibc raises to 32 MiB as large blocks are freed) come from the heap, and freeing the
+    input right after the output was allocated above it leaves free space at the top of the heap
+    beyond ``M_TRIM_THRESHOLD``, which glibc gives back to the OS and the next layer faults in
+    again. Holding the input one call longer keeps that space below a live map.
+
+    Measured with benchmarks/bench_forward.py ``--faults`` (each module alone in a process, loaded
+    2-core machine; docs/deployment.md has the table), minor page faults per forward, compiled /
+    hand-written: SkipNet-MobileNet 0.92 at 512x1024 and 1.00 at 1024x2048 (1.17 and 1.16 with
+    fx's own order), SkipNet-ResNet18 1.03 and 1.00 (1.00 and 1.07). Peak memory rises by at most
+    the one map held; the values computed are the same, only the point where a reference is
+    dropped moves. A malloc that keeps freed memory (rtseg_compiler/allocator.py) removes nearly
+    all of these faults whatever the order.
     """
 
     def transform(body: list[str]) -> list[str]:
