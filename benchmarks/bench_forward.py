@@ -40,7 +40,8 @@ same module with torch.fx's own release order, and the hand-written one. Fault
 counts move far less than times on a shared machine.
 
 Run: ``python benchmarks/bench_forward.py [--rounds 12] [--threads 2] [--model M] [--sizes 512x1024]
-[--allocator both|default|tuned|mallopt] [--faults]``.
+[--allocator both|default|tuned|mallopt] [--faults] [--train]``. ``--train`` times training steps
+(batch 4) of the module as emitted against the same module with torch.fx's release order.
 Prints tables and exits 0 (1 if the outputs differ).
 """
 
@@ -385,6 +386,40 @@ def faults_table(model: str, sizes: list[tuple[int, int]], rounds: int, threads:
     print()
 
 
+def train_table(model: str, size: tuple[int, int], rounds: int, batch: int = 4) -> None:
+    """Training steps (forward, cross-entropy, backward, SGD) of the compiled module as emitted and with
+    torch.fx's own release order, alternating in one process: the release order must not slow training."""
+    import copy
+
+    emitted, _ = build_pair(model, size)
+    fx_order = copy.deepcopy(emitted)
+    fx_order.graph._codegen._body_transformer = None
+    fx_order.recompile()
+    modules = {"emitted": emitted.train(), "fx order": fx_order.train()}
+    optimizers = {k: torch.optim.SGD(m.parameters(), lr=1e-3) for k, m in modules.items()}
+    x = torch.randn(batch, 3, *size)
+    target = torch.randint(0, NUM_CLASSES, (batch, *size))
+
+    def step(key: str) -> None:
+        optimizers[key].zero_grad()
+        nn.functional.cross_entropy(modules[key](x), target).backward()
+        optimizers[key].step()
+
+    for key in modules:
+        step(key), step(key)
+    times: dict[str, list[float]] = {k: [] for k in modules}
+    for r in range(rounds):
+        for key in (list(modules) if r % 2 == 0 else list(modules)[::-1]):
+            start = time.perf_counter()
+            step(key)
+            times[key].append(time.perf_counter() - start)
+    ratio = statistics.median(f / e for f, e in zip(times["fx order"], times["emitted"]))
+    print(f"{model} training step, batch {batch}x3x{size[0]}x{size[1]}, {rounds} alternating rounds: "
+          f"emitted {statistics.median(times['emitted']) * 1e3:.0f} ms, fx order "
+          f"{statistics.median(times['fx order']) * 1e3:.0f} ms (medians); throughput emitted / fx order "
+          f"(paired median) {ratio:.3f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=12)
@@ -402,6 +437,8 @@ def main() -> int:
                              "(mallopt, in this process); or default and tuned")
     parser.add_argument("--faults", action="store_true",
                         help="instead of timing: page faults per forward, each variant alone in a process")
+    parser.add_argument("--train", action="store_true",
+                        help="instead: training steps, emitted release order vs fx's own")
     parser.add_argument("--faults-child", choices=FAULT_VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
@@ -411,6 +448,10 @@ def main() -> int:
         return 0
     if args.faults:
         faults_table(args.model, sizes, args.rounds, args.threads)
+        return 0
+    if args.train:
+        for size in sizes:
+            train_table(args.model, size, args.rounds)
         return 0
     tuned_env = all(os.environ.get(k) == v for k, v in TUNED_MALLOC.items())
     argv = sys.argv[1:]
