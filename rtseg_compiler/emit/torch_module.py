@@ -89,8 +89,9 @@ def release_one_call_later(previous: Callable | None) -> Callable[[list[str]], l
 
     Measured with benchmarks/bench_forward.py ``--faults`` (each module alone in a process, loaded
     2-core machine; docs/deployment.md has the table), minor page faults per forward, compiled /
-    hand-written: SkipNet-MobileNet 0.92 at 512x1024 and 1.00 at 1024x2048 (1.17 and 1.16 with
-    fx's own order), SkipNet-ResNet18 1.03 and 1.00 (1.00 and 1.07). Peak memory rises by at most
+    hand-written, two runs: SkipNet-MobileNet 0.92-1.03 at 512x1024 and 1.00-1.03 at 1024x2048
+    (1.17-1.42 and 1.16-1.18 with fx's own order), SkipNet-ResNet18 1.03-1.04 and 1.01-1.02
+    (0.86-1.00 and 1.07). Peak memory rises by at most
     the one map held; the values computed are the same, only the point where a reference is
     dropped moves. A malloc that keeps freed memory (rtseg_compiler/allocator.py) removes nearly
     all of these faults whatever the order.
