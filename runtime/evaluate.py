@@ -28,6 +28,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from rtseg_compiler.allocator import HELP as ALLOCATOR_HELP
+from rtseg_compiler.allocator import configure_allocator
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -110,7 +112,7 @@ def save_confusion_csv(path: str | Path, confusion: torch.Tensor, names: Sequenc
 # --------------------------------------------------------------------------- command line
 
 def build_parser(prog: str = "rtsegc eval") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=ALLOCATOR_HELP)
     p.add_argument("model", nargs="?", help="model spec (or give --encoder/--meta, or --checkpoint)")
     p.add_argument("--encoder", help="encoder spec, with --meta")
     p.add_argument("--meta", help="meta-architecture spec, with --encoder")
@@ -143,6 +145,7 @@ def build_parser(prog: str = "rtsegc eval") -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, prog: str = "rtsegc eval") -> int:
     """Exit status 0; 2 for a bad spec, dataset, checkpoint or weights file (one line naming it); 3 for a
     bug in the runtime (:mod:`runtime.errors`)."""
+    configure_allocator()  # keep freed tensor memory for reuse (rtseg_compiler/allocator.py)
     from .errors import guarded
 
     parser = build_parser(prog)

@@ -26,13 +26,16 @@ from typing import Any, Mapping, Sequence
 
 from rtseg_compiler.cli.args import add_spec_param_args, spec_params
 
+from rtseg_compiler.allocator import HELP as ALLOCATOR_HELP
+from rtseg_compiler.allocator import configure_allocator
+
 __all__ = ["build_parser", "main", "output_names", "predict_images"]
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def build_parser(prog: str = "rtsegc predict") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=ALLOCATOR_HELP)
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--checkpoint", required=True, help="a runtime checkpoint (best.pt or last.pt)")
     p.add_argument("-o", "--out-dir", required=True, help="folder for the masks, overlays and label PNGs")
@@ -164,6 +167,7 @@ def predict_images(checkpoint: str | Path, inputs: Sequence[str], out_dir: str |
 
 def main(argv: Sequence[str] | None = None, prog: str = "rtsegc predict") -> int:
     """Exit status 0; 2 for a bad checkpoint, image or output folder (one line naming it); 3 for a bug."""
+    configure_allocator()  # keep freed tensor memory for reuse (rtseg_compiler/allocator.py)
     from .errors import guarded
 
     p = build_parser(prog)

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
+from rtseg_compiler.allocator import HELP as ALLOCATOR_HELP
+from rtseg_compiler.allocator import configure_allocator
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
@@ -177,7 +179,7 @@ class TrainConfig:
 
 def build_parser(prog: str = "rtsegc train") -> argparse.ArgumentParser:
     """One option per TrainConfig field (``--max-iters`` for ``max_iters``), typed from its annotation."""
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=ALLOCATOR_HELP)
     hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         kind = hints[f.name]
@@ -735,6 +737,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtsegc train") -> int:
     """Exit status 0; 2 for a fault of the input or the machine (one ``error:`` line naming the file, flag
     or value); 3 for a bug in the runtime; 130/143/138 after SIGINT/SIGTERM/SIGUSR1, ``last.pt`` written
     first (:mod:`runtime.errors`)."""
+    configure_allocator()  # keep freed tensor memory for reuse (rtseg_compiler/allocator.py)
     cfg = parse_config(argv, prog)
     if cfg.augment is not None:
         from .augment import parse_augment
