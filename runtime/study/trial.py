@@ -105,7 +105,8 @@ def _train(job: TrialJob, paths: Mapping[str, Path], on_eval) -> dict[str, Any]:
     from ..train import TrainConfig, train
 
     run = paths["run"]
-    resume = (run / "last.pt").is_file()
+    saved = [p for p in (run / "last.pt", run / "best.pt") if p.is_file()]
+    resume = bool(saved)  # rtsegc train --resume also repairs a kill between best.pt and last.pt
     if run.exists() and not resume:
         # Started but killed before its first checkpoint: nothing to keep, start it again.
         shutil.rmtree(run)
@@ -118,7 +119,7 @@ def _train(job: TrialJob, paths: Mapping[str, Path], on_eval) -> dict[str, Any]:
                       dataset=job.dataset, out_dir=str(run), resume=resume, seed=job.seed, **recipe)
     resumed_at = 0
     if resume:
-        resumed_at = int(torch_load(run / "last.pt").get("iter_num", 0))
+        resumed_at = max(int(torch_load(p).get("iter_num", 0)) for p in saved)
     if resumed_at >= cfg.max_iters and (run / "best.pt").is_file():
         summary = {"iter_num": resumed_at, "stopped_early": False}  # trained; killed before evaluating
     elif job.processes > 1:
@@ -172,9 +173,10 @@ def _torchrun(cfg: Any, job: TrialJob, paths: Mapping[str, Path]) -> dict[str, A
 
 
 def torch_load(path: Path) -> dict[str, Any]:
-    import torch
+    """A checkpoint of the trial's run, verified as ``rtsegc eval`` reads it."""
+    from ..checkpoint import load_checkpoint
 
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_checkpoint(path)
 
 
 def _evaluate(job: TrialJob, paths: Mapping[str, Path]) -> tuple[Any, dict[str, Any]]:
