@@ -15,10 +15,12 @@ package. The model files refer to their encoder and meta by relative path
 from __future__ import annotations
 
 import fnmatch
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-__all__ = ["FOLDER_OF_KIND", "list_models", "resolve_spec", "zoo_root"]
+__all__ = ["FOLDER_OF_KIND", "KINDS", "ZooCost", "ZooEntry", "list_models", "render_zoo", "resolve_spec",
+           "zoo_cost", "zoo_entries", "zoo_root"]
 
 #: The zoo folder searched first for a bare name, by the kind of spec the caller expects.
 FOLDER_OF_KIND = {"model": "models", "encoder": "encoders", "meta": "meta", "dataset": "datasets"}
@@ -75,28 +77,129 @@ def zoo_hint(ref: str | Path) -> str | None:
     return f"{known}nor is it a zoo name: 'rtsegc models' lists them"
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Names of the zoo's models matching a shell ``pattern`` (``"skipnet_*"``), sorted.
+KINDS = tuple(FOLDER_OF_KIND)
 
-    ``models/`` gives bare names; the model files of ``baselines/`` and ``paper/`` (the
-    paper-exact variants) are listed as ``folder/name``. Each name is accepted by
-    :func:`rtseg_compiler.create_model` and wherever ``rtsegc`` takes a model path.
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One shipped spec: its zoo ``name``, its ``kind``, its file and its one-line ``doc``."""
+
+    name: str
+    kind: str
+    path: Path
+    doc: str
+
+
+def list_models(pattern: str = "*", kind: str = "model") -> list[str]:
+    """Names of the zoo's specs of one ``kind`` matching a shell ``pattern`` (``"skipnet_*"``), sorted.
+
+    ``kind`` is ``"model"`` (default), ``"encoder"``, ``"meta"`` or ``"dataset"``. A kind's own
+    folder (``models/``, ``encoders/``, ``meta/``, ``datasets/``) gives bare names; the files of
+    that kind in ``baselines/`` and ``paper/`` are listed as ``folder/name`` (``baselines/enet``,
+    ``baselines/enet_encoder``). Each name is accepted where a spec of its kind is: models by
+    :func:`rtseg_compiler.create_model` and every ``MODEL`` argument, encoders by
+    ``create_model(name, features_only=True)`` and ``--encoder``, metas by ``--meta``, datasets by
+    ``--dataset``.
     """
+    return [entry.name for entry in zoo_entries(pattern, kind)]
+
+
+def zoo_entries(pattern: str = "*", kind: str = "model") -> list[ZooEntry]:
+    """The zoo's specs of one ``kind`` matching ``pattern``, sorted by name (see :func:`list_models`)."""
+    if kind not in FOLDER_OF_KIND:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     root = zoo_root()
     if root is None:
         return []
-    names = [p.stem for p in (root / "models").glob("*.yaml")]
+    entries = []
+    own = root / FOLDER_OF_KIND[kind]
+    candidates = [(p.stem, p) for p in own.glob("*.yaml")] if own.is_dir() else []
     for folder in _OTHER_MODEL_FOLDERS:
-        for path in (root / folder).glob("*.yaml"):
-            if _is_model_file(path):
-                names.append(f"{folder}/{path.stem}")
-    return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
+        candidates += [(f"{folder}/{p.stem}", p) for p in (root / folder).glob("*.yaml")]
+    for name, path in candidates:
+        if not fnmatch.fnmatchcase(name, pattern):
+            continue
+        file_kind, doc = _head(path)
+        if file_kind == kind:
+            entries.append(ZooEntry(name, kind, path, doc))
+    return sorted(entries, key=lambda e: e.name)
 
 
-def _is_model_file(path: Path) -> bool:
-    """True if the file's top-level ``kind:`` is ``model`` (read line by line: no YAML parse)."""
+def _head(path: Path) -> tuple[str, str]:
+    """A spec file's top-level ``kind:`` and ``doc:``, read line by line (no YAML parse: listing
+    the whole zoo this way takes a few milliseconds)."""
+    kind = doc = ""
     with path.open(encoding="utf-8") as handle:
         for line in handle:
-            if line.startswith("kind:"):
-                return line.partition(":")[2].split("#")[0].strip() == "model"
-    return False
+            key, sep, value = line.partition(":")
+            if not sep or key != key.strip():
+                continue
+            if key == "kind":
+                kind = value.split("#")[0].strip()
+            elif key == "doc":
+                doc = value.strip().strip("\"'")
+            if kind and doc:
+                break
+    return kind, doc
+
+
+@dataclass(frozen=True)
+class ZooCost:
+    """What ``rtsegc models -v`` prints beside a name: size and cost at the spec's own input.
+
+    A model or an encoder has parameters and MACs at its ``input:`` (an encoder without any head,
+    at its ImageNet size); a meta has none of its own, since its channels come from the encoder it
+    is paired with; a dataset has classes instead.
+    """
+
+    params: int | None = None
+    macs: int | None = None
+    input: tuple[int, int] | None = None
+    classes: int | None = None
+
+
+def zoo_cost(entry: ZooEntry) -> ZooCost:
+    """Parameters and MACs of a model or encoder at its default input; classes of a dataset."""
+    if entry.kind == "meta":
+        return ZooCost()
+    if entry.kind == "dataset":
+        from .spec.load import load_spec_text
+
+        doc = load_spec_text(entry.path.read_text(encoding="utf-8"), str(entry.path))
+        return ZooCost(classes=len(doc.get("classes") or ()))
+    from .pipeline import analyze
+
+    analysis = analyze(entry.path)
+    return ZooCost(params=analysis.audit.params, macs=analysis.audit.macs, input=analysis.input_size)
+
+
+def render_zoo(pattern: str = "*", kind: str = "model", verbose: bool = False) -> str:
+    """The text of ``rtsegc models``: one line per spec, name then its one-line description;
+    with ``verbose``, parameters and GMACs at the spec's default input (see :class:`ZooCost`)."""
+    entries = zoo_entries(pattern, kind)
+    if not entries:
+        return ""
+    width = max(len(e.name) for e in entries)
+    lines = []
+    if verbose and kind in ("model", "encoder"):
+        lines.append(f"{'name':<{width}}  {'input':>9}  {'params (M)':>10}  {'GMACs':>7}  description")
+    elif verbose and kind == "dataset":
+        lines.append(f"{'name':<{width}}  {'classes':>7}  description")
+    for entry in entries:
+        doc = entry.doc or "(no doc: line in the file)"
+        if not verbose or kind == "meta":
+            lines.append(f"{entry.name:<{width}}  {doc}")
+            continue
+        cost = zoo_cost(entry)
+        if kind == "dataset":
+            lines.append(f"{entry.name:<{width}}  {cost.classes:>7}  {doc}")
+        else:
+            size = f"{cost.input[0]}x{cost.input[1]}"
+            lines.append(f"{entry.name:<{width}}  {size:>9}  {cost.params / 1e6:>10.3f}  "
+                         f"{cost.macs / 1e9:>7.2f}  {doc}")
+    if verbose and kind == "encoder":
+        lines.append("\nencoders: the encoder alone (no head) at its own input; 'rtsegc flops ENCODER' counts it")
+    elif verbose and kind == "meta":
+        lines.append("\nmetas: parameters and MACs depend on the encoder a meta is paired with "
+                     "('rtsegc flops --encoder E --meta M')")
+    return "\n".join(lines)

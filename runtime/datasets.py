@@ -78,6 +78,7 @@ SCHEMA: dict[str, Any] = {
     "properties": {
         "kind": {"const": "dataset"},
         "name": {"type": "string"},
+        "doc": {"type": "string"},
         "layout": {"enum": list(LAYOUTS)},
         "ignore_index": {"type": "integer", "minimum": 0, "maximum": 255},
         "mean": _TRIPLE, "std": _TRIPLE,
