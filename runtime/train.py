@@ -168,7 +168,9 @@ def build_parser(prog: str = "rtsegc train") -> argparse.ArgumentParser:
     for f in fields(TrainConfig):
         kind = hints[f.name]
         base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
-        help_text = f"{f.metadata['help']} (default: {f.default})"
+        # A help text that says its default itself ("the spec's input") or an unset default gets no suffix.
+        stated = "(default:" in f.metadata["help"] or f.default is None
+        help_text = f.metadata["help"] if stated else f"{f.metadata['help']} (default: {f.default})"
         if f.name == "model":
             p.add_argument("model", nargs="?", help=f.metadata["help"])
         elif base is bool:
