@@ -10,7 +10,9 @@ Peak activation memory (``peak_activation_bytes``), precisely: run the layers on
 the graph's execution order (the order the emitted torch.fx module runs them). While layer k
 runs, the live tensors are (a) the input image, until its last reader has run, (b) every
 earlier layer's output that layer k or a later layer still reads, (c) layer k's own output,
-and (d) the model's outputs, which are never freed. A layer that also returns max-pool indices
+and (d) the model's outputs, which are never freed. A layer whose output is a view of its input
+(``OpDef.output_is_view``: crop, split, identity, dropout) adds no bytes of its own; it keeps its
+input's storage alive for as long as the view is read. A layer that also returns max-pool indices
 keeps them live until their last reader, at 8 bytes (int64) per element. Feature maps count 4
 bytes (float32) per element, for one image. The peak is the largest live total over all k.
 This is what an inference run (``no_grad``, no in-place ops) must hold at once; torch.fx's
@@ -50,9 +52,6 @@ def peak_activation_bytes(analysis: Any) -> int:
     resolved = analysis.resolved
     graph, types = resolved.graph, resolved.types
     nodes = graph.nodes
-    order = {INPUT: -1}
-    for k, node in enumerate(nodes):
-        order[node.name] = k
     end = len(nodes)
     last_read: dict[str, int] = {}
     last_extra: dict[str, int] = {}
@@ -61,19 +60,27 @@ def peak_activation_bytes(analysis: Any) -> int:
         for pos, src in enumerate(node.inputs):
             target = last_extra if pos in extra_positions else last_read
             target[src] = max(target.get(src, -1), k)
-    outputs = set(graph.output_names)
-    for name in outputs:
+    for name in graph.output_names:
         last_read[name] = end
-    # Each tensor is live on [produced, last read]; the image is produced before step 0.
-    intervals: list[tuple[int, int, int]] = []
-    image = types[INPUT]
-    intervals.append((-1, last_read.get(INPUT, -1), image.numel * FLOAT_BYTES))
+    # A view (a crop's slice, an identity, eval-mode dropout) allocates nothing: its bytes are its
+    # base's, whose storage then lives until the view's last reader too.
+    base_of = {INPUT: INPUT}
+    produced = {INPUT: -1}
     for k, node in enumerate(nodes):
-        t = types[node.name]
-        intervals.append((k, max(k, last_read.get(node.name, k)), t.numel * FLOAT_BYTES))
-        op = REGISTRY[node.op]
-        if op.returns_extra(node.attrs):
-            intervals.append((k, max(k, last_extra.get(node.name, k)), t.numel * INDEX_BYTES))
+        produced[node.name] = k
+        view = REGISTRY[node.op].output_is_view and node.inputs
+        base_of[node.name] = base_of[node.inputs[0]] if view else node.name
+    storage_end: dict[str, int] = {}
+    for name, base in base_of.items():
+        storage_end[base] = max(storage_end.get(base, -1), last_read.get(name, produced[name]))
+    # Each storage is live on [produced, last read of it or of a view of it]; the image from before step 0.
+    intervals: list[tuple[int, int, int]] = []
+    for base, stop in storage_end.items():
+        start = produced[base]
+        intervals.append((start, max(start, stop), types[base].numel * FLOAT_BYTES))
+    for k, node in enumerate(nodes):
+        if REGISTRY[node.op].returns_extra(node.attrs):
+            intervals.append((k, max(k, last_extra.get(node.name, k)), types[node.name].numel * INDEX_BYTES))
     delta = [0] * (end + 3)
     for start, stop, size in intervals:
         delta[start + 1] += size

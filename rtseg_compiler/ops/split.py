@@ -57,4 +57,5 @@ register(OpDef(
         "stop": Field(INT, None, minimum=1, doc="one past the last channel kept; default in_channels"),
     },
     complete=_complete, infer=_infer, build=_build, dilate=unaffected,
+    output_is_view=True,  # x[:, start:stop]
 ))
