@@ -411,7 +411,8 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
         print(f"{compiled.audit.model}: {compiled.audit.params:,} params, input {height}x{width}, "
               f"{len(train_set)} train / {len(val_set)} val images, {world} process(es) on {device}")
         if weights is not None:
-            print("class weights: " + " ".join(f"{w:.2f}" for w in weights.tolist()))
+            named = zip(classes.names, weights.tolist())
+            print("class weights: " + ", ".join(f"{name} {w:.2f}" for name, w in named))
 
     # ---- the loop
     from .report import Progress, tensorboard_writer, write_summary
