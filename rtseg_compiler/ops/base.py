@@ -35,7 +35,7 @@ from fractions import Fraction
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..diagnostics import did_you_mean
-from ..ir import TensorType
+from ..ir import TensorType, stride_text
 
 __all__ = [
     "Field",
@@ -576,6 +576,18 @@ def same_spatial(op: str, ins: Sequence[TensorType], names: Sequence[str] | None
             a = names[0] if names else "input #0"
             b = names[i] if names else f"input #{i}"
             dims = ("h" if t.height != first.height else "") + ("w" if t.width != first.width else "")
+            if t.stride != first.stride:
+                # Maps of different strides never line up, whatever the input size: one needs resampling.
+                coarse, fine = (a, b) if first.stride > t.stride else (b, a)
+                ratio = max(first.stride, t.stride) / min(first.stride, t.stride)
+                raise OpError(
+                    f"{op} needs inputs of equal height and width, but {a} (stride "
+                    f"{stride_text(first.stride)}) is {first.height}x{first.width} and {b} (stride "
+                    f"{stride_text(t.stride)}) is {t.height}x{t.width}",
+                    field="inputs", spatial=False,
+                    hint=f"upsample {coarse} by {stride_text(ratio)} to the stride of {fine} first: an "
+                         f"upsample with scale {stride_text(ratio)} or a deconv with stride "
+                         f"{stride_text(ratio)}, then a crop if the sizes still differ")
             raise OpError(
                 f"{op} needs inputs of equal height and width, but {a} is "
                 f"{first.height}x{first.width} and {b} is {t.height}x{t.width}",

@@ -41,11 +41,34 @@ def tap_stride(name: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _input_name(node: Node, index: int) -> str:
-    """'head.up32' for input #0 of a node, as ops' messages refer to inputs by position."""
+def _input_name(node: Node, index: int, last_under: Mapping[str, str] | None = None) -> str:
+    """'up32' for input #0 of a node, as ops' messages refer to inputs by position: the name the
+    spec wrote (see :func:`_written_as`)."""
     if 0 <= index < len(node.inputs):
-        return f"'{_short(node.inputs[index])}'"
+        return f"'{_short(_written_as(node.inputs[index], node.name, last_under or {}))}'"
     return f"input #{index}"
+
+
+def _last_under(graph: Graph) -> dict[str, str]:
+    """For every block-use prefix of a node name ('head.lat32'), the last node under it."""
+    last: dict[str, str] = {}
+    for node in graph.nodes:
+        parts = node.name.split(".")
+        for k in range(2, len(parts)):  # parts[0] is the part (encoder/head)
+            last[".".join(parts[:k])] = node.name
+    return last
+
+
+def _written_as(name: str, reader: str, last_under: Mapping[str, str]) -> str:
+    """The block use a reader outside it refers to, when ``name`` is that use's last layer (its
+    output): a layer reading ``lat32`` reads ``lat32.conv_relu``, and an error should say
+    ``lat32``, as the spec does. Any other node keeps its own name."""
+    parts = name.split(".")
+    for k in range(2, len(parts)):  # the outermost use first
+        prefix = ".".join(parts[:k])
+        if last_under.get(prefix) == name and not reader.startswith(prefix + "."):
+            return prefix
+    return name
 
 
 class _Skip(Exception):
@@ -96,6 +119,7 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
     resolved_nodes = []
     with_extra: set[str] = set()  # nodes whose module returns (value, extra): pools with indices
     spatial_errors = []
+    last_under = _last_under(graph)
     #: Absent layers: from expand (repeat: 0, a block use's when) and from false 'when:' here.
     skipped: dict[str, Skip] = dict(graph.skipped)
 
@@ -174,7 +198,11 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
             if exc.field == "inputs" and "inputs" in node.attr_locs:
                 loc = node.attr_locs["inputs"]
             loc = getattr(exc, "loc", None) or loc
-            text = _INPUT_REF.sub(lambda m: _input_name(node, int(m.group(1))), str(exc))
+            def name_inputs(text: str, node: Node = node) -> str:
+                return _INPUT_REF.sub(lambda m: _input_name(node, int(m.group(1)), last_under), text)
+
+            text = name_inputs(str(exc))
+            exc.hint = name_inputs(exc.hint) if exc.hint else exc.hint
             message = f"{text} ({node.op} '{_short(node.name)}')"
             if exc.spatial:
                 if spatial_dims is not None:
