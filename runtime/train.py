@@ -28,7 +28,7 @@ import time
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
@@ -41,7 +41,7 @@ from .evaluate import evaluate
 from .metrics import category_metrics
 from .losses import SegmentationLoss, class_pixel_counts, enet_class_weights, main_output, split_outputs
 
-__all__ = ["TrainConfig", "TrainError", "get_lr", "main", "parse_config", "train"]
+__all__ = ["TrainConfig", "TrainError", "get_lr", "main", "parse_config", "settings_differ", "train"]
 
 CHECKPOINT_VERSION = 1
 
@@ -212,6 +212,35 @@ def get_lr(it: int, cfg: TrainConfig) -> float:
 
 # --------------------------------------------------------------------------- helpers
 
+def settings_differ(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> str:
+    """The model settings a checkpoint and this run disagree on, by dotted key
+    (``encoder_params.width: 1.0 in the checkpoint, 0.5 in this run``), instead of both whole dicts."""
+    flat_saved, flat_wanted = _flatten(saved), _flatten(wanted)
+    diffs = []
+    for key in sorted(set(flat_saved) | set(flat_wanted)):
+        old, new = flat_saved.get(key, _UNSET), flat_wanted.get(key, _UNSET)
+        if old != new:
+            diffs.append(f"{key}: {_shown(old)} in the checkpoint, {_shown(new)} in this run")
+    return "the model differs (" + "; ".join(diffs) + "); start a new --out-dir, or resume with the same model"
+
+
+_UNSET = object()
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is _UNSET else repr(value)
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _atomic_save(obj: dict, path: Path) -> None:
     """Write to a temporary file, then rename: an interrupted save never leaves a truncated checkpoint."""
     from .checkpoint import atomic_save
@@ -369,8 +398,8 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
     if cfg.resume:
         checkpoint = torch.load(out_dir / "last.pt", map_location=device, weights_only=True)
         if checkpoint["model_args"] != margs.to_dict():
-            raise TrainError(f"cannot resume: the checkpoint was trained with {checkpoint['model_args']}, "
-                             f"this run builds {margs.to_dict()}")
+            raise TrainError(f"cannot resume from {out_dir / 'last.pt'}: "
+                             + settings_differ(checkpoint["model_args"], margs.to_dict()))
         raw_model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scaler.load_state_dict(checkpoint["scaler"])
