@@ -157,3 +157,44 @@ def test_plot_draws_an_svg(capsys, tmp_path):
     text = out.read_text()
     ET.fromstring(text)
     assert "skipnet_mobilenet_v1" in text and "stride 32" in text
+
+
+def test_plot_titles_carry_the_input_size(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "p.svg"
+    code, _, err = _run(capsys, "compare", SKIPNET, "--input", "360x640", "--plot", out)
+    assert code == 0, err
+    assert "GFLOPs vs parameters at 360x640" in out.read_text()
+
+
+def test_plot_labels_do_not_overlap_each_other_or_the_points():
+    """The doc figure's rows (docs/diagrams.md): ten models, several close together."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rtseg_compiler.compare import place_labels
+
+    paths = [*sorted(SPECS.glob("models/skipnet_*.yaml")), *sorted(SPECS.glob("models/unet_*.yaml")),
+             SPECS / "baselines" / "enet.yaml", SPECS / "baselines" / "segnet.yaml"]
+    audits = [analyze(p, (360, 640)).audit for p in paths]
+    xs, ys = [a.params / 1e6 for a in audits], [2 * a.macs / 1e9 for a in audits]
+    fig, ax = plt.subplots(figsize=(6, 5))
+    try:
+        ax.scatter(xs, ys)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.margins(x=0.25, y=0.15)
+        fig.tight_layout()
+        texts = place_labels(ax, xs, ys, [p.stem for p in paths])
+        renderer = fig.canvas.get_renderer()
+        boxes = [t.get_window_extent(renderer) for t in texts]
+        points = [ax.transData.transform((x, y)) for x, y in zip(xs, ys)]
+        assert len(texts) == len(paths)
+        for i, a in enumerate(boxes):
+            assert not any(a.overlaps(b) for b in boxes[i + 1:]), texts[i].get_text()
+            assert sum(a.contains(*p) for p in points) <= 1, texts[i].get_text()
+    finally:
+        plt.close(fig)
