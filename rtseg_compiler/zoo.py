@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-__all__ = ["FOLDER_OF_KIND", "KINDS", "ZooCost", "ZooEntry", "list_models", "render_zoo", "resolve_spec",
-           "zoo_cost", "zoo_entries", "zoo_root"]
+__all__ = ["FOLDER_OF_KIND", "KINDS", "ZooCost", "ZooEntry", "list_models", "no_match_message",
+           "render_zoo", "resolve_spec", "zoo_cost", "zoo_entries", "zoo_root"]
 
 #: The zoo folder searched first for a bare name, by the kind of spec the caller expects.
 FOLDER_OF_KIND = {"model": "models", "encoder": "encoders", "meta": "meta", "dataset": "datasets"}
@@ -123,6 +123,15 @@ def zoo_entries(pattern: str = "*", kind: str = "model") -> list[ZooEntry]:
         if file_kind == kind:
             entries.append(ZooEntry(name, kind, path, doc))
     return sorted(entries, key=lambda e: e.name)
+
+
+def no_match_message(pattern: str, kind: str = "model") -> str:
+    """What ``rtsegc models PATTERN`` says when no spec of ``kind`` matches: the kinds that do."""
+    others = {k: list_models(pattern, k) for k in KINDS if k != kind}
+    found = [f"{k}s {', '.join(names[:4])}{', ...' if len(names) > 4 else ''} "
+             f"(rtsegc models --kind {k} '{pattern}')" for k, names in others.items() if names]
+    text = f"no zoo {kind} matches {pattern!r}"
+    return text + ("; it matches " + "; ".join(found) if found else f"; 'rtsegc models --kind {kind}' lists them all")
 
 
 def _head(path: Path) -> tuple[str, str]:

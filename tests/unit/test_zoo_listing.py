@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rtseg_compiler import analyze, list_models
-from rtseg_compiler.zoo import KINDS, render_zoo, resolve_spec, zoo_cost, zoo_entries
+from rtseg_compiler.zoo import KINDS, no_match_message, render_zoo, resolve_spec, zoo_cost, zoo_entries
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 
@@ -52,3 +52,8 @@ def test_verbose_figures_are_the_audits_at_the_default_input() -> None:
     assert "512x1024" in text and "3.369" in text and "6.86" in text
     assert zoo_cost(next(iter(zoo_entries("camvid", "dataset")))).classes == 11
     assert "depend on the encoder" in render_zoo(kind="meta", verbose=True)
+
+
+def test_a_pattern_without_models_points_to_the_kind_that_has_it() -> None:
+    assert "encoders resnet18, resnet50 (rtsegc models --kind encoder 'resnet*')" in no_match_message("resnet*")
+    assert no_match_message("no_such*").endswith("'rtsegc models --kind model' lists them all")
