@@ -131,7 +131,9 @@ def no_match_message(pattern: str, kind: str = "model") -> str:
     found = [f"{k}s {', '.join(names[:4])}{', ...' if len(names) > 4 else ''} "
              f"(rtsegc models --kind {k} '{pattern}')" for k, names in others.items() if names]
     text = f"no zoo {kind} matches {pattern!r}"
-    return text + ("; it matches " + "; ".join(found) if found else f"; 'rtsegc models --kind {kind}' lists them all")
+    if found:
+        return f"{text}; it matches " + "; ".join(found)
+    return f"{text}; 'rtsegc models --kind {kind}' lists them all"
 
 
 def _head(path: Path) -> tuple[str, str]:
@@ -207,7 +209,8 @@ def render_zoo(pattern: str = "*", kind: str = "model", verbose: bool = False) -
             lines.append(f"{entry.name:<{width}}  {size:>9}  {cost.params / 1e6:>10.3f}  "
                          f"{cost.macs / 1e9:>7.2f}  {doc}")
     if verbose and kind == "encoder":
-        lines.append("\nencoders: the encoder alone (no head) at its own input; 'rtsegc flops ENCODER' counts it")
+        lines.append("\nencoders: the encoder alone (no head) at its own input; "
+                     "'rtsegc flops ENCODER' counts it")
     elif verbose and kind == "meta":
         lines.append("\nmetas: parameters and MACs depend on the encoder a meta is paired with "
                      "('rtsegc flops --encoder E --meta M')")

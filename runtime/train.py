@@ -221,7 +221,8 @@ def settings_differ(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> str:
         old, new = flat_saved.get(key, _UNSET), flat_wanted.get(key, _UNSET)
         if old != new:
             diffs.append(f"{key}: {_shown(old)} in the checkpoint, {_shown(new)} in this run")
-    return "the model differs (" + "; ".join(diffs) + "); start a new --out-dir, or resume with the same model"
+    return ("the model differs (" + "; ".join(diffs) + "); start a new --out-dir, "
+            "or resume with the same model")
 
 
 _UNSET = object()

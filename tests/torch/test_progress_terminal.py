@@ -26,7 +26,7 @@ def test_a_zero_width_terminal_gets_plain_lines(monkeypatch: pytest.MonkeyPatch,
     assert [line.split(":")[0] for line in out] == ["step 1", "step 5", "step 10"]
 
 
-def test_a_sized_terminal_gets_the_bar_and_a_forced_bar_a_fixed_width(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sized_terminal_gets_the_bar_and_a_forced_bar_a_fixed_width(monkeypatch) -> None:
     pytest.importorskip("tqdm")
     _terminal(monkeypatch, 120)
     bar = Progress(10, 0, "auto", log_interval=5)

@@ -57,5 +57,6 @@ def test_segmentation_model_takes_the_published_encoder(tmp_path: Path) -> None:
     torch.save(reference.state_dict(), path)
     net = create_model("skipnet_mobilenet_v1", act="relu6", conv_bias=False, input_size=(64, 64),
                        pretrained=f"timm:mobilenetv1_100@{path}")
-    assert torch.equal(net.state_dict()["encoder.ds13.pw.weight"], reference.state_dict()["blocks.4.1.conv_pw.weight"])
+    assert torch.equal(net.state_dict()["encoder.ds13.pw.weight"],
+                       reference.state_dict()["blocks.4.1.conv_pw.weight"])
     assert type(net.get_submodule("encoder.conv1_relu")) is torch.nn.ReLU6

@@ -55,5 +55,6 @@ def test_verbose_figures_are_the_audits_at_the_default_input() -> None:
 
 
 def test_a_pattern_without_models_points_to_the_kind_that_has_it() -> None:
-    assert "encoders resnet18, resnet50 (rtsegc models --kind encoder 'resnet*')" in no_match_message("resnet*")
+    hint = no_match_message("resnet*")
+    assert "encoders resnet18, resnet50 (rtsegc models --kind encoder 'resnet*')" in hint
     assert no_match_message("no_such*").endswith("'rtsegc models --kind model' lists them all")
