@@ -41,12 +41,19 @@ def tap_stride(name: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _input_name(node: Node, index: int, last_under: Mapping[str, str] | None = None) -> str:
+def _input_name(node: Node, index: int, last_under: Mapping[str, str] | None = None,
+                taps_of: Mapping[str, list[str]] | None = None) -> str:
     """'up32' for input #0 of a node, as ops' messages refer to inputs by position: the name the
-    spec wrote (see :func:`_written_as`)."""
-    if 0 <= index < len(node.inputs):
-        return f"'{_short(_written_as(node.inputs[index], node.name, last_under or {}))}'"
-    return f"input #{index}"
+    spec wrote. A meta reads the encoder through its taps, so an encoder layer read by a head
+    layer is named by its tap (``encoder.stride16``) when one tap points at it; a block use is
+    named as used (see :func:`_written_as`)."""
+    if not 0 <= index < len(node.inputs):
+        return f"input #{index}"
+    source = node.inputs[index]
+    taps = (taps_of or {}).get(source, [])
+    if source.split(".", 1)[0] != node.name.split(".", 1)[0] and len(taps) == 1:
+        return f"'encoder.{taps[0]}'"
+    return f"'{_short(_written_as(source, node.name, last_under or {}))}'"
 
 
 def _last_under(graph: Graph) -> dict[str, str]:
@@ -120,6 +127,9 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
     with_extra: set[str] = set()  # nodes whose module returns (value, extra): pools with indices
     spatial_errors = []
     last_under = _last_under(graph)
+    taps_of: dict[str, list[str]] = {}
+    for tap in graph.taps:
+        taps_of.setdefault(tap.node, []).append(tap.name)
     #: Absent layers: from expand (repeat: 0, a block use's when) and from false 'when:' here.
     skipped: dict[str, Skip] = dict(graph.skipped)
 
@@ -199,7 +209,8 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
                 loc = node.attr_locs["inputs"]
             loc = getattr(exc, "loc", None) or loc
             def name_inputs(text: str, node: Node = node) -> str:
-                return _INPUT_REF.sub(lambda m: _input_name(node, int(m.group(1)), last_under), text)
+                return _INPUT_REF.sub(lambda m: _input_name(node, int(m.group(1)), last_under, taps_of),
+                                      text)
 
             text = name_inputs(str(exc))
             exc.hint = name_inputs(exc.hint) if exc.hint else exc.hint
