@@ -27,17 +27,20 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """The zoo's model names (zoo.py): what create_model and every MODEL argument accept."""
-    from ..zoo import list_models, resolve_spec, zoo_root
+    """The zoo's specs of one kind (zoo.py), each with its description; what create_model, every
+    MODEL argument, --encoder, --meta and --dataset accept. ``-q``: names alone, for scripts."""
+    from ..zoo import list_models, no_match_message, render_zoo, zoo_root
 
     if zoo_root() is None:
         raise CommandError("this installation has no model zoo (the specs/ folder is missing)")
-    names = list_models(args.pattern)
-    if not names:
-        raise CommandError(f"no zoo model matches {args.pattern!r}; 'rtsegc models' lists them all")
-    width = max(map(len, names))
-    for name in names:
-        print(f"{name:<{width}}  {resolve_spec(name)}" if args.verbose else name)
+    if args.quiet:
+        names = list_models(args.pattern, args.kind)
+        text = "\n".join(names)
+    else:
+        text = render_zoo(args.pattern, args.kind, args.verbose)
+    if not text:
+        raise CommandError(no_match_message(args.pattern, args.kind))
+    print(text)
     return EXIT_OK
 
 
@@ -88,7 +91,12 @@ def schema_parser(p: argparse.ArgumentParser) -> None:
 
 def models_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'skipnet_*' (default: all)")
-    p.add_argument("-v", "--verbose", action="store_true", help="also the file each name stands for")
+    p.add_argument("--kind", choices=("model", "encoder", "meta", "dataset"), default="model",
+                   help="which specs: models (default), encoders, meta-architectures or datasets")
+    detail = p.add_mutually_exclusive_group()
+    detail.add_argument("-v", "--verbose", action="store_true",
+                        help="also parameters and GMACs at the spec's own input (datasets: classes)")
+    detail.add_argument("-q", "--quiet", action="store_true", help="names only, one per line")
     p.set_defaults(func=cmd_models)
 
 

@@ -58,3 +58,15 @@ def test_a_pattern_without_models_points_to_the_kind_that_has_it() -> None:
     hint = no_match_message("resnet*")
     assert "encoders resnet18, resnet50 (rtsegc models --kind encoder 'resnet*')" in hint
     assert no_match_message("no_such*").endswith("'rtsegc models --kind model' lists them all")
+
+
+def test_the_models_command_lists_each_kind(capsys) -> None:
+    from rtseg_compiler.cli import main
+
+    assert main(["models", "--kind", "encoder", "-v", "resnet*"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet18    224x224      11.177     1.81  ResNet-18" in out and "resnet50" in out
+    assert main(["models", "--kind", "dataset", "-q"]) == 0
+    assert capsys.readouterr().out.split() == list_models(kind="dataset")
+    assert main(["models", "resnet*"]) == 2
+    assert "rtsegc models --kind encoder 'resnet*'" in capsys.readouterr().err
