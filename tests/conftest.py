@@ -75,7 +75,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 #: Tests left out of the fast subset (``pytest -m "not slow"``, README), by function (all its
 #: parameters): those whose calls took 3 s or more in all on the shared 2-core machine (load 12-17,
-#: so about 0.7 s of CPU time and more each). CI runs them; ``-m slow`` runs only them.
+#: so about 0.7 s of CPU time and more each), and four that took 3.8-9.6 s at load 5-9. CI runs
+#: them; ``-m slow`` runs only them.
 SLOW_TESTS = frozenset({
     "torch/test_baselines.py::test_enet_real_forward_shortcut_and_unpool",
     "torch/test_baselines.py::test_segnet_real_forward_at_odd_size",
@@ -85,6 +86,7 @@ SLOW_TESTS = frozenset({
     "torch/test_compare_bench.py::test_compare_bench_adds_latency_and_fps",
     "torch/test_create_model.py::test_deepcopy_and_pickle_keep_the_module_and_what_it_carries",
     "torch/test_create_model.py::test_features_only_returns_each_tap_as_feature_info_says",
+    "torch/test_create_model.py::test_module_is_trainable_and_carries_its_audit",
     "torch/test_create_model.py::test_pretrained_backbone_equals_torchvision_features",
     "torch/test_emit.py::test_flop_counter_equals_audit",
     "torch/test_emit.py::test_flops_scale_with_batch_and_shapes_do_not_depend_on_it",
@@ -98,7 +100,9 @@ SLOW_TESTS = frozenset({
     "torch/test_export.py::test_exported_program_round_trip_dynamic",
     "torch/test_export.py::test_onnx_round_trip_dynamic",
     "torch/test_inference.py::test_channels_last_inference_build",
+    "torch/test_inference.py::test_encoder_conv_bias_fold",
     "torch/test_inference.py::test_folded_output_equals_eval_module",
+    "torch/test_inference.py::test_skipnet_folds_every_batch_norm_and_keeps_the_audit_exact",
     "torch/test_inplace.py::test_training_gradients_equal_without_inplace",
     "torch/test_ops_torch.py::test_conv_out_is_conv2d_output_size",
     "torch/test_output_stride_exact.py::test_dilated_encoder_equals_the_strided_one_on_the_subsampled_grid",
@@ -114,6 +118,7 @@ SLOW_TESTS = frozenset({
     "torch/test_python_source.py::test_every_zoo_model_at_a_small_input",
     "torch/test_python_source.py::test_lines_carry_layer_names_and_shapes",
     "torch/test_python_source.py::test_saved_module_is_identical",
+    "torch/test_python_source.py::test_several_outputs_return_the_same_dict",
     "torch/test_runtime.py::test_ddp_two_processes_on_gloo",
     "torch/test_runtime.py::test_train_writes_a_checkpoint_that_resumes",
     "torch/test_runtime_data.py::test_bad_samples_are_named_and_skippable",
