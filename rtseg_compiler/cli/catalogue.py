@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .status import EXIT_OK, CommandError
 
-__all__ = ["cmd_models", "cmd_ops", "cmd_schema", "models_parser", "ops_parser", "schema_parser"]
+if TYPE_CHECKING:
+    from ..zoo import ZooEntry
+
+__all__ = ["ZooCost", "cmd_models", "cmd_ops", "cmd_schema", "models_parser", "ops_parser", "render_zoo",
+           "schema_parser", "zoo_cost"]
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -29,7 +34,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     """The zoo's specs of one kind (zoo.py), each with its description; what create_model, every
     MODEL argument, --encoder, --meta and --dataset accept. ``-q``: names alone, for scripts."""
-    from ..zoo import list_models, no_match_message, render_zoo, zoo_root
+    from ..zoo import list_models, no_match_message, zoo_root
 
     if zoo_root() is None:
         raise CommandError("this installation has no model zoo (the specs/ folder is missing)")
@@ -42,6 +47,71 @@ def cmd_models(args: argparse.Namespace) -> int:
         raise CommandError(no_match_message(args.pattern, args.kind))
     print(text)
     return EXIT_OK
+
+
+@dataclass(frozen=True)
+class ZooCost:
+    """What ``rtsegc models -v`` prints beside a name: size and cost at the spec's own input.
+
+    A model or an encoder has parameters and MACs at its ``input:`` (an encoder without any head,
+    at its ImageNet size); a meta has none of its own, since its channels come from the encoder it
+    is paired with; a dataset has classes instead.
+    """
+
+    params: int | None = None
+    macs: int | None = None
+    input: tuple[int, int] | None = None
+    classes: int | None = None
+
+
+def zoo_cost(entry: ZooEntry) -> ZooCost:
+    """Parameters and MACs of a model or encoder at its default input; classes of a dataset."""
+    if entry.kind == "meta":
+        return ZooCost()
+    if entry.kind == "dataset":
+        from ..spec.load import load_spec_text
+
+        doc = load_spec_text(entry.path.read_text(encoding="utf-8"), str(entry.path))
+        return ZooCost(classes=len(doc.get("classes") or ()))
+    from ..pipeline import analyze
+
+    analysis = analyze(entry.path)
+    return ZooCost(params=analysis.audit.params, macs=analysis.audit.macs, input=analysis.input_size)
+
+
+def render_zoo(pattern: str = "*", kind: str = "model", verbose: bool = False) -> str:
+    """The text of ``rtsegc models``: one line per spec, name then its one-line description;
+    with ``verbose``, parameters and GMACs at the spec's default input (see :class:`ZooCost`)."""
+    from ..zoo import zoo_entries
+
+    entries = zoo_entries(pattern, kind)
+    if not entries:
+        return ""
+    width = max(len(e.name) for e in entries)
+    lines = []
+    if verbose and kind in ("model", "encoder"):
+        lines.append(f"{'name':<{width}}  {'input':>9}  {'params (M)':>10}  {'GMACs':>7}  description")
+    elif verbose and kind == "dataset":
+        lines.append(f"{'name':<{width}}  {'classes':>7}  description")
+    for entry in entries:
+        doc = entry.doc or "(no doc: line in the file)"
+        if not verbose or kind == "meta":
+            lines.append(f"{entry.name:<{width}}  {doc}")
+            continue
+        cost = zoo_cost(entry)
+        if kind == "dataset":
+            lines.append(f"{entry.name:<{width}}  {cost.classes:>7}  {doc}")
+        else:
+            size = f"{cost.input[0]}x{cost.input[1]}"
+            lines.append(f"{entry.name:<{width}}  {size:>9}  {cost.params / 1e6:>10.3f}  "
+                         f"{cost.macs / 1e9:>7.2f}  {doc}")
+    if verbose and kind == "encoder":
+        lines.append("\nencoders: the encoder alone (no head) at its own input; "
+                     "'rtsegc flops ENCODER' counts it")
+    elif verbose and kind == "meta":
+        lines.append("\nmetas: parameters and MACs depend on the encoder a meta is paired with "
+                     "('rtsegc flops --encoder E --meta M')")
+    return "\n".join(lines)
 
 
 def cmd_ops(args: argparse.Namespace) -> int:

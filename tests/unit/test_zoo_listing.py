@@ -1,4 +1,4 @@
-"""The whole zoo listed by kind (zoo.list_models / zoo_entries / render_zoo), no torch."""
+"""The whole zoo listed by kind (zoo.list_models / zoo_entries; rtsegc models), no torch."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from rtseg_compiler import analyze, list_models
-from rtseg_compiler.zoo import KINDS, no_match_message, render_zoo, resolve_spec, zoo_cost, zoo_entries
+from rtseg_compiler.cli.catalogue import render_zoo, zoo_cost
+from rtseg_compiler.zoo import KINDS, no_match_message, resolve_spec, zoo_entries
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 
