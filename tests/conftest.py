@@ -75,17 +75,20 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 #: Tests left out of the fast subset (``pytest -m "not slow"``, README), by function (all its
 #: parameters): those whose calls took 3 s or more in all on the shared 2-core machine (load 12-17,
-#: so about 0.7 s of CPU time and more each), and four that took 3.8-9.6 s at load 5-9. CI runs
+#: so about 0.7 s of CPU time and more each), and twelve that took 2.1-10 s at load 2-9. CI runs
 #: them; ``-m slow`` runs only them.
 SLOW_TESTS = frozenset({
     "torch/test_baselines.py::test_enet_real_forward_shortcut_and_unpool",
     "torch/test_baselines.py::test_segnet_real_forward_at_odd_size",
     "torch/test_baselines.py::test_unpool_matches_torch_reference",
+    "torch/test_build_routes.py::test_compile_model_and_create_model_build_the_same_module",
+    "torch/test_build_routes.py::test_the_inference_build_is_the_same_through_either_door",
     "torch/test_cli_compile.py::test_installed_rtsegc_script_compiles",
     "torch/test_cli_inference.py::test_bench_inference_rows",
     "torch/test_compare_bench.py::test_compare_bench_adds_latency_and_fps",
     "torch/test_create_model.py::test_deepcopy_and_pickle_keep_the_module_and_what_it_carries",
     "torch/test_create_model.py::test_features_only_returns_each_tap_as_feature_info_says",
+    "torch/test_create_model.py::test_in_chans_adapts_pretrained_first_conv_weights_as_timm_does",
     "torch/test_create_model.py::test_module_is_trainable_and_carries_its_audit",
     "torch/test_create_model.py::test_pretrained_backbone_equals_torchvision_features",
     "torch/test_emit.py::test_flop_counter_equals_audit",
@@ -98,6 +101,7 @@ SLOW_TESTS = frozenset({
     "torch/test_example_ops_torch.py::test_example_model_contract",
     "torch/test_example_ops_torch.py::test_rtsegc_compile_with_the_installed_package",
     "torch/test_export.py::test_exported_program_round_trip_dynamic",
+    "torch/test_export.py::test_onnx_outputs_carry_the_spec_names",
     "torch/test_export.py::test_onnx_round_trip_dynamic",
     "torch/test_inference.py::test_channels_last_inference_build",
     "torch/test_inference.py::test_encoder_conv_bias_fold",
@@ -135,6 +139,10 @@ SLOW_TESTS = frozenset({
     "torch/test_zoo_models.py::test_models_compile_on_cpu_with_same_params",
     "torch/test_zoo_models.py::test_other_models_match_audit",
     "torch/test_zoo_models.py::test_segmentation_model_matches_audit",
+    "unit/test_compare.py::test_peak_activation_matches_a_brute_force_schedule",
+    "unit/test_fuzz.py::test_mutated_file_validates_or_reports",
+    "unit/test_fuzz.py::test_mutated_model_compiles_or_raises_spec_error",
+    "unit/test_schema_precheck.py::test_never_passes_what_jsonschema_refuses",
 })
 
 
