@@ -83,6 +83,7 @@ register(OpDef(
     # torch's in-place leaky_relu_ has no backward for a negative slope (derivatives.yaml:
     # the input cannot be recovered from the output), so the memory pass leaves those alone.
     inplace_safe=lambda attrs: attrs["slope"] >= 0,
+    notes="torch's `LeakyReLU`; in place only for a slope ≥ 0",
 ))
 
 register(OpDef(
@@ -91,6 +92,7 @@ register(OpDef(
                                  doc="torch's approximate: none (erf) or tanh")},
     infer=_same, count=_tf_per_element(_GELU_TF, "approximate"), dilate=unaffected,
     build=_module("GELU", "approximate"),
+    notes="torch's `GELU`",
 ))
 
 

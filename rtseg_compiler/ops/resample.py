@@ -14,6 +14,7 @@ from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
+from .base import described
 from .base import (BOOL, CHOICE, NUMBER, AtRate, Cost, Field, FunctionCall, OpDef, OpError, not_dilatable,
                    register, unaffected)
 
@@ -58,6 +59,7 @@ def _upsample_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Te
     return nn.Upsample(scale_factor=attrs["scale"], mode=attrs["mode"], align_corners=align)
 
 
+@described("—", "by `scale`: error, no dilated form; to a reference input: follows the reference")
 def _upsample_dilate(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
     """To a reference's size: follows the reference at any rate (a pyramid-pooling branch
     resized back onto a dilated map). By a scale: no dilated form past the output stride."""
@@ -75,6 +77,7 @@ register(OpDef(
     arity=(1, 2), complete=_upsample_complete, infer=_upsample_infer, build=_upsample_build,
     dilate=_upsample_dilate,
     saves_output=False,
+    notes="`inputs: [x, like]` takes like's height and width",
 ))
 
 
@@ -112,4 +115,5 @@ register(OpDef(
     # Both inputs are at the same rate in a dilated encoder; the crop keeps the reference's size.
     dilate=unaffected,
     views_inputs=(0,), output_is_view=True, saves_output=False,  # a slice of input 0
+    notes="`align: center` cuts equally from both sides",
 ))

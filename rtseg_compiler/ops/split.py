@@ -58,4 +58,5 @@ register(OpDef(
     },
     complete=_complete, infer=_infer, build=_build, dilate=unaffected,
     output_is_view=True,  # x[:, start:stop]
+    notes="`start` and `stop` may be expressions; `stop` defaults to in_channels",
 ))
