@@ -421,7 +421,8 @@ def test_a_fetch_without_network_is_one_line(spec: Path, tmp_path: Path, capsys,
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: nothing to fall back on
     assert train_mod.main(_argv(spec, tmp_path / "run", "--pretrained", "timm:mobilenetv1_100")) == 2
-    assert "--pretrained timm:mobilenetv1_100" in _one_error_line(capsys.readouterr().err)
+    line = _one_error_line(capsys.readouterr().err)
+    assert "timm:mobilenetv1_100" in line and "fetch" in line and "@FILE" in line, line
 
 
 @pytest.mark.parametrize("kind", ["wrong_type", "wrong_channels"])
