@@ -101,7 +101,7 @@ register(OpDef(
     fields={"p": Field(NUMBER, 0.5, minimum=0), "channelwise": Field(BOOL, False)},
     complete=_dropout_complete, infer=_same, build=_dropout_build, dilate=unaffected,
     # In eval mode torch returns the input itself; the training backward reads only the mask.
-    views_inputs=(0,), saves_output=False, inference_identity=True,
+    views_inputs=(0,), output_is_view=True, saves_output=False, inference_identity=True,
 ))
 
 
@@ -112,4 +112,4 @@ def _identity_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Te
 
 register(OpDef(name="identity", summary="passes its input through", fields={},
                infer=_same, build=_identity_build, dilate=unaffected, views_inputs=(0,),
-               saves_output=False))
+               output_is_view=True, saves_output=False))

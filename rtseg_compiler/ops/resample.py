@@ -114,6 +114,6 @@ register(OpDef(
     count=lambda attrs, ins, out: Cost(),
     # Both inputs are at the same rate in a dilated encoder; the crop keeps the reference's size.
     dilate=unaffected,
-    views_inputs=(0,), saves_output=False,  # a slice of input 0
+    views_inputs=(0,), output_is_view=True, saves_output=False,  # a slice of input 0
     notes="`align: center` cuts equally from both sides",
 ))

@@ -581,7 +581,7 @@ def test_broadcast_error_names_what_would_broadcast(encoder_spec):
     assert "crop" not in diag.message + diag.hint
 
 
-def test_add_of_two_full_maps_of_different_sizes_keeps_the_crop_hint(encoder_spec):
+def test_add_of_two_full_maps_of_different_strides_suggests_upsampling_the_coarser(encoder_spec):
     with pytest.raises(SpecError) as err:
         run(encoder_spec, """
             - {name: a, op: conv, out: 8, kernel: 3}
@@ -589,8 +589,9 @@ def test_add_of_two_full_maps_of_different_sizes_keeps_the_crop_hint(encoder_spe
             - {name: sum, op: add, inputs: [a, b]}
             """)
     (diag,) = err.value.errors
-    assert "add needs inputs of equal height and width, but 'a' is 24x40 and 'b' is 12x20" in diag.message
-    assert "crop" in diag.hint or "input sizes that work" in diag.hint
+    assert ("add needs inputs of equal height and width, but 'a' (stride 1) is 24x40 and 'b' (stride 2) "
+            "is 12x20") in diag.message
+    assert diag.hint.startswith("upsample 'b' by 2 to the stride of 'a' first")
 
 
 def test_add_of_a_partial_map_that_does_not_broadcast_has_no_crop_hint(encoder_spec):
