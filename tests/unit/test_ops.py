@@ -137,24 +137,26 @@ def test_tf_flops_pool_add_gap_and_free_ops(encoder_spec):
     # floor((24 + 2p - d(k-1) - 1)/s) + 1, and the same for 40
     ("{op: conv, out: 8, kernel: 3, padding: 0}", (8, 22, 38)),
     ("{op: conv, out: 8, kernel: 5, stride: 2}", (8, 12, 20)),           # default pad 2
-    ("{op: conv, out: 8, kernel: 4, stride: 3}", (8, 8, 13)),            # pad 1: (24+2-3-1)//3+1
+    ("{op: conv, out: 8, kernel: 4, stride: 3, padding: 1}", (8, 8, 13)),  # (24+2-3-1)//3+1
     ("{op: conv, out: 8, kernel: 3, dilation: 2, padding: 0}", (8, 20, 36)),
     ("{op: conv, out: 8, kernel: 3, dilation: 3}", (8, 24, 40)),         # default pad 3 keeps size
     ("{op: conv, out: 8, kernel: [1, 5]}", (8, 24, 40)),                 # pad (0, 2)
     ("{op: conv, out: 8, kernel: [3, 1], stride: 2}", (8, 12, 20)),      # pad (1, 0)
     ("{op: conv, out: 8, kernel: 3, padding: [0, 1]}", (8, 22, 40)),
     ("{op: conv, out: 8, kernel: [3, 5], stride: [1, 2], padding: 0}", (8, 22, 18)),
-    ("{op: conv, out: 8, kernel: 24}", (8, 23, 39)),                     # pad 11: 24+22-23 = 23
+    ("{op: conv, out: 8, kernel: 24, padding: 11}", (8, 23, 39)),        # 24+22-23 = 23
 ])
 def test_conv_output_size(encoder_spec, layer, shape):
     """Conv2d's documented size rule, including asymmetric kernels, strides and paddings."""
     assert row(run(encoder_spec, f"- {layer}")).output_shape == shape
 
 
-def test_conv_even_kernel_default_padding_shrinks_by_one(encoder_spec):
-    """Default padding d(k-1)//2 is 'same' only for odd kernels: k=4 pads 1, so 24 -> 23."""
-    a = run(encoder_spec, "- {name: c, op: conv, out: 8, kernel: 4}")
-    assert attrs(a, "c")["padding"] == (1, 1)
+def test_conv_even_kernel_needs_its_padding_written(encoder_spec):
+    """Default padding d(k-1)/2 is 'same' only for odd kernels; k=4 has none, so the spec must
+    say (rounding down gave 1 and 24 -> 23 silently). Written out, the size follows torch."""
+    with pytest.raises(SpecError, match="kernel 4 has no symmetric 'same' padding"):
+        run(encoder_spec, "- {name: c, op: conv, out: 8, kernel: 4}")
+    a = run(encoder_spec, "- {name: c, op: conv, out: 8, kernel: 4, padding: 1}")
     assert row(a).output_shape == (8, 23, 39)
 
 
