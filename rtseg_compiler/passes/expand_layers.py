@@ -311,7 +311,7 @@ class LayerExpander:
                     bindings[key] = Lazy(Expr(value, where), caller if key in args else None,
                                          input_ref=block_input if key in args else None)
                 else:
-                    bindings[key] = Literal(value, where)
+                    bindings[key] = Literal(tuple(value) if isinstance(value, list) else value, where)
             for key, default in declared.items():
                 if (key not in args and isinstance(default, str) and key not in op_params
                         and default.strip() not in REGISTRY):
