@@ -46,5 +46,8 @@ register(OpDef(
     },
     required=("channels",), infer=_infer,
     count=lambda attrs, ins, out: Cost(params=out.numel),
-    build=_build, dilate=size_independent, saves_output=False,
+    build=_build, dilate=size_independent,
+    # The output is a view of the parameter itself: saves_output (True) keeps the memory pass
+    # from letting an add overwrite it.
+    saves_output=True,
 ))

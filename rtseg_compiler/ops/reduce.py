@@ -67,5 +67,5 @@ register(OpDef(
         "over": Field(CHOICE, REQUIRED, choices=tuple(AXES)),
     },
     required=("mode", "over"), infer=_infer, count=_count, build=_build, dilate=unaffected,
-    saves_output=False,
+    # saves_output stays True: amax's backward compares the input with the saved result.
 ))

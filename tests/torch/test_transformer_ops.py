@@ -294,3 +294,14 @@ def test_saved_code_builds_the_same_network(tmp_path):
     x = torch.randn(2, CHANNELS, *SIZE)
     with torch.no_grad():
         torch.testing.assert_close(net.eval()(x), compiled.module(x))
+
+
+def test_the_memory_pass_never_adds_into_a_param(tmp_path):
+    """A full-size param first in an add is a view of the parameter: it must not be written to."""
+    compiled = _compile(tmp_path, "- {name: pos, op: param, channels: 16, height: 23, width: 37}\n"
+                                  "- {name: out, op: add, inputs: [pos, x]}")
+    before = compiled.module.get_submodule("encoder.pos").weight.detach().clone()
+    with torch.no_grad():
+        compiled.module(torch.randn(1, CHANNELS, *SIZE))
+    assert torch.equal(compiled.module.get_submodule("encoder.pos").weight, before)
+    assert compiled.graph.node("encoder.out").attrs["inplace"] is False
