@@ -154,6 +154,11 @@ def fetch_state_dict(source: WeightSource) -> dict[str, torch.Tensor]:  # pragma
             raise WeightsError(f"{source}: fetching needs timm (pip install timm); or give a file: "
                                f"{source.label}@FILE.safetensors") from None
         return dict(timm.create_model(source.name, pretrained=True).state_dict())
+    if source.source == "transformers":
+        # A layout names a network, not a Hub repository (nvidia/segformer-b0-...), so there is
+        # nothing to fetch by name: the user downloads the checkpoint file they want.
+        raise WeightsError(f"{source}: transformers layouts read a checkpoint file; give one: "
+                           f"{source.label}@model.safetensors (or pytorch_model.bin)")
     raise WeightsError(f"{source}: no fetcher for source '{source.source}'")
 
 

@@ -118,3 +118,26 @@ def test_compiled_module_counts_like_the_reference_on_meta(transformers):
     with counter, torch.no_grad():
         meta(torch.empty(1, 3, 128, 256, device="meta"))
     assert counter.get_total_flops() == 2 * compiled.audit.macs
+
+
+def test_a_saved_transformers_checkpoint_imports_through_the_declared_layout(transformers, tmp_path):
+    """save_pretrained writes the Hub's key layout (segformer.encoder.block.0.0.attention.self.query
+    ...); the encoder spec's ``transformers:segformer_b0`` layout renames it, reshapes every Linear
+    into its 1x1 conv, and fills the all-MLP head."""
+    pytest.importorskip("safetensors")
+    from rtseg_compiler.weights.importer import import_weights
+    torch.manual_seed(1)
+    reference = _reference(transformers)
+    for p in reference.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    reference.decode_head.batch_norm.running_var.uniform_(0.5, 2.0)
+    reference.save_pretrained(tmp_path)
+    checkpoint = tmp_path / "model.safetensors"
+    compiled = compile_model(MODEL, (96, 160))
+    report = import_weights(compiled, f"transformers:segformer_b0@{checkpoint}")
+    assert report.ok and not report.unused
+    assert len(report.reshaped) == 4 * 2 * 6 + 4  # q, k, v, proj, fc1, fc2 per block; 4 head projections
+    x = torch.randn(1, 3, 96, 160)
+    with torch.no_grad():
+        diff = (compiled.module(x) - reference(pixel_values=x).logits).abs().max().item()
+    assert diff <= 1e-5
