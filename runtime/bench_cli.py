@@ -1,9 +1,9 @@
 """``rtsegc bench``: forward latency and FPS of a compiled module, a runtime command.
 
-This is the former ``cmd_bench`` of ``rtseg_compiler/cli.py``, moved here so that the compiler's
-CLI no longer imports the runtime (``rtseg_compiler/commands.py`` explains the entry-point group). It
-reuses the compiler CLI's option helpers and error classes: the runtime depends on the compiler, never the
-other way round. Timing itself is :mod:`rtseg_compiler.latency`.
+A runtime command, so that the compiler's CLI never imports the runtime (``rtseg_compiler/commands.py``
+explains the entry-point group). Its options come from the compiler CLI's public argument vocabulary
+(:mod:`rtseg_compiler.cli.args`) and its errors are the CLI's (:mod:`rtseg_compiler.cli.status`): the
+runtime depends on the compiler, never the other way round. Timing itself is :mod:`rtseg_compiler.latency`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from rtseg_compiler.cli import (EXIT_OK, CommandError, UsageError, _build_args,  # noqa: F401
-                                _check_model_args, _model_args, _params, _positive,
-                                _print_diagnostics, _table, human)
+from rtseg_compiler.cli.args import (add_build_args, add_model_args, check_model_args, parse_positive,
+                                     spec_params)
+from rtseg_compiler.cli.status import EXIT_OK, CommandError, UsageError, print_diagnostics
+from rtseg_compiler.cli.tables import table
+from rtseg_compiler.ir import human
 
 __all__ = ["HELP", "build_parser", "main"]
 
@@ -24,18 +26,18 @@ HELP = "forward latency and FPS of the compiled module (eval, no_grad)"
 
 def build_parser(prog: str = "rtsegc bench") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=HELP)
-    _model_args(p)
-    p.add_argument("--batch-size", type=_positive, default=1, metavar="N",
+    add_model_args(p)
+    p.add_argument("--batch-size", type=parse_positive, default=1, metavar="N",
                    help="images per forward (default 1)")
     p.add_argument("--warmup", type=int, default=10, metavar="N", help="untimed calls first (default 10)")
-    p.add_argument("--iters", type=_positive, default=50, metavar="N",
+    p.add_argument("--iters", type=parse_positive, default=50, metavar="N",
                    help="timed calls; the median is reported (default 50)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for input and weights")
-    p.add_argument("--threads", type=_positive, metavar="N",
+    p.add_argument("--threads", type=parse_positive, metavar="N",
                    help="torch CPU threads (default: torch's choice)")
-    _build_args(p, channels_last=False)
+    add_build_args(p, channels_last=False)
     p.add_argument("--compile", action="store_true",
                    help="also time each build under torch.compile (needs a C++ compiler on the CPU)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -50,7 +52,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from rtseg_compiler.latency import bench_spec, bench_variants, torch_compile_problem
 
-    _check_model_args(args)
+    check_model_args(args)
     if args.warmup < 0:
         raise UsageError(f"--warmup must be >= 0, got {args.warmup}")
     if args.threads:
@@ -65,11 +67,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_variants(args, bench_variants, torch_compile_problem, device, dtype)
     result, compiled = bench_spec(args.model, args.input, args.num_classes, encoder=args.encoder,
                                   meta=args.meta, output_stride=args.output_stride,
-                                  encoder_params=_params(args, "encoder_params"),
-                                  meta_params=_params(args, "meta_params"),
+                                  encoder_params=spec_params(args, "encoder_params"),
+                                  meta_params=spec_params(args, "meta_params"),
                                   batch_size=args.batch_size, warmup=args.warmup, iters=args.iters,
                                   device=device, channels_last=args.channels_last, dtype=dtype)
-    _print_diagnostics(compiled.analysis.warnings)
+    print_diagnostics(compiled.analysis.warnings)
     audit = compiled.audit
     if args.json:
         print(json.dumps({**result.to_json(), "params": audit.params, "flops": audit.flops}, indent=2))
@@ -104,12 +106,12 @@ def _bench_variants(args: argparse.Namespace, bench_variants: Callable, torch_co
             args.model, args.input, args.num_classes, inference=args.inference, weights=args.weights,
             torch_compile=args.compile, inplace=args.inplace, channels_last=args.channels_last,
             compile_kwargs=dict(encoder=args.encoder, meta=args.meta, output_stride=args.output_stride,
-                                encoder_params=_params(args, "encoder_params"),
-                                meta_params=_params(args, "meta_params")),
+                                encoder_params=spec_params(args, "encoder_params"),
+                                meta_params=spec_params(args, "meta_params")),
             batch_size=args.batch_size, warmup=args.warmup, iters=args.iters, device=device, dtype=dtype)
     except WeightsError as exc:
         raise CommandError(str(exc)) from None
-    _print_diagnostics(compiled.analysis.warnings)
+    print_diagnostics(compiled.analysis.warnings)
     if args.json:
         print(json.dumps({"variants": [{"variant": label, **r.to_json()} for label, r in rows]}, indent=2))
         return EXIT_OK
@@ -124,7 +126,7 @@ def _bench_variants(args: argparse.Namespace, bench_variants: Callable, torch_co
     base = first.latency_ms
     table = [(label, f"{r.latency_ms:.2f}", f"{r.min_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.fps:.2f}",
               f"{base / r.latency_ms:.2f}x") for label, r in rows]
-    print(_table(("variant", "median ms", "min ms", "p90 ms", "images/s", "vs plain"), table,
+    print(table(("variant", "median ms", "min ms", "p90 ms", "images/s", "vs plain"), table,
                  right={1, 2, 3, 4, 5}))
     return EXIT_OK
 

@@ -22,7 +22,12 @@ SYNTHETIC = "synthetic"
 
 @dataclass(frozen=True)
 class ModelArgs:
-    """Everything :func:`rtseg_compiler.compile_model` needs; spec paths are stored as given."""
+    """Everything :func:`rtseg_compiler.compile_model` needs; spec paths are stored as given.
+
+    ``encoder_params``/``meta_params`` are the command line's ``--encoder-param``/``--meta-param``
+    overrides (``{"width": 0.5}``): a checkpoint records them, so evaluation, prediction and
+    ``--resume`` rebuild the network that was trained, not the spec file's default.
+    """
 
     model: str | None
     encoder: str | None
@@ -30,6 +35,12 @@ class ModelArgs:
     input_size: tuple[int, int] | None
     num_classes: int
     output_stride: int | None = None
+    encoder_params: Mapping[str, Any] | None = None
+    meta_params: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("encoder_params", "meta_params"):  # {} and None build the same network: one spelling
+            object.__setattr__(self, key, dict(getattr(self, key)) if getattr(self, key) else None)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -38,20 +49,26 @@ class ModelArgs:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelArgs":
+        """The inverse of :meth:`to_dict`; checkpoints written before spec parameters were recorded
+        have no ``encoder_params``/``meta_params`` keys and read as None."""
         size = data.get("input_size")
         return cls(model=data.get("model"), encoder=data.get("encoder"), meta=data.get("meta"),
                    input_size=tuple(size) if size else None, num_classes=int(data["num_classes"]),
-                   output_stride=data.get("output_stride"))
+                   output_stride=data.get("output_stride"),
+                   encoder_params=data.get("encoder_params"), meta_params=data.get("meta_params"))
 
 
 def build_model(args: ModelArgs):
     """Compile the spec; returns the CompiledModel (``.module`` is the network, ``.audit`` its counts)."""
     from rtseg_compiler import compile_model
+    from rtseg_compiler.cli.args import model_choice_problem
 
-    if args.model is None and not (args.encoder and args.meta):
-        raise ValueError("give a model spec, or both an encoder and a meta spec")
+    problem = model_choice_problem(args.model, args.encoder, args.meta)
+    if problem:
+        raise ValueError(problem)
     return compile_model(args.model, args.input_size, args.num_classes, encoder=args.encoder, meta=args.meta,
-                         output_stride=args.output_stride)
+                         output_stride=args.output_stride,
+                         encoder_params=args.encoder_params, meta_params=args.meta_params)
 
 
 def dataset_spec_for(classes: ClassSet | str | int):
@@ -79,7 +96,8 @@ def make_dataset(data: str, split: str, size: tuple[int, int], classes: ClassSet
     ``augment`` steps (and ``hflip_prob``, the older flag) apply to this split; pass none for evaluation.
     """
     if data == SYNTHETIC:
-        classes = classes if isinstance(classes, ClassSet) else class_set(classes)
+        # a ClassSet, or the DatasetSpec that evaluation passes (it has num_classes too)
+        classes = classes if hasattr(classes, "num_classes") else class_set(classes)
         length = limit if limit is not None else synthetic_length
         return SyntheticSegmentation(length, size, classes.num_classes, seed=seed + (split != "train"))
     from .data import DatasetFolder

@@ -165,13 +165,13 @@ def parse_dataset_text(text: str, source: str = "<dataset>") -> DatasetSpec:
     import jsonschema
     from rtseg_compiler.diagnostics import Diagnostic, SpecError, did_you_mean
     from rtseg_compiler.spec.load import load_spec_text, location_of
-    from rtseg_compiler.spec.schema import _explain
+    from rtseg_compiler.spec.schema import explain_schema_error
 
     doc = load_spec_text(text, source)
     validator = jsonschema.Draft202012Validator(SCHEMA)
     diags: list[Diagnostic] = []
     for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
-        diags.extend(_explain(error, doc))
+        diags.extend(explain_schema_error(error, doc))
     if diags:
         raise SpecError(diags)
     names = [c["name"] for c in doc["classes"]]

@@ -26,13 +26,14 @@ import json
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from rtseg_compiler.cli.args import add_spec_param_args, model_choice_problem, parse_size, spec_params
 from rtseg_compiler.passes.dilate import VALID_OUTPUT_STRIDES
 
 from .build import ModelArgs, build_model, make_dataset, pick_device
@@ -108,12 +109,6 @@ def save_confusion_csv(path: str | Path, confusion: torch.Tensor, names: Sequenc
 
 # --------------------------------------------------------------------------- command line
 
-def _size(text: str) -> tuple[int, int]:
-    from rtseg_compiler.cli import parse_size
-
-    return parse_size(text)
-
-
 def build_parser(prog: str = "rtsegc eval") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("model", nargs="?", help="model spec (or give --encoder/--meta, or --checkpoint)")
@@ -129,8 +124,10 @@ def build_parser(prog: str = "rtsegc eval") -> argparse.ArgumentParser:
     p.add_argument("--split", default="val")
     p.add_argument("--classes", default=None,
                    help="'camvid' or a class count (default: the checkpoint's, else camvid)")
-    p.add_argument("--input", type=_size, metavar="HxW", help="network input size (default: checkpoint/spec)")
+    p.add_argument("--input", type=parse_size, metavar="HxW",
+                   help="network input size (default: checkpoint/spec)")
     p.add_argument("--output-stride", type=int, choices=VALID_OUTPUT_STRIDES)
+    add_spec_param_args(p)  # with --checkpoint: on top of the parameters it records
     p.add_argument("--label-size", choices=("input", "original"), default="input",
                    help="score at the input size (labels resized nearest) or at the labels' stored size")
     p.add_argument("--batch-size", type=int, default=1)
@@ -148,7 +145,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtsegc eval") -> int:
     from .datasets import DataError
     from .weights import WeightsError
 
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    problem = None if args.checkpoint else model_choice_problem(args.model, args.encoder, args.meta)
+    if problem:
+        parser.error(f"{problem}, or --checkpoint")
     try:
         return _run(args)
     except SpecError as exc:
@@ -160,11 +161,15 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtsegc eval") -> int:
 
 
 def load_checkpoint_model(path: str | Path, override: ModelArgs | None = None,
-                          input_size: tuple[int, int] | None = None):
+                          input_size: tuple[int, int] | None = None, *,
+                          encoder_params: Mapping[str, Any] | None = None,
+                          meta_params: Mapping[str, Any] | None = None):
     """(compiled model with the checkpoint's weights, checkpoint dict, dataset spec or None).
 
     The network is rebuilt from the spec texts the checkpoint embeds (written to a scratch folder), so
-    it does not matter where training ran; older checkpoints fall back to the stored spec paths.
+    it does not matter where training ran; older checkpoints fall back to the stored spec paths. It is
+    built with the spec parameters the checkpoint records (``--encoder-param width=0.5`` at training);
+    ``encoder_params``/``meta_params`` override single ones on top.
     """
     from .checkpoint import restore_specs, scratch_dir
     from .datasets import parse_dataset_text
@@ -175,6 +180,9 @@ def load_checkpoint_model(path: str | Path, override: ModelArgs | None = None,
         margs = replace(margs, model=override.model, encoder=override.encoder, meta=override.meta)
     if input_size is not None:
         margs = replace(margs, input_size=tuple(input_size))
+    if encoder_params or meta_params:
+        margs = replace(margs, encoder_params={**(margs.encoder_params or {}), **(encoder_params or {})},
+                        meta_params={**(margs.meta_params or {}), **(meta_params or {})})
     specs = checkpoint.get("specs") or {}
     with scratch_dir() as folder:
         if override is None and specs.get("model", specs.get("encoder")):
@@ -195,7 +203,9 @@ def _run(args: argparse.Namespace) -> int:
         override = None
         if args.model or args.encoder or args.meta:
             override = ModelArgs(args.model, args.encoder, args.meta, None, 0, args.output_stride)
-        compiled, checkpoint, embedded = load_checkpoint_model(args.checkpoint, override, args.input)
+        compiled, checkpoint, embedded = load_checkpoint_model(
+            args.checkpoint, override, args.input, encoder_params=spec_params(args, "encoder_params"),
+            meta_params=spec_params(args, "meta_params"))
         if spec is None:
             spec = embedded
         if spec is None:
@@ -205,7 +215,8 @@ def _run(args: argparse.Namespace) -> int:
         if spec is None:
             spec = dataset_spec_for(args.classes or "camvid")
         margs = ModelArgs(args.model, args.encoder, args.meta, args.input, spec.num_classes,
-                          args.output_stride)
+                          args.output_stride, spec_params(args, "encoder_params"),
+                          spec_params(args, "meta_params"))
         compiled = build_model(margs)
         if args.weights:
             from .weights import load_pretrained

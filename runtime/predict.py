@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
+
+from rtseg_compiler.cli.args import add_spec_param_args, spec_params
 
 __all__ = ["build_parser", "main", "predict_images"]
 
@@ -32,6 +34,7 @@ def build_parser(prog: str = "rtsegc predict") -> argparse.ArgumentParser:
     p.add_argument("--dataset", metavar="NAME|PATH.yaml", help="palette and normalisation (default: the "
                    "checkpoint's dataset)")
     p.add_argument("--device", default="auto")
+    add_spec_param_args(p)  # on top of the parameters the checkpoint records
     return p
 
 
@@ -55,7 +58,8 @@ def _images(inputs: Sequence[str]) -> list[Path]:
 
 def predict_images(checkpoint: str | Path, inputs: Sequence[str], out_dir: str | Path, *,
                    overlay: float | None = None, dataset: str | None = None,
-                   device: str = "auto") -> list[Path]:
+                   device: str = "auto", encoder_params: Mapping[str, Any] | None = None,
+                   meta_params: Mapping[str, Any] | None = None) -> list[Path]:
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -68,7 +72,8 @@ def predict_images(checkpoint: str | Path, inputs: Sequence[str], out_dir: str |
     from .losses import main_output
 
     images = _images(inputs)
-    compiled, ckpt, spec = load_checkpoint_model(checkpoint)
+    compiled, ckpt, spec = load_checkpoint_model(checkpoint, encoder_params=encoder_params,
+                                                 meta_params=meta_params)
     if dataset:
         spec = load_dataset_spec(dataset)
     if spec is None:
@@ -117,7 +122,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtsegc predict") -> int
         p.error(f"--overlay must be between 0 and 1, got {args.overlay}")
     try:
         written = predict_images(args.checkpoint, args.inputs, args.out_dir, overlay=args.overlay,
-                                 dataset=args.dataset, device=args.device)
+                                 dataset=args.dataset, device=args.device,
+                                 encoder_params=spec_params(args, "encoder_params"),
+                                 meta_params=spec_params(args, "meta_params"))
     except SpecError as exc:
         for d in exc.diagnostics:
             print(d.render(), file=sys.stderr)

@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from rtseg_compiler.cli.args import add_spec_param_args, model_choice_problem, parse_size, spec_params
 from rtseg_compiler.passes.dilate import VALID_OUTPUT_STRIDES
 
 from .build import SYNTHETIC, ModelArgs, build_model, make_dataset, pick_device
@@ -65,6 +66,10 @@ class TrainConfig:
                                          default=None)
     output_stride: int | None = _opt("dilate the encoder to output stride 8, 16 or 32", choices=VALID_OUTPUT_STRIDES,
                                      default=None)
+    encoder_params: dict[str, Any] | None = _opt("encoder parameter overrides (--encoder-param NAME=VALUE, "
+                                                 "repeatable)", default=None)
+    meta_params: dict[str, Any] | None = _opt("meta-architecture parameter overrides "
+                                              "(--meta-param NAME=VALUE, repeatable)", default=None)
     pretrained: str | None = _opt("encoder weights: a local state dict FILE, or SOURCE:NAME[@PATH] through "
                                   "the encoder spec's layout (docs/weights.md); strict; without @PATH the "
                                   "source is fetched", default=None)
@@ -121,8 +126,9 @@ class TrainConfig:
     deterministic: bool = _opt("torch.use_deterministic_algorithms (warn-only)", default=False)
 
     def __post_init__(self) -> None:
-        if self.model is None and not (self.encoder and self.meta):
-            raise ValueError("give a model spec, or both --encoder and --meta")
+        problem = model_choice_problem(self.model, self.encoder, self.meta)
+        if problem:
+            raise ValueError(problem)
         if self.schedule not in ("constant", "poly", "cosine"):
             raise ValueError(f"schedule must be constant, poly or cosine, got {self.schedule!r}")
         if self.max_iters < 0 or self.batch_size < 1 or self.warmup_iters < 0:
@@ -145,7 +151,7 @@ class TrainConfig:
 
     def model_args(self) -> ModelArgs:
         return ModelArgs(self.model, self.encoder, self.meta, self.input, len(self.class_names()),
-                         self.output_stride)
+                         self.output_stride, self.encoder_params, self.meta_params)
 
     def workers(self) -> int:
         if self.num_workers is not None:
@@ -153,12 +159,6 @@ class TrainConfig:
         # CPUs this process may run on (taskset, cgroup cpusets), not the machine's: one stays for the loop
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         return max(0, min(8, cpus - 1))
-
-
-def _size(text: str) -> tuple[int, int]:
-    from rtseg_compiler.cli import parse_size
-
-    return parse_size(text)
 
 
 def build_parser(prog: str = "rtsegc train") -> argparse.ArgumentParser:
@@ -171,11 +171,15 @@ def build_parser(prog: str = "rtsegc train") -> argparse.ArgumentParser:
         help_text = f"{f.metadata['help']} (default: {f.default})"
         if f.name == "model":
             p.add_argument("model", nargs="?", help=f.metadata["help"])
+        elif f.name == "encoder_params":  # with meta_params: the spelling every rtsegc command shares
+            add_spec_param_args(p)
+        elif f.name == "meta_params":
+            continue
         elif base is bool:
             p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
                            default=f.default, help=help_text)
         else:
-            convert = _size if typing.get_origin(base) is tuple else base  # tuple[int, int]: "HxW"
+            convert = parse_size if typing.get_origin(base) is tuple else base  # tuple[int, int]: "HxW"
             p.add_argument(f"--{f.name.replace('_', '-')}", type=convert, default=f.default, help=help_text,
                            choices=f.metadata["choices"], metavar=f.metadata["metavar"])
     return p
@@ -183,8 +187,10 @@ def build_parser(prog: str = "rtsegc train") -> argparse.ArgumentParser:
 
 def parse_config(argv: Sequence[str] | None = None, prog: str = "rtsegc train") -> TrainConfig:
     args = build_parser(prog).parse_args(argv)
+    options = {**vars(args), "encoder_params": spec_params(args, "encoder_params"),
+               "meta_params": spec_params(args, "meta_params")}
     try:
-        return TrainConfig(**vars(args))
+        return TrainConfig(**options)
     except ValueError as exc:
         build_parser(prog).error(str(exc))
         raise  # unreachable: error() exits
@@ -366,7 +372,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
     iter_num, best_miou = 0, -1.0
     if cfg.resume:
         checkpoint = torch.load(out_dir / "last.pt", map_location=device, weights_only=True)
-        if checkpoint["model_args"] != margs.to_dict():
+        if ModelArgs.from_dict(checkpoint["model_args"]) != margs:
             raise TrainError(f"cannot resume: the checkpoint was trained with {checkpoint['model_args']}, "
                              f"this run builds {margs.to_dict()}")
         raw_model.load_state_dict(checkpoint["model"])

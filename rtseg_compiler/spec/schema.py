@@ -38,8 +38,8 @@ from .precheck import surely_valid
 if TYPE_CHECKING:
     import jsonschema
 
-__all__ = ["KINDS", "schema_for", "validate_document", "validate_layer_fields", "SCHEMA_DIR",
-           "LAYER_KEYS", "BLOCK_USE_KEYS"]
+__all__ = ["KINDS", "explain_schema_error", "schema_for", "validate_document", "validate_layer_fields",
+           "SCHEMA_DIR", "LAYER_KEYS", "BLOCK_USE_KEYS"]
 
 KINDS = ("encoder", "meta", "model")
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -299,7 +299,7 @@ def validate_document(doc: Any, file: str, expected_kind: str | None = None) -> 
     errors = [] if surely_valid(_schema(kind), doc) else sorted(
         _validator(kind).iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
     for error in errors:
-        out.extend(_explain(error, doc))
+        out.extend(explain_schema_error(error, doc))
     out.extend(_check_op_names(doc))
     return out
 
@@ -356,11 +356,16 @@ def validate_layer_fields(item: Any, op_name: str) -> list[Diagnostic]:
     out = []
     for error in sorted(_LAYER_VALIDATORS[key].iter_errors(resolved),
                         key=lambda e: list(map(str, e.absolute_path))):
-        out.extend(_explain(error, item))
+        out.extend(explain_schema_error(error, item))
     return out
 
 
-def _explain(error: jsonschema.ValidationError, doc: Any) -> Iterator[Diagnostic]:
+def explain_schema_error(error: jsonschema.ValidationError, doc: Any) -> Iterator[Diagnostic]:
+    """One jsonschema error as located diagnostics worded for a spec's author.
+
+    Public because every document kind checked against a JSON Schema words its errors this way,
+    the runtime's dataset files included.
+    """
     path = tuple(error.absolute_path)
     where = _path_text(path)
     loc = location_of(doc, path)

@@ -173,7 +173,7 @@ def test_error_messages_come_from_jsonschema_unchanged(tmp_path):
     errors = jsonschema.Draft202012Validator(schema_for("encoder")).iter_errors(doc)
     expected = []
     for error in sorted(errors, key=lambda e: list(map(str, e.absolute_path))):
-        expected.extend(schema_module._explain(error, doc))
+        expected.extend(schema_module.explain_schema_error(error, doc))
     assert expected and validate_document(doc, str(path)) == expected
 
 
