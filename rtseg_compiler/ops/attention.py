@@ -32,8 +32,11 @@ weights reshaped to C x C x 1 x 1.
   MACs = heads·(C_v/heads + 1)·(C_qk/heads)·(Nk + Nq). ``tf``: 2·MACs, the eps ``Add`` on
   heads·Nq values and the ``RealDiv`` on C_v·Nq (ReLU and Pad are unregistered: 0).
 
-Both are unaffected by the output-stride rewrite in the sense that every pixel is a token
-wherever it is; they declare :func:`~rtseg_compiler.ops.base.unaffected`.
+In an encoder rewritten to a smaller output stride both run unchanged
+(:func:`~rtseg_compiler.ops.base.unaffected`): every pixel of the denser map is a token. Like
+``gap``, a global op, they are then not exact on the subsampled grid (they attend over r² more
+tokens); in practice the strided patchify and reduction convs of these networks (kernel =
+stride, no padding) already stop the rewrite with an error before it reaches them.
 """
 
 from __future__ import annotations

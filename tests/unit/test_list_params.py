@@ -94,3 +94,13 @@ def test_numeric_layer_names_give_sequential_keys(encoder_spec):
               - {name: res, op: add, inputs: ["0", "1"]}
         """))
     assert [r.name for r in a.audit.layers] == ["encoder.layer1.0", "encoder.layer1.1", "encoder.layer1.res"]
+
+
+def test_a_model_overrides_a_list_parameter():
+    from conftest import SPECS
+    base = analyze(SPECS / "models" / "segformer_b0.yaml", (64, 64))
+    shallow = analyze(SPECS / "models" / "segformer_b0.yaml", (64, 64),
+                      encoder_params={"depths": [1, 1, 1, 1]})
+    assert base.audit.params == 3_719_027
+    assert shallow.audit.params < base.audit.params
+    assert not any(".block.1." in r.name for r in shallow.audit.layers)
