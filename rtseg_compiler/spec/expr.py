@@ -276,6 +276,8 @@ def _eval(node: ast.AST, lookup: Callable[[str], Any], text: str) -> Any:
         name, items = _lookup(node.value, lookup)
         if not _sequence(items):
             raise ExprError(f"'{name}' is not a list, so '{name}[...]' has no value")
+        if len(items) > MAX_LIST_ITEMS:
+            raise ExprError(f"'{name}' has {len(items):,} items, over the limit of {MAX_LIST_ITEMS:,}")
         index = _eval(node.slice, lookup, text)
         if isinstance(index, float) and index.is_integer():
             index = int(index)

@@ -44,6 +44,11 @@ def test_subscript_errors(text, message):
         evaluate(text, env)
 
 
+def test_a_list_longer_than_the_limit_is_refused():
+    with pytest.raises(ExprError, match="over the limit of 1,024"):
+        evaluate("dims[0]", {"dims": tuple(range(2000))})
+
+
 def test_names_in_sees_the_list_and_the_index():
     assert names_in("dims[i + j] * len(heads)") == {"dims", "i", "j", "heads"}
 
