@@ -109,3 +109,14 @@ def test_a_model_overrides_a_list_parameter():
     assert base.audit.params == 3_719_027
     assert shallow.audit.params < base.audit.params
     assert not any(".block.1." in r.name for r in shallow.audit.layers)
+
+
+def test_the_command_line_takes_list_parameters():
+    import argparse
+
+    from rtseg_compiler.cli.args import parse_param
+    assert parse_param("depths=[1, 1, 2,1]") == ("depths", [1, 1, 2, 1])
+    assert parse_param("ratios=[0.5,1e1]") == ("ratios", [0.5, 10.0])
+    for bad in ("depths=[1,x]", "depths=[]", "depths=[1,,2]"):
+        with pytest.raises(argparse.ArgumentTypeError, match="invalid list"):
+            parse_param(bad)
