@@ -189,8 +189,10 @@ def _encoder_module(ref: Any, input_size: tuple[int, int] | None, output_stride:
     chosen = _choose(ordered, taps, out_indices)
     outputs = tuple((f.name, f.module) for f in chosen)
     files = {k: v for k, v in graph.files.items() if k in ("model", "encoder")}  # no head is built
-    analysis = _analyze_graph(encoder.replace(outputs=outputs, output=outputs[0][1], files=files), size, diags,
-                              output_stride=output_stride)
+    # Only the chosen taps: an encoder analysed alone keeps every layer its taps read.
+    kept_taps = tuple(t for t in graph.taps if t.name in {f.name for f in chosen})
+    analysis = _analyze_graph(encoder.replace(outputs=outputs, output=outputs[0][1], files=files,
+                                              taps=kept_taps), size, diags, output_stride=output_stride)
     module = emit_torch(analysis.resolved, class_name=_class_name(f"{graph.name}_features"))
     if pretrained is not None:
         from .weights.importer import load_pretrained_into
