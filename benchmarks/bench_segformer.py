@@ -45,7 +45,8 @@ def main() -> int:
     from test_segformer import MODEL, _converted
 
     torch.manual_seed(0)
-    reference = transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(num_labels=19)).eval()
+    config = transformers.SegformerConfig(num_labels=19)
+    reference = transformers.SegformerForSemanticSegmentation(config).eval()
     compiled = compile_model(MODEL, (h, w)).module
     compiled.load_state_dict(_converted(reference.state_dict(), compiled.state_dict()), strict=True)
     x = torch.randn(1, 3, h, w)
@@ -71,7 +72,8 @@ def main() -> int:
     print(f"SegFormer-B0 {h}x{w}, batch 1, {args.threads} threads, {args.rounds} alternating rounds")
     for name, value in med.items():
         print(f"  {name:9s} median {value * 1e3:8.1f} ms")
-    print(f"  ratio of medians {med['compiled'] / med['reference']:.3f}, median per-round ratio {per_round:.3f}")
+    print(f"  ratio of medians {med['compiled'] / med['reference']:.3f}, "
+          f"median per-round ratio {per_round:.3f}")
     return 0
 
 

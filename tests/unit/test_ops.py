@@ -795,7 +795,8 @@ def test_adaptive_maxpool_shares_the_bins_and_costs_nothing(encoder_spec):
 
 
 def test_sizes_from_expressions_of_the_input_size(encoder_spec):
-    a = run(encoder_spec, '- {name: p, op: adaptive_avgpool, size: ["ceil(in_height / 5)", "in_width // 8"]}\n'
+    a = run(encoder_spec, '- {name: p, op: adaptive_avgpool, '
+                          'size: ["ceil(in_height / 5)", "in_width // 8"]}\n'
                           '- {name: up, op: upsample, size: ["in_height * 3", 7], mode: bicubic}')
     assert row(a, "p").output_shape == (32, 5, 5)
     assert row(a, "up").output_shape == (32, 15, 7)
