@@ -87,7 +87,7 @@ def _count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType)
 def attend(q: Any, k: Any, v: Any, *, heads: int, scale: float) -> Any:
     """Multi-head softmax attention of the pixels of ``q`` over those of ``k``/``v`` (N x C x H x W maps)."""
     import torch.nn.functional as F
-    n, c, h, w = q.shape
+    n, _, h, w = q.shape
 
     def tokens(t: Any) -> Any:  # (N, C, H, W) -> (N, heads, H*W, C/heads)
         return t.reshape(t.shape[0], heads, t.shape[1] // heads, -1).transpose(-1, -2)
