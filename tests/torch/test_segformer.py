@@ -8,7 +8,7 @@ downloaded). Checked:
   (where SDPA and the eager products are both counted): 17,757,110,272 at 512x1024 and
   120,957,435,904 at 1024x2048;
 * outputs: with the reference's weights copied over (Linear weights reshaped to 1x1 convs) and
-  batch-norm statistics randomised, eval-mode logits agree within 1e-5 at 128x256 and at 100x150,
+  batch-norm statistics randomised, eval-mode logits agree within 1e-5 at 64x128 and at 100x150,
   which is not a multiple of 32.
 
 Skipped where transformers is not installed (``pip install -e .[transformers]``).
@@ -90,7 +90,7 @@ def test_parameters_and_macs_equal_the_reference(transformers):
         assert audit.params == 3_719_027
 
 
-@pytest.mark.parametrize("size", [(128, 256), (100, 150)])
+@pytest.mark.parametrize("size", [(64, 128), (100, 150)])
 def test_outputs_equal_the_reference(transformers, size):
     torch.manual_seed(0)
     reference = _reference(transformers)
