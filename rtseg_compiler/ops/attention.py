@@ -31,6 +31,9 @@ weights reshaped to C x C x 1 x 1.
   last one plus ``eps`` (1e-15 in EfficientViT). Cost linear in the number of pixels:
   MACs = heads·(C_v/heads + 1)·(C_qk/heads)·(Nk + Nq). ``tf``: 2·MACs, the eps ``Add`` on
   heads·Nq values and the ``RealDiv`` on C_v·Nq (ReLU and Pad are unregistered: 0).
+  EfficientViT computes q, k and v with one conv whose output interleaves them head by head
+  (channels ``[q_0, k_0, v_0, q_1, k_1, v_1, ...]``); here they are three maps with heads in
+  consecutive channels, so its ``qkv`` weight is split per head when it is loaded.
 
 In an encoder rewritten to a smaller output stride both run unchanged
 (:func:`~rtseg_compiler.ops.base.unaffected`): every pixel of the denser map is a token. Like
