@@ -47,6 +47,18 @@ def test_shapes_and_counts_of_an_encoder_include_its_tap_branches(encoder_spec):
     assert [r.name for r in a.audit.layers] == ["encoder.s2", "encoder.s4", "encoder.wrong", "encoder.s8"]
 
 
+def test_rtsegc_shapes_lists_the_tap_branch_and_validate_fails(encoder_spec, capsys):
+    from rtseg_compiler.cli import main
+    ok = encoder_spec(TAP_ONLY_BRANCH.replace("inputs: [s2, s4]", "inputs: [s4, s4]"), name="ok.yaml",
+                      input_size=(64, 64), channels=3, extra="taps: {stride4: wrong, stride8: s8}\n")
+    assert main(["shapes", str(ok)]) == 0
+    assert "encoder.wrong" in capsys.readouterr().out
+    bad = encoder_spec(TAP_ONLY_BRANCH, name="bad.yaml", input_size=(64, 64), channels=3,
+                       extra="taps: {stride4: wrong, stride8: s8}\n")
+    assert main(["validate", str(bad)]) == 2
+    assert "add needs inputs of equal height and width" in capsys.readouterr().err
+
+
 def test_a_model_keeps_only_the_taps_its_meta_reads(write_spec):
     enc = write_spec("enc.yaml", "kind: encoder\nname: e\ninput: [32, 32]\nlayers:\n"
                      "  - {name: a, op: conv, out: 8, kernel: 3, stride: 2}\n"
