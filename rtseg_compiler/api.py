@@ -1,27 +1,37 @@
-"""``create_model``: what a PyTorch user reaches for, in timm's spelling.
+"""The doors to a network: ``create_model`` (what a PyTorch user reaches for, in timm's spelling) and
+``compile_model`` (the compiler's own, for audits and inference). Both are thin layers over the
+builder (``build.py``), so the same spec gives the same module through either.
 
-``create_model("skipnet_mobilenet_v1", num_classes=19)`` gives a plain ``nn.Module`` in train mode
-(as torchvision's and timm's constructors do; ``compile_model`` keeps its eval-mode
-``CompiledModel`` for audits and inference), carrying what the compiler knows about it:
+``create_model("skipnet_mobilenet_v1", num_classes=19)`` returns the network itself: a
+``torch.fx.GraphModule`` subclass named after the model (``SkipnetMobilenetV1``), in train mode (as
+torchvision's and timm's constructors do), carrying what the compiler knows about it:
 
 * ``.audit``: parameters, MACs and FLOPs per layer, computed from the spec (no forward pass);
 * ``.feature_info``: the encoder's taps, each with its channels, stride and layer name;
-* ``.spec``: the texts of the model, encoder and meta files it was built from.
+* ``.spec``: the texts of the model, encoder and meta files it was built from;
+* ``.encoder``: the encoder part, callable: ``net.encoder(x)`` returns ``{tap: map}`` for every tap,
+  computed by the same submodules (and weights) the whole network uses.
 
 ``features_only=True`` gives the encoder alone, returning ``{tap name: map}`` for the chosen taps,
 the way a detection or segmentation framework consumes a backbone.
+
+``compile_model`` returns a :class:`~rtseg_compiler.build.CompiledModel`: the module in eval mode,
+with the analysis, the audit of the graph that was emitted and what the build passes did.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from .build import CompiledModel, adapted_state, build, class_name_of
 from .diagnostics import Diagnostics
-from .zoo import list_models, resolve_spec
+from .pipeline import (DEFAULT_ENCODER_INPUT, Analysis, analyze, analyze_graph, load_graph, sources_of,
+                       with_outputs)
+from .spec.sources import SpecReader, SpecRef, model_parts
+from .zoo import list_models
 
-__all__ = ["Feature", "FeatureInfo", "create_model", "list_models"]
+__all__ = ["Feature", "FeatureInfo", "compile_model", "create_model", "list_models"]
 
 
 @dataclass(frozen=True)
@@ -68,47 +78,209 @@ class FeatureInfo(Sequence[Feature]):
         return [f.module for f in self._features]
 
 
-def create_model(name_or_path: str | Path, *, num_classes: int | None = None,
+def compile_model(path: SpecRef | None = None, input_size: tuple[int, int] | None = None,
+                  num_classes: int | None = None, *, encoder: SpecRef | None = None,
+                  meta: SpecRef | None = None, output_stride: int | None = None,
+                  budget: Any = None, encoder_params: dict[str, Any] | None = None,
+                  meta_params: dict[str, Any] | None = None, outputs: str = "all",
+                  inference: bool = False, weights: Any = None, channels_last: bool = False,
+                  inplace: bool = True, pretrained: Any = None,
+                  documents: Mapping[str, str] | None = None) -> CompiledModel:
+    """Analyse a spec and build its torch module; raises SpecError for an invalid spec.
+
+    A thin layer over the builder (``build.py``), kept for the compiler's own uses: the module
+    comes back in **eval mode**, ready for checks, export and inference, inside a
+    :class:`~rtseg_compiler.build.CompiledModel` together with the analysis it was built from.
+    :func:`create_model` builds the same module (train mode, audit and taps attached).
+
+    The analysis and its resource ``budget`` (a ``passes.budget.Budget``; default 2e9
+    parameters, 32 GiB of activations) run first, so an oversized spec fails before torch
+    allocates anything.
+
+    ``path``, ``encoder`` and ``meta`` are files, zoo names or ``SpecSource`` texts; ``documents``
+    holds files by name (see :func:`~rtseg_compiler.pipeline.analyze`).
+
+    ``pretrained`` loads weights strictly after building: ``"SOURCE:NAME[@PATH]"`` through the
+    layout the encoder spec declares (``"torchvision:resnet18@r18.pth"``; without ``@PATH`` it is
+    fetched), or a file or state dict with the compiled module's own keys. docs/weights.md.
+
+    A model whose meta declares ``outputs:`` returns a dict of them (main first); with
+    ``outputs="main"`` the auxiliary heads are dropped, as for inference: the module returns
+    the main tensor and the audit no longer counts them.
+
+    ``weights``: a state dict, or a ``.pt`` file holding one (or a runtime checkpoint), with the
+    ordinary module's keys; loaded strictly (``inference.WeightsError`` lists every bad key).
+    ``inference=True`` folds batch norm into the convs before it and drops dropout
+    (``passes/fold_bn.py``); the audit is then the folded network's. ``inplace`` (default on)
+    lets activations and adds overwrite maps nothing else reads (``passes/inplace.py``).
+    ``channels_last`` converts the weights to NHWC, which oneDNN convs run faster.
+    """
+    analysis = analyze(path, input_size, num_classes, encoder=encoder, meta=meta,
+                       output_stride=output_stride, budget=budget, encoder_params=encoder_params,
+                       meta_params=meta_params, outputs=outputs, documents=documents)
+    return build(analysis, inference=inference, weights=weights, pretrained=pretrained, inplace=inplace,
+                 channels_last=channels_last)
+
+
+def create_model(name_or_path: SpecRef | None = None, *, num_classes: int | None = None,
                  input_size: tuple[int, int] | None = None, features_only: bool = False,
                  out_indices: Sequence[int] | None = None, taps: Sequence[str] | None = None,
                  output_stride: int | None = None, pretrained: Any = None,
                  encoder_params: Mapping[str, Any] | None = None,
-                 meta_params: Mapping[str, Any] | None = None, **params: Any) -> Any:
-    """A trainable ``nn.Module`` from a zoo name (:func:`list_models`) or a spec file.
+                 meta_params: Mapping[str, Any] | None = None, outputs: str = "all",
+                 in_chans: int | None = None, inference: bool = False, weights: Any = None,
+                 channels_last: bool = False, inplace: bool = True, budget: Any = None,
+                 encoder: SpecRef | None = None, meta: SpecRef | None = None,
+                 documents: Mapping[str, str] | None = None, **params: Any) -> Any:
+    """A trainable network from a zoo name (:func:`list_models`), a spec file or a spec text.
+
+    Returns a ``torch.fx.GraphModule`` subclass in train mode (eval mode with ``inference=True``)
+    with ``.audit``, ``.feature_info``, ``.spec`` and a callable ``.encoder`` (see the module
+    docstring). Its forward returns the model's output: one tensor, or a dict in declared order
+    (main first) for a meta that declares ``outputs:``. That dict is returned in train and eval
+    mode alike, as torchvision's segmentation models return ``{"out", "aux"}``: a traced or
+    exported module has one output structure. ``outputs="main"`` leaves the auxiliary heads out
+    of the network and its audit, so it returns the main tensor. A classifier (a model whose main
+    output is a ``linear`` layer) returns ``(N, classes)`` logits, as torchvision's do; the
+    audit still reads its output as a ``classes x 1 x 1`` map.
 
     ``params`` set spec parameters by name (``width=0.5``); each goes to the encoder or the meta
     that declares it (a name both declare must be given through ``encoder_params`` or
     ``meta_params``). ``input_size`` fixes the size the audit and the shape checks use (default:
     the spec's ``input``); the module itself takes any size the network's layers allow.
 
+    ``in_chans`` sets the number of image channels (RGB-D: 4). With ``pretrained``, the weights
+    are loaded for the spec's own channels first, then each conv reading the image has its kernel
+    adapted as timm does (:func:`~rtseg_compiler.build.adapt_input_conv`).
+
     ``features_only=True`` builds the encoder alone; its forward returns ``{tap: map}`` for the
     taps chosen by name (``taps=("stride8", "stride16")``) or by position in
     ``feature_info`` (``out_indices=(2, 3)``, negative from the deepest); all taps by default.
     ``num_classes`` means nothing then and is ignored, as timm does.
 
+    ``inference``, ``weights``, ``channels_last``, ``inplace``, ``budget``, ``encoder``/``meta``
+    (a pair instead of a model file) and ``documents`` mean what they mean for
+    :func:`compile_model`.
+
     Raises :class:`~rtseg_compiler.diagnostics.SpecError` for an invalid spec (``str()`` lists
     every problem with its location) and ``ValueError`` for arguments that do not fit the spec.
     """
-    ref = resolve_spec(name_or_path, "model")
-    encoder_params, meta_params = _route_params(ref, params, encoder_params, meta_params)
-    if not features_only:
-        if taps is not None or out_indices is not None:
-            raise ValueError("create_model: taps= and out_indices= choose the maps of "
-                             "features_only=True; without it the module returns the model's output")
-        from . import compile_model
+    if in_chans is not None and (not isinstance(in_chans, int) or in_chans < 1):
+        raise ValueError(f"create_model: in_chans must be a positive int, not {in_chans!r}")
+    if name_or_path is None and not (encoder is not None and meta is not None):
+        raise ValueError("create_model: give a model (zoo name, file or SpecSource), or encoder= and meta=")
+    reader = SpecReader(documents)
+    encoder_params, meta_params = _route_params(reader, name_or_path, encoder, meta, params,
+                                                encoder_params, meta_params)
+    if features_only and name_or_path is None:
+        raise ValueError("create_model: features_only=True builds the encoder of a model or encoder "
+                         "file; pass it as the first argument")
+    if features_only and inference:
+        raise ValueError("create_model: features_only=True gives a trainable backbone; "
+                         "inference=True is for whole models")
+    if not features_only and (taps is not None or out_indices is not None):
+        raise ValueError("create_model: taps= and out_indices= choose the maps of "
+                         "features_only=True; without it the module returns the model's output")
 
-        compiled = compile_model(ref, input_size, num_classes, output_stride=output_stride,
-                                 encoder_params=encoder_params, meta_params=meta_params,
-                                 pretrained=pretrained)
-        module, analysis, audit = compiled.module, compiled.analysis, compiled.audit
-        features = _features(analysis, analysis.graph.taps)
-    else:
-        module, analysis, features = _encoder_module(ref, input_size, output_stride, taps, out_indices,
-                                                     encoder_params, pretrained)
-        audit = analysis.audit
-    module.train()
-    _attach(module, audit=audit, feature_info=FeatureInfo(features), spec=_spec_texts(analysis.graph.files))
+    def analyse(channels: int | None) -> tuple[Analysis, list[Feature] | None]:
+        if features_only:
+            return _encoder_analysis(reader, name_or_path, input_size, output_stride, taps, out_indices,
+                                     encoder_params, channels, budget)
+        diags = Diagnostics()
+        graph = load_graph(name_or_path, encoder=encoder, meta=meta, num_classes=num_classes, diags=diags,
+                           encoder_params=encoder_params, meta_params=meta_params, reader=reader)
+        if channels is not None:
+            graph = graph.replace(input_channels=channels)
+        return analyze_graph(graph, input_size, diags, output_stride=output_stride, budget=budget,
+                             outputs=outputs, sources=sources_of(graph, reader)), None
+
+    analysis, chosen = analyse(in_chans)
+    class_name = class_name_of(f"{analysis.graph.name}_features" if features_only else analysis.graph.name)
+    if in_chans is not None and pretrained is not None:
+        original = analyse(None)[0]
+        if original.resolved.input.channels != in_chans:
+            weights, pretrained = _adapted_pretrained(original, analysis, pretrained, class_name), None
+    compiled = build(analysis, inference=inference, weights=weights, pretrained=pretrained, inplace=inplace,
+                     channels_last=channels_last, class_name=class_name)
+    return _finish_module(compiled, features_only=features_only, chosen=chosen)
+
+
+def _finish_module(compiled: CompiledModel, *, features_only: bool = False,
+                  chosen: Sequence[Feature] | None = None) -> Any:
+    """``compiled.module`` as :func:`create_model` returns it: the mode, the attributes, the encoder."""
+    module, analysis = compiled.module, compiled.analysis
+    features = list(chosen) if chosen is not None else _features(analysis, analysis.graph.taps)
+    if not features_only and _is_classifier(compiled):
+        _flatten_output(module)
+    if compiled.inference is None:
+        module.train()
+    attributes = dict(audit=compiled.audit, feature_info=FeatureInfo(features),
+                      spec={kind: source.text for kind, source in analysis.sources.items()})
+    if not features_only:
+        encoder = _encoder_view(module, compiled)
+        if encoder is not None:
+            attributes["encoder"] = encoder
+    _attach(module, **attributes)
     return module
+
+
+def _is_classifier(compiled: CompiledModel) -> bool:
+    """A model whose main output is a ``linear`` layer's ``classes x 1 x 1`` map (the ImageNet heads)."""
+    graph = compiled.graph
+    return not graph.outputs and any(n.name == graph.output and n.op == "linear" for n in graph.nodes)
+
+
+def _flatten_output(module: Any) -> None:
+    """Return ``(N, classes)`` (torchvision's shape) instead of ``(N, classes, 1, 1)``: a view."""
+    import torch
+
+    graph = module.graph
+    output = next(n for n in graph.nodes if n.op == "output")
+    with graph.inserting_before(output):
+        flat = graph.call_function(torch.flatten, (output.args[0], 1), name="logits")
+    output.args = (flat,)
+    module.recompile()
+
+
+def _encoder_view(module: Any, compiled: CompiledModel) -> Any:
+    """A GraphModule over the network's own encoder submodules returning ``{tap: map}`` for every tap.
+
+    It takes the place of the bare ``encoder`` container (which has no forward) at the same path and
+    holds the same submodule objects, so the state dict keys and the parameters are the network's:
+    training the network trains it. Every encoder layer is kept, so nothing leaves the state dict.
+    """
+    from torch import fx
+
+    from .emit.torch_module import Retracer
+
+    graph = compiled.graph
+    present = {n.name for n in graph.nodes}
+    taps = [t for t in graph.taps if t.node in present]
+    container = module._modules.get("encoder")
+    if not taps or container is None:
+        return None
+    view = fx.Graph(tracer_cls=Retracer)  # unpickling re-traces it, in-place adds included
+    copied: dict[Any, Any] = {}
+    by_layer: dict[str, Any] = {}
+    for fx_node in module.graph.nodes:
+        if fx_node.op == "output":
+            break
+        inputs = fx_node.all_input_nodes
+        if fx_node.op == "call_module" and not str(fx_node.target).startswith("encoder."):
+            continue
+        if fx_node.op != "placeholder" and (not inputs or not all(i in copied for i in inputs)):
+            continue
+        new = view.node_copy(fx_node, lambda n: copied[n])
+        if new.op == "call_module":
+            new.target = str(new.target).removeprefix("encoder.")
+        copied[fx_node] = new
+        layer = fx_node.meta.get("layer")
+        if layer is not None:
+            by_layer[layer] = new
+    if any(t.node not in by_layer for t in taps):  # a tap the fx graph does not show as an encoder layer
+        return None
+    view.output({t.name: by_layer[t.node] for t in taps})
+    return fx.GraphModule(container, view, class_name="Encoder")
 
 
 def _attach(module: Any, **attributes: Any) -> None:
@@ -123,13 +295,14 @@ def _attach(module: Any, **attributes: Any) -> None:
         setattr(module, name, value)
 
 
-def _route_params(ref: Any, params: Mapping[str, Any], encoder_params: Mapping[str, Any] | None,
+def _route_params(reader: SpecReader, ref: SpecRef | None, encoder: SpecRef | None, meta: SpecRef | None,
+                  params: Mapping[str, Any], encoder_params: Mapping[str, Any] | None,
                   meta_params: Mapping[str, Any] | None) -> tuple[dict | None, dict | None]:
     """Send each of ``params`` to the encoder or the meta whose ``params:`` declares it."""
-    enc, meta = dict(encoder_params or {}), dict(meta_params or {})
+    enc, meta_out = dict(encoder_params or {}), dict(meta_params or {})
     if not params:
-        return enc or None, meta or None
-    declared = _declared_params(ref)
+        return enc or None, meta_out or None
+    declared = _declared_params(reader, ref, encoder, meta)
     for name, value in params.items():
         owners = [part for part, names in declared.items() if name in names]
         if len(owners) == 2:
@@ -139,21 +312,25 @@ def _route_params(ref: Any, params: Mapping[str, Any], encoder_params: Mapping[s
             valid = ", ".join(sorted(set().union(*declared.values()))) or "none"
             raise ValueError(f"create_model: '{name}' is not a parameter of this model's specs "
                              f"(they declare: {valid})")
-        (enc if owners[0] == "encoder" else meta)[name] = value
-    return enc or None, meta or None
+        (enc if owners[0] == "encoder" else meta_out)[name] = value
+    return enc or None, meta_out or None
 
 
-def _declared_params(ref: Any) -> dict[str, set[str]]:
-    from .spec.load import load_spec_file
-
-    doc = load_spec_file(ref)
-    files = {"encoder": ref} if doc.get("kind") == "encoder" else {}
-    if doc.get("kind") == "model":
-        base = Path(ref).parent
-        files = {key: base / doc[key] for key in ("encoder", "meta")}
+def _declared_params(reader: SpecReader, ref: SpecRef | None, encoder: SpecRef | None,
+                     meta: SpecRef | None) -> dict[str, set[str]]:
+    parts: dict[str, Any] = {}
+    if ref is not None:
+        ref = reader.resolve(ref, "model")
+        doc = reader.load(ref)
+        if doc.get("kind") == "encoder":
+            parts = {"encoder": ref}
+        elif doc.get("kind") == "model":
+            parts = model_parts(ref, doc, reader)
+    else:
+        parts = {"encoder": reader.resolve(encoder, "encoder"), "meta": reader.resolve(meta, "meta")}
     out: dict[str, set[str]] = {}
-    for part, path in files.items():
-        declared = load_spec_file(path).get("params") or {}
+    for part, part_ref in parts.items():
+        declared = reader.load(part_ref).get("params") or {}
         out[part] = set(declared) if isinstance(declared, Mapping) else set()
     return out
 
@@ -166,40 +343,51 @@ def _features(analysis: Any, taps: Sequence[Any]) -> list[Feature]:
     return sorted(rows, key=lambda f: f.stride)
 
 
-def _encoder_module(ref: Any, input_size: tuple[int, int] | None, output_stride: int | None,
-                    taps: Sequence[str] | None, out_indices: Sequence[int] | None,
-                    encoder_params: Mapping[str, Any] | None, pretrained: Any) -> tuple[Any, Any, list]:
-    """The encoder of ``ref`` (a model or an encoder file) whose outputs are the chosen taps."""
-    from . import CompiledModel, _class_name
-    from .emit.torch_module import emit_torch
-    from .pipeline import DEFAULT_ENCODER_INPUT, _analyze_graph, load_graph
+def _encoder_analysis(reader: SpecReader, ref: SpecRef, input_size: tuple[int, int] | None,
+                      output_stride: int | None, taps: Sequence[str] | None,
+                      out_indices: Sequence[int] | None,
+                      encoder_params: Mapping[str, Any] | None, in_chans: int | None,
+                      budget: Any) -> tuple[Analysis, list[Feature]]:
+    """The analysis of the encoder of ``ref`` (a model or an encoder file) whose outputs are the chosen taps.
 
+    The whole encoder is analysed once, with every tap an output, which orders the taps by stride;
+    it is then narrowed to the chosen taps (``pipeline.with_outputs``), so layers after the deepest
+    chosen tap are left out.
+    """
     diags = Diagnostics()
-    graph = load_graph(ref, encoder_params=encoder_params, diags=diags)
+    graph = load_graph(ref, encoder_params=encoder_params, diags=diags, reader=reader)
     if not graph.taps:
         raise ValueError(f"create_model: {ref} declares no taps, so features_only has nothing to return")
-    # Analyse the whole encoder once to order its taps by stride, then keep the chosen ones.
     encoder_nodes = tuple(n for n in graph.nodes if n.part == "encoder")
     encoder = graph.replace(nodes=encoder_nodes, num_classes=None, default_input=graph.default_input)
+    if in_chans is not None:
+        encoder = encoder.replace(input_channels=in_chans)
     size = input_size or graph.default_input or DEFAULT_ENCODER_INPUT
-    every = _analyze_graph(encoder.replace(outputs=tuple((t.name, t.node) for t in graph.taps),
-                                           output=graph.taps[0].node),
-                           size, Diagnostics(), output_stride=output_stride)
-    ordered = _features(every, graph.taps)
-    chosen = _choose(ordered, taps, out_indices)
+    every = analyze_graph(encoder.replace(outputs=tuple((t.name, t.node) for t in graph.taps),
+                                          output=graph.taps[0].node),
+                          size, diags, output_stride=output_stride, budget=budget,
+                          sources=sources_of(encoder, reader))
+    chosen = _choose(_features(every, graph.taps), taps, out_indices)
     outputs = tuple((f.name, f.module) for f in chosen)
     files = {k: v for k, v in graph.files.items() if k in ("model", "encoder")}  # no head is built
-    # Only the chosen taps: an encoder analysed alone keeps every layer its taps read.
-    kept_taps = tuple(t for t in graph.taps if t.name in {f.name for f in chosen})
-    analysis = _analyze_graph(encoder.replace(outputs=outputs, output=outputs[0][1], files=files,
-                                              taps=kept_taps), size, diags, output_stride=output_stride)
-    module = emit_torch(analysis.resolved, class_name=_class_name(f"{graph.name}_features"))
-    if pretrained is not None:
-        from .weights.importer import load_pretrained_into
-
-        load_pretrained_into(CompiledModel(module, analysis.audit, analysis.graph, analysis), pretrained)
+    analysis = with_outputs(every, outputs, files)
     built = {f.name: f for f in _features(analysis, graph.taps)}
-    return module, analysis, [built[name] for name, _ in outputs]
+    return analysis, [built[name] for name, _ in outputs]
+
+
+def _adapted_pretrained(original: Analysis, analysis: Analysis, pretrained: Any, class_name: str) -> dict:
+    """The whole state dict for ``analysis`` (other image channels): ``pretrained`` loaded into the
+    network at the spec's own channels (``original``), then the kernels of the convs reading the
+    image adapted."""
+    channels = analysis.resolved.input.channels
+    state = build(original, pretrained=pretrained, inplace=False, class_name=class_name).module.state_dict()
+    state = adapted_state(state, original.resolved, channels)
+    expected = build(analysis, inplace=False, class_name=class_name).module.state_dict()
+    changed = sorted(k for k in expected if k in state and expected[k].shape != state[k].shape)
+    if changed:
+        raise ValueError(f"create_model: in_chans={channels} changes more than the convs reading the image "
+                         f"({', '.join(changed[:3])}), so the pretrained weights cannot be adapted")
+    return state
 
 
 def _choose(ordered: list[Feature], taps: Sequence[str] | None,
@@ -228,8 +416,3 @@ def _choose(ordered: list[Feature], taps: Sequence[str] | None,
     if len({f.name for f in picked}) != len(picked):
         raise ValueError(f"create_model: a tap is chosen twice: {[f.name for f in picked]}")
     return picked
-
-
-def _spec_texts(files: Mapping[str, str]) -> dict[str, str]:
-    """{"model"|"encoder"|"meta": text} of the files the graph came from."""
-    return {kind: Path(path).read_text(encoding="utf-8") for kind, path in files.items() if path}

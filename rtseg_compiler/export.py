@@ -4,6 +4,9 @@ Both go through ``torch.export``: the ExportedProgram is saved with ``torch.expo
 (``.pt2``), the ONNX file is written by ``torch.onnx.export(..., dynamo=True)``, which needs
 the optional ``onnx`` and ``onnxscript`` packages (``pip install -e ".[export]"``).
 
+Outputs carry the spec's names in both formats (:func:`output_names`): a meta's ``outputs:`` keys
+(BiSeNet: ``out``, ``aux16``, ``aux32``), or ``out`` for a network with one output.
+
 ``dynamic=True`` keeps batch, height and width symbolic where the graph allows it, as decided
 on the IR by ``passes/dynamic.py``: a dimension fixed by a layer is exported at its example
 size and the layer is named in :attr:`ExportResult.notes`. Two things make crops exportable:
@@ -32,7 +35,7 @@ from torch import fx
 from .ops.resample import crop_like
 from .passes.dynamic import DimRange, dynamic_ranges
 
-__all__ = ["ExportError", "ExportResult", "FORMATS", "export_compiled", "exportable_crop"]
+__all__ = ["ExportError", "ExportResult", "FORMATS", "export_compiled", "exportable_crop", "output_names"]
 
 FORMATS = ("onnx", "exported-program")
 
@@ -110,6 +113,36 @@ def _explain(exc: Exception, module: fx.GraphModule) -> str:
     return "torch.export could not keep the size symbolic" + where + ":\n  " + "\n  ".join(guards[:6])
 
 
+def output_names(graph: Any) -> tuple[str, ...]:
+    """The names the exported outputs carry: the meta's ``outputs:`` keys (``out``, ``aux16`` ...), or
+    ``out`` for a network with one output (torchvision's name for a segmentation model's main output)."""
+    return tuple(name for name, _ in graph.outputs) or ("out",)
+
+
+def _name_outputs(program: Any, names: tuple[str, ...]) -> None:
+    """Rename the nodes an ExportedProgram returns to ``names`` (torch.export names them after their
+    aten op: ``upsample_bilinear2d_1``), in its graph and its signature alike."""
+    specs = program.graph_signature.output_specs
+    if len(specs) != len(names):
+        return
+    nodes = {n.name: n for n in program.graph.nodes}
+    targets = [nodes.get(getattr(spec.arg, "name", None)) for spec in specs]
+    if any(t is None or t.op != "call_function" for t in targets) or len(set(targets)) != len(targets):
+        return  # an output that is an input or another output: keep torch's names
+    taken = set(nodes)
+    for spec, node, name in zip(specs, targets, names):
+        other = nodes.get(name)
+        if other is not None and other is not node:  # free the name for the output
+            fresh = next(f"{name}_{i}" for i in range(1, len(taken) + 2) if f"{name}_{i}" not in taken)
+            other.name, nodes[fresh] = fresh, other
+            taken.add(fresh)
+        node.name = name
+        nodes[name] = node
+        taken.add(name)
+        spec.arg.name = name
+    program.graph_module.recompile()
+
+
 def export_compiled(compiled: Any, path: str | Path, fmt: str, *, dynamic: bool = False,
                     batch: int = 1) -> ExportResult:
     """Write ``compiled.module`` (a :class:`~rtseg_compiler.CompiledModel`) to ``path``.
@@ -144,6 +177,8 @@ def export_compiled(compiled: Any, path: str | Path, fmt: str, *, dynamic: bool 
         program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes)
     except Exception as exc:  # torch raises several types (UserError, ConstraintViolationError ...)
         raise ExportError(_explain(exc, module)) from exc
+    names = output_names(compiled.graph)
+    _name_outputs(program, names)
     if fmt == "exported-program":
         try:
             torch.export.save(program, str(path))
@@ -157,7 +192,7 @@ def export_compiled(compiled: Any, path: str | Path, fmt: str, *, dynamic: bool 
         raise ExportError(f"ONNX export needs the optional packages onnx and onnxscript ({exc}); "
                           "install them with: pip install -e \".[export]\"") from None
     try:
-        torch.onnx.export(program, (example,), str(path), dynamo=True,
+        torch.onnx.export(program, (example,), str(path), dynamo=True, output_names=list(names),
                           dynamic_shapes=dynamic_shapes, optimize=True, verbose=False)
     except Exception as exc:
         raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: "

@@ -1,6 +1,6 @@
 """The inference build: batch norm folded into convs, no dropout, activations in place.
 
-``compile_model(..., inference=True)`` calls :func:`build_inference`. The graph side is
+The builder (``build.py``) runs the inference build for ``inference=True``. The graph side is
 ``passes/fold_bn.py`` (torch-free, audited); this module does the weight side with torch:
 :func:`fold_state_dict` turns a state dict of the ordinary compiled module (the layout training
 writes) into one for the folded module, so a checkpoint never needs a separate inference format.
@@ -28,7 +28,7 @@ from torch import nn
 
 from .passes.fold_bn import Fold, InferencePlan
 
-__all__ = ["WeightsError", "build_inference", "fold_state_dict", "load_weights", "read_weights"]
+__all__ = ["WeightsError", "fold_state_dict", "load_weights", "read_weights"]
 
 
 class WeightsError(ValueError):
@@ -112,29 +112,3 @@ def _folded(state: Mapping[str, torch.Tensor], fold: Fold) -> tuple[torch.Tensor
     else:
         w = w * scale.reshape(-1, 1, 1, 1)
     return w.to(dtype).contiguous(), ((bias - mean) * scale + beta).to(dtype)
-
-
-def build_inference(analysis: Any, *, weights: str | Path | Mapping[str, torch.Tensor] | None = None,
-                    inplace: bool = True, class_name: str = "CompiledNet") -> tuple[nn.Module, InferencePlan, Any]:
-    """(folded module in eval mode, the plan, the folded graph's audit) for an :class:`Analysis`.
-
-    Without ``weights`` the folded module computes what the freshly initialised ordinary module
-    computes in eval mode (batch norm at its initial statistics).
-    """
-    from .emit.torch_module import emit_torch
-    from .passes.count import count
-    from .passes.fold_bn import fold_for_inference
-    from .passes.inplace import run_in_place
-
-    plan = fold_for_inference(analysis.resolved)
-    source = emit_torch(analysis.resolved, class_name=class_name)
-    if weights is not None:
-        load_weights(source, weights)
-    folded_state = fold_state_dict(source.state_dict(), plan)
-    del source
-    resolved = run_in_place(plan.resolved)[0] if inplace else plan.resolved
-    module = emit_torch(resolved, class_name=class_name)
-    module.load_state_dict(folded_state, strict=True)
-    module.eval()
-    plan = InferencePlan(resolved, plan.folds, plan.dropped, plan.kept)
-    return module, plan, count(resolved)

@@ -18,7 +18,7 @@ import fnmatch
 from functools import cache
 from pathlib import Path
 
-__all__ = ["FOLDER_OF_KIND", "list_models", "resolve_spec", "zoo_root"]
+__all__ = ["FOLDER_OF_KIND", "list_models", "resolve_spec", "zoo_file", "zoo_root"]
 
 #: The zoo folder searched first for a bare name, by the kind of spec the caller expects.
 FOLDER_OF_KIND = {"model": "models", "encoder": "encoders", "meta": "meta", "dataset": "datasets"}
@@ -49,12 +49,20 @@ def resolve_spec(ref: str | Path, kind: str = "model") -> str | Path:
     Unknown names come back unchanged, so the caller's "no such file" error names what the user
     typed; :func:`zoo_hint` says what the zoo offers.
     """
+    if Path(str(ref)).exists():
+        return ref
+    return zoo_file(ref, kind) or ref
+
+
+def zoo_file(ref: str | Path, kind: str = "model") -> str | None:
+    """The zoo file a name stands for (``resnet18`` as an encoder: ``encoders/resnet18.yaml``), or None.
+
+    Looks only in the zoo: a name is searched in the folder of ``kind`` first, then at the top.
+    """
     text = str(ref)
-    if Path(text).exists() or not _looks_like_name(text):
-        return ref
     root = zoo_root()
-    if root is None:
-        return ref
+    if root is None or not _looks_like_name(text):
+        return None
     folders = ([FOLDER_OF_KIND[kind]] if kind in FOLDER_OF_KIND else []) + [""]
     if kind == "model":  # a model argument also takes an encoder on its own (rtsegc flops ENCODER)
         folders.insert(1, "encoders")
@@ -62,7 +70,7 @@ def resolve_spec(ref: str | Path, kind: str = "model") -> str | Path:
         candidate = (root / folder / f"{text}.yaml") if folder else (root / f"{text}.yaml")
         if candidate.is_file():
             return str(candidate)
-    return ref
+    return None
 
 
 def zoo_hint(ref: str | Path) -> str | None:

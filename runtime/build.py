@@ -58,8 +58,13 @@ class ModelArgs:
                    encoder_params=data.get("encoder_params"), meta_params=data.get("meta_params"))
 
 
-def build_model(args: ModelArgs):
-    """Compile the spec; returns the CompiledModel (``.module`` is the network, ``.audit`` its counts)."""
+def build_model(args: ModelArgs, documents: Mapping[str, str] | None = None):
+    """Compile the spec; returns the CompiledModel (``.module`` is the network, ``.audit`` its counts).
+
+    The module is in eval mode, as :func:`rtseg_compiler.compile_model` builds it; training calls
+    ``.train()``. ``args.model``/``encoder``/``meta`` may be ``SpecSource`` texts, and ``documents``
+    (name -> text) stands for files by name: a checkpoint rebuilds its network so, with no files.
+    """
     from rtseg_compiler import compile_model
     from rtseg_compiler.cli.args import model_choice_problem
 
@@ -67,8 +72,8 @@ def build_model(args: ModelArgs):
     if problem:
         raise ValueError(problem)
     return compile_model(args.model, args.input_size, args.num_classes, encoder=args.encoder, meta=args.meta,
-                         output_stride=args.output_stride,
-                         encoder_params=args.encoder_params, meta_params=args.meta_params)
+                         output_stride=args.output_stride, encoder_params=args.encoder_params,
+                         meta_params=args.meta_params, documents=documents)
 
 
 def dataset_spec_for(classes: ClassSet | str | int):

@@ -15,14 +15,13 @@ so ``rtsegc eval --checkpoint`` and ``rtsegc predict`` work from any directory, 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-__all__ = ["PAUSE_ENV", "atomic_save", "embed_specs", "restore_specs"]
+__all__ = ["PAUSE_ENV", "atomic_save", "embed_specs", "spec_documents"]
 
 PAUSE_ENV = "RTSEG_CHECKPOINT_PAUSE"
 
@@ -41,67 +40,37 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def _text(path: str | Path) -> str:
-    return Path(path).read_text(encoding="utf-8")
-
-
 def embed_specs(model: str | None, encoder: str | None, meta: str | None,
                 dataset_text: str | None = None) -> dict[str, dict[str, str]]:
-    """{"model"|"encoder"|"meta"|"dataset": {"path": as given, "text": ...}} for what was used.
+    """{"model"|"encoder"|"meta"|"dataset": {"path": name, "text": ...}} for what was used.
 
-    A model file's encoder and meta references are resolved against the model file, as the compiler does.
+    The compiler resolves a model's encoder and meta references (``rtseg_compiler.spec.sources``), so
+    the texts are the ones it builds from; :func:`spec_documents` turns them back into its input.
     """
-    from rtseg_compiler.spec.load import load_spec_file
-    from rtseg_compiler.zoo import resolve_spec
+    from rtseg_compiler.spec.sources import read_sources
 
-    model = None if model is None else resolve_spec(model, "model")
-    encoder = None if encoder is None else resolve_spec(encoder, "encoder")
-    meta = None if meta is None else resolve_spec(meta, "meta")
-    out: dict[str, dict[str, str]] = {}
-    if model is not None:
-        out["model"] = {"path": str(model), "text": _text(model)}
-        doc = load_spec_file(model)
-        if doc.get("kind") == "model":
-            for key in ("encoder", "meta"):
-                ref = Path(doc[key])
-                resolved = ref if ref.is_absolute() else Path(model).parent / ref
-                out[key] = {"path": str(resolved), "text": _text(resolved)}
-    else:
-        for key, value in (("encoder", encoder), ("meta", meta)):
-            if value is not None:
-                out[key] = {"path": str(value), "text": _text(value)}
+    sources = read_sources(model, encoder=encoder, meta=meta)
+    out = {kind: {"path": source.name, "text": source.text} for kind, source in sources.items()}
     if dataset_text is not None:
         out["dataset"] = {"path": "", "text": dataset_text}
     return out
 
 
-def restore_specs(specs: Mapping[str, Mapping[str, str]], folder: str | Path) -> dict[str, str | None]:
-    """Write the embedded spec texts under ``folder``; returns the model/encoder/meta paths to compile.
+def spec_documents(specs: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+    """The compiler's arguments that rebuild a network from a checkpoint's embedded texts, with no files:
+    ``{"model"|"encoder"|"meta": SpecSource or None, "documents": {name: text}}``.
 
-    A model file is rewritten to point at the restored encoder and meta (its other keys unchanged;
-    YAML comments are lost, which the compiler does not read).
+    A model is rebuilt with its own encoder and meta texts, wherever its references pointed when it
+    was trained (``bind_model_parts``).
     """
-    import yaml
+    from rtseg_compiler import SpecSource
+    from rtseg_compiler.spec.sources import bind_model_parts
 
-    folder = Path(folder)
-    paths: dict[str, str | None] = {"model": None, "encoder": None, "meta": None}
-    for key in ("encoder", "meta"):
-        if key in specs:
-            target = folder / f"{key}_{Path(specs[key]['path']).name or key + '.yaml'}"
-            target.write_text(specs[key]["text"], encoding="utf-8")
-            paths[key] = str(target)
-    if "model" in specs:
-        doc = yaml.safe_load(specs["model"]["text"])
-        target = folder / Path(specs["model"]["path"]).name
-        if isinstance(doc, dict) and doc.get("kind") == "model":
-            doc["encoder"], doc["meta"] = Path(paths["encoder"]).name, Path(paths["meta"]).name
-            doc.setdefault("name", Path(specs["model"]["path"]).stem)
-            target.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-        else:
-            target.write_text(specs["model"]["text"], encoding="utf-8")
-        paths = {"model": str(target), "encoder": None, "meta": None}
-    return paths
-
-
-def scratch_dir() -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix="rtseg_specs_")
+    given = {kind: SpecSource(str(specs[kind].get("path") or f"<checkpoint {kind}>"), specs[kind]["text"])
+             for kind in ("model", "encoder", "meta") if kind in specs}
+    if "model" in given:
+        documents = {}
+        if "encoder" in given and "meta" in given:
+            documents = bind_model_parts(given["model"], given["encoder"], given["meta"])
+        return {"model": given["model"], "encoder": None, "meta": None, "documents": documents}
+    return {"model": None, "encoder": given.get("encoder"), "meta": given.get("meta"), "documents": {}}

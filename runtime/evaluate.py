@@ -166,12 +166,13 @@ def load_checkpoint_model(path: str | Path, override: ModelArgs | None = None,
                           meta_params: Mapping[str, Any] | None = None):
     """(compiled model with the checkpoint's weights, checkpoint dict, dataset spec or None).
 
-    The network is rebuilt from the spec texts the checkpoint embeds (written to a scratch folder), so
-    it does not matter where training ran; older checkpoints fall back to the stored spec paths. It is
-    built with the spec parameters the checkpoint records (``--encoder-param width=0.5`` at training);
-    ``encoder_params``/``meta_params`` override single ones on top.
+    The network is rebuilt from the spec texts the checkpoint embeds (handed to the compiler as
+    documents, no files written), so it does not matter where training ran; older checkpoints fall
+    back to the stored spec paths. It is built with the spec parameters the checkpoint records
+    (``--encoder-param width=0.5`` at training); ``encoder_params``/``meta_params`` override single
+    ones on top.
     """
-    from .checkpoint import restore_specs, scratch_dir
+    from .checkpoint import spec_documents
     from .datasets import parse_dataset_text
 
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -184,9 +185,11 @@ def load_checkpoint_model(path: str | Path, override: ModelArgs | None = None,
         margs = replace(margs, encoder_params={**(margs.encoder_params or {}), **(encoder_params or {})},
                         meta_params={**(margs.meta_params or {}), **(meta_params or {})})
     specs = checkpoint.get("specs") or {}
-    with scratch_dir() as folder:
-        if override is None and specs.get("model", specs.get("encoder")):
-            margs = replace(margs, **restore_specs(specs, folder))
+    if override is None and specs.get("model", specs.get("encoder")):
+        embedded = spec_documents(specs)
+        documents = embedded.pop("documents")
+        compiled = build_model(replace(margs, **embedded), documents=documents)
+    else:
         compiled = build_model(margs)
     compiled.module.load_state_dict(checkpoint["model"])
     dataset = specs.get("dataset")

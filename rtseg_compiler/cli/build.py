@@ -98,20 +98,17 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _save_code(args: argparse.Namespace, compiled: Any) -> None:
-    """``compile --save-code FILE.py``: the standalone module source (emit/python_source.py)."""
-    from .. import _class_name
-    from ..emit.python_source import SourceEmitError, emit_python
+    """``compile --save-code FILE.py``: the standalone module source (``build.standalone_source``)."""
+    from ..build import class_name_of, standalone_source
+    from ..emit.python_source import SourceEmitError
 
-    audit = compiled.audit
     try:
-        # The inference build's own graph (folded), so the file's keys match that module's.
-        built = compiled.inference.resolved if compiled.inference else compiled.analysis.resolved
-        source = emit_python(built, _class_name(audit.model),
-                             origin=str(args.model or f"{args.encoder} + {args.meta}"))
+        source = standalone_source(compiled, origin=str(args.model or f"{args.encoder} + {args.meta}"))
     except SourceEmitError as exc:
         raise UsageError(f"--save-code: {exc}") from None
     write_file(Path(args.save_code), source)
-    print(f"standalone module ({_class_name(audit.model)}, needs torch only) written to {args.save_code}")
+    print(f"standalone module ({class_name_of(compiled.audit.model)}, needs torch only) "
+          f"written to {args.save_code}")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ __all__ = [
     "LocatedList",
     "load_spec_file",
     "load_spec_text",
+    "read_spec_text",
     "location_of",
     "MAX_FILE_BYTES",
     "MAX_DEPTH",
@@ -108,6 +109,11 @@ def location_of(root: Any, path: tuple | list, *, key: bool = False) -> Location
 
 def load_spec_file(path: str | Path) -> Any:
     """Read, decode and load one spec file; every failure is a located :class:`SpecError`."""
+    return load_spec_text(read_spec_text(path), str(path))
+
+
+def read_spec_text(path: str | Path) -> str:
+    """The decoded text of one spec file, within the size limit; failures are located SpecErrors."""
     name = str(path)
     diags = Diagnostics()
     p = Path(path)
@@ -158,7 +164,7 @@ def load_spec_file(path: str | Path) -> Any:
         diags.error(f"file is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
                     Location(name, line, col), hint="save the spec as UTF-8 text")
         diags.raise_if_errors()
-    return load_spec_text(text, name)
+    return text
 
 
 def load_spec_text(text: str, name: str = "<spec>") -> Any:

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..spec.load import load_spec_file
+from ..spec.load import load_spec_file, load_spec_text
 from .mapping import Layout, WeightSource, WeightSourceError, is_source_text, parse_layouts, parse_source
 
 __all__ = ["ImportReport", "WeightsError", "import_weights", "key_section", "map_state_dict", "read_state_dict_file",
@@ -169,12 +169,21 @@ def source_state_dict(source: WeightSource | str) -> dict[str, torch.Tensor]:
 
 # --------------------------------------------------------------------------- layouts of a compiled model
 
+def _spec_document(compiled: Any, kind: str) -> Any:
+    """The ``kind`` document ``compiled`` was built from: the text it read (a file or a SpecSource)."""
+    source = getattr(getattr(compiled, "analysis", None), "sources", {}).get(kind)
+    if source is not None:
+        return load_spec_text(source.text, source.name)
+    path = compiled.graph.files.get(kind)
+    return load_spec_file(path) if path else None
+
+
 def layouts_for(compiled: Any) -> dict[tuple[str, str], Layout]:
     """The layouts declared by the encoder spec of ``compiled`` (a CompiledModel)."""
-    path = compiled.graph.files.get("encoder")
-    if not path:
+    doc = _spec_document(compiled, "encoder")
+    if doc is None:
         return {}
-    return parse_layouts(load_spec_file(path), str(path))
+    return parse_layouts(doc, str(compiled.graph.files.get("encoder")))
 
 
 def layout_for(compiled: Any, source: WeightSource) -> Layout:
@@ -190,10 +199,8 @@ def layout_for(compiled: Any, source: WeightSource) -> Layout:
 
 
 def _meta_name(compiled: Any) -> str | None:
-    path = compiled.graph.files.get("meta")
-    if not path:
-        return None
-    return str(load_spec_file(path).get("name"))
+    doc = _spec_document(compiled, "meta")
+    return None if doc is None else str(doc.get("name"))
 
 
 # --------------------------------------------------------------------------- mapping and loading

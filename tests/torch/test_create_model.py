@@ -155,3 +155,100 @@ def test_deepcopy_and_pickle_keep_the_module_and_what_it_carries(name: str) -> N
                 assert all(torch.equal(want[k], got[k]) for k in want)
             else:
                 assert torch.equal(want, got)
+
+
+def test_the_encoder_is_callable_and_returns_its_taps() -> None:
+    """``net.encoder(x)`` (SMP's habit): every tap, from the network's own encoder weights."""
+    net = create_model("unet_resnet18", input_size=(64, 96)).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        taps = net.encoder(x)
+    by_name = {f.name: f for f in net.feature_info}
+    assert set(taps) == set(by_name)
+    for name, value in taps.items():
+        assert value.shape[1] == by_name[name].channels
+        assert value.shape[2] == -(-64 // by_name[name].stride)
+    assert net.encoder.conv1 is net.get_submodule("encoder.conv1")  # shared, not copied
+    assert list(net.state_dict()) == list(compile_model("unet_resnet18", (64, 96)).module.state_dict())
+
+
+def test_outputs_main_and_in_chans() -> None:
+    """The README's example: the main output alone, for a 4-channel (RGB-D) input."""
+    net = create_model("skipnet_mobilenet_v1", outputs="main", in_chans=4, input_size=(64, 96), num_classes=5)
+    out = net(torch.randn(2, 4, 64, 96))
+    assert out.shape == (2, 5, 64, 96)
+    assert net.audit.input[1] == 4
+    first = net.get_submodule("encoder.conv1")
+    assert first.weight.shape[1] == 4
+    with pytest.raises(ValueError, match="in_chans"):
+        create_model("skipnet_mobilenet_v1", in_chans=0)
+
+
+@pytest.mark.parametrize("in_chans", [1, 4, 6])
+def test_in_chans_adapts_pretrained_first_conv_weights_as_timm_does(tmp_path, in_chans: int) -> None:
+    """One channel: the RGB kernel summed, so a grey image gives the RGB network's answer. More:
+    R, G, B repeated, scaled by 3/in_chans; for a multiple of 3 an image whose channels are all
+    equal then also gives the RGB network's answer (for 4 the kernel alone is checked)."""
+    rgb = create_model("resnet18", input_size=(64, 64)).eval()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in rgb.parameters():
+            p.normal_(0, 0.1)
+    weights = tmp_path / "r18.pt"
+    torch.save(rgb.state_dict(), weights)
+    rgb = create_model("resnet18", input_size=(64, 64), pretrained=str(weights)).eval()
+    other = create_model("resnet18", input_size=(64, 64), pretrained=str(weights), in_chans=in_chans).eval()
+    kernel = rgb.get_submodule("encoder.conv1").weight
+    adapted = other.get_submodule("encoder.conv1").weight
+    if in_chans == 1:
+        torch.testing.assert_close(adapted, kernel.sum(dim=1, keepdim=True))
+    else:
+        expected = kernel.repeat(1, 2, 1, 1)[:, :in_chans] * (3 / in_chans)
+        torch.testing.assert_close(adapted, expected)
+    if in_chans % 3 and in_chans != 1:
+        return
+    grey = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        want = rgb.encoder(grey.expand(1, 3, 64, 64))
+        got = other.encoder(grey.expand(1, in_chans, 64, 64))
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-4)
+
+
+def test_classifier_logits_are_n_by_classes_and_the_audit_unchanged() -> None:
+    net = create_model("imagenet_resnet18", input_size=(64, 64)).eval()
+    compiled = compile_model("imagenet_resnet18", (64, 64))
+    x = torch.randn(2, 3, 64, 64)
+    compiled.module.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        logits, maps = net(x), compiled.module(x)
+    assert logits.shape == (2, 1000) and maps.shape == (2, 1000, 1, 1)
+    assert torch.equal(logits, maps.flatten(1))
+    assert net.audit == compiled.audit
+
+
+def test_auxiliary_heads_are_returned_in_eval_mode_too_unless_left_out() -> None:
+    """A deliberate choice (README): one output structure in train and eval, as torchvision's
+    segmentation models; ``outputs="main"`` builds the network without its auxiliary heads."""
+    net = create_model("bisenet_v1_resnet18", input_size=(64, 96))
+    x = torch.randn(2, 3, 64, 96)
+    train_out = net(x)
+    with torch.no_grad():
+        eval_out = net.eval()(x)
+    assert list(train_out) == list(eval_out) == ["out", "aux16", "aux32"]
+    main = create_model("bisenet_v1_resnet18", input_size=(64, 96), outputs="main").eval()
+    with torch.no_grad():
+        assert isinstance(main(x), torch.Tensor)
+    assert main.audit.params < net.audit.params
+
+
+def test_a_spec_text_builds_and_the_module_carries_the_texts_it_read() -> None:
+    from conftest import SPECS
+    from rtseg_compiler import SpecSource
+
+    text = "kind: model\nencoder: mobilenet_v1\nmeta: skipnet\nnum_classes: 5\ninput: [64, 96]\n"
+    net = create_model(SpecSource("mine/model.yaml", text), width=0.5)
+    assert net.spec["model"] == text
+    assert net.spec["encoder"] == (SPECS / "encoders" / "mobilenet_v1.yaml").read_text(encoding="utf-8")
+    pair = create_model(encoder="mobilenet_v1", meta="skipnet", num_classes=5, input_size=(64, 96), width=0.5)
+    assert net.audit.params == pair.audit.params and net.audit.macs == pair.audit.macs

@@ -113,3 +113,49 @@ def test_onnx_round_trip_dynamic(encoder_spec, tmp_path):
 def test_unknown_format_is_an_export_error(encoder_spec, tmp_path):
     with pytest.raises(ExportError, match="unknown format"):
         export_compiled(compiled_net(encoder_spec, NO_CROP), tmp_path / "x", "tflite")
+
+
+TWO_HEADS = """
+kind: meta
+name: two_heads
+requires: [stride2, stride4]
+layers:
+  - {name: main, op: conv, input: encoder.stride4, out: num_classes, kernel: 1}
+  - {name: side, op: conv, input: encoder.stride2, out: num_classes, kernel: 1}
+outputs: {out: main, aux: side}
+"""
+
+
+TWO_STRIDES = """
+  - {name: c1, op: conv, out: 8, kernel: 3, stride: 2}
+  - {name: c2, op: conv, out: 8, kernel: 3, stride: 2}
+"""
+
+
+def two_headed(encoder_spec, write_spec):
+    encoder = encoder_spec(TWO_STRIDES, channels=4, input_size=(20, 28),
+                           extra="taps: {stride2: c1, stride4: c2}\n")
+    return compile_model(encoder=encoder, meta=write_spec("meta.yaml", TWO_HEADS), num_classes=3,
+                         input_size=(20, 28))
+
+
+def test_exported_program_outputs_carry_the_spec_names(encoder_spec, write_spec, tmp_path):
+    compiled = two_headed(encoder_spec, write_spec)
+    export_compiled(compiled, tmp_path / "net.pt2", "exported-program")
+    program = torch.export.load(str(tmp_path / "net.pt2"))
+    assert [s.arg.name for s in program.graph_signature.output_specs] == ["out", "aux"]
+    x = torch.randn(1, 4, 20, 28)  # a static export: the example's batch
+    got, want = program.module()(x), reference(compiled, x)
+    assert list(got) == ["out", "aux"] and all(torch.equal(got[k], want[k]) for k in want)
+    single = compiled_net(encoder_spec, NO_CROP)
+    export_compiled(single, tmp_path / "one.pt2", "exported-program")
+    one = torch.export.load(str(tmp_path / "one.pt2"))
+    assert [s.arg.name for s in one.graph_signature.output_specs] == ["out"]
+
+
+def test_onnx_outputs_carry_the_spec_names(encoder_spec, write_spec, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    export_compiled(two_headed(encoder_spec, write_spec), tmp_path / "net.onnx", "onnx")
+    model = onnx.load(str(tmp_path / "net.onnx"), load_external_data=False)
+    assert [o.name for o in model.graph.output] == ["out", "aux"]
