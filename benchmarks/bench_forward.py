@@ -17,18 +17,31 @@ rounds that run both modules back to back, alternating which goes first, so
 drifts in machine load hit both alike. Reported: the ratio of the medians, and the median of
 the per-round ratios (robust to load that changes between rounds).
 
-The allocator matters more than the code at 512x1024: every map of 16 MB or
-more is an mmap'd block that glibc hands back to the OS when freed, so each
-forward pays ~130-170k page faults, about half its time. fx's generated code
-frees each intermediate right after its last use (``x = None``), a little
-earlier than nested calls in hand-written code, and the different free order
-changes how many of those blocks glibc returns. So the script measures twice:
-with the allocator as configured, and re-run with glibc told to keep freed
-memory (``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``, as jemalloc or
-tcmalloc would; PyTorch's CPU performance guide recommends those), which
-isolates the cost of the code itself.
+``--model skipnet_resnet18`` measures a second skip decoder on another encoder:
+SkipNet-ResNet18 against ResNet-18 written as torchvision writes it (one shared
+in-place ReLU per block, ``out += identity``) with the same FCN-8s head.
 
-Run: ``python benchmarks/bench_forward.py [--rounds 12] [--threads 2] [--allocator both]``.
+The allocator matters more than the code at 512x1024: under glibc's default
+malloc every map of 32 MB or more is an mmap'd block handed back to the OS when
+freed, smaller ones come from a heap whose free top is handed back too, so each
+forward pays ~80-130k page faults, about half its time. How many depends on the
+order in which maps are freed (emit/torch_module.release_one_call_later). So
+the script measures twice: with the allocator as configured, and re-run with
+glibc told to keep freed memory (``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``,
+as jemalloc or tcmalloc would; PyTorch's CPU performance guide recommends
+those), which isolates the cost of the code itself. ``--allocator mallopt``
+instead calls :func:`rtseg_compiler.configure_allocator` in the process, as the
+``rtsegc`` runtime commands do.
+
+``--faults`` measures page faults only, with each module alone in a fresh
+interpreter (the allocator's state is per process, so a module measured next to
+another inherits the heap the other left): the compiled module as emitted, the
+same module with torch.fx's own release order, and the hand-written one. Fault
+counts move far less than times on a shared machine.
+
+Run: ``python benchmarks/bench_forward.py [--rounds 12] [--threads 2] [--model M] [--sizes 512x1024]
+[--allocator both|default|tuned|mallopt] [--faults] [--train]``. ``--train`` times training steps
+(batch 4) of the module as emitted against the same module with torch.fx's release order.
 Prints tables and exits 0 (1 if the outputs differ).
 """
 
@@ -144,14 +157,107 @@ def compiled_key(hand_key: str) -> str:
     return f"head.{hand_key}"
 
 
-def hand_written_copy(compiled: nn.Module, inplace: bool = True) -> HandWrittenSkipNet:
-    hand = HandWrittenSkipNet(inplace=inplace)
+def hand_written_copy(compiled: nn.Module, inplace: bool = True,
+                      model: str = "skipnet_mobilenet_v1") -> nn.Module:
+    """The hand-written ``model`` in eval mode, holding ``compiled``'s weights (every one used)."""
+    if model == "skipnet_mobilenet_v1":
+        hand, key_map = HandWrittenSkipNet(inplace=inplace), compiled_key
+    else:
+        hand, key_map = HandWrittenResNetSkipNet(), resnet_compiled_key
     source = compiled.state_dict()
-    mapped = {key: source[compiled_key(key)] for key in hand.state_dict()}
-    unused = set(source) - {compiled_key(k) for k in mapped}
+    mapped = {key: source[key_map(key)] for key in hand.state_dict()}
+    unused = set(source) - {key_map(k) for k in mapped}
     assert not unused, f"compiled weights not used by the hand-written model: {sorted(unused)[:5]}"
     hand.load_state_dict(mapped, strict=True)
     return hand.eval()
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block as torchvision writes it: one shared in-place ReLU, ``out += identity``."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                           if stride != 1 else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class FCN8sHead(nn.Module):
+    """The FCN-8s decoder of ``specs/meta/skipnet.yaml``: class scores at strides 32, 16, 8, summed."""
+
+    def __init__(self, channels: tuple[int, int, int], n: int = NUM_CLASSES):
+        super().__init__()
+        c8, c16, c32 = channels
+        self.score32 = nn.Conv2d(c32, n, 1)
+        self.up32 = nn.ConvTranspose2d(n, n, 4, 2, 1)
+        self.score16 = nn.Conv2d(c16, n, 1)
+        self.up16 = nn.ConvTranspose2d(n, n, 4, 2, 1)
+        self.score8 = nn.Conv2d(c8, n, 1)
+        self.up8 = nn.ConvTranspose2d(n, n, 16, 8, 4)
+
+    def forward(self, image: torch.Tensor, stride8: torch.Tensor, stride16: torch.Tensor,
+                stride32: torch.Tensor) -> torch.Tensor:
+        up32 = self.up32(self.score32(stride32))
+        score16 = self.score16(stride16)
+        fuse16 = up32[:, :, :score16.shape[-2], :score16.shape[-1]] + score16
+        up16 = self.up16(fuse16)
+        score8 = self.score8(stride8)
+        fuse8 = up16[:, :, :score8.shape[-2], :score8.shape[-1]] + score8
+        return self.up8(fuse8)[:, :, :image.shape[-2], :image.shape[-1]]
+
+
+class HandWrittenResNetSkipNet(nn.Module):
+    """ResNet-18 (torchvision's layout, He et al. 2015 Table 1) + the FCN-8s head: SkipNet-ResNet18."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = nn.Sequential(BasicBlock(64, 64, 1), BasicBlock(64, 64, 1))
+        self.layer2 = nn.Sequential(BasicBlock(64, 128, 2), BasicBlock(128, 128, 1))
+        self.layer3 = nn.Sequential(BasicBlock(128, 256, 2), BasicBlock(256, 256, 1))
+        self.layer4 = nn.Sequential(BasicBlock(256, 512, 2), BasicBlock(512, 512, 1))
+        self.head = FCN8sHead((128, 256, 512), num_classes)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(image))))
+        x = self.layer1(x)
+        stride8 = self.layer2(x)
+        stride16 = self.layer3(stride8)
+        stride32 = self.layer4(stride16)
+        return self.head(image, stride8, stride16, stride32)
+
+
+def resnet_compiled_key(hand_key: str) -> str:
+    """The compiled SkipNet-ResNet18's key for a key of :class:`HandWrittenResNetSkipNet`.
+
+    The spec numbers stage 1 as a repeat (``layer1.1``) and stages 2-4 block by block
+    (``layer2_1``), from 1; torchvision numbers blocks from 0 (specs/encoders/resnet18.yaml)."""
+    if hand_key.startswith("head."):
+        return hand_key
+    parts = hand_key.split(".")
+    if parts[0].startswith("layer"):
+        stage, block = parts[0], int(parts[1]) + 1
+        rest = ".".join(parts[2:]).replace("downsample.0.", "downsample.").replace("downsample.1.",
+                                                                                      "downsample_bn.")
+        prefix = f"{stage}.{block}" if stage == "layer1" else f"{stage}_{block}"
+        return f"encoder.{prefix}.{rest}"
+    return f"encoder.{hand_key}"
 
 
 def minor_faults() -> int:
@@ -178,19 +284,34 @@ def time_pair(a: nn.Module, b: nn.Module, x: torch.Tensor, rounds: int) -> dict[
 TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(4 << 30), "MALLOC_TRIM_THRESHOLD_": str(16 << 30)}
 
 
-def measure(rounds: int, hand_inplace: bool = True, inplace: bool = True) -> tuple[list[tuple], bool]:
+#: The networks measured: spec file and the encoder parameters that make it match the hand-written one.
+MODELS = {
+    # The model file keeps the original RTSeg conv biases; the hand-written network has none.
+    "skipnet_mobilenet_v1": (SPEC, {"conv_bias": False}),
+    "skipnet_resnet18": (ROOT / "specs" / "models" / "skipnet_resnet18.yaml", {}),
+}
+
+
+def build_pair(model: str, size: tuple[int, int], inplace: bool = True,
+               hand_inplace: bool = True) -> tuple[nn.Module, nn.Module]:
+    """(compiled, hand-written) ``model`` at ``size`` with the same weights, both in eval mode."""
     torch.manual_seed(0)
+    spec, encoder_params = MODELS[model]
+    compiled = compile_model(spec, size, encoder_params=encoder_params, inplace=inplace).module.eval()
+    # Non-trivial batch-norm statistics, so the equality check covers them too.
+    for m in compiled.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return compiled, hand_written_copy(compiled, hand_inplace, model)
+
+
+def measure(rounds: int, hand_inplace: bool = True, inplace: bool = True,
+            model: str = "skipnet_mobilenet_v1",
+            sizes: list[tuple[int, int]] = SIZES) -> tuple[list[tuple], bool]:
     rows, ok = [], True
-    for h, w in SIZES:
-        # The model file keeps the original RTSeg conv biases; the hand-written network has none.
-        compiled = compile_model(SPEC, (h, w), encoder_params={"conv_bias": False},
-                                 inplace=inplace).module.eval()
-        # Non-trivial batch-norm statistics, so the equality check covers them too.
-        for m in compiled.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-        hand = hand_written_copy(compiled, hand_inplace)
+    for h, w in sizes:
+        compiled, hand = build_pair(model, (h, w), inplace, hand_inplace)
         x = torch.randn(1, 3, h, w)
         with torch.no_grad():
             same = torch.equal(compiled(x), hand(x))
@@ -219,41 +340,147 @@ def report(rows: list[tuple], label: str) -> None:
           f"(target <= 1.03: {'met' if worst <= 1.03 else 'NOT met'})\n")
 
 
+#: What ``--faults`` runs, each alone in a fresh process: the compiled module as emitted, the same
+#: module with torch.fx's own release order (each value dropped right after its last read), the
+#: hand-written module.
+FAULT_VARIANTS = ("compiled", "fx order", "hand")
+
+
+def faults_child(model: str, size: tuple[int, int], variant: str, rounds: int) -> list[int]:
+    """Minor page faults of each of ``rounds`` forwards of one variant, after 2 warm-up calls."""
+    compiled, hand = build_pair(model, size)
+    if variant == "fx order":
+        compiled.graph._codegen._body_transformer = None  # undo emit_torch's release_one_call_later
+        compiled.recompile()
+    module = hand if variant == "hand" else compiled
+    x = torch.randn(1, 3, *size)
+    counts = []
+    with torch.no_grad():
+        for _ in range(2):
+            module(x)
+        for _ in range(rounds):
+            before = minor_faults()
+            module(x)
+            counts.append(minor_faults() - before)
+    return counts
+
+
+def faults_table(model: str, sizes: list[tuple[int, int]], rounds: int, threads: int) -> None:
+    """Each variant in its own interpreter, so one module's frees do not shape the other's heap."""
+    print(f"{model}: minor page faults per forward, each variant alone in a fresh process, {rounds} forwards "
+          f"after 2 warm-up, {threads} threads, malloc as configured")
+    print(f"{'input':>12}  " + "  ".join(f"{v:>22}" for v in FAULT_VARIANTS)
+          + "  compiled/hand  fx order/hand")
+    for h, w in sizes:
+        medians = {}
+        for variant in FAULT_VARIANTS:
+            argv = [sys.executable, __file__, "--faults-child", variant, "--model", model,
+                    "--sizes", f"{h}x{w}", "--rounds", str(rounds), "--threads", str(threads)]
+            out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+            counts = [int(v) for v in out.split()[-rounds:]]
+            medians[variant] = (statistics.median(counts), min(counts), max(counts))
+        cells = [f"{m:,.0f} [{lo:,}-{hi:,}]" for m, lo, hi in medians.values()]
+        hand = medians["hand"][0]
+        print(f"{h}x{w:<7}  " + "  ".join(f"{c:>22}" for c in cells)
+              + f"  {medians['compiled'][0] / hand:13.3f}  {medians['fx order'][0] / hand:12.3f}")
+    print()
+
+
+def train_table(model: str, size: tuple[int, int], rounds: int, batch: int = 4) -> None:
+    """Training steps (forward, cross-entropy, backward, SGD) of the compiled module as emitted and with
+    torch.fx's own release order, alternating in one process: the release order must not slow training."""
+    import copy
+
+    emitted, _ = build_pair(model, size)
+    fx_order = copy.deepcopy(emitted)
+    fx_order.graph._codegen._body_transformer = None
+    fx_order.recompile()
+    modules = {"emitted": emitted.train(), "fx order": fx_order.train()}
+    optimizers = {k: torch.optim.SGD(m.parameters(), lr=1e-3) for k, m in modules.items()}
+    x = torch.randn(batch, 3, *size)
+    target = torch.randint(0, NUM_CLASSES, (batch, *size))
+
+    def step(key: str) -> None:
+        optimizers[key].zero_grad()
+        nn.functional.cross_entropy(modules[key](x), target).backward()
+        optimizers[key].step()
+
+    for key in modules:
+        step(key), step(key)
+    times: dict[str, list[float]] = {k: [] for k in modules}
+    for r in range(rounds):
+        for key in (list(modules) if r % 2 == 0 else list(modules)[::-1]):
+            start = time.perf_counter()
+            step(key)
+            times[key].append(time.perf_counter() - start)
+    ratio = statistics.median(f / e for f, e in zip(times["fx order"], times["emitted"]))
+    print(f"{model} training step, batch {batch}x3x{size[0]}x{size[1]}, {rounds} alternating rounds: "
+          f"emitted {statistics.median(times['emitted']) * 1e3:.0f} ms, fx order "
+          f"{statistics.median(times['fx order']) * 1e3:.0f} ms (medians); throughput emitted / fx order "
+          f"(paired median) {ratio:.3f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (2 on the CI machine)")
+    parser.add_argument("--model", choices=sorted(MODELS), default="skipnet_mobilenet_v1")
+    parser.add_argument("--sizes", default=",".join(f"{h}x{w}" for h, w in SIZES),
+                        help="comma-separated HxW (default 256x512,512x1024)")
     parser.add_argument("--hand-relu", choices=("inplace", "fresh"), default="inplace",
                         help="the hand-written reference's ReLU: nn.ReLU(inplace=True) (default) or nn.ReLU()")
     parser.add_argument("--no-inplace", action="store_true",
                         help="compile without the in-place memory pass (passes/inplace.py)")
-    parser.add_argument("--allocator", choices=("default", "tuned", "both"), default="both",
-                        help="glibc malloc as configured, with TUNED_MALLOC (a re-run in a subprocess, "
-                             "since glibc reads it at start-up), or both")
+    parser.add_argument("--allocator", choices=("default", "tuned", "mallopt", "both"), default="both",
+                        help="glibc malloc as configured; with TUNED_MALLOC (a re-run in a subprocess, since "
+                             "glibc reads it at start-up); after rtseg_compiler.configure_allocator() "
+                             "(mallopt, in this process); or default and tuned")
+    parser.add_argument("--faults", action="store_true",
+                        help="instead of timing: page faults per forward, each variant alone in a process")
+    parser.add_argument("--train", action="store_true",
+                        help="instead: training steps, emitted release order vs fx's own")
+    parser.add_argument("--faults-child", choices=FAULT_VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    tuned_env = all(os.environ.get(k) == v for k, v in TUNED_MALLOC.items())
-    if args.allocator == "tuned" and not tuned_env:
-        argv = [sys.executable, __file__, "--rounds", str(args.rounds), "--threads", str(args.threads),
-                "--allocator", "tuned", "--hand-relu", args.hand_relu] + ["--no-inplace"] * args.no_inplace
-        return subprocess.run(argv, env={**os.environ, **TUNED_MALLOC}).returncode
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     torch.set_num_threads(args.threads)
-    if args.allocator != "tuned":
-        print(f"SkipNet-MobileNet forward, CPU, torch {torch.__version__}, {args.threads} threads, "
+    if args.faults_child:
+        print(*faults_child(args.model, sizes[0], args.faults_child, args.rounds))
+        return 0
+    if args.faults:
+        faults_table(args.model, sizes, args.rounds, args.threads)
+        return 0
+    if args.train:
+        for size in sizes:
+            train_table(args.model, size, args.rounds)
+        return 0
+    tuned_env = all(os.environ.get(k) == v for k, v in TUNED_MALLOC.items())
+    argv = sys.argv[1:]
+    if "--allocator" in argv:
+        del argv[argv.index("--allocator"):argv.index("--allocator") + 2]
+    rerun = [sys.executable, __file__, *argv, "--allocator", "tuned"]
+    if args.allocator == "tuned" and not tuned_env:
+        return subprocess.run(rerun, env={**os.environ, **TUNED_MALLOC}).returncode
+    if args.allocator == "mallopt":
+        from rtseg_compiler import configure_allocator
+
+        label = configure_allocator().detail
+    elif tuned_env:
+        label = "glibc with " + ", ".join(f"{k}={v}" for k, v in TUNED_MALLOC.items())
+    else:
+        label = "as configured (glibc defaults unless MALLOC_* is set)"
+    if args.allocator not in ("tuned", "mallopt"):
+        print(f"{args.model} forward, CPU, torch {torch.__version__}, {args.threads} threads, "
               f"eval + no_grad, {args.rounds} interleaved rounds; times in ms")
         print("(ratio med: median compiled / median hand-written; ratio paired: median over rounds of "
               "compiled / hand-written in the same round;\n faults c/h: median minor page faults per "
               "forward, compiled / hand-written)\n")
     print(f"hand-written ReLU: {args.hand_relu}; compiled: "
           f"{'no in-place pass' if args.no_inplace else 'in-place memory pass'}")
-    rows, ok = measure(args.rounds, args.hand_relu == "inplace", not args.no_inplace)
-    label = ("glibc with " + ", ".join(f"{k}={v}" for k, v in TUNED_MALLOC.items()) if tuned_env
-             else "as configured (glibc defaults unless MALLOC_* is set)")
+    rows, ok = measure(args.rounds, args.hand_relu == "inplace", not args.no_inplace, args.model, sizes)
     report(rows, label)
     sys.stdout.flush()
     if args.allocator == "both":
-        argv = [sys.executable, __file__, "--rounds", str(args.rounds), "--threads", str(args.threads),
-                "--allocator", "tuned", "--hand-relu", args.hand_relu] + ["--no-inplace"] * args.no_inplace
-        ok &= subprocess.run(argv, env={**os.environ, **TUNED_MALLOC}).returncode == 0
+        ok &= subprocess.run(rerun, env={**os.environ, **TUNED_MALLOC}).returncode == 0
     return 0 if ok else 1
 
 

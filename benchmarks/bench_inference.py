@@ -15,8 +15,9 @@ Four variants per input size, 1x3x512x1024 and 1x3x360x640: hand-written and inf
 each in NCHW and in channels_last (weights and input converted). Timing: eval, no_grad, 2 warm-up
 calls each, then ``--rounds`` rounds, each calling every variant once in an order rotated round
 by round, so that load changes on a shared machine hit all alike. Reported: median, min and max
-per variant, and speed-ups as the median over rounds of (hand-written time / inference time) in
-the same round.
+per variant, its median minor page faults per forward (all variants share one process and its
+heap), and speed-ups as the median over rounds of (hand-written time / inference time) in the
+same round. ``--mallopt`` first calls :func:`rtseg_compiler.configure_allocator`.
 
 Run: ``python benchmarks/bench_inference.py [--rounds 9] [--threads 2]``.
 """
@@ -31,7 +32,7 @@ import time
 import torch
 from torch import nn
 
-from bench_forward import SPEC, hand_written_copy  # also puts this checkout first on sys.path
+from bench_forward import SPEC, hand_written_copy, minor_faults  # also puts this checkout first on sys.path
 from rtseg_compiler import compile_model
 
 SIZES = [(512, 1024), (360, 640)]
@@ -63,7 +64,7 @@ def build(size: tuple[int, int]) -> dict[str, nn.Module]:
     return {"hand": hand, "hand_cl": hand_cl, "infer": infer, "infer_cl": infer_cl}
 
 
-def measure(size: tuple[int, int], rounds: int) -> tuple[dict[str, list[float]], float]:
+def measure(size: tuple[int, int], rounds: int) -> tuple[dict[str, list[float]], float, dict[str, list[int]]]:
     modules = build(size)
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(1))
     inputs = {k: x.contiguous(memory_format=torch.channels_last) if k.endswith("_cl") else x
@@ -76,13 +77,15 @@ def measure(size: tuple[int, int], rounds: int) -> tuple[dict[str, list[float]],
             for k in VARIANTS:
                 modules[k](inputs[k])
         times: dict[str, list[float]] = {k: [] for k in VARIANTS}
+        faults: dict[str, list[int]] = {k: [] for k in VARIANTS}
         for r in range(rounds):
             order = VARIANTS[r % 4:] + VARIANTS[:r % 4]
             for k in order:
-                start = time.perf_counter()
+                before, start = minor_faults(), time.perf_counter()
                 modules[k](inputs[k])
                 times[k].append(time.perf_counter() - start)
-    return times, worst
+                faults[k].append(minor_faults() - before)
+    return times, worst, faults
 
 
 def paired(times: dict[str, list[float]], a: str, b: str) -> float:
@@ -94,20 +97,27 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (2, as bench_forward.py)")
     parser.add_argument("--sizes", default="512x1024,360x640")
+    parser.add_argument("--mallopt", action="store_true",
+                        help="call rtseg_compiler.configure_allocator() first (as rtsegc's commands do)")
     args = parser.parse_args()
+    if args.mallopt:
+        from rtseg_compiler import configure_allocator
+
+        print(f"allocator: {configure_allocator().detail}")
     torch.set_num_threads(args.threads)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     print(f"SkipNet-MobileNet, CPU, torch {torch.__version__}, {args.threads} thread(s), batch 1, "
           f"eval + no_grad, {args.rounds} interleaved rounds; times in ms (median [min-max])")
     ok = True
     for size in sizes:
-        times, worst = measure(size, args.rounds)
+        times, worst, faults = measure(size, args.rounds)
         ok &= worst <= 1e-5
         print(f"\n1x3x{size[0]}x{size[1]}  (largest difference to the hand-written output: "
               f"{worst:.1e} relative)")
         for k in VARIANTS:
             t = times[k]
-            print(f"  {k:<9} {statistics.median(t) * 1e3:8.1f}  [{min(t) * 1e3:.1f}-{max(t) * 1e3:.1f}]")
+            print(f"  {k:<9} {statistics.median(t) * 1e3:8.1f}  [{min(t) * 1e3:.1f}-{max(t) * 1e3:.1f}]  "
+                  f"{statistics.median(faults[k]):9,.0f} minor page faults per forward")
         for a, b, label in (("hand", "infer", "NCHW"), ("hand_cl", "infer_cl", "channels_last"),
                             ("hand", "infer_cl", "inference channels_last vs hand NCHW")):
             print(f"  speed-up {label}: {paired(times, a, b):.2f}x  (hand / inference, paired median)")

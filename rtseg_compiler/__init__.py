@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from .allocator import configure_allocator
 from .api import Feature, FeatureInfo, compile_model, create_model, list_models
 from .build import CompiledModel
 from .build import class_name_of as _class_name  # the name cli.py and older scripts import
@@ -27,7 +28,7 @@ from .pipeline import Analysis, analyze, validate_file
 from .spec.sources import SpecSource
 
 __all__ = ["Analysis", "Audit", "Budget", "CompiledModel", "Diagnostic", "Feature", "FeatureInfo",
-           "Location", "SpecError", "SpecSource", "analyze", "compile_model", "create_model", "list_models",
-           "validate_file", "__version__"]
+           "Location", "SpecError", "SpecSource", "analyze", "compile_model", "configure_allocator",
+           "create_model", "list_models", "validate_file", "__version__"]
 
 __version__ = "0.1.0"

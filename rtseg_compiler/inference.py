@@ -19,7 +19,6 @@ in float32 (tests/torch/test_inference.py requires 1e-5).
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,57 +26,14 @@ import torch
 from torch import nn
 
 from .passes.fold_bn import Fold, InferencePlan
+from .weights.files import read_state_dict
+from .weights.load import load_weights
+from .weights.report import WeightsError
 
 __all__ = ["WeightsError", "fold_state_dict", "load_weights", "read_weights"]
 
-
-class WeightsError(ValueError):
-    """A weights file that does not fit the module; the message lists every bad key."""
-
-
-def read_weights(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A state dict from a mapping or a ``.pt`` file (a bare state dict or a checkpoint's ``'model'``).
-
-    Files load with ``weights_only=True``: a weights file is data, and unpickling arbitrary
-    objects would run code.
-    """
-    if isinstance(source, Mapping):
-        obj: Any = source
-    else:
-        try:
-            obj = torch.load(source, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - torch.load raises pickle, zip, OS and runtime errors
-            raise WeightsError(f"{source}: cannot read weights ({type(exc).__name__}): expected a "
-                               "file written by torch.save holding a state dict of tensors (only "
-                               "tensors are loaded: weights_only=True)") from None
-        if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
-            obj = obj["model"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{source if not isinstance(source, Mapping) else 'weights'}: expected a "
-                           "state dict (name -> tensor) or a checkpoint with a 'model' entry")
-    return dict(obj)
-
-
-def load_weights(module: nn.Module, source: str | Path | Mapping[str, torch.Tensor]) -> None:
-    """Strictly load ``source`` into ``module``; :class:`WeightsError` names every missing,
-    unexpected and mis-shaped key (with the closest expected key for an unexpected one)."""
-    state = read_weights(source)
-    expected = module.state_dict()
-    missing = sorted(k for k in expected if k not in state)
-    unexpected = sorted(k for k in state if k not in expected)
-    mismatched = sorted(k for k in state if k in expected and state[k].shape != expected[k].shape)
-    if missing or unexpected or mismatched:
-        name = "weights" if isinstance(source, Mapping) else str(source)
-        lines = [f"{name}: weights do not fit the compiled module (missing {len(missing)}, "
-                 f"unexpected {len(unexpected)}, mis-shaped {len(mismatched)})"]
-        lines += [f"  missing: {k}" for k in missing]
-        for k in unexpected:
-            close = difflib.get_close_matches(k, missing or list(expected), n=1, cutoff=0.75)
-            lines.append(f"  unexpected: {k}" + (f" (did you mean {close[0]}?)" if close else ""))
-        lines += [f"  mis-shaped: {k}: {tuple(state[k].shape)} in the file, "
-                  f"{tuple(expected[k].shape)} in the module" for k in mismatched]
-        raise WeightsError("\n".join(lines))
-    module.load_state_dict(state, strict=True)
+#: The one reader (:func:`rtseg_compiler.weights.files.read_state_dict`); the name stays for existing imports.
+read_weights = read_state_dict
 
 
 def fold_state_dict(state: Mapping[str, torch.Tensor], plan: InferencePlan) -> dict[str, torch.Tensor]:

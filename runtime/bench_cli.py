@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from rtseg_compiler.allocator import HELP as ALLOCATOR_HELP
+from rtseg_compiler.allocator import configure_allocator
 from rtseg_compiler.cli.args import (add_build_args, add_model_args, check_model_args, parse_positive,
                                      spec_params)
 from rtseg_compiler.cli.status import EXIT_OK, CommandError, UsageError, print_diagnostics
@@ -25,7 +27,7 @@ HELP = "forward latency and FPS of the compiled module (eval, no_grad)"
 
 
 def build_parser(prog: str = "rtsegc bench") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=HELP)
+    p = argparse.ArgumentParser(prog=prog, description=HELP, epilog=ALLOCATOR_HELP)
     add_model_args(p)
     p.add_argument("--batch-size", type=parse_positive, default=1, metavar="N",
                    help="images per forward (default 1)")
@@ -85,6 +87,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
           else f"device       {result.device} ({torch.cuda.get_device_name(result.device)})")
     print(f"latency      {result.latency_ms:.2f} ms median of {result.iters} (min {result.min_ms:.2f}, "
           f"p90 {result.p90_ms:.2f}; {result.warmup} warm-up)")
+    if result.faults_per_call is not None:
+        print(f"page faults  {result.faults_per_call:,.0f} minor per forward; {_memory(args)}")
     print(f"throughput   {result.fps:.2f} images/s; {gflops / (result.latency_ms / 1000):.1f} GFLOP/s "
           f"({human(audit.flops)}FLOPs per image)")
     return EXIT_OK
@@ -93,7 +97,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _bench_variants(args: argparse.Namespace, bench_variants: Callable, torch_compile_problem: Callable,
                     device: str, dtype: Any) -> int:
     """``rtsegc bench --inference/--compile``: one row per build, torch.compile'd next to eager."""
-    from rtseg_compiler.inference import WeightsError
+    from rtseg_compiler.weights import WeightsError
 
     if args.compile:
         problem = torch_compile_problem(device)
@@ -124,13 +128,27 @@ def _bench_variants(args: argparse.Namespace, bench_variants: Callable, torch_co
     print(f"timing       median of {first.iters} calls after {first.warmup} warm-up (compilation "
           "happens in the warm-up)")
     base = first.latency_ms
-    table = [(label, f"{r.latency_ms:.2f}", f"{r.min_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.fps:.2f}",
-              f"{base / r.latency_ms:.2f}x") for label, r in rows]
-    print(table(("variant", "median ms", "min ms", "p90 ms", "images/s", "vs plain"), table,
-                 right={1, 2, 3, 4, 5}))
+    cells = [(label, f"{r.latency_ms:.2f}", f"{r.min_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.fps:.2f}",
+              f"{base / r.latency_ms:.2f}x",
+              "-" if r.faults_per_call is None else f"{r.faults_per_call:,.0f}")
+             for label, r in rows]
+    print(table(("variant", "median ms", "min ms", "p90 ms", "images/s", "vs plain", "faults/fwd"), cells,
+                right={1, 2, 3, 4, 5, 6}))
+    print(f"memory       {_memory(args)}")
     return EXIT_OK
 
 
+def _memory(args: argparse.Namespace) -> str:
+    """What ``main`` did to malloc (rtseg_compiler.allocator), for the report."""
+    return getattr(args, "allocator_setting", "malloc as the process found it")
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "rtsegc bench") -> int:
-    """Run from ``rtsegc bench``; the compiler CLI's ``main`` reports SpecError and UsageError."""
-    return cmd_bench(build_parser(prog).parse_args(argv))
+    """Run from ``rtsegc bench``; the compiler CLI's ``main`` reports UsageError and CommandError (shared
+    with ``rtsegc``'s own commands), :func:`runtime.errors.guarded` everything else."""
+    from .errors import guarded
+
+    setting = configure_allocator()
+    args = build_parser(prog).parse_args(argv)
+    args.allocator_setting = setting.detail
+    return guarded(prog, lambda: cmd_bench(args), passthrough=(UsageError, CommandError))

@@ -1,6 +1,6 @@
 """Pieces that training, evaluation and benchmarking share: model arguments, datasets, devices.
 
-A checkpoint stores :class:`ModelArgs` as a plain dict, so ``python -m runtime.evaluate --checkpoint`` can
+A checkpoint stores :class:`ModelArgs` as a plain dict, so ``rtsegc eval --checkpoint`` can
 rebuild the exact network from the spec files without the training command line.
 """
 
@@ -71,9 +71,76 @@ def build_model(args: ModelArgs, documents: Mapping[str, str] | None = None):
     problem = model_choice_problem(args.model, args.encoder, args.meta)
     if problem:
         raise ValueError(problem)
-    return compile_model(args.model, args.input_size, args.num_classes, encoder=args.encoder, meta=args.meta,
-                         output_stride=args.output_stride, encoder_params=args.encoder_params,
-                         meta_params=args.meta_params, documents=documents)
+    compiled = compile_model(args.model, args.input_size, args.num_classes, encoder=args.encoder,
+                             meta=args.meta, output_stride=args.output_stride,
+                             encoder_params=args.encoder_params, meta_params=args.meta_params,
+                             documents=documents)
+    check_user_ops(compiled)
+    return compiled
+
+
+def check_user_ops(compiled) -> None:
+    """Run one forward and compare what each user op's module makes with what its shape rule declared.
+
+    Built-in ops are tested against their shape rules in the suite; a user op's ``infer`` and ``build``
+    are two hooks its author keeps in step by hand, and a mismatch otherwise surfaces as a shape error
+    deep in a later layer, blamed on nothing. The check runs only when the graph holds user ops (one
+    forward of batch 2 in eval mode) and raises a RunError naming the op, its spec line and both shapes.
+    """
+    from rtseg_compiler.ops import op_origin
+    from rtseg_compiler.ops.base import BUILTIN
+
+    from .errors import RunError
+
+    user = [n for n in compiled.graph.nodes if op_origin(n.op) != BUILTIN]
+    if not user:
+        return
+    module = compiled.module
+    types = compiled.analysis.resolved.types
+    seen: dict[str, tuple[int, ...]] = {}
+    hooks = []
+    for node in user:
+        try:
+            sub = module.get_submodule(node.name)
+        except AttributeError:
+            continue  # a stateless op emitted as a function call: nothing to hook
+        hooks.append(sub.register_forward_hook(
+            lambda mod, inputs, output, name=node.name: seen.setdefault(name, tuple(output.shape))
+            if isinstance(output, torch.Tensor) else None))
+    _, c, h, w = compiled.audit.input
+    was_training = module.training
+    try:
+        module.eval()
+        with torch.no_grad():
+            try:
+                module(torch.zeros(2, c, h, w))
+            except Exception as exc:  # noqa: BLE001 - judged below against the declared shapes
+                failure = exc
+            else:
+                failure = None
+    finally:
+        for hook in hooks:
+            hook.remove()
+        module.train(was_training)
+    for node in user:
+        declared = types.get(node.name)
+        got = seen.get(node.name)
+        if declared is None or got is None:
+            continue
+        want = (2, declared.channels, declared.height, declared.width)
+        if got != want:
+            shape = f"{declared.channels}x{declared.height}x{declared.width}"
+            raise RunError(f"{node.loc.file}:{node.loc.line}: op '{node.op}' ({op_origin(node.op)}) declares "
+                           f"{shape} (CxHxW) in its shape rule but its module makes "
+                           f"{'x'.join(map(str, got[1:]))} at layer '{node.name}'; make its infer and build "
+                           "agree")
+    if failure is not None and any(n.name not in seen for n in user):
+        raise RunError(f"the network fails its first forward ({type(failure).__name__}: "
+                       f"{str(failure).splitlines()[0][:160]}); it holds user ops "
+                       f"({', '.join(sorted({f'{n.op} ({op_origin(n.op)})' for n in user}))}) whose module "
+                       "never ran to be checked: check that their infer and build agree")
+    if failure is not None:
+        raise failure
 
 
 def dataset_spec_for(classes: ClassSet | str | int):
@@ -93,7 +160,7 @@ def dataset_spec_for(classes: ClassSet | str | int):
 def make_dataset(data: str, split: str, size: tuple[int, int], classes: ClassSet | str | int, *,
                  limit: int | None = None, hflip_prob: float = 0.0, label_size: str = "input",
                  synthetic_length: int = 64, seed: int = 0, dataset_spec=None, augment=(),
-                 skip_bad: bool = False, instances: bool = False):
+                 skip_bad: bool = False, instances: bool = False, external_splits: bool = False):
     """A dataset folder described by ``dataset_spec`` (default: the one ``classes`` stands for), or the
     synthetic set when ``data == "synthetic"``.
 
@@ -108,11 +175,14 @@ def make_dataset(data: str, split: str, size: tuple[int, int], classes: ClassSet
     from .data import DatasetFolder
 
     if not Path(data).is_dir():
-        raise FileNotFoundError(f"{data}: no such dataset folder (or use --data synthetic)")
+        from .datasets import DataError
+
+        raise DataError(f"--data {data}: no such dataset folder"
+                        + (" (it is a file)" if Path(data).exists() else "") + "; or use --data synthetic")
     spec = dataset_spec if dataset_spec is not None else dataset_spec_for(classes)
     steps = list(augment) + ([{"op": "hflip", "p": hflip_prob}] if hflip_prob > 0 else [])
     return DatasetFolder(spec, data, split, size, label_size=label_size, augment=steps, limit=limit,
-                         skip_bad=skip_bad, instances=instances)
+                         skip_bad=skip_bad, instances=instances, external_splits=external_splits)
 
 
 def pick_device(name: str = "auto") -> torch.device:

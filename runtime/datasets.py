@@ -22,6 +22,7 @@ Layouts (what a sample is):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -36,7 +37,8 @@ def _zoo_datasets() -> Path:
         Path(__file__).resolve().parent.parent / "specs" / "datasets")
 
 
-__all__ = ["DATASET_DIR", "DataError", "DatasetSpec", "Sample", "check_dataset_file", "dataset_from_classes", "find_samples",
+__all__ = ["DATASET_DIR", "DataError", "DatasetSpec", "Sample", "check_dataset_file", "dataset_from_classes",
+           "find_samples", "split_folder",
            "load_dataset_spec", "parse_dataset_text", "write_tiny_cityscapes"]
 
 #: Where ``--dataset NAME`` looks: the zoo's ``datasets/`` (rtseg_compiler/zoo.py), which ships in
@@ -80,7 +82,8 @@ SCHEMA: dict[str, Any] = {
         "name": {"type": "string"},
         "layout": {"enum": list(LAYOUTS)},
         "ignore_index": {"type": "integer", "minimum": 0, "maximum": 255},
-        "mean": _TRIPLE, "std": _TRIPLE,
+        # std divides: a zero makes every input NaN (and the loss with it), so it is refused here
+        "mean": _TRIPLE, "std": {**_TRIPLE, "items": {"type": "number", "exclusiveMinimum": 0}},
         "splits": {"type": "object", "additionalProperties": {"type": "string"}},
         "classes": {"type": "array", "minItems": 1, "maxItems": 255, "items": {
             "type": "object", "required": ["name"], "additionalProperties": False,
@@ -154,10 +157,19 @@ class DatasetSpec:
         return out
 
 
-def _default_colors(n: int) -> list[tuple[int, int, int]]:
-    from .data import _palette
+def palette_colors(num_classes: int) -> np.ndarray:
+    """Well-separated RGB colours: hues evenly spaced, alternating brightness (uint8, (N, 3))."""
+    colours = []
+    for c in range(num_classes):
+        hue = c / max(num_classes, 1)
+        value = 0.9 if c % 2 == 0 else 0.55
+        rgb = [value * (0.5 + 0.5 * math.cos(2 * math.pi * (hue - shift))) for shift in (0.0, 1 / 3, 2 / 3)]
+        colours.append([round(255 * v) for v in rgb])
+    return np.asarray(colours, dtype=np.uint8)
 
-    return [tuple(int(c) for c in row) for row in _palette(n)]
+
+def _default_colors(n: int) -> list[tuple[int, int, int]]:
+    return [tuple(int(c) for c in row) for row in palette_colors(n)]
 
 
 def parse_dataset_text(text: str, source: str = "<dataset>") -> DatasetSpec:
@@ -295,11 +307,34 @@ def _require_dir(folder: Path, layout: str) -> None:
         raise DataError(f"{folder}: missing folder (the {layout} layout needs it; see specs/datasets/)")
 
 
-def find_samples(spec: DatasetSpec, root: str | Path, split: str) -> list[Sample]:
+def split_folder(spec: DatasetSpec, root: Path, split: str, allow_external: bool = False) -> str:
+    """The folder name of ``split``, refused when it leads outside ``root``.
+
+    A dataset file travels inside every checkpoint, so a ``splits:`` entry such as ``../other`` would make
+    ``rtsegc eval --checkpoint`` score a folder the user never named. Relative entries must stay under
+    ``--data``; absolute ones need ``--external-splits``, the user's explicit consent.
+    """
+    folder = spec.split_dir(split)
+    path = Path(folder)
+    if path.is_absolute():
+        if not allow_external:
+            raise DataError(f"{spec.source}: split '{split}' is the absolute folder {folder}, outside --data "
+                            f"{root}; pass --external-splits to read it, or make it relative to --data")
+        return folder
+    inside = (root / path).resolve()
+    if inside != root.resolve() and root.resolve() not in inside.parents:
+        raise DataError(f"{spec.source}: split '{split}' -> {folder} leads outside --data {root}; dataset "
+                        "files name folders under --data (an absolute path with --external-splits is the "
+                        "one way out)")
+    return folder
+
+
+def find_samples(spec: DatasetSpec, root: str | Path, split: str, *,
+                 allow_external: bool = False) -> list[Sample]:
     """Every image of ``split`` with its label path (None when the label file is missing), sorted."""
     root = Path(root)
     _require_dir(root, spec.layout)
-    folder = spec.split_dir(split)
+    folder = split_folder(spec, root, split, allow_external)
     out = []
     if spec.layout == "segnet":
         images, labels = root / folder, root / f"{folder}annot"
@@ -332,36 +367,190 @@ def find_samples(spec: DatasetSpec, root: str | Path, split: str) -> list[Sample
     return out
 
 
-def check_sample(spec: DatasetSpec, sample: Sample) -> tuple[str | None, np.ndarray | None]:
-    """(problem, mapped label) for one sample: the first thing wrong with it, or None and its label."""
+@dataclass(frozen=True)
+class SampleFacts:
+    """What fully decoding one sample found, independent of any dataset file (so it can be cached)."""
+
+    image_size: tuple[int, int] | None = None  # (W, H), as Pillow gives it
+    label_size: tuple[int, int] | None = None
+    label_mode: str | None = None
+    label_counts: Mapping[int, int] | None = None  # stored value -> pixels
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        return {"image_size": self.image_size, "label_size": self.label_size, "label_mode": self.label_mode,
+                "label_counts": None if self.label_counts is None else
+                {str(k): v for k, v in self.label_counts.items()}, "error": self.error}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "SampleFacts":
+        counts = data.get("label_counts")
+        return cls(tuple(data["image_size"]) if data.get("image_size") else None,
+                   tuple(data["label_size"]) if data.get("label_size") else None, data.get("label_mode"),
+                   None if counts is None else {int(k): int(v) for k, v in counts.items()}, data.get("error"))
+
+
+def inspect_sample(sample: Sample) -> SampleFacts:
+    """Decode the image and the label completely (``Image.verify()`` alone checks PNG chunk CRCs without
+    decompressing and nothing of a JPEG, so a PNG with cut pixel data or a cut-short JPEG passed it)."""
     from PIL import Image
 
     if sample.label is None:
-        return f"{sample.image}: no label file for this image", None
+        return SampleFacts(error=f"{sample.image}: no label file for this image")
     try:
         with Image.open(sample.image) as im:
-            size = im.size
-            im.verify()  # checksums and structure, without decoding every pixel
+            im.load()  # every pixel: raises for truncated or corrupt data
+            image_size = im.size
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a broken file
-        return f"{sample.image}: unreadable image ({type(exc).__name__}: {exc})", None
+        return SampleFacts(error=f"{sample.image}: unreadable image ({type(exc).__name__}: {exc})")
     try:
         with Image.open(sample.label) as im:
-            if im.mode not in ("L", "P"):
-                return f"{sample.label}: label must be single-channel (mode L or P), got mode {im.mode}", None
+            mode = im.mode
+            if mode not in ("L", "P"):
+                return SampleFacts(image_size, im.size, mode)
             raw = np.asarray(im, dtype=np.uint8)
     except Exception as exc:  # noqa: BLE001
-        return f"{sample.label}: unreadable label ({type(exc).__name__}: {exc})", None
-    if (raw.shape[1], raw.shape[0]) != size:
-        return (f"{sample.label}: label is {raw.shape[0]}x{raw.shape[1]} but its image "
-                f"{sample.image.name} is "
-                f"{size[1]}x{size[0]} (HxW)"), None
-    mapped = spec.map_label(raw)
+        return SampleFacts(image_size,
+                           error=f"{sample.label}: unreadable label ({type(exc).__name__}: {exc})")
+    counts = np.bincount(raw.reshape(-1), minlength=256)
+    return SampleFacts(image_size, (raw.shape[1], raw.shape[0]), mode,
+                       {int(v): int(counts[v]) for v in np.flatnonzero(counts)})
+
+
+def judge_sample(spec: DatasetSpec, sample: Sample,
+                 facts: SampleFacts) -> tuple[str | None, np.ndarray | None]:
+    """(problem, pixels per mapped id (256 counts)) of one sample under ``spec``: the first thing wrong
+    with it, or None and its counts."""
+    if facts.error is not None:
+        return facts.error, None
+    if facts.label_mode not in ("L", "P"):
+        return (f"{sample.label}: label must be single-channel (mode L or P), got mode "
+                f"{facts.label_mode}"), None
+    if facts.label_size != facts.image_size:
+        (lw, lh), (iw, ih) = facts.label_size, facts.image_size
+        return (f"{sample.label}: label is {lh}x{lw} but its image {sample.image.name} is "
+                f"{ih}x{iw} (HxW)"), None
+    lut = np.asarray(spec.lut, dtype=np.int16)
+    values = np.fromiter(facts.label_counts.keys(), dtype=np.int64, count=len(facts.label_counts))
+    pixels = np.fromiter(facts.label_counts.values(), dtype=np.int64, count=len(facts.label_counts))
+    mapped = lut[values]
     if (mapped < 0).any():
-        bad = sorted(set(np.unique(raw[mapped < 0]).tolist()))
+        bad = sorted(values[mapped < 0].tolist())
         shown = ", ".join(map(str, bad[:8])) + (" ..." if len(bad) > 8 else "")
         return (f"{sample.label}: label values {shown} are neither classes nor ignored in dataset "
                 f"'{spec.name}' (allowed: {spec.allowed_text()})"), None
-    return None, mapped.astype(np.uint8)
+    return None, np.bincount(mapped, weights=pixels, minlength=256).astype(np.int64)
+
+
+def check_sample(spec: DatasetSpec, sample: Sample) -> tuple[str | None, np.ndarray | None]:
+    """(problem, pixels per mapped id) for one sample, decoding it fully; see :func:`check_samples`."""
+    return judge_sample(spec, sample, inspect_sample(sample))
+
+
+# --------------------------------------------------------------------------- the pre-training check
+
+#: Where decoded-sample facts are cached: ``$RTSEGC_DATA_CACHE`` (a folder, or ``off``), else
+#: ``$XDG_CACHE_HOME/rtsegc/data-check`` (``~/.cache/rtsegc/data-check``).
+CACHE_ENV = "RTSEGC_DATA_CACHE"
+
+
+def _cache_file(root: Path) -> Path | None:
+    import hashlib
+    import os
+
+    setting = os.environ.get(CACHE_ENV)
+    if setting == "off":
+        return None
+    base = Path(setting) if setting else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") \
+        / "rtsegc" / "data-check"
+    return base / (hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:20] + ".json")
+
+
+def _stamp(path: Path | None) -> list[int] | None:
+    if path is None:
+        return None
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _read_cache(path: Path | None) -> dict:
+    import json
+
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) and data.get("version") == 1 else {}
+    except (OSError, ValueError):
+        return {}  # a damaged cache is only a slower check
+
+
+def _write_cache(path: Path | None, entries: dict) -> None:
+    import json
+    import os
+    import tempfile
+
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".check.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"version": 1, "samples": entries}, fh)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only or full cache folder: the next check decodes again
+
+
+def check_samples(spec: DatasetSpec, samples: Sequence[Sample], root: str | Path, *,
+                  workers: int | None = None) -> list[tuple[str | None, np.ndarray | None]]:
+    """:func:`judge_sample` for every sample, each decoded fully once per change of its files.
+
+    Decoding runs in a thread pool (Pillow releases the GIL while it inflates PNG and decodes JPEG data);
+    results are cached per image/label pair, keyed on both files' size and modification time, so a
+    second run over unchanged data reads only the cache. The cached facts do not depend on the dataset
+    file, so one cache serves every ``--dataset`` over the same folder.
+    """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache_path = _cache_file(Path(root))
+    cached = _read_cache(cache_path).get("samples", {})
+    keys, stamps, facts = [], [], [None] * len(samples)
+    todo = []
+    for i, sample in enumerate(samples):
+        key = f"{sample.image}|{sample.label}"
+        try:
+            stamp = [_stamp(sample.image), _stamp(sample.label)]
+        except OSError:
+            stamp = None
+        keys.append(key)
+        stamps.append(stamp)
+        entry = cached.get(key)
+        if stamp is not None and isinstance(entry, dict) and entry.get("stamp") == stamp:
+            try:
+                facts[i] = SampleFacts.from_json(entry["facts"])
+                continue
+            except (KeyError, TypeError, ValueError):
+                pass
+        todo.append(i)
+    if todo:
+        if workers is None:
+            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            workers = max(1, min(8, cpus))
+        if workers > 1 and len(todo) > 1:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rtsegc-check") as pool:
+                for i, found in zip(todo, pool.map(lambda j: inspect_sample(samples[j]), todo)):
+                    facts[i] = found
+        else:
+            for i in todo:
+                facts[i] = inspect_sample(samples[i])
+        entries = dict(cached)
+        for i in todo:
+            if stamps[i] is not None:
+                entries[keys[i]] = {"stamp": stamps[i], "facts": facts[i].to_json()}
+        _write_cache(cache_path, entries)
+    return [judge_sample(spec, sample, f) for sample, f in zip(samples, facts)]
 
 
 def write_tiny_cityscapes(root: str | Path, *, size: tuple[int, int] = (32, 64), seed: int = 0,

@@ -28,6 +28,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from rtseg_compiler.allocator import HELP as ALLOCATOR_HELP
+from rtseg_compiler.allocator import configure_allocator
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -110,7 +112,7 @@ def save_confusion_csv(path: str | Path, confusion: torch.Tensor, names: Sequenc
 # --------------------------------------------------------------------------- command line
 
 def build_parser(prog: str = "rtsegc eval") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=ALLOCATOR_HELP)
     p.add_argument("model", nargs="?", help="model spec (or give --encoder/--meta, or --checkpoint)")
     p.add_argument("--encoder", help="encoder spec, with --meta")
     p.add_argument("--meta", help="meta-architecture spec, with --encoder")
@@ -121,6 +123,8 @@ def build_parser(prog: str = "rtsegc eval") -> argparse.ArgumentParser:
     p.add_argument("--dataset", metavar="NAME|PATH.yaml",
                    help="dataset file (default: the one embedded in the checkpoint, else --classes)")
     p.add_argument("--skip-bad", action="store_true", help="list and skip bad samples instead of stopping")
+    p.add_argument("--external-splits", action="store_true", help="let the dataset file's splits: name "
+                   "absolute folders outside --data (refused otherwise)")
     p.add_argument("--split", default="val")
     p.add_argument("--classes", default=None,
                    help="'camvid' or a class count (default: the checkpoint's, else camvid)")
@@ -139,25 +143,20 @@ def build_parser(prog: str = "rtsegc eval") -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "rtsegc eval") -> int:
-    """Exit status 0, or 2 for a bad spec or dataset, a missing file or weights that do not fit."""
-    from rtseg_compiler import SpecError
-
-    from .datasets import DataError
-    from .weights import WeightsError
+    """Exit status 0; 2 for a bad spec, dataset, checkpoint or weights file (one line naming it); 3 for a
+    bug in the runtime (:mod:`runtime.errors`)."""
+    configure_allocator()  # keep freed tensor memory for reuse (rtseg_compiler/allocator.py)
+    from .errors import guarded
 
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     problem = None if args.checkpoint else model_choice_problem(args.model, args.encoder, args.meta)
     if problem:
         parser.error(f"{problem}, or --checkpoint")
-    try:
-        return _run(args)
-    except SpecError as exc:
-        for d in exc.diagnostics:
-            print(d.render(), file=sys.stderr)
-    except (FileNotFoundError, WeightsError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-    return 2
+    for flag, value, least in (("--limit", args.limit, 0), ("--batch-size", args.batch_size, 1)):
+        if value is not None and value < least:
+            parser.error(f"{flag} {value}: must be {least} or more")
+    return guarded(prog, lambda: _run(args))
 
 
 def load_checkpoint_model(path: str | Path, override: ModelArgs | None = None,
@@ -172,10 +171,10 @@ def load_checkpoint_model(path: str | Path, override: ModelArgs | None = None,
     (``--encoder-param width=0.5`` at training); ``encoder_params``/``meta_params`` override single
     ones on top.
     """
-    from .checkpoint import spec_documents
+    from .checkpoint import load_checkpoint, spec_documents
     from .datasets import parse_dataset_text
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(path, use="give a state dict to --weights with a model spec instead")
     margs = ModelArgs.from_dict(checkpoint["model_args"])
     if override is not None:  # spec files given on the command line replace the embedded ones
         margs = replace(margs, model=override.model, encoder=override.encoder, meta=override.meta)
@@ -191,7 +190,14 @@ def load_checkpoint_model(path: str | Path, override: ModelArgs | None = None,
         compiled = build_model(replace(margs, **embedded), documents=documents)
     else:
         compiled = build_model(margs)
-    compiled.module.load_state_dict(checkpoint["model"])
+    try:
+        compiled.module.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:
+        from .errors import RunError
+
+        built = "the spec files given" if override is not None else "the spec texts it embeds"
+        raise RunError(f"{path}: its weights do not fit the network built from {built} "
+                       f"({str(exc).splitlines()[0][:160]}); give the spec it was trained with") from None
     dataset = specs.get("dataset")
     spec = parse_dataset_text(dataset["text"], f"{path} (embedded dataset)") if dataset else None
     return compiled, checkpoint, spec
@@ -222,9 +228,20 @@ def _run(args: argparse.Namespace) -> int:
                           spec_params(args, "meta_params"))
         compiled = build_model(margs)
         if args.weights:
-            from .weights import load_pretrained
+            from .checkpoint import verify_weights_file
+            from .weights import WeightsError, load_pretrained
 
-            load_pretrained(compiled.module, args.weights, prefix="")
+            verify_weights_file(args.weights)
+            try:
+                load_pretrained(compiled.module, args.weights, prefix="")
+            except WeightsError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - truncated and foreign files raise many types
+                from .errors import RunError
+
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise RunError(f"--weights {args.weights}: not a readable weights file "
+                               f"({type(exc).__name__}: {first})") from None
         else:
             print("warning: no --checkpoint or --weights: evaluating a randomly initialised network",
                   file=sys.stderr)
@@ -236,7 +253,8 @@ def _run(args: argparse.Namespace) -> int:
     model = compiled.module
     _, _, h, w = compiled.audit.input
     dataset = make_dataset(args.data, args.split, (h, w), spec, limit=args.limit, label_size=args.label_size,
-                           dataset_spec=spec, skip_bad=args.skip_bad, instances=bool(spec.instance_sizes))
+                           dataset_spec=spec, skip_bad=args.skip_bad, instances=bool(spec.instance_sizes),
+                           external_splits=args.external_splits)
     for problem in getattr(dataset, "skipped", ()):
         print(f"skipped: {problem}", file=sys.stderr)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
+from rtseg_compiler.allocator import HELP as ALLOCATOR_HELP
+from rtseg_compiler.allocator import configure_allocator
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
@@ -37,18 +39,20 @@ from rtseg_compiler.cli.args import add_spec_param_args, model_choice_problem, p
 from rtseg_compiler.passes.dilate import VALID_OUTPUT_STRIDES
 
 from .build import SYNTHETIC, ModelArgs, build_model, make_dataset, pick_device
+from .errors import RunError, guarded, signal_status
 from .data import IGNORE_INDEX, class_set
 from .evaluate import evaluate
 from .metrics import category_metrics
 from .losses import SegmentationLoss, class_pixel_counts, enet_class_weights, main_output, split_outputs
 
-__all__ = ["TrainConfig", "TrainError", "get_lr", "main", "parse_config", "train"]
+__all__ = ["Stopped", "TrainConfig", "TrainError", "get_lr", "main", "parse_config", "train"]
 
 CHECKPOINT_VERSION = 1
 
 
-class TrainError(Exception):
-    """A run that cannot start as configured (no batches, a checkpoint of another model); exit status 2."""
+class TrainError(RunError):
+    """A run that cannot start or go on as configured (no batches, a checkpoint of another model, a NaN
+    loss); exit status 2, like every :class:`runtime.errors.RunError`."""
 
 
 def _opt(help: str, *, choices: Sequence[Any] | None = None, metavar: str | None = None,
@@ -76,13 +80,17 @@ class TrainConfig:
     pretrained_prefix: str = _opt("keys of --pretrained that are loaded (all others are skipped)",
                                   default="encoder.")
     # data
-    data: str = _opt("dataset folder (its layout: --dataset), or 'synthetic'", default=SYNTHETIC)
+    data: str | None = _opt("dataset folder (its layout: --dataset), or 'synthetic' (coloured rectangles); "
+                            "required with --dataset; without both the run trains on synthetic data and "
+                            "says so", default=None)
     dataset: str | None = _opt("dataset file: a name under specs/datasets (cityscapes, camvid, folder) or a "
                                "PATH.yaml; sets classes, label mapping, layout, mean/std, augmentation",
                                metavar="NAME|PATH.yaml", default=None)
     classes: str = _opt("without --dataset: 'camvid' (11 classes, label 11 = void) or a class count",
                         default="camvid")
     train_split: str = _opt("training split folder", default="train")
+    external_splits: bool = _opt("let the dataset file's splits: name absolute folders outside --data "
+                                 "(refused otherwise)", default=False)
     val_split: str = _opt("validation split folder", default="val")
     limit_train: int | None = _opt("use only the first N training images (smoke runs)", default=None)
     limit_val: int | None = _opt("use only the first N validation images", default=None)
@@ -133,6 +141,14 @@ class TrainConfig:
             raise ValueError(f"schedule must be constant, poly or cosine, got {self.schedule!r}")
         if self.max_iters < 0 or self.batch_size < 1 or self.warmup_iters < 0:
             raise ValueError("need max_iters >= 0, batch_size >= 1, warmup_iters >= 0")
+        for flag, value in (("--num-workers", self.num_workers), ("--limit-train", self.limit_train),
+                            ("--limit-val", self.limit_val), ("--eval-batches", self.eval_batches),
+                            ("--eval-interval", self.eval_interval)):
+            if value is not None and value < 0:
+                raise ValueError(f"{flag} {value}: must be 0 or more")
+        if self.data is None and self.dataset:
+            raise ValueError(f"--dataset {self.dataset} needs --data FOLDER, the folder holding its images "
+                             "(or --data synthetic for generated images with its classes)")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -163,7 +179,7 @@ class TrainConfig:
 
 def build_parser(prog: str = "rtsegc train") -> argparse.ArgumentParser:
     """One option per TrainConfig field (``--max-iters`` for ``max_iters``), typed from its annotation."""
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=ALLOCATOR_HELP)
     hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         kind = hints[f.name]
@@ -215,13 +231,6 @@ def get_lr(it: int, cfg: TrainConfig) -> float:
 
 
 # --------------------------------------------------------------------------- helpers
-
-def _atomic_save(obj: dict, path: Path) -> None:
-    """Write to a temporary file, then rename: an interrupted save never leaves a truncated checkpoint."""
-    from .checkpoint import atomic_save
-
-    atomic_save(obj, path)
-
 
 def _shard(dataset, rank: int, world: int):
     """Every ``world``-th sample from ``rank`` on: disjoint, complete, and without the padding that
@@ -284,16 +293,154 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master: bool,
            ddp: bool) -> dict[str, Any]:
+    from .checkpoint import load_checkpoint, remove_temporaries
+    from .outdir import claim_out_dir
+
     torch.manual_seed(cfg.seed + rank)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not cfg.deterministic
     out_dir = Path(cfg.out_dir)
+    lock, refused = None, None
     if master:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = claim_out_dir(out_dir, cfg.resume)  # before anything in the folder is read or written
+            remove_temporaries(out_dir)
+        except RunError as exc:
+            refused = exc
+    if ddp:  # the other ranks learn of a refusal instead of waiting for rank 0 in the first collective
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if refused else 0.0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and refused is None:
+            raise TrainError(f"rank {rank}: rank 0 refused --out-dir {out_dir} (its message says why)")
+    if refused is not None:
+        raise refused
+    try:
+        checkpoint = None
+        if cfg.resume:
+            checkpoint = _resume_point(out_dir, device, master)
+            if checkpoint["iter_num"] >= cfg.max_iters:
+                if master:
+                    print(f"{out_dir}: the run already finished at step {checkpoint['iter_num']} "
+                          f"(--max-iters {cfg.max_iters}); nothing to do, every file kept. Raise "
+                          "--max-iters to train further.")
+                return {"iter_num": checkpoint["iter_num"], "losses": [],
+                        "eval": checkpoint.get("metrics", {}), "best_miou": checkpoint.get("best_miou", -1.0),
+                        "out_dir": str(out_dir), "rank": rank, "world_size": world, "finished": True}
+        return _train_loop(cfg, device, rank, world, master, ddp, out_dir, checkpoint)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _resume_point(out_dir: Path, device: torch.device, master: bool) -> dict:
+    """The newest of ``last.pt`` and ``best.pt``: normally ``last.pt``; ``best.pt`` when a kill came after
+    ``best.pt`` was replaced and before ``last.pt`` was (the one write order, runtime/checkpoint.py)."""
+    from functools import partial
+
+    from .checkpoint import RESUME_KEYS
+    from .checkpoint import load_checkpoint as load_any
+
+    load_checkpoint = partial(load_any, require=RESUME_KEYS)
+    last, best = out_dir / "last.pt", out_dir / "best.pt"
+    if not last.exists() and not best.exists():
+        raise TrainError(f"--resume: {last} does not exist, so there is nothing to continue; drop --resume "
+                         "to start a new run")
+    try:
+        checkpoint = load_checkpoint(last, map_location=device) if last.exists() else None
+    except RunError as exc:
+        try:
+            intact = load_checkpoint(best, map_location=device)["iter_num"] if best.exists() else None
+        except RunError:
+            intact = None
+        if intact is None:
+            raise
+        raise TrainError(f"{exc}; {best} (step {intact}) is intact: copy it over {last.name} to resume "
+                         "from it") from None
+    if best.exists():
+        try:
+            newer = load_checkpoint(best, map_location=device)
+        except RunError as exc:
+            if checkpoint is None:
+                raise
+            if master:
+                print(f"warning: {exc}; resuming from {last.name}, and the next improvement replaces it",
+                      file=sys.stderr)
+            newer = None
+        if newer is not None and (checkpoint is None or newer["iter_num"] > checkpoint["iter_num"]):
+            if master:
+                print(f"resume: {best} (step {newer['iter_num']}) is newer than {last.name}"
+                      + (f" (step {checkpoint['iter_num']})" if checkpoint is not None else " (missing)")
+                      + f": a run stopped between the two writes; continuing from {best.name}")
+            checkpoint = newer
+    return checkpoint
+
+
+def _load_pretrained(cfg: TrainConfig, compiled, raw_model, master: bool) -> None:
+    from rtseg_compiler.weights.importer import import_weights, is_source_text, looks_like_source
+
+    from .weights import WeightsError, load_pretrained
+
+    from .checkpoint import verify_weights_file
+
+    source = is_source_text(cfg.pretrained) or looks_like_source(cfg.pretrained)  # torchvision:resnet18[@F]
+    local = cfg.pretrained.rpartition("@")[2] if source else cfg.pretrained
+    if not source or "@" in cfg.pretrained:
+        verify_weights_file(local)  # empty, truncated or corrupted: named before any key is matched
+    try:
+        if source:
+            report = import_weights(compiled, cfg.pretrained)
+        else:
+            report = load_pretrained(raw_model, cfg.pretrained, prefix=cfg.pretrained_prefix)
+    except WeightsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign files and failed fetches raise many types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        if ":" in cfg.pretrained and not Path(cfg.pretrained).exists():  # SOURCE:NAME, fetched
+            raise TrainError(f"--pretrained {cfg.pretrained}: could not fetch the weights "
+                             f"({type(exc).__name__}: {first}); without network, download them elsewhere "
+                             "and give SOURCE:NAME@FILE") from None
+        raise TrainError(f"--pretrained {cfg.pretrained}: not a readable weights file "
+                         f"({type(exc).__name__}: {first}); give a complete state dict or checkpoint") \
+            from None
+    if master:
+        print(f"pretrained: {report.render()}")
+
+
+def _changed_specs(stored: dict, current: dict) -> list[str]:
+    """Paths of the spec files whose text differs from the one the checkpoint embeds."""
+    return [current[key]["path"] or key for key in ("model", "encoder", "meta")
+            if key in stored and key in current and stored[key].get("text") != current[key]["text"]]
+
+
+def _nan_cause(cfg: TrainConfig, dataset_spec, x: torch.Tensor, lr: float) -> str:
+    """The probable cause of a non-finite loss, in the order they are most likely."""
+    if any(float(s) == 0.0 for s in dataset_spec.std):
+        return (f"the dataset file's std {list(dataset_spec.std)} holds a zero, so normalising divides by "
+                "zero; fix std in the dataset file")
+    if not bool(torch.isfinite(x).all()):
+        return "the input batch holds NaN or infinite values; check the images and the dataset's mean/std"
+    return (f"the optimisation diverged; lower --lr (now {lr:g})" +
+            (", add --grad-clip 1.0" if cfg.grad_clip <= 0 else "") +
+            (", or train without --amp" if cfg.amp else ""))
+
+
+def _train_loop(cfg: TrainConfig, device: torch.device, rank: int, world: int, master: bool, ddp: bool,
+                out_dir: Path, checkpoint: dict | None) -> dict[str, Any]:
+    from .checkpoint import best_miou_on_disk, embed_specs, save_checkpoints
+    from .signals import StopSignals
+
     log_path = out_dir / "log.jsonl" if master else None
     dataset_spec = cfg.dataset_spec()
+    data = cfg.data
+    if data is None:
+        data = SYNTHETIC
+        if master:
+            print("warning: no --data given: training on SYNTHETIC data (generated coloured rectangles). "
+                  "Give --data FOLDER and --dataset NAME for real images.", file=sys.stderr, flush=True)
     classes = class_set(cfg.classes) if not cfg.dataset else dataset_spec
 
     # ---- model
@@ -303,16 +450,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
     _, _, height, width = compiled.audit.input
     margs = ModelArgs(**{**asdict(margs), "input_size": (height, width)})  # pin the resolved size
     if cfg.pretrained and not cfg.resume:
-        from rtseg_compiler.weights.importer import import_weights, is_source_text, looks_like_source
-
-        if is_source_text(cfg.pretrained) or looks_like_source(cfg.pretrained):  # torchvision:resnet18[@F]
-            report = import_weights(compiled, cfg.pretrained)
-        else:
-            from .weights import load_pretrained
-
-            report = load_pretrained(raw_model, cfg.pretrained, prefix=cfg.pretrained_prefix)
-        if master:
-            print(f"pretrained: {report.render()}")
+        _load_pretrained(cfg, compiled, raw_model, master)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     raw_model.to(device=device, memory_format=fmt)
 
@@ -323,17 +461,28 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
         augment = parse_augment(cfg.augment)
     else:
         augment = list(dataset_spec.augment) if cfg.dataset else []
-    train_set = make_dataset(cfg.data, cfg.train_split, (height, width), classes, limit=cfg.limit_train,
+    train_set = make_dataset(data, cfg.train_split, (height, width), classes, limit=cfg.limit_train,
                              hflip_prob=cfg.hflip, seed=cfg.seed, dataset_spec=dataset_spec, augment=augment,
-                             skip_bad=cfg.skip_bad)
-    val_set = make_dataset(cfg.data, cfg.val_split, (height, width), classes, limit=cfg.limit_val,
-                           seed=cfg.seed, dataset_spec=dataset_spec, skip_bad=cfg.skip_bad)
+                             skip_bad=cfg.skip_bad, external_splits=cfg.external_splits)
+    val_set = make_dataset(data, cfg.val_split, (height, width), classes, limit=cfg.limit_val,
+                           seed=cfg.seed, dataset_spec=dataset_spec, skip_bad=cfg.skip_bad,
+                           external_splits=cfg.external_splits)
     if master:
         for split, data_set in ((cfg.train_split, train_set), (cfg.val_split, val_set)):
             for problem in getattr(data_set, "skipped", ()):
                 print(f"skipped [{split}]: {problem}")
+    skip_log = out_dir / "skipped.txt"  # samples that fail to decode at load time, with --skip-bad
+    skip_log_start = skip_log.stat().st_size if skip_log.exists() else 0
+    for data_set in (train_set, val_set):
+        if hasattr(data_set, "skip_log"):
+            data_set.skip_log = skip_log
     workers = cfg.workers()
-    loader_extra = {"persistent_workers": True} if workers > 0 else {}
+    from .signals import ignore_stop_signals
+
+    # Workers leave the stop signals to the training process, which finishes its step and saves; a
+    # terminal's Ctrl-C (or a scheduler's SIGTERM to the whole process group) would otherwise kill them
+    # first and fail the step in flight.
+    loader_extra = {"persistent_workers": True, "worker_init_fn": ignore_stop_signals} if workers > 0 else {}
     pin = device.type == "cuda"
     if ddp:
         sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
@@ -347,7 +496,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
                                   num_workers=workers, pin_memory=pin,
                                   drop_last=len(train_set) >= cfg.batch_size, **loader_extra)
     if len(train_loader) == 0:
-        raise TrainError(f"{cfg.data} [{cfg.train_split}]: no training batches "
+        raise TrainError(f"{data} [{cfg.train_split}]: no training batches "
                          "(empty split or --limit-train 0)")
     val_loader = DataLoader(_shard(val_set, rank, world), batch_size=cfg.batch_size, shuffle=False,
                             num_workers=workers, pin_memory=pin, **loader_extra)
@@ -369,19 +518,36 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
     use_scaler = amp_dtype == torch.float16
     scaler = (torch.amp.GradScaler("cuda", enabled=use_scaler) if hasattr(torch.amp, "GradScaler")
               else torch.cuda.amp.GradScaler(enabled=use_scaler))
+    specs = embed_specs(margs.model, margs.encoder, margs.meta, dataset_spec.text)
     iter_num, best_miou = 0, -1.0
-    if cfg.resume:
-        checkpoint = torch.load(out_dir / "last.pt", map_location=device, weights_only=True)
+    if checkpoint is not None:
+        last_pt = out_dir / "last.pt"
+        changed = _changed_specs(checkpoint.get("specs") or {}, specs)
         if ModelArgs.from_dict(checkpoint["model_args"]) != margs:
-            raise TrainError(f"cannot resume: the checkpoint was trained with {checkpoint['model_args']}, "
-                             f"this run builds {margs.to_dict()}")
-        raw_model.load_state_dict(checkpoint["model"])
+            raise TrainError(f"cannot resume from {last_pt}: it was trained with {checkpoint['model_args']}, "
+                             f"this run builds {margs.to_dict()}; use the same model options, or another "
+                             "--out-dir for a new run")
+        try:
+            raw_model.load_state_dict(checkpoint["model"])
+        except RuntimeError:
+            files = ", ".join(changed) if changed else "the spec files"
+            raise TrainError(f"cannot resume from {last_pt}: {files} changed since it was written and the "
+                             "weights no longer fit; restore the spec (the checkpoint embeds its text: "
+                             "rtsegc eval --checkpoint rebuilds it) or start a new run in another "
+                             "--out-dir") from None
+        if changed and master:
+            print(f"warning: {', '.join(changed)} changed since {last_pt} was written; the weights still "
+                  "fit, so the run goes on with the edited spec", file=sys.stderr)
         optimizer.load_state_dict(checkpoint["optimizer"])
         scaler.load_state_dict(checkpoint["scaler"])
         iter_num, best_miou = checkpoint["iter_num"], checkpoint["best_miou"]
+        on_disk = best_miou_on_disk(out_dir) if master else None
+        if on_disk is not None and on_disk > best_miou:  # a kill after best.pt, before last.pt
+            best_miou = on_disk
         torch.set_rng_state(checkpoint["rng"]["torch"].cpu())
         if master:
-            print(f"resumed from {out_dir / 'last.pt'} at step {iter_num} (best mIoU {best_miou:.4f})")
+            print(f"resumed from {out_dir} at step {iter_num} (best mIoU {best_miou:.4f})")
+        checkpoint = None  # free the tensors
     model = raw_model
     if ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -408,9 +574,6 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
                 "rng": {"torch": torch.get_rng_state()}, "specs": specs,
                 "classes": list(classes.names)}
 
-    from .checkpoint import embed_specs
-
-    specs = embed_specs(margs.model, margs.encoder, margs.meta, dataset_spec.text)
     if master:
         print(f"{compiled.audit.model}: {compiled.audit.params:,} params, input {height}x{width}, "
               f"{len(train_set)} train / {len(val_set)} val images, {world} process(es) on {device}")
@@ -428,76 +591,98 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
     losses: list[float] = []
     last_eval: dict = {}
     stream = batches()
+    stop_flag = torch.zeros(1, device=device) if ddp else None
+    stopped_by: int | None = None
     t0 = time.perf_counter()
     model.train()
     try:
-        while iter_num < cfg.max_iters:
-            lr = get_lr(iter_num, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, y = next(stream)
-            x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
-            y = y.to(device, non_blocking=True)
-            with autocast():
-                logits, aux = split_outputs(model(x))  # (B, N, H, W), and any auxiliary heads
-            loss = criterion(logits, y)
-            for aux_logits in aux.values():  # deep supervision: FCN/DeepLab 'aux', BiSeNet's heads
-                if aux_logits.shape[-2:] != y.shape[-2:]:
-                    aux_logits = torch.nn.functional.interpolate(aux_logits.float(), size=y.shape[-2:],
-                                                                 mode="bilinear", align_corners=False)
-                loss = loss + cfg.aux_weight * criterion(aux_logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            iter_num += 1
-            loss_value = loss.item()
-            losses.append(loss_value)
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"loss is {loss_value} at step {iter_num} (lr {lr:g})")
-            t1 = time.perf_counter()
-            dt, t0 = t1 - t0, t1
-            progress.step(iter_num, loss_value, lr, x.shape[0] * world / max(dt, 1e-9), dt * 1000)
-            _log(log_path, {"iter": iter_num, "loss": loss_value, "lr": lr, "ms": round(dt * 1000, 2)})
-            if tb is not None:
-                tb.add_scalar("train/loss", loss_value, iter_num)
-                tb.add_scalar("train/lr", lr, iter_num)
+        with StopSignals(announce=master) as signals:
+            while iter_num < cfg.max_iters:
+                if ddp:  # every rank leaves at the same step, whichever of them got the signal
+                    import torch.distributed as dist
 
-            # ---- evaluate and checkpoint (every rank evaluates its shard; results are all-reduced)
-            if (cfg.eval_interval > 0 and iter_num % cfg.eval_interval == 0) or iter_num == cfg.max_iters:
-                result = evaluate(raw_model, val_loader, classes.num_classes, device=device,
-                                  criterion=criterion, max_batches=cfg.eval_batches,
-                                  channels_last=cfg.channels_last, autocast=autocast)
-                last_eval = {"iter": iter_num, "val_loss": result.loss,
-                             **result.metrics.to_json(classes.names),
-                             **category_metrics(result.confusion, dataset_spec)}
-                miou = result.metrics.miou
-                improved = miou == miou and miou > best_miou  # NaN never improves
-                if improved:
-                    best_miou = miou
-                if master:
-                    progress.write(f"step {iter_num}: val loss {result.loss:.4f}, mIoU {100 * miou:.2f} %, "
-                                   f"pixel acc {100 * result.metrics.pixel_accuracy:.2f} %")
-                    _log(log_path, {"eval": last_eval})
-                    if tb is not None:
-                        tb.add_scalar("val/mIoU", miou, iter_num)
-                        tb.add_scalar("val/loss", result.loss, iter_num)
-                        for name, value in last_eval["iou"].items():
-                            if value is not None:
-                                tb.add_scalar(f"val_iou/{name}", value, iter_num)
-                        _tensorboard_images(tb, raw_model, val_set, dataset_spec, device, iter_num)
-                    state = checkpoint_dict(last_eval)
-                    _atomic_save(state, out_dir / "last.pt")
+                    stop_flag.fill_(float(signals.signum or 0))
+                    dist.all_reduce(stop_flag, op=dist.ReduceOp.MAX)
+                    stopped_by = int(stop_flag.item()) or None
+                else:
+                    stopped_by = signals.signum
+                if stopped_by is not None:
+                    break
+                lr = get_lr(iter_num, cfg)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x, y = _next_batch(stream)
+                x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
+                y = y.to(device, non_blocking=True)
+                with autocast():
+                    try:
+                        logits, aux = split_outputs(model(x))  # (B, N, H, W), and any auxiliary heads
+                    except ValueError as exc:
+                        if "Expected more than 1 value per channel" not in str(exc):
+                            raise
+                        raise TrainError(f"--batch-size {x.shape[0]}: a BatchNorm layer sees a single value "
+                                         f"per channel in training mode (a 1x1 feature map at input "
+                                         f"{height}x{width}); use --batch-size 2 or more, or a larger "
+                                         "--input") from None
+                loss = criterion(logits, y)
+                for aux_logits in aux.values():  # deep supervision: FCN/DeepLab 'aux', BiSeNet's heads
+                    if aux_logits.shape[-2:] != y.shape[-2:]:
+                        aux_logits = torch.nn.functional.interpolate(aux_logits.float(), size=y.shape[-2:],
+                                                                     mode="bilinear", align_corners=False)
+                    loss = loss + cfg.aux_weight * criterion(aux_logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                iter_num += 1
+                loss_value = loss.item()
+                losses.append(loss_value)
+                if not math.isfinite(loss_value):
+                    kept = ("last.pt and best.pt keep the last good evaluation"
+                            if (out_dir / "last.pt").exists() else "no checkpoint was written yet")
+                    raise TrainError(f"step {iter_num}: the loss is {loss_value}; probable cause: "
+                                     f"{_nan_cause(cfg, dataset_spec, x, lr)} ({kept})")
+                t1 = time.perf_counter()
+                dt, t0 = t1 - t0, t1
+                progress.step(iter_num, loss_value, lr, x.shape[0] * world / max(dt, 1e-9), dt * 1000)
+                _log(log_path, {"iter": iter_num, "loss": loss_value, "lr": lr, "ms": round(dt * 1000, 2)})
+                if tb is not None:
+                    tb.add_scalar("train/loss", loss_value, iter_num)
+                    tb.add_scalar("train/lr", lr, iter_num)
+
+                # ---- evaluate and checkpoint (every rank evaluates its shard; results are all-reduced)
+                if (cfg.eval_interval > 0 and iter_num % cfg.eval_interval == 0) or iter_num == cfg.max_iters:
+                    result = evaluate(raw_model, val_loader, classes.num_classes, device=device,
+                                      criterion=criterion, max_batches=cfg.eval_batches,
+                                      channels_last=cfg.channels_last, autocast=autocast)
+                    last_eval = {"iter": iter_num, "val_loss": result.loss,
+                                 **result.metrics.to_json(classes.names),
+                                 **category_metrics(result.confusion, dataset_spec)}
+                    miou = result.metrics.miou
+                    improved = miou == miou and miou > best_miou  # NaN never improves
                     if improved:
-                        _atomic_save(state, out_dir / "best.pt")
-                t0 = time.perf_counter()  # do not charge evaluation to the next step
+                        best_miou = miou
+                    if master:
+                        progress.write(f"step {iter_num}: val loss {result.loss:.4f}, "
+                                       f"mIoU {100 * miou:.2f} %, "
+                                       f"pixel acc {100 * result.metrics.pixel_accuracy:.2f} %")
+                        _log(log_path, {"eval": last_eval})
+                        if tb is not None:
+                            tb.add_scalar("val/mIoU", miou, iter_num)
+                            tb.add_scalar("val/loss", result.loss, iter_num)
+                            for name, value in last_eval["iou"].items():
+                                if value is not None:
+                                    tb.add_scalar(f"val_iou/{name}", value, iter_num)
+                            _tensorboard_images(tb, raw_model, val_set, dataset_spec, device, iter_num)
+                        save_checkpoints(checkpoint_dict(last_eval), out_dir, improved)
+                    t0 = time.perf_counter()  # do not charge evaluation to the next step
     except KeyboardInterrupt:
         if master:
             progress.close()
-            _atomic_save(checkpoint_dict(last_eval), out_dir / "last.pt")
+            save_checkpoints(checkpoint_dict(last_eval), out_dir, improved=False)
             print(f"interrupted at step {iter_num}: wrote {out_dir / 'last.pt'} (continue with --resume)",
                   file=sys.stderr)
         raise
@@ -505,23 +690,54 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
         progress.close()
         if tb is not None:
             tb.close()
+        if master and skip_log.exists() and skip_log.stat().st_size > skip_log_start:
+            with skip_log.open(encoding="utf-8") as fh:
+                fh.seek(skip_log_start)
+                lines = [line.rstrip("\n") for line in fh if line.strip()]
+            print(f"skipped at load time: {len(lines)} read(s) of samples that no longer decode "
+                  f"(listed in {skip_log}):", file=sys.stderr)
+            for line in dict.fromkeys(lines):
+                print(f"  {line}", file=sys.stderr)
+    if stopped_by is not None:
+        import signal
+
+        if master:
+            save_checkpoints(checkpoint_dict(last_eval), out_dir, improved=False)
+            print(f"stopped by {signal.Signals(stopped_by).name} at step {iter_num}: wrote "
+                  f"{out_dir / 'last.pt'} (continue with --resume)", file=sys.stderr, flush=True)
+        raise Stopped(stopped_by)
     if master:
-        summary = write_summary(out_dir, f"{compiled.audit.model} on {cfg.dataset or cfg.data}", last_eval)
+        summary = write_summary(out_dir, f"{compiled.audit.model} on {cfg.dataset or data}", last_eval)
         print(f"summary: {summary}")
     return {"iter_num": iter_num, "losses": losses, "eval": last_eval, "best_miou": best_miou,
             "out_dir": str(out_dir), "rank": rank, "world_size": world}
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "rtsegc train") -> int:
-    """Exit status 0, 2 for a bad spec, dataset, missing file or weights that do not fit (message on
-    stderr), 130 after Ctrl-C (``last.pt`` written first)."""
-    from rtseg_compiler import SpecError
+class Stopped(Exception):
+    """Training stopped on a signal after writing ``last.pt``; ``signum`` says which."""
 
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum
+
+
+def _next_batch(stream):
+    """The next training batch; a sample that fails to decode in a DataLoader worker is named in one line."""
     from .datasets import DataError
-    from rtseg_compiler.weights.importer import WeightsError as SourceWeightsError
 
-    from .weights import WeightsError
+    try:
+        return next(stream)
+    except DataError as exc:  # re-raised by DataLoader with the worker's traceback in the message
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        last = lines[-1] if lines else str(exc)
+        raise DataError(last.split("DataError: ", 1)[-1]) from None
 
+
+def main(argv: Sequence[str] | None = None, prog: str = "rtsegc train") -> int:
+    """Exit status 0; 2 for a fault of the input or the machine (one ``error:`` line naming the file, flag
+    or value); 3 for a bug in the runtime; 130/143/138 after SIGINT/SIGTERM/SIGUSR1, ``last.pt`` written
+    first (:mod:`runtime.errors`)."""
+    configure_allocator()  # keep freed tensor memory for reuse (rtseg_compiler/allocator.py)
     cfg = parse_config(argv, prog)
     if cfg.augment is not None:
         from .augment import parse_augment
@@ -530,21 +746,15 @@ def main(argv: Sequence[str] | None = None, prog: str = "rtsegc train") -> int:
             parse_augment(cfg.augment)
         except ValueError as exc:
             build_parser(prog).error(str(exc))
-    try:
-        train(cfg)
-    except KeyboardInterrupt:
-        return 130
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except SpecError as exc:
-        for d in exc.diagnostics:
-            print(d.render(), file=sys.stderr)
-        return 2
-    except (FileNotFoundError, WeightsError, SourceWeightsError, TrainError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    def body() -> int:
+        try:
+            train(cfg)
+        except Stopped as exc:
+            return signal_status(exc.signum)
+        return 0
+
+    return guarded(prog, body)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,6 +31,11 @@ import pytest
 # (rtseg_compiler/passes/check.py), as torch.fx's tests lint their graphs. A run can turn it off
 # with RTSEGC_CHECK=0.
 os.environ.setdefault("RTSEGC_CHECK", "1")
+# The runtime caches what decoding each dataset sample found (runtime/datasets.py); tests keep that cache
+# in a folder of their own, not in the user's ~/.cache. Subprocesses inherit the setting.
+import tempfile as _tempfile  # noqa: E402
+
+os.environ.setdefault("RTSEGC_DATA_CACHE", _tempfile.mkdtemp(prefix="rtsegc-test-data-cache-"))
 
 #: The repository root (the directory holding ``specs/`` and ``pyproject.toml``).
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -25,9 +25,9 @@ def compiled_from_args(args: argparse.Namespace) -> Any:
     from .. import compile_model
 
     check_model_args(args)
-    if args.weights is not None and not Path(args.weights).is_file():
+    if args.weights is not None and not Path(args.weights).exists():
         raise UsageError(f"--weights {args.weights}: no such file")
-    from ..inference import WeightsError
+    from ..weights import WeightsError
 
     try:
         compiled = compile_model(args.model, getattr(args, "input", None), args.num_classes,
@@ -138,7 +138,8 @@ def cmd_weights_import(args: argparse.Namespace) -> int:
     import torch
 
     from .. import compile_model
-    from ..weights.importer import WeightsError, import_weights
+    from ..weights import WeightsError
+    from ..weights.importer import import_weights
     from ..weights.mapping import WeightSourceError, parse_source
 
     check_model_args(args)

@@ -11,7 +11,8 @@ line ends with the layer's name, op and output shape at the compile-time input s
 Layers come from the same op ``build`` hooks as the fx module, so the two cannot drift: a module is
 written as its constructor call (arguments read back from the built module through its signature,
 defaults left out), a stateless call (crop, shuffle, unpool ...) as a copy of the op's own helper
-function, and add/concat as inline ``a + b`` / ``torch.cat``.
+function, and ops that declare a ``source_expression`` (add, mul, concat) inline as ``a + b`` /
+``torch.cat([a, b], dim=1)``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from torch import nn
 
 from ..ir import INPUT, Resolved
 from ..ops import REGISTRY, FunctionCall
-from ..ops import merge
 from .torch_module import build_layer
 
 __all__ = ["emit_python", "SourceEmitError"]
@@ -39,9 +39,6 @@ _PAIR_ARGS = {"kernel_size", "stride", "padding", "dilation", "output_padding"}
 #: Modules the generated file may import (the helpers of the op files use these only).
 _ALLOWED_MODULES = ("torch", "math", "operator", "functools")
 _COMMENT_COLUMN = 56
-#: Stateless merges written inline, as a person would: ``a + b``, ``x * gate``.
-_INFIX = {fn: sep for fn, sep in ((getattr(merge, "add_all", None), " + "),
-                                  (getattr(merge, "mul_all", None), " * ")) if fn is not None}
 
 
 class SourceEmitError(ValueError):
@@ -286,10 +283,9 @@ def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: 
         if isinstance(item, nn.Module):
             call = f"{access(node.name)}({', '.join(args)})"
         elif isinstance(item, FunctionCall):
-            if item.fn in _INFIX:
-                call = _INFIX[item.fn].join(args)
-            elif item.fn is merge.concat_channels:
-                call = f"torch.cat([{', '.join(args)}], dim=1)"
+            inline = op.source_expression(node.attrs, args) if op.source_expression else None
+            if inline is not None:
+                call = inline
             else:
                 if item.fn.__name__ not in helpers:
                     helpers[item.fn.__name__], needed = _helper(item.fn, node.name)

@@ -35,6 +35,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
+from .base import described
 from .base import (BOOL, CHOICE, NUMBER, AtRate, Cost, Field, FunctionCall, OpDef, not_dilatable, register,
                    unaffected)
 
@@ -84,6 +85,7 @@ register(OpDef(
     # torch's in-place leaky_relu_ has no backward for a negative slope (derivatives.yaml:
     # the input cannot be recovered from the output), so the memory pass leaves those alone.
     inplace_safe=lambda attrs: attrs["slope"] >= 0,
+    notes="torch's `LeakyReLU`; in place only for a slope ≥ 0",
 ))
 
 register(OpDef(
@@ -92,6 +94,7 @@ register(OpDef(
                                  doc="torch's approximate: none (erf) or tanh")},
     infer=_same, count=_tf_per_element(_GELU_TF, "approximate"), dilate=unaffected,
     build=_module("GELU", "approximate"),
+    notes="torch's `GELU`",
 ))
 
 
@@ -107,6 +110,8 @@ def _softmax_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Ten
     return nn.Softmax(dim=1)
 
 
+@described("—", "over `spatial`: error (the weights would spread over more pixels); over channels: "
+           "unchanged")
 def _softmax_dilate(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
     """Over channels: pointwise. Over space: the weights of a dilated map sum to 1 over more
     pixels than in the strided network, which no rewrite makes exact."""

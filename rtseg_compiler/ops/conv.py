@@ -14,6 +14,7 @@ from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
+from .base import described
 from .base import (BOOL, INT, PAIR, REQUIRED, AtRate, Cost, Field, OpDef, OpError, conv_out, not_dilatable,
                    register)
 
@@ -93,6 +94,8 @@ def _conv_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tensor
                      attrs["padding"], attrs["dilation"], attrs["groups"], attrs["bias"])
 
 
+@described('stride 1 (needs "same" padding `d·(k−1)/2`, else an error)',
+           "kernel > 1: `dilation ×= r`, `padding ×= r`")
 def dilate_conv(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
     """Conv in a dilated encoder (DeepLab; timm's and torchvision's ``replace_stride_with_dilation``).
 
@@ -131,6 +134,10 @@ register(OpDef(
     build=_conv_build,
     dilate=dilate_conv,
     saves_output=False,  # backward reads the input and the weight
+    norm_folds_into="out",  # weight (out, in/groups, kh, kw)
+    notes=("`groups: in_channels` makes it depthwise; `kernel: [1, 5]` is asymmetric; `padding` defaults"
+           " to d·(k−1)/2; an odd d·(k−1) above 1 (an even kernel) has no such padding and needs"
+           " it written"),
 ))
 
 
@@ -198,4 +205,6 @@ register(OpDef(
     build=_deconv_build,
     dilate=not_dilatable,
     saves_output=False,
+    norm_folds_into="in",  # weight (in, out/groups, kh, kw)
+    notes="k4/s2 → padding 1; k16/s8 → padding 4; k3/s2 → padding 1 + output_padding 1",
 ))

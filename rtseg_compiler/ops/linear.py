@@ -33,4 +33,5 @@ register(OpDef(
     fields={"out": Field(INT, REQUIRED, minimum=1), "bias": Field(BOOL, True)},
     required=("out",), infer=_infer, count=_count, build=_build, dilate=size_independent,
     saves_output=False,
+    notes="input C·H·W values; output `out`×1×1",
 ))

@@ -144,12 +144,17 @@ register(OpDef(name="add", summary="element-wise sum of two or more maps (broadc
                fields={"inplace": Field(BOOL, False, doc="sum into the first input's storage; the "
                                         "compiler sets this where the graph proves it safe")},
                arity=(2, None), infer=lambda attrs, ins: broadcast_type("add", ins),
-               count=_elementwise_count, build=_add_build, dilate=unaffected, saves_output=False))
+               count=_elementwise_count, build=_add_build, dilate=unaffected, saves_output=False,
+               source_expression=lambda attrs, args: None if attrs["inplace"] else " + ".join(args),
+               notes=("2+ inputs, broadcast by torch's rules: each of C, H, W equal or 1 on one side (a "
+                      "C×1×1 gate or a 1×H×W map onto C×H×W); the output has the full-size input's "
+                      "stride")))
 
 register(OpDef(name="mul", summary="element-wise product of two or more maps (x * gate; broadcasts)",
                fields={}, arity=(2, None), infer=lambda attrs, ins: broadcast_type("mul", ins),
                count=_elementwise_count, build=lambda attrs, ins, out: FunctionCall(mul_all),
-               dilate=unaffected, saves_output=False))
+               dilate=unaffected, saves_output=False, source_expression=lambda attrs, args: " * ".join(args),
+               notes="2+ inputs, broadcast as for `add`"))
 
 
 def concat_channels(*xs: Any) -> Any:
@@ -168,6 +173,8 @@ def _concat_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Tens
 
 register(OpDef(name="concat", summary="concatenation along channels", fields={},
                arity=(2, None), infer=_concat_infer, build=_concat_build, dilate=unaffected,
-               saves_output=False))
+               saves_output=False,
+               source_expression=lambda attrs, args: f"torch.cat([{', '.join(args)}], dim=1)",
+               notes="2+ inputs, equal height and width"))
 
 

@@ -47,6 +47,7 @@ register(OpDef(
     },
     infer=_same, count=_bn_count, build=_bn_build, dilate=unaffected,
     saves_output=False,  # backward reads the input and the saved batch statistics
+    folds_into_previous=True,
 ))
 
 
@@ -132,7 +133,7 @@ register(OpDef(
     fields={"p": Field(NUMBER, 0.5, minimum=0), "channelwise": Field(BOOL, False)},
     complete=_dropout_complete, infer=_same, build=_dropout_build, dilate=unaffected,
     # In eval mode torch returns the input itself; the training backward reads only the mask.
-    views_inputs=(0,), saves_output=False,
+    views_inputs=(0,), saves_output=False, inference_identity=True,
 ))
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
+from .base import described
 from .base import INT, AtRate, Field, FunctionCall, OpDef, OpError, register
 
 
@@ -48,6 +49,7 @@ def _build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType)
                                    "right": attrs["right"]})
 
 
+@described("—", "borders `×= r`")
 def _dilate(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
     """Channel padding is pointwise; a border of b rows at rate r becomes r·b rows, so
     that the dense map, subsampled every r pixels, is the strided map's padded one."""

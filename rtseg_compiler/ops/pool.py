@@ -24,6 +24,7 @@ from functools import reduce
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
+from .base import described
 from .base import (BOOL, PAIR, REQUIRED, AtRate, Cost, Field, FunctionCall, OpDef, OpError, Replace,
                    complete_window, conv_out, register, size_independent)
 
@@ -95,6 +96,8 @@ def dilated_pool(x: Any, *, mode: str, kernel: tuple[int, int], stride: tuple[in
     return total / reduce(operator.add, taps(inside))
 
 
+@described("kernel == stride, no padding: removed; padding `(k−1)/2`: stride 1; else an error",
+           "kernel > 1: `dilation ×= r`, `padding ×= r`")
 def dilate_pool(attrs: dict[str, Any], at: AtRate) -> dict[str, Any] | Replace:
     """Max/avg pool in a dilated encoder.
 
@@ -162,7 +165,9 @@ register(OpDef(name="maxpool", summary="max pooling; indices: true also returns 
                                                    "indices, for an unpool layer")},
                required=("kernel",), complete=_complete, infer=_window_infer,
                count=_window_count, build=_maxpool_build, dilate=dilate_pool,
-               returns_extra=lambda attrs: bool(attrs["indices"]), saves_output=False))
+               returns_extra=lambda attrs: bool(attrs["indices"]), saves_output=False,
+               notes=("`dilation` > 1 (what output stride gives a pool past it) excludes `ceil_mode` and "
+                      "`indices`")))
 
 register(OpDef(name="avgpool", summary="average pooling",
                fields={**_WINDOW, "count_include_pad": Field(BOOL, True)}, required=("kernel",),
@@ -186,7 +191,8 @@ def _gap_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorT
 
 register(OpDef(name="gap", summary="global average pooling to 1x1", fields={},
                infer=_gap_infer, count=_gap_count, build=_gap_build, dilate=size_independent,
-               saves_output=False))
+               saves_output=False,
+               notes="output C×1×1"))
 
 
 # --------------------------------------------------------------------------- adaptive average pooling
@@ -230,7 +236,9 @@ register(OpDef(name="adaptive_avgpool",
                                      doc="output height and width, n or [h, w] (torch's output_size); "
                                          "items may use in_height, in_width")},
                required=("size",), infer=_adaptive_infer, count=_adaptive_count,
-               build=_adaptive_build, dilate=size_independent, saves_output=False))
+               build=_adaptive_build, dilate=size_independent, saves_output=False,
+               notes=("torch's `AdaptiveAvgPool2d`; output stride = input stride × H/h (gap's s·H for "
+                      "one bin); a grid of bins, unaffected by output stride")))
 
 
 # --------------------------------------------------------------------------- adaptive max pooling
@@ -249,4 +257,6 @@ register(OpDef(name="adaptive_maxpool",
                                      doc="output height and width, n or [h, w]; items may use "
                                          "in_height, in_width")},
                required=("size",), infer=_adaptive_infer, build=_adaptive_max_build,
-               dilate=size_independent, saves_output=False))
+               dilate=size_independent, saves_output=False,
+               notes=("torch's `AdaptiveMaxPool2d`: the bins of `adaptive_avgpool`; a grid of bins, "
+                      "unaffected by output stride")))

@@ -22,6 +22,7 @@ from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
+from .base import described
 from .base import (BOOL, CHOICE, NUMBER, PAIR, AtRate, Cost, Field, FunctionCall, OpDef, OpError,
                    not_dilatable, register, unaffected)
 
@@ -77,6 +78,8 @@ def _upsample_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Te
     return nn.Upsample(scale_factor=attrs["scale"], mode=attrs["mode"], align_corners=align)
 
 
+@described("—", "by `scale` or to a `size`: error, no dilated form; to a reference input: follows the "
+           "reference")
 def _upsample_dilate(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
     """To a reference's size: follows the reference at any rate (a pyramid-pooling branch
     resized back onto a dilated map). By a scale or to a size: no dilated form past the
@@ -96,6 +99,7 @@ register(OpDef(
     arity=(1, 2), complete=_upsample_complete, infer=_upsample_infer, build=_upsample_build,
     dilate=_upsample_dilate,
     saves_output=False,
+    notes="`inputs: [x, like]` takes like's height and width",
 ))
 
 
@@ -133,4 +137,5 @@ register(OpDef(
     # Both inputs are at the same rate in a dilated encoder; the crop keeps the reference's size.
     dilate=unaffected,
     views_inputs=(0,), saves_output=False,  # a slice of input 0
+    notes="`align: center` cuts equally from both sides",
 ))

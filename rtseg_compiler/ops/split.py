@@ -57,4 +57,5 @@ register(OpDef(
         "stop": Field(INT, None, minimum=1, doc="one past the last channel kept; default in_channels"),
     },
     complete=_complete, infer=_infer, build=_build, dilate=unaffected,
+    notes="`start` and `stop` may be expressions; `stop` defaults to in_channels",
 ))

@@ -95,4 +95,6 @@ register(OpDef(
     build=_build,
     dilate=not_dilatable,
     saves_output=False,  # backward gathers the gradient at the saved indices
+    notes=("`pool` is a maxpool with `indices: true` (SegNet, ENet); the optional third input gives the "
+           "output size"),
 ))

@@ -1,7 +1,13 @@
-"""Compiler passes in pipeline order: expand, link, infer_shapes, count.
+"""Compiler passes, each a function over the IR, in pipeline order.
 
-At an output stride ``passes.dilate.apply_output_stride`` takes the place of ``infer_shapes``.
-The pipeline runs ``check`` on the result of each pass when ``RTSEGC_CHECK=1`` (the tests set it).
+Analysis (``pipeline.analyze``): ``expand`` (with ``expand_layers``, ``expand_refs``,
+``expand_exprs`` and the scopes of ``env``), ``link``, ``infer_shapes`` (``shapes``; at an output
+stride ``dilate.apply_output_stride`` takes its place), ``count``, ``budget``. The pipeline runs
+``check`` on the result of each pass when ``RTSEGC_CHECK=1`` (the tests set it).
+
+Build, on a resolved graph: ``inplace`` (activations and adds overwrite a map nothing else reads)
+and ``fold_bn`` (the inference build). ``dynamic`` answers which input sizes an export may leave
+symbolic.
 """
 
 from .check import check, check_resolved

@@ -11,9 +11,13 @@ The pass works on the IR, so the folded network is audited like any other: the c
 their 2·C parameters disappear, MACs are unchanged. ``count`` on the result is exact against
 FlopCounterMode on the folded module, like every other audit.
 
-What it does not touch: a batch norm whose input is not a conv/deconv (ENet's pre-activation
-units), or whose conv output is also read elsewhere (a tap, a skip branch, the network output);
-such a batch norm stays, running in eval mode. The weight arithmetic lives in
+Which ops take part is declared on each op, not matched by name here: ``norm_folds_into``
+(conv: "out", deconv: "in", the axis of the weight that is the output channel),
+``folds_into_previous`` (bn) and ``inference_identity`` (dropout); see ``ops/registry.py``.
+
+What it does not touch: a batch norm whose input is not an op it folds into (ENet's
+pre-activation units), or whose conv output is also read elsewhere (a tap, a skip branch, the
+network output); such a batch norm stays, running in eval mode. The weight arithmetic lives in
 ``rtseg_compiler/inference.py`` (it needs torch); this pass only records what folds into what.
 """
 
@@ -22,12 +26,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir import INPUT, Graph, Node, Resolved, frozen_map
+from ..ops import REGISTRY
 from .inplace import value_consumers
 
-__all__ = ["Fold", "InferencePlan", "fold_for_inference", "FOLDABLE"]
+__all__ = ["Fold", "InferencePlan", "fold_for_inference", "foldable_ops"]
 
-#: Ops a following batch norm can be folded into.
-FOLDABLE = ("conv", "deconv")
+
+def foldable_ops() -> tuple[str, ...]:
+    """The registered ops a following batch norm can be folded into (``norm_folds_into``)."""
+    return tuple(sorted(name for name, op in REGISTRY.items() if op.norm_folds_into))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +63,13 @@ class InferencePlan:
 
 
 def fold_for_inference(resolved: Resolved) -> InferencePlan:
-    """Remove dropout, then fold each batch norm into the conv/deconv feeding only it."""
+    """Remove the ops that are the identity at inference (dropout), then fold each foldable norm
+    (batch norm) into the conv/deconv feeding only it."""
     graph = resolved.graph
     rename: dict[str, str] = {}
     dropped = []
     for node in graph.nodes:
-        if node.op == "dropout":
+        if REGISTRY[node.op].inference_identity:
             rename[node.name] = node.inputs[0]
             dropped.append(node.name)
     graph = _rewire(graph, rename, set(dropped))
@@ -72,19 +80,20 @@ def fold_for_inference(resolved: Resolved) -> InferencePlan:
     rename = {}
     convs: dict[str, Node] = {}
     for node in graph.nodes:
-        if node.op in FOLDABLE:
+        op = REGISTRY[node.op]
+        if op.norm_folds_into:
             convs[node.name] = node
             continue
-        if node.op != "bn":
+        if not op.folds_into_previous:
             continue
         src = node.inputs[0]
         conv = convs.get(src)
         if conv is None:
-            kept.append((node.name, "its input is not a conv or transposed conv"))
+            kept.append((node.name, f"its input is not an op it folds into ({', '.join(foldable_ops())})"))
         elif reads[src] != 1 or src in taps or src == graph.output:
             kept.append((node.name, f"the output of '{src}' is also read elsewhere"))
         else:
-            folds.append(Fold(conv=src, bn=node.name, transposed=conv.op == "deconv",
+            folds.append(Fold(conv=src, bn=node.name, transposed=REGISTRY[conv.op].norm_folds_into == "in",
                               groups=int(conv.attrs["groups"]), conv_bias=bool(conv.attrs["bias"]),
                               affine=bool(node.attrs["affine"]), eps=float(node.attrs["eps"])))
             rename[node.name] = src

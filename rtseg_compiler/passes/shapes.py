@@ -239,6 +239,10 @@ def _short(name: str) -> str:
 
 
 def _check_output(node: Node, out: TensorType, ins: list[TensorType]) -> None:
+    if not isinstance(out, TensorType):  # a user op's infer hook that returns something else
+        raise OpError(f"the op's shape rule (infer) returned {type(out).__name__}, not a TensorType",
+                      hint="return the input type with its fields replaced, e.g. "
+                           "dataclasses.replace(ins[0], channels=...)")
     if out.height < 1 or out.width < 1:
         src = ins[0]
         raise OpError(f"output would be {out.height}x{out.width}: the {src.height}x{src.width} "

@@ -54,6 +54,9 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     """
     if divisor <= 0:
         raise ExprError(f"make_divisible: divisor must be positive, got {divisor}")
+    if not value > 0:  # the floor below would turn a width multiplier of 0 or -1 into 8 channels
+        raise ExprError(f"make_divisible: the channel count must be positive, got {value} "
+                        "(a width multiplier of 0 or less?)")
     floor = divisor if min_value is None else min_value
     rounded = max(floor, int(value + divisor / 2) // divisor * divisor)
     if rounded < 0.9 * value:

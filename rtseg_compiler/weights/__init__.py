@@ -1,12 +1,34 @@
-"""Pretrained weights: layouts declared in encoder specs (torch-free), imported by ``importer``.
+"""Pretrained weights: one reader, one strict loader, one report and one error, plus declared layouts.
 
-``mapping`` parses and checks the ``weights:`` declarations and the ``SOURCE:NAME[@PATH]`` syntax
-without torch, so ``rtsegc validate`` checks them; ``importer`` (torch) reads, renames and loads.
+* :mod:`.report` (no torch): :class:`WeightsReport` and :class:`WeightsError`, the one error every
+  weight route raises.
+* :mod:`.files`: :func:`read_state_dict`, the one reader (torch files and ``.safetensors``, nested
+  ``state_dict``/``model``/``state_dict_ema`` entries, ``weights_only=True``).
+* :mod:`.load`: :func:`load_weights` and the comparison :func:`~.load.fit` behind every load.
+* :mod:`.mapping` (no torch): the ``weights:`` layouts encoder specs declare and the
+  ``SOURCE:NAME[@PATH]`` syntax, checked by ``rtsegc validate``.
+* :mod:`.importer`: a published checkpoint renamed through a declared layout.
+
+Importing this package does not import torch; the torch-side names load on first use.
 See docs/weights.md.
 """
 
+from typing import Any
+
 from .mapping import (SOURCES, Layout, Rule, WeightSource, WeightSourceError, check_weights,
                       is_source_text, parse_layouts, parse_source)
+from .report import WeightsError, WeightsReport
 
-__all__ = ["SOURCES", "Layout", "Rule", "WeightSource", "WeightSourceError", "check_weights",
-           "is_source_text", "parse_layouts", "parse_source"]
+__all__ = ["SOURCES", "Layout", "Rule", "WeightSource", "WeightSourceError", "WeightsError", "WeightsReport",
+           "check_weights", "import_weights", "is_source_text", "load_weights", "parse_layouts",
+           "parse_source", "read_state_dict"]
+
+_TORCH_SIDE = {"load_weights": ".load", "read_state_dict": ".files", "import_weights": ".importer"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_SIDE:
+        from importlib import import_module
+
+        return getattr(import_module(_TORCH_SIDE[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -40,7 +40,8 @@ def test_compile_bad_weights_exit_2(capsys, tmp_path):
     torch.save({"encoder.conv1.weight": torch.zeros(1)}, weights)
     code, out, err = rtsegc(capsys, "compile", MODEL, "--input", "64x96", "--inference", "--weights", weights)
     assert code == 2
-    assert "mis-shaped: encoder.conv1.weight: (1,) in the file, (32, 3, 3, 3) in the module" in err
+    assert ("mis-shaped (source shape vs module shape):\n"
+            "    encoder.conv1.weight: (1,) vs (32, 3, 3, 3)") in err
     assert "Traceback" not in err
     code, _, err = rtsegc(capsys, "compile", MODEL, "--weights", tmp_path / "missing.pt")
     assert code == 2 and "no such file" in err

@@ -149,9 +149,11 @@ def test_weights_file_and_strict_errors(tmp_path):
     with pytest.raises(WeightsError) as exc:
         compile_model(SKIPNET, (64, 96), inference=True, weights=bad)
     text = str(exc.value)
-    assert "missing: encoder.conv1.weight" in text
-    assert "unexpected: encoder.conv1.wieght (did you mean encoder.conv1.weight?)" in text
-    assert "mis-shaped: head.score8.bias: (3,)" in text
+    report = exc.value.report
+    assert report.missing == ("encoder.conv1.weight",)
+    assert report.unexpected == (("encoder.conv1.wieght", "encoder.conv1.wieght"),)
+    assert "    encoder.conv1.wieght  (did you mean encoder.conv1.weight?)" in text
+    assert "    head.score8.bias: (3,) vs (20,)" in text
 
 
 def test_channels_last_inference_build():

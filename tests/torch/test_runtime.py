@@ -22,15 +22,15 @@ import pytest
 import torch
 
 import rtseg_compiler.latency
-import runtime.bench
 import runtime.losses
 import runtime.metrics
 from conftest import REPO_ROOT, SPECS
 from rtseg_compiler import cli, compile_model
 from runtime import evaluate as evaluate_mod
-from runtime.bench import benchmark
-from runtime.data import IGNORE_INDEX, SegmentationFolder, SyntheticSegmentation, load_label, \
-    write_synthetic_folder
+from rtseg_compiler.latency import benchmark
+from runtime.build import dataset_spec_for
+from runtime.data import IGNORE_INDEX, DatasetFolder, SyntheticSegmentation, load_label, write_synthetic_folder
+from runtime.datasets import DataError
 from runtime.losses import SegmentationLoss, class_pixel_counts, enet_class_weights
 from runtime.metrics import ConfusionMatrix, class_iou, confusion_matrix, mean_iou, pixel_accuracy, summarize
 from runtime.train import TrainConfig, get_lr, parse_config, train
@@ -150,7 +150,7 @@ def test_module_docstring_examples_run():
 # --------------------------------------------------------------------------- data
 
 def test_synthetic_folder_round_trips_and_void_becomes_ignore(synth_dir: Path):
-    ds = SegmentationFolder(synth_dir, "train", num_classes=5)
+    ds = DatasetFolder(dataset_spec_for(5), synth_dir, "train", None)
     assert len(ds) == 4
     x, y = ds[0]
     assert x.shape == (3, *SIZE) and x.dtype == torch.float32 and y.shape == SIZE and y.dtype == torch.int64
@@ -164,7 +164,7 @@ def test_synthetic_folder_round_trips_and_void_becomes_ignore(synth_dir: Path):
 
 
 def test_resizing_uses_nearest_for_labels(synth_dir: Path):
-    ds = SegmentationFolder(synth_dir, "val", (16, 24), num_classes=5)
+    ds = DatasetFolder(dataset_spec_for(5), synth_dir, "val", (16, 24))
     x, y = ds[1]
     assert x.shape == (3, 16, 24) and y.shape == (16, 24)
     raw_values = set(np.unique(load_label(synth_dir / "valannot" / ds.names[1])).tolist())
@@ -174,8 +174,8 @@ def test_resizing_uses_nearest_for_labels(synth_dir: Path):
 
 def test_missing_label_folder_is_reported(tmp_path: Path):
     (tmp_path / "train").mkdir()
-    with pytest.raises(FileNotFoundError, match="trainannot"):
-        SegmentationFolder(tmp_path, "train")
+    with pytest.raises(DataError, match="trainannot"):
+        DatasetFolder(dataset_spec_for("camvid"), tmp_path, "train", None)
 
 
 # --------------------------------------------------------------------------- pretrained weights
@@ -192,7 +192,7 @@ def test_encoder_weights_load_by_key_from_another_compiled_module(tmp_path: Path
     report = load_pretrained(target, path)
     assert report.ok and not report.missing and not report.unexpected
     assert len(report.loaded) == sum(1 for k in target.state_dict() if k.startswith("encoder."))
-    assert all(k.startswith("head.") for k in report.skipped) and report.skipped
+    assert all(k.startswith("head.") for k in report.unused) and report.unused
     key = "encoder.ds13.pw.weight"
     assert torch.equal(target.state_dict()[key], source.state_dict()[key])
     assert not torch.equal(target.state_dict()["head.score32.weight"][:5],
@@ -214,7 +214,7 @@ def test_renamed_and_missing_keys_are_reported(tiny_spec: Path):
         load_pretrained(compile_model(tiny_spec).module, state)
     report = info.value.report
     assert report.missing == ("encoder.ds1.pw_bn.weight",)
-    assert report.unexpected == ("encoder.ds1.pw_bnn.weight",)
+    assert report.unexpected == (("encoder.ds1.pw_bnn.weight", "encoder.ds1.pw_bnn.weight"),)
     assert "did you mean encoder.ds1.pw_bn.weight?" in str(info.value)
     # rename maps a foreign prefix; non-strict loading copies what fits.
     foreign = {"backbone." + k[len("encoder."):]: v for k, v in state.items()}

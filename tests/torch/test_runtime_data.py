@@ -259,7 +259,8 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_last_complete_one(tmp_path:
             proc.kill()
     survivor = torch.load(target, weights_only=True)
     assert survivor["iter_num"] == 1 and torch.equal(survivor["w"], torch.ones(3))
-    assert torch.load(tmp_path / "last.pt.tmp", weights_only=True)["iter_num"] == 2  # complete but unused
+    leftover, = tmp_path.glob(".last.pt.*.tmp")  # complete but never renamed; the next run removes it
+    assert torch.load(leftover, weights_only=True)["iter_num"] == 2
 
 
 def test_training_killed_mid_checkpoint_resumes_from_the_last_complete_one(tmp_path: Path):
@@ -287,9 +288,10 @@ def test_training_killed_mid_checkpoint_resumes_from_the_last_complete_one(tmp_p
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
     assert torch.load(out / "last.pt", weights_only=True)["iter_num"] == 1
-    assert (out / "last.pt.tmp").is_file()  # the interrupted write, never renamed
+    assert len(list(out.glob(".*.pt.*.tmp"))) == 1  # the interrupted write (best.pt goes first), never renamed
     assert train_mod.main(argv + ["--resume"]) == 0
     assert torch.load(out / "last.pt", weights_only=True)["iter_num"] == 3
+    assert not list(out.glob("*.tmp")), "the resumed run removes the killed writer's temporary file"
 
 
 def test_ctrl_c_writes_last_pt_and_resume_continues(tmp_path: Path, runtime_commands, capsys, monkeypatch):

@@ -48,7 +48,7 @@ def test_the_check_sees_each_kind_of_import() -> None:
 #: the front ends (the package root, the CLI, plugins of commands) may import anything.
 #: Reading down the list is reading the data flow: documents -> analysis -> build -> the doors.
 LAYERS = (
-    ("diagnostics", "ir", "zoo"),
+    ("diagnostics", "ir", "zoo", "allocator"),  # allocator: mallopt through ctypes, imports nothing
     ("ops", "spec", "weights.mapping"),  # weights.mapping: the schema and checks of a spec's 'weights:'
     ("passes",),
     ("pipeline",),

@@ -1,0 +1,61 @@
+"""Shape arithmetic op families share: PyTorch's conv/pool output size, equal-size checks for
+fusion ops, and pooling-window defaults. Everything is importable from :mod:`rtseg_compiler.ops.base` too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ..ir import TensorType
+from .kinds import OpError
+
+__all__ = ["complete_window", "conv_out", "same_spatial"]
+
+
+def conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int = 1,
+             ceil_mode: bool = False) -> int:
+    """PyTorch's output size for conv and pooling along one dimension.
+
+    ``floor((size + 2p - d(k-1) - 1)/s) + 1``; with ``ceil_mode`` the division
+    rounds up, but a window that would start inside the right padding is
+    dropped (``torch.nn.MaxPool2d`` documentation, and ATen's
+    ``pooling_output_shape``).
+    """
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    if ceil_mode:
+        # ATen rounds toward -inf, so a window wider than the input still yields one output.
+        out = (span + stride - 1) // stride + 1
+        if (out - 1) * stride >= size + padding:
+            out -= 1
+        return max(out, 0)
+    if span < 0:
+        return 0
+    return span // stride + 1
+
+
+def same_spatial(op: str, ins: Sequence[TensorType], names: Sequence[str] | None = None) -> None:
+    """Raise a spatial OpError when inputs to a fusion op differ in height or width."""
+    first = ins[0]
+    for i, t in enumerate(ins[1:], start=1):
+        if t.spatial != first.spatial:
+            # "input #k" is replaced by the layer's name when the error is reported.
+            a = names[0] if names else "input #0"
+            b = names[i] if names else f"input #{i}"
+            dims = ("h" if t.height != first.height else "") + ("w" if t.width != first.width else "")
+            raise OpError(
+                f"{op} needs inputs of equal height and width, but {a} is "
+                f"{first.height}x{first.width} and {b} is {t.height}x{t.width}",
+                field="inputs", spatial=True, dims=dims,
+                hint="align them with a 'crop' layer, or use an input size that divides evenly")
+
+
+def complete_window(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any]:
+    """Pooling windows (max/avg pool, unpool): stride defaults to the kernel, and
+    padding may be at most half the kernel, as ``torch.nn.MaxPool2d`` requires."""
+    if attrs["stride"] is None:
+        attrs["stride"] = attrs["kernel"]
+    for k, p in zip(attrs["kernel"], attrs["padding"]):
+        if 2 * p > k:
+            raise OpError(f"padding={p} is more than half the kernel size {k}", field="padding",
+                          hint=f"use padding <= {k // 2}")
+    return attrs
