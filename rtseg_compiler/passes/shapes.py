@@ -180,7 +180,8 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
                         hint="list them with 'inputs: [a, b]'" if lo > 1 else None)
             failed.add(node.name)
             continue
-        env = Env(node.scope, channels_of, lambda ins=ins: ins[0].channels)
+        env = Env(node.scope, channels_of, lambda ins=ins: ins[0].channels,
+                  in_size=lambda ins=ins: ins[0].spatial)
         if node.when is not None:
             present = _decide(node, env, diags, notes)
             if present is None:
