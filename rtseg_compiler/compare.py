@@ -10,7 +10,9 @@ Peak activation memory (``peak_activation_bytes``), precisely: run the layers on
 the graph's execution order (the order the emitted torch.fx module runs them). While layer k
 runs, the live tensors are (a) the input image, until its last reader has run, (b) every
 earlier layer's output that layer k or a later layer still reads, (c) layer k's own output,
-and (d) the model's outputs, which are never freed. A layer that also returns max-pool indices
+and (d) the model's outputs, which are never freed. A layer whose output is a view of its input
+(``OpDef.output_is_view``: crop, split, identity, dropout) adds no bytes of its own; it keeps its
+input's storage alive for as long as the view is read. A layer that also returns max-pool indices
 keeps them live until their last reader, at 8 bytes (int64) per element. Feature maps count 4
 bytes (float32) per element, for one image. The peak is the largest live total over all k.
 This is what an inference run (``no_grad``, no in-place ops) must hold at once; torch.fx's
@@ -35,7 +37,7 @@ from .ops import REGISTRY
 from .passes.count import CONVENTIONS
 
 __all__ = ["peak_activation_bytes", "compare_row", "stage_split", "render_table", "render_markdown",
-           "render_csv", "render_json", "plot_rows", "FLOAT_BYTES", "INDEX_BYTES"]
+           "render_csv", "render_json", "place_labels", "plot_rows", "FLOAT_BYTES", "INDEX_BYTES"]
 
 #: float32 feature maps.
 FLOAT_BYTES = 4
@@ -50,9 +52,6 @@ def peak_activation_bytes(analysis: Any) -> int:
     resolved = analysis.resolved
     graph, types = resolved.graph, resolved.types
     nodes = graph.nodes
-    order = {INPUT: -1}
-    for k, node in enumerate(nodes):
-        order[node.name] = k
     end = len(nodes)
     last_read: dict[str, int] = {}
     last_extra: dict[str, int] = {}
@@ -61,19 +60,27 @@ def peak_activation_bytes(analysis: Any) -> int:
         for pos, src in enumerate(node.inputs):
             target = last_extra if pos in extra_positions else last_read
             target[src] = max(target.get(src, -1), k)
-    outputs = set(graph.output_names)
-    for name in outputs:
+    for name in graph.output_names:
         last_read[name] = end
-    # Each tensor is live on [produced, last read]; the image is produced before step 0.
-    intervals: list[tuple[int, int, int]] = []
-    image = types[INPUT]
-    intervals.append((-1, last_read.get(INPUT, -1), image.numel * FLOAT_BYTES))
+    # A view (a crop's slice, an identity, eval-mode dropout) allocates nothing: its bytes are its
+    # base's, whose storage then lives until the view's last reader too.
+    base_of = {INPUT: INPUT}
+    produced = {INPUT: -1}
     for k, node in enumerate(nodes):
-        t = types[node.name]
-        intervals.append((k, max(k, last_read.get(node.name, k)), t.numel * FLOAT_BYTES))
-        op = REGISTRY[node.op]
-        if op.returns_extra(node.attrs):
-            intervals.append((k, max(k, last_extra.get(node.name, k)), t.numel * INDEX_BYTES))
+        produced[node.name] = k
+        view = REGISTRY[node.op].output_is_view and node.inputs
+        base_of[node.name] = base_of[node.inputs[0]] if view else node.name
+    storage_end: dict[str, int] = {}
+    for name, base in base_of.items():
+        storage_end[base] = max(storage_end.get(base, -1), last_read.get(name, produced[name]))
+    # Each storage is live on [produced, last read of it or of a view of it]; the image from before step 0.
+    intervals: list[tuple[int, int, int]] = []
+    for base, stop in storage_end.items():
+        start = produced[base]
+        intervals.append((start, max(start, stop), types[base].numel * FLOAT_BYTES))
+    for k, node in enumerate(nodes):
+        if REGISTRY[node.op].returns_extra(node.attrs):
+            intervals.append((k, max(k, last_extra.get(node.name, k)), types[node.name].numel * INDEX_BYTES))
     delta = [0] * (end + 3)
     for start, stop, size in intervals:
         delta[start + 1] += size
@@ -221,6 +228,44 @@ def render_json(rows: Sequence[Mapping[str, Any]], convention: str) -> str:
 
 # --------------------------------------------------------------------------- plot
 
+#: Where a point's label may go, in points from the point, tried in order: right, left, above,
+#: below, then the same further out (joined to the point by a thin line).
+_LABEL_OFFSETS = [(5, -3), (-5, -3), (0, 6), (0, -12), (5, 8), (5, -14), (-5, 8), (-5, -14),
+                  (14, -3), (-14, -3), (0, 18), (0, -24), (14, 16), (14, -22), (-14, 16), (-14, -22),
+                  (26, 4), (-26, 4), (26, -10), (-26, -10), (0, 30), (0, -36)]
+
+
+def place_labels(ax: Any, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str]) -> list[Any]:
+    """Annotate each point with its label where it overlaps no label placed before it and no point.
+
+    Greedy: points are labelled left to right, each at the first offset of ``_LABEL_OFFSETS``
+    whose text box (measured by the renderer) is free and inside the axes. A label with no free
+    place keeps the last candidate. Returns the annotations.
+    """
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    points = [ax.transData.transform((x, y)) for x, y in zip(xs, ys)]
+    inside = ax.get_window_extent(renderer)
+    placed: list[Any] = []
+    boxes: list[Any] = []
+    for k in sorted(range(len(labels)), key=lambda i: (xs[i], ys[i])):
+        for n, (dx, dy) in enumerate(_LABEL_OFFSETS):
+            far = n >= 8
+            text = ax.annotate(labels[k], (xs[k], ys[k]), textcoords="offset points", xytext=(dx, dy),
+                               fontsize=7, ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                               arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if far else None)
+            box = text.get_window_extent(renderer).expanded(1.02, 1.1)
+            free = (not any(box.overlaps(b) for b in boxes)
+                    and not any(box.contains(px, py) for j, (px, py) in enumerate(points) if j != k)
+                    and inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1))
+            if free or n == len(_LABEL_OFFSETS) - 1:
+                boxes.append(box)
+                placed.append(text)
+                break
+            text.remove()
+    return placed
+
+
 def plot_rows(rows: Sequence[Mapping[str, Any]], convention: str, out: Path) -> None:
     """GFLOPs against params (one labelled point per row) and MACs by stride level per row.
 
@@ -234,21 +279,23 @@ def plot_rows(rows: Sequence[Mapping[str, Any]], convention: str, out: Path) -> 
 
     matplotlib.rcParams["svg.hashsalt"] = "rtsegc"
     matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: searchable, and smaller
-    labels = [r["model"] + (f" @{r['input'][2]}x{r['input'][3]}"
-                            if len({tuple(x['input']) for x in rows}) > 1 else "") for r in rows]
+    sizes = sorted({(r["input"][2], r["input"][3]) for r in rows})
+    several_sizes = len(sizes) > 1
+    labels = [r["model"] + (f" @{r['input'][2]}x{r['input'][3]}" if several_sizes else "") for r in rows]
+    at = "" if several_sizes else f" at {sizes[0][0]}x{sizes[0][1]}"
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, max(4.5, 0.38 * len(rows) + 1.5)),
                                    gridspec_kw={"width_ratios": [1, 1.2]})
     xs = [r["params"] / 1e6 for r in rows]
     ys = [r["total"] / 1e9 for r in rows]
     ax1.scatter(xs, ys, color="#d95f02", zorder=3)
-    for x, y, label in zip(xs, ys, labels):
-        ax1.annotate(label, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax1.set_xlabel("parameters (M)")
     ax1.set_ylabel(_UNIT[convention])
     ax1.set_xscale("log")
     ax1.set_yscale("log")
     ax1.grid(True, which="both", alpha=0.3)
-    ax1.set_title(f"{_UNIT[convention]} vs parameters")
+    ax1.set_title(f"{_UNIT[convention]} vs parameters{at}")
+    # Widen the data limits so that labels placed beside the outermost points stay inside.
+    ax1.margins(x=0.25, y=0.15)
 
     # Shares, not absolute MACs: models differ 100-fold in cost, and the question is where each
     # spends its compute; the total is written at the end of each bar.
@@ -269,9 +316,10 @@ def plot_rows(rows: Sequence[Mapping[str, Any]], convention: str, out: Path) -> 
     ax2.set_yticklabels(labels, fontsize=7)
     ax2.invert_yaxis()
     ax2.set_xlabel("share of the model's MACs (%)")
-    ax2.set_title("MACs by stride level (stride of the layer's output)")
+    ax2.set_title(f"MACs by stride level (stride of the layer's output){at}")
     ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.45, -0.12), ncol=len(strides),
                frameon=False)
     fig.tight_layout()
+    place_labels(ax1, xs, ys, labels)  # last: it measures the labels where the layout put the axes
     fig.savefig(out, metadata={"Date": None} if out.suffix.lower() == ".svg" else None)
     plt.close(fig)

@@ -206,7 +206,9 @@ def analyze_graph(graph: Graph, input_size: tuple[int, int] | None, diags: Diagn
     if outputs not in ("all", "main"):
         diags.error(f"outputs must be 'all' or 'main', not {outputs!r}")
         diags.raise_if_errors()
-    linked = link(graph, diags, keep_unused=keep_unused, outputs=outputs)
+    # An encoder on its own: what its taps read is part of it (a meta may read any tap).
+    alone = "meta" not in graph.files
+    linked = link(graph, diags, keep_unused=keep_unused, outputs=outputs, keep_taps=alone)
     diags.raise_if_errors()
     check_between_passes(linked)
     size = input_size or linked.default_input or (
@@ -216,7 +218,8 @@ def analyze_graph(graph: Graph, input_size: tuple[int, int] | None, diags: Diagn
         # A false 'when:' on a layer with several inputs leaves its other inputs unread.
         # (With keep_unused they stay and are counted; the first link already warned of the rest.)
         pruned = link(resolved.graph, diags, keep_unused=keep_unused, warn_unused=not keep_unused,
-                      why_unused=("a layer that read it is absent (its 'when:' is false)",))
+                      why_unused=("a layer that read it is absent (its 'when:' is false)",),
+                      keep_taps=alone)
         diags.raise_if_errors()
         resolved = check_between_passes(Resolved(pruned, resolved.input, resolved.types))
     audit = count(resolved)

@@ -15,10 +15,12 @@ package. The model files refer to their encoder and meta by relative path
 from __future__ import annotations
 
 import fnmatch
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-__all__ = ["FOLDER_OF_KIND", "list_models", "resolve_spec", "zoo_file", "zoo_root"]
+__all__ = ["FOLDER_OF_KIND", "KINDS", "ZooEntry", "list_models", "no_match_message", "resolve_spec",
+           "zoo_entries", "zoo_file", "zoo_root"]
 
 #: The zoo folder searched first for a bare name, by the kind of spec the caller expects.
 FOLDER_OF_KIND = {"model": "models", "encoder": "encoders", "meta": "meta", "dataset": "datasets"}
@@ -83,28 +85,78 @@ def zoo_hint(ref: str | Path) -> str | None:
     return f"{known}nor is it a zoo name: 'rtsegc models' lists them"
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Names of the zoo's models matching a shell ``pattern`` (``"skipnet_*"``), sorted.
+KINDS = tuple(FOLDER_OF_KIND)
 
-    ``models/`` gives bare names; the model files of ``baselines/`` and ``paper/`` (the
-    paper-exact variants) are listed as ``folder/name``. Each name is accepted by
-    :func:`rtseg_compiler.create_model` and wherever ``rtsegc`` takes a model path.
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One shipped spec: its zoo ``name``, its ``kind``, its file and its one-line ``doc``."""
+
+    name: str
+    kind: str
+    path: Path
+    doc: str
+
+
+def list_models(pattern: str = "*", kind: str = "model") -> list[str]:
+    """Names of the zoo's specs of one ``kind`` matching a shell ``pattern`` (``"skipnet_*"``), sorted.
+
+    ``kind`` is ``"model"`` (default), ``"encoder"``, ``"meta"`` or ``"dataset"``. A kind's own
+    folder (``models/``, ``encoders/``, ``meta/``, ``datasets/``) gives bare names; the files of
+    that kind in ``baselines/`` and ``paper/`` are listed as ``folder/name`` (``baselines/enet``,
+    ``baselines/enet_encoder``). Each name is accepted where a spec of its kind is: models by
+    :func:`rtseg_compiler.create_model` and every ``MODEL`` argument, encoders by
+    ``create_model(name, features_only=True)`` and ``--encoder``, metas by ``--meta``, datasets by
+    ``--dataset``.
     """
+    return [entry.name for entry in zoo_entries(pattern, kind)]
+
+
+def zoo_entries(pattern: str = "*", kind: str = "model") -> list[ZooEntry]:
+    """The zoo's specs of one ``kind`` matching ``pattern``, sorted by name (see :func:`list_models`)."""
+    if kind not in FOLDER_OF_KIND:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     root = zoo_root()
     if root is None:
         return []
-    names = [p.stem for p in (root / "models").glob("*.yaml")]
+    entries = []
+    own = root / FOLDER_OF_KIND[kind]
+    candidates = [(p.stem, p) for p in own.glob("*.yaml")] if own.is_dir() else []
     for folder in _OTHER_MODEL_FOLDERS:
-        for path in (root / folder).glob("*.yaml"):
-            if _is_model_file(path):
-                names.append(f"{folder}/{path.stem}")
-    return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
+        candidates += [(f"{folder}/{p.stem}", p) for p in (root / folder).glob("*.yaml")]
+    for name, path in candidates:
+        if not fnmatch.fnmatchcase(name, pattern):
+            continue
+        file_kind, doc = _head(path)
+        if file_kind == kind:
+            entries.append(ZooEntry(name, kind, path, doc))
+    return sorted(entries, key=lambda e: e.name)
 
 
-def _is_model_file(path: Path) -> bool:
-    """True if the file's top-level ``kind:`` is ``model`` (read line by line: no YAML parse)."""
+def no_match_message(pattern: str, kind: str = "model") -> str:
+    """What ``rtsegc models PATTERN`` says when no spec of ``kind`` matches: the kinds that do."""
+    others = {k: list_models(pattern, k) for k in KINDS if k != kind}
+    found = [f"{k}s {', '.join(names[:4])}{', ...' if len(names) > 4 else ''} "
+             f"(rtsegc models --kind {k} '{pattern}')" for k, names in others.items() if names]
+    text = f"no zoo {kind} matches {pattern!r}"
+    if found:
+        return f"{text}; it matches " + "; ".join(found)
+    return f"{text}; 'rtsegc models --kind {kind}' lists them all"
+
+
+def _head(path: Path) -> tuple[str, str]:
+    """A spec file's top-level ``kind:`` and ``doc:``, read line by line (no YAML parse: listing
+    the whole zoo this way takes a few milliseconds)."""
+    kind = doc = ""
     with path.open(encoding="utf-8") as handle:
         for line in handle:
-            if line.startswith("kind:"):
-                return line.partition(":")[2].split("#")[0].strip() == "model"
-    return False
+            key, sep, value = line.partition(":")
+            if not sep or key != key.strip():
+                continue
+            if key == "kind":
+                kind = value.split("#")[0].strip()
+            elif key == "doc":
+                doc = value.strip().strip("\"'")
+            if kind and doc:
+                break
+    return kind, doc

@@ -80,6 +80,7 @@ SCHEMA: dict[str, Any] = {
     "properties": {
         "kind": {"const": "dataset"},
         "name": {"type": "string"},
+        "doc": {"type": "string"},
         "layout": {"enum": list(LAYOUTS)},
         "ignore_index": {"type": "integer", "minimum": 0, "maximum": 255},
         # std divides: a zero makes every input NaN (and the loss with it), so it is refused here

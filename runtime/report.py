@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -24,7 +25,11 @@ class Progress:
         self.log_interval, self.enabled, self.bar = max(1, log_interval), enabled, None
         if not enabled:
             return
-        if mode == "bar" or (mode == "auto" and sys.stdout.isatty()):
+        # A terminal that reports zero columns (a pty opened without a window size, as some container
+        # and CI tools do) gets lines in auto mode: a bar redrawn with carriage returns at width 0
+        # shows nothing readable there. An explicit --progress bar is drawn 80 columns wide.
+        columns = _terminal_columns()
+        if mode == "bar" or (mode == "auto" and sys.stdout.isatty() and columns > 0):
             try:
                 from tqdm import tqdm
             except ImportError:
@@ -32,7 +37,8 @@ class Progress:
                     print("warning: --progress bar needs tqdm (pip install tqdm); printing lines",
                           file=sys.stderr)
             else:
-                self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+                width = {"dynamic_ncols": True} if columns > 0 else {"ncols": 80}
+                self.bar = tqdm(total=total, initial=initial, unit="step", **width)
 
     def step(self, it: int, loss: float, lr: float, images_per_s: float, ms: float) -> None:
         if not self.enabled:
@@ -56,6 +62,16 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _terminal_columns() -> int:
+    """Columns of the terminal the bar is drawn on (tqdm writes to stderr); 0 if it reports none."""
+    for stream in (sys.stderr, sys.stdout):
+        try:
+            return os.get_terminal_size(stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            continue
+    return 0
 
 
 def tensorboard_writer(folder: Path):

@@ -28,7 +28,7 @@ import time
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from rtseg_compiler.allocator import HELP as ALLOCATOR_HELP
 from rtseg_compiler.allocator import configure_allocator
@@ -45,7 +45,8 @@ from .evaluate import evaluate
 from .metrics import category_metrics
 from .losses import SegmentationLoss, class_pixel_counts, enet_class_weights, main_output, split_outputs
 
-__all__ = ["Stopped", "TrainConfig", "TrainError", "get_lr", "main", "parse_config", "train"]
+__all__ = ["Stopped", "TrainConfig", "TrainError", "get_lr", "main", "parse_config", "settings_differ",
+           "train"]
 
 CHECKPOINT_VERSION = 1
 
@@ -184,7 +185,9 @@ def build_parser(prog: str = "rtsegc train") -> argparse.ArgumentParser:
     for f in fields(TrainConfig):
         kind = hints[f.name]
         base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
-        help_text = f"{f.metadata['help']} (default: {f.default})"
+        # A help text that says its default itself ("the spec's input") or an unset default gets no suffix.
+        stated = "(default:" in f.metadata["help"] or f.default is None
+        help_text = f.metadata["help"] if stated else f"{f.metadata['help']} (default: {f.default})"
         if f.name == "model":
             p.add_argument("model", nargs="?", help=f.metadata["help"])
         elif f.name == "encoder_params":  # with meta_params: the spelling every rtsegc command shares
@@ -231,6 +234,36 @@ def get_lr(it: int, cfg: TrainConfig) -> float:
 
 
 # --------------------------------------------------------------------------- helpers
+
+def settings_differ(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> str:
+    """The model settings a checkpoint and this run disagree on, by dotted key
+    (``encoder_params.width: 1.0 in the checkpoint, 0.5 in this run``), instead of both whole dicts."""
+    flat_saved, flat_wanted = _flatten(saved), _flatten(wanted)
+    diffs = []
+    for key in sorted(set(flat_saved) | set(flat_wanted)):
+        old, new = flat_saved.get(key, _UNSET), flat_wanted.get(key, _UNSET)
+        if old != new:
+            diffs.append(f"{key}: {_shown(old)} in the checkpoint, {_shown(new)} in this run")
+    return ("the model differs (" + "; ".join(diffs) + "); use the same model options, "
+            "or another --out-dir for a new run")
+
+
+_UNSET = object()
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is _UNSET else repr(value)
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
 
 def _shard(dataset, rank: int, world: int):
     """Every ``world``-th sample from ``rank`` on: disjoint, complete, and without the padding that
@@ -528,10 +561,10 @@ def _train_loop(cfg: TrainConfig, device: torch.device, rank: int, world: int, m
     if checkpoint is not None:
         last_pt = out_dir / "last.pt"
         changed = _changed_specs(checkpoint.get("specs") or {}, specs)
-        if ModelArgs.from_dict(checkpoint["model_args"]) != margs:
-            raise TrainError(f"cannot resume from {last_pt}: it was trained with {checkpoint['model_args']}, "
-                             f"this run builds {margs.to_dict()}; use the same model options, or another "
-                             "--out-dir for a new run")
+        saved_args = ModelArgs.from_dict(checkpoint["model_args"])
+        if saved_args != margs:
+            raise TrainError(f"cannot resume from {last_pt}: "
+                             + settings_differ(saved_args.to_dict(), margs.to_dict()))
         try:
             raw_model.load_state_dict(checkpoint["model"])
         except RuntimeError:
@@ -583,7 +616,8 @@ def _train_loop(cfg: TrainConfig, device: torch.device, rank: int, world: int, m
         print(f"{compiled.audit.model}: {compiled.audit.params:,} params, input {height}x{width}, "
               f"{len(train_set)} train / {len(val_set)} val images, {world} process(es) on {device}")
         if weights is not None:
-            print("class weights: " + " ".join(f"{w:.2f}" for w in weights.tolist()))
+            named = zip(classes.names, weights.tolist())
+            print("class weights: " + ", ".join(f"{name} {w:.2f}" for name, w in named))
 
     # ---- the loop
     from .report import Progress, tensorboard_writer, write_summary

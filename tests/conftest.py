@@ -78,6 +78,87 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         reporter.write_line(versions_line())
 
 
+#: Tests left out of the fast subset (``pytest -m "not slow"``, README), by function (all its
+#: parameters): those whose calls took 3 s or more in all on the shared 2-core machine (load 12-17,
+#: so about 0.7 s of CPU time and more each), and twelve that took 2.1-10 s at load 2-9. CI runs
+#: them; ``-m slow`` runs only them.
+SLOW_TESTS = frozenset({
+    "torch/test_baselines.py::test_enet_real_forward_shortcut_and_unpool",
+    "torch/test_baselines.py::test_segnet_real_forward_at_odd_size",
+    "torch/test_baselines.py::test_unpool_matches_torch_reference",
+    "torch/test_build_routes.py::test_compile_model_and_create_model_build_the_same_module",
+    "torch/test_build_routes.py::test_the_inference_build_is_the_same_through_either_door",
+    "torch/test_cli_compile.py::test_installed_rtsegc_script_compiles",
+    "torch/test_cli_inference.py::test_bench_inference_rows",
+    "torch/test_compare_bench.py::test_compare_bench_adds_latency_and_fps",
+    "torch/test_create_model.py::test_deepcopy_and_pickle_keep_the_module_and_what_it_carries",
+    "torch/test_create_model.py::test_features_only_returns_each_tap_as_feature_info_says",
+    "torch/test_create_model.py::test_in_chans_adapts_pretrained_first_conv_weights_as_timm_does",
+    "torch/test_create_model.py::test_module_is_trainable_and_carries_its_audit",
+    "torch/test_create_model.py::test_pretrained_backbone_equals_torchvision_features",
+    "torch/test_emit.py::test_flop_counter_equals_audit",
+    "torch/test_emit.py::test_flops_scale_with_batch_and_shapes_do_not_depend_on_it",
+    "torch/test_emit.py::test_layer_shapes_equal_inferred_types",
+    "torch/test_emit.py::test_params_equal_audit",
+    "torch/test_emit.py::test_real_forward_is_finite_with_right_shape",
+    "torch/test_emit.py::test_real_forward_layer_shapes_at_odd_size",
+    "torch/test_example_ops_torch.py::test_blur_pool_dilation_declaration_is_exact",
+    "torch/test_example_ops_torch.py::test_example_model_contract",
+    "torch/test_example_ops_torch.py::test_rtsegc_compile_with_the_installed_package",
+    "torch/test_export.py::test_exported_program_round_trip_dynamic",
+    "torch/test_export.py::test_onnx_outputs_carry_the_spec_names",
+    "torch/test_export.py::test_onnx_round_trip_dynamic",
+    "torch/test_inference.py::test_channels_last_inference_build",
+    "torch/test_inference.py::test_encoder_conv_bias_fold",
+    "torch/test_inference.py::test_folded_output_equals_eval_module",
+    "torch/test_inference.py::test_skipnet_folds_every_batch_norm_and_keeps_the_audit_exact",
+    "torch/test_inplace.py::test_training_gradients_equal_without_inplace",
+    "torch/test_ops_torch.py::test_conv_out_is_conv2d_output_size",
+    "torch/test_output_stride_exact.py::test_dilated_encoder_equals_the_strided_one_on_the_subsampled_grid",
+    "torch/test_output_stride_exact.py::test_vgg_pool_removal_is_not_exact",
+    "torch/test_outputs.py::test_blocks_with_when_op_parameters_and_named_inputs",
+    "torch/test_outputs.py::test_main_only_drops_the_auxiliary_head",
+    "torch/test_outputs.py::test_module_returns_the_outputs_in_order_with_inferred_shapes",
+    "torch/test_outputs.py::test_se_bottleneck_with_when_and_op_parameters_matches_a_hand_written_reference",
+    "torch/test_properties.py::test_random_encoder_meta_pairs_match_torch",
+    "torch/test_properties.py::test_random_encoders_match_torch",
+    "torch/test_published_variants.py::test_mobilenet_v1_relu6_encoder_is_timms_mobilenetv1_100",
+    "torch/test_python_source.py::test_cli_save_code_file_runs_without_rtseg_compiler",
+    "torch/test_python_source.py::test_every_zoo_model_at_a_small_input",
+    "torch/test_python_source.py::test_lines_carry_layer_names_and_shapes",
+    "torch/test_python_source.py::test_saved_module_is_identical",
+    "torch/test_python_source.py::test_several_outputs_return_the_same_dict",
+    "torch/test_runtime.py::test_ddp_two_processes_on_gloo",
+    "torch/test_runtime.py::test_train_writes_a_checkpoint_that_resumes",
+    "torch/test_runtime_data.py::test_bad_samples_are_named_and_skippable",
+    "torch/test_runtime_data.py::test_ctrl_c_writes_last_pt_and_resume_continues",
+    "torch/test_runtime_data.py::test_sigkill_during_a_checkpoint_write_keeps_the_last_complete_one",
+    "torch/test_runtime_data.py::test_training_killed_mid_checkpoint_resumes_from_the_last_complete_one",
+    "torch/test_torchvision_equivalence.py::test_deeplabv3_resnet50_with_aux_head",
+    "torch/test_torchvision_equivalence.py::test_lraspp_mobilenet_v3_large",
+    "torch/test_weights_import.py::test_pretrained_inference_build_folds_the_imported_weights",
+    "torch/test_weights_import.py::test_resnet18_from_pth_and_safetensors_files",
+    "torch/test_weights_import.py::test_timm_mobilenetv1_100_layout",
+    "torch/test_weights_import.py::test_torchvision_classifier_imports_exactly_from_memory",
+    "torch/test_weights_import.py::test_training_takes_a_weight_source",
+    "torch/test_zoo_models.py::test_models_compile_on_cpu_with_same_params",
+    "torch/test_zoo_models.py::test_other_models_match_audit",
+    "torch/test_zoo_models.py::test_segmentation_model_matches_audit",
+    "unit/test_compare.py::test_peak_activation_matches_a_brute_force_schedule",
+    "unit/test_fuzz.py::test_mutated_file_validates_or_reports",
+    "unit/test_fuzz.py::test_mutated_model_compiles_or_raises_spec_error",
+    "unit/test_schema_precheck.py::test_never_passes_what_jsonschema_refuses",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests of :data:`SLOW_TESTS` ``slow``, as if each carried ``@pytest.mark.slow``."""
+    for item in items:
+        function = item.nodeid.split("[", 1)[0].removeprefix("tests/")
+        if function in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

@@ -47,12 +47,28 @@ def parse_positive(text: str) -> int:
     return value
 
 
+def _number(text: str) -> int | float | None:
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return None
+
+
 def parse_param(text: str) -> tuple[str, Any]:
-    """'width=0.5' -> ('width', 0.5); 'bias=true' -> True; anything else stays an expression string."""
+    """'width=0.5' -> ('width', 0.5); 'bias=true' -> True; 'depths=[2,2,2,2]' -> a list of numbers
+    (a list parameter); anything else stays an expression string."""
     name, sep, value = text.partition("=")
     name, value = name.strip(), value.strip()
     if not sep or not name.isidentifier() or not value:
         raise argparse.ArgumentTypeError(f"invalid parameter {text!r}: write NAME=VALUE, e.g. width=0.5")
+    if value.startswith("[") and value.endswith("]"):
+        items = [_number(item.strip()) for item in value[1:-1].split(",")]
+        if not items or any(item is None for item in items):
+            raise argparse.ArgumentTypeError(f"invalid list in {text!r}: write numbers, e.g. "
+                                             f"{name}=[2,2,6,2]")
+        return name, items
     lowered = value.lower()
     if lowered in ("true", "false"):
         return name, lowered == "true"

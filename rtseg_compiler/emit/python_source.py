@@ -66,12 +66,24 @@ def _compact(name: str, value: Any) -> Any:
     return value
 
 
-def module_source(module: nn.Module, where: str = "") -> str:
-    """The constructor call that builds ``module`` again: ``nn.Conv2d(3, 32, 3, stride=2, bias=False)``."""
+def _copyable(cls: type) -> bool:
+    """A built-in op's own module class that depends on torch alone (``ops/modules.py``)."""
+    return cls.__module__.startswith("rtseg_compiler.") and cls.__dict__.get("standalone_source") is True
+
+
+def module_source(module: nn.Module, where: str = "", classes: dict[str, type] | None = None) -> str:
+    """The constructor call that builds ``module`` again: ``nn.Conv2d(3, 32, 3, stride=2, bias=False)``.
+
+    A built-in op's own class (``standalone_source = True``, e.g. the channel layer norm) is
+    written by its name and added to ``classes``, whose sources the file then includes.
+    """
     cls = type(module)
     if cls is nn.Sequential:
-        return f"nn.Sequential({', '.join(module_source(m, where) for m in module)})"
-    if not cls.__module__.startswith("torch.nn") or getattr(nn, cls.__name__, None) is not cls:
+        return f"nn.Sequential({', '.join(module_source(m, where, classes) for m in module)})"
+    copied = _copyable(cls) and classes is not None
+    if copied:
+        classes[cls.__name__] = cls
+    elif not cls.__module__.startswith("torch.nn") or getattr(nn, cls.__name__, None) is not cls:
         raise SourceEmitError(f"layer '{where}': {cls.__module__}.{cls.__name__} is not a torch.nn module, "
                               "so a file depending on torch alone cannot build it")
     args = []
@@ -92,7 +104,7 @@ def module_source(module: nn.Module, where: str = "") -> str:
             if p.default is None and value is None:
                 continue
             args.append(f"{p.name}={_literal(value, where)}")
-    return f"nn.{cls.__name__}({', '.join(args)})"
+    return f"{'' if copied else 'nn.'}{cls.__name__}({', '.join(args)})"
 
 
 # --------------------------------------------------------------------------- helper functions
@@ -125,6 +137,16 @@ def _helper(fn: Any, where: str) -> tuple[str, list[str]]:
             raise SourceEmitError(f"layer '{where}': {fn.__module__}.{fn.__name__} uses '{name}', which a "
                                   "file depending on torch alone cannot import")
     return textwrap.dedent(inspect.getsource(fn)), imports
+
+
+def _class_helper(cls: type, where: str) -> tuple[str, list[str]]:
+    """The source of a copyable module class and the import lines its methods need."""
+    imports: list[str] = []
+    for value in vars(cls).values():
+        if isinstance(value, types.FunctionType):
+            # 'from torch import nn' heads every generated file already.
+            imports += [line for line in _helper(value, where)[1] if line != "import torch.nn as nn"]
+    return textwrap.dedent(inspect.getsource(cls)), imports
 
 
 # --------------------------------------------------------------------------- names
@@ -188,6 +210,7 @@ def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: 
 
     init: list[str] = []
     helpers: dict[str, str] = {}
+    classes: dict[str, type] = {}
     imports = {"import torch", "from torch import nn"}
 
     def build(path: str) -> None:
@@ -197,9 +220,12 @@ def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: 
                 init.append(f"{access(child)} = {kind}")
                 build(child)
             else:
-                init.append(f"{access(child)} = {module_source(built[child], child)}")
+                init.append(f"{access(child)} = {module_source(built[child], child, classes)}")
 
     build("")
+    for name, cls in classes.items():
+        helpers[name], needed = _class_helper(cls, name)
+        imports.update(needed)
 
     # ---- forward
     uses: dict[str, int] = {}
@@ -233,7 +259,7 @@ def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: 
             members[node.name] = []
         members[root[node.name]].append(node.name)
     tap_of = {t.node: t.name for t in graph.taps}
-    names = _Names(["self", "x", "torch", "nn", "F", "math", "operator", "functools"])
+    names = _Names(["self", "x", "torch", "nn", "F", "math", "operator", "functools", *classes])
     chain_var = {INPUT: "x"}
     for start, chain in members.items():
         if start == INPUT:

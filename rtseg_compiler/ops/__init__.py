@@ -8,7 +8,9 @@ behaviour in a dilated encoder, ``AtRate``, ``Replace``, ``unaffected``, ``size_
 """
 
 # Imported for registration.
-from . import activation, conv, linear, merge, norm_act, pad, pool, resample, shuffle, split, unpool  # noqa: F401
+from . import (  # noqa: F401
+    activation, attention, conv, linear, merge, norm_act, pad, param, pool, reduce, resample, scalar,
+    shuffle, split, unpool)
 from .base import (BOOL, CHOICE, INT, NUMBER, PAIR, REGISTRY, REQUIRED, AtRate, Cost, DilateHook, Field,
                    FieldKind, FunctionCall, OpDef, OpError, Replace, conv_out, get_op, list_ops,
                    not_dilatable, op_origin, register, registry_generation, size_independent,

@@ -1,4 +1,4 @@
-"""Gating and smooth activations, and softmax over channels: shape-preserving, parameter-free.
+"""Gating and smooth activations, and softmax: shape-preserving, parameter-free.
 
 These are what squeeze-excitation, attention refinement and LR-ASPP gates
 (MobileNetV3, Howard et al. 2019, arXiv:1905.02244; BiSeNet, Yu et al. 2018,
@@ -22,7 +22,7 @@ hardsigmoid    Keras MobileNetV3: ReLU6(x **+** 3) **·** 1/6                 2
 hardswish      x **·** hardsigmoid(x)                                        3
 gelu (none)    ``tf.nn.gelu``: 0.5 **·** x **·** (1 **+** erf(x **/** √2))   4
 gelu (tanh)    0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))): 3 Mul, Pow, 2 Add  7
-softmax        Softmax (registered: 5 per element)                           5
+softmax        Softmax (registered: 5 per element, over any axis)            5
 =============  ===========================================================  =====
 
 Sigmoid, Tanh, LeakyRelu, Relu6 and Erf are not in the profiler's registry, so
@@ -35,7 +35,9 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import BOOL, CHOICE, NUMBER, Cost, Field, OpDef, register, unaffected
+from .base import described
+from .base import (BOOL, CHOICE, NUMBER, AtRate, Cost, Field, FunctionCall, OpDef, not_dilatable, register,
+                   unaffected)
 
 
 def _same(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
@@ -96,12 +98,29 @@ register(OpDef(
 ))
 
 
+def softmax_spatial(x: Any) -> Any:
+    """Softmax over the H*W pixels of each channel (attention pooling, GCNet's context weights)."""
+    return x.flatten(2).softmax(-1).view_as(x)
+
+
 def _softmax_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
+    if attrs["over"] == "spatial":
+        return FunctionCall(softmax_spatial)
     from torch import nn
     return nn.Softmax(dim=1)
 
 
+@described("—", "over `spatial`: error (the weights would spread over more pixels); over channels: "
+           "unchanged")
+def _softmax_dilate(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
+    """Over channels: pointwise. Over space: the weights of a dilated map sum to 1 over more
+    pixels than in the strided network, which no rewrite makes exact."""
+    return attrs if attrs["over"] == "channel" else not_dilatable(attrs, at)
+
+
 register(OpDef(
-    name="softmax", summary="softmax over channels, at every pixel",
-    fields={}, infer=_same, count=_tf_per_element(5), build=_softmax_build, dilate=unaffected,
+    name="softmax", summary="softmax over channels at every pixel, or over the pixels of each channel",
+    fields={"over": Field(CHOICE, "channel", choices=("channel", "spatial"),
+                          doc="channel: at every pixel; spatial: over H*W, per channel")},
+    infer=_same, count=_tf_per_element(5), build=_softmax_build, dilate=_softmax_dilate,
 ))

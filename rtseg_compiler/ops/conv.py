@@ -52,7 +52,20 @@ def _check_groups(attrs: Mapping[str, Any], cin: int) -> None:
 def _conv_complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any]:
     _check_groups(attrs, ins[0].channels)
     if attrs["padding"] is None:
-        # 'same' for odd kernels at stride 1: d*(k-1)/2 keeps the size.
+        # 'same' at stride 1: d*(k-1)/2 keeps the size. An odd span d*(k-1) has no symmetric
+        # 'same' padding (torch pads both sides alike), and rounding it down silently shifted
+        # a ViT patchify conv (kernel = stride = 8 got padding 3), so the spec must say. A
+        # span of 1 (kernel 2) keeps padding 0, torch's default, which is also its floor.
+        uneven = [(k, d) for k, d in zip(attrs["kernel"], attrs["dilation"]) if d * (k - 1) % 2
+                  and d * (k - 1) > 1]
+        if uneven:
+            k, d = uneven[0]
+            at = f" at dilation {d}" if d > 1 else ""
+            span = d * (k - 1)
+            raise OpError(f"kernel {k}{at} has no symmetric 'same' padding (d*(k-1) = {span} is "
+                          f"odd), so the padding must be given", field="kernel",
+                          hint=f"write 'padding: 0' (a patchify conv, kernel = stride), or "
+                               f"{span // 2} or {span // 2 + 1} for a near-'same' size")
         attrs["padding"] = tuple(d * (k - 1) // 2 for k, d in zip(attrs["kernel"], attrs["dilation"]))
     return attrs
 
@@ -123,7 +136,8 @@ register(OpDef(
     saves_output=False,  # backward reads the input and the weight
     norm_folds_into="out",  # weight (out, in/groups, kh, kw)
     notes=("`groups: in_channels` makes it depthwise; `kernel: [1, 5]` is asymmetric; `padding` defaults"
-           " to d·(k−1)/2"),
+           " to d·(k−1)/2; an odd d·(k−1) above 1 (an even kernel) has no such padding and needs"
+           " it written"),
 ))
 
 

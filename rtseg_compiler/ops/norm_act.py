@@ -1,9 +1,18 @@
-"""Batch norm, activations, dropout and identity: shape-preserving, MAC-free ops.
+"""Batch norm, layer norm, activations, dropout and identity: shape-preserving, MAC-free ops.
 
 None of these multiply-accumulate, so they add no MACs; TensorFlow's profiler
 also gives FusedBatchNorm and Relu zero FLOPs, which is the RTSeg convention.
 Batch norm has 2·C parameters (weight and bias); its running statistics are
 buffers, not parameters.
+
+``layernorm`` normalises the C channels of every pixel on their own: what
+``nn.LayerNorm(C)`` does to the (N, H·W, C) token sequence of a vision transformer
+(SegFormer, PVT), written for N x C x H x W maps. It is built as
+:class:`ChannelLayerNorm`, an ``nn.LayerNorm`` whose forward moves channels last and
+back, so its state-dict keys (``weight``, ``bias``) and values are those of the
+token-sequence layer. FlopCounterMode counts no layer norm (0 MACs). ``tf``: Keras'
+``LayerNormalization`` over the last axis runs FusedBatchNormV3 (unregistered: 0) and,
+with ``affine``, multiplies by gamma and adds beta: 2 per element.
 """
 
 from __future__ import annotations
@@ -39,6 +48,29 @@ register(OpDef(
     infer=_same, count=_bn_count, build=_bn_build, dilate=unaffected,
     saves_output=False,  # backward reads the input and the saved batch statistics
     folds_into_previous=True,
+))
+
+
+def _layernorm_count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Cost:
+    if not attrs["affine"]:
+        return Cost()
+    return Cost(params=2 * out.channels, tf_flops=2 * out.numel)
+
+
+def _layernorm_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
+    from .modules import ChannelLayerNorm
+    return ChannelLayerNorm(out.channels, eps=attrs["eps"], elementwise_affine=attrs["affine"])
+
+
+register(OpDef(
+    name="layernorm",
+    summary="layer normalization over the channels of every pixel (a transformer's LayerNorm)",
+    fields={
+        "eps": Field(NUMBER, 1e-5, minimum=0),
+        "affine": Field(BOOL, True, doc="learned per-channel weight and bias"),
+    },
+    infer=_same, count=_layernorm_count, build=_layernorm_build, dilate=unaffected,
+    saves_output=False,  # backward reads the input and the saved mean and 1/std
 ))
 
 
@@ -101,7 +133,7 @@ register(OpDef(
     fields={"p": Field(NUMBER, 0.5, minimum=0), "channelwise": Field(BOOL, False)},
     complete=_dropout_complete, infer=_same, build=_dropout_build, dilate=unaffected,
     # In eval mode torch returns the input itself; the training backward reads only the mask.
-    views_inputs=(0,), saves_output=False, inference_identity=True,
+    views_inputs=(0,), output_is_view=True, saves_output=False, inference_identity=True,
 ))
 
 
@@ -112,4 +144,4 @@ def _identity_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Te
 
 register(OpDef(name="identity", summary="passes its input through", fields={},
                infer=_same, build=_identity_build, dilate=unaffected, views_inputs=(0,),
-               saves_output=False))
+               output_is_view=True, saves_output=False))

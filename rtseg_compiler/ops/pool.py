@@ -1,4 +1,4 @@
-"""Max, average, global average and adaptive average pooling.
+"""Max, average, global average, adaptive average and adaptive max pooling.
 
 Output sizes use :func:`~rtseg_compiler.ops.base.conv_out`, including
 ``ceil_mode``'s rule that drops a window starting in the right padding.
@@ -233,8 +233,30 @@ def _adaptive_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: Te
 register(OpDef(name="adaptive_avgpool",
                summary="average pooling to a fixed size [h, w] of bins (PSP pyramid pooling)",
                fields={"size": Field(PAIR, REQUIRED, minimum=1,
-                                     doc="output height and width, n or [h, w] (torch's output_size)")},
+                                     doc="output height and width, n or [h, w] (torch's output_size); "
+                                         "items may use in_height, in_width")},
                required=("size",), infer=_adaptive_infer, count=_adaptive_count,
                build=_adaptive_build, dilate=size_independent, saves_output=False,
                notes=("torch's `AdaptiveAvgPool2d`; output stride = input stride × H/h (gap's s·H for "
                       "one bin); a grid of bins, unaffected by output stride")))
+
+
+# --------------------------------------------------------------------------- adaptive max pooling
+# Same bins as adaptive average pooling (torch's AdaptiveMaxPool2d uses the same start/end
+# indices). Each bin is a Max, which TensorFlow's profiler does not register: 0 tf FLOPs.
+
+
+def _adaptive_max_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
+    from torch import nn
+    return nn.AdaptiveMaxPool2d(tuple(attrs["size"]))
+
+
+register(OpDef(name="adaptive_maxpool",
+               summary="max pooling to a fixed size [h, w] of bins (torch's AdaptiveMaxPool2d)",
+               fields={"size": Field(PAIR, REQUIRED, minimum=1,
+                                     doc="output height and width, n or [h, w]; items may use "
+                                         "in_height, in_width")},
+               required=("size",), infer=_adaptive_infer, build=_adaptive_max_build,
+               dilate=size_independent, saves_output=False,
+               notes=("torch's `AdaptiveMaxPool2d`: the bins of `adaptive_avgpool`; a grid of bins, "
+                      "unaffected by output stride")))

@@ -153,6 +153,11 @@ class OpDef:
     #: Input positions whose storage the output may share (a crop is a slice of input 0; an
     #: identity returns its input). Overwriting the output overwrites those inputs too.
     views_inputs: tuple[int, ...] = ()
+    #: Whether, in an inference run, the output always is input 0 or a view of it (a slice; the
+    #: input itself), so it allocates no storage and keeps input 0's alive instead. Stricter than
+    #: ``views_inputs``: a channel shuffle may share storage but in fact copies (its reshape of a
+    #: transposed view). Read by the peak-memory count (compare.py), nothing else.
+    output_is_view: bool = False
     #: Whether the op's backward reads its own output (ReLU's gradient is computed from its
     #: result), so that overwriting the output in place would corrupt training. Unknown ops
     #: are assumed to; families that know better say False.

@@ -1,4 +1,12 @@
-"""Resampling: upsampling by a factor or to another map's size, and cropping.
+"""Resampling: upsampling by a factor, to a given size or to another map's size, and cropping.
+
+``upsample`` resizes by ``scale``, to ``size: [h, w]`` or to the size of a second input, with
+nearest, bilinear or bicubic interpolation (torch's ``F.interpolate``). ``size`` items may be
+expressions of the layer's input size, ``in_height`` and ``in_width``
+(``size: ["ceil(in_height / 2)", "ceil(in_width / 2)"]``), evaluated for the input size the
+network is compiled at. A size that is not a whole multiple has the fractional stride
+``stride · H_in / h``. No resize has MACs (FlopCounterMode counts none) or ``tf`` FLOPs
+(TensorFlow's ResizeBilinear/ResizeBicubic are not in its profiler's registry).
 
 ``crop`` is how a decoder aligns an upsampled map with an encoder tap when the
 input size is not a multiple of the network stride (360 is not a multiple of
@@ -15,22 +23,28 @@ from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
 from .base import described
-from .base import (BOOL, CHOICE, NUMBER, AtRate, Cost, Field, FunctionCall, OpDef, OpError, not_dilatable,
-                   register, unaffected)
+from .base import (BOOL, CHOICE, NUMBER, PAIR, AtRate, Cost, Field, FunctionCall, OpDef, OpError,
+                   not_dilatable, register, unaffected)
+
+#: Interpolation modes that take align_corners (torch raises for the others).
+_ALIGNABLE = ("bilinear", "bicubic")
 
 
 def _upsample_complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any]:
-    if len(ins) == 1 and attrs["scale"] is None:
-        raise OpError("upsample needs a 'scale', or a second input whose size it takes",
+    given = [what for what, on in (("'scale'", attrs["scale"] is not None),
+                                   ("'size'", attrs.get("size") is not None),
+                                   ("a size reference input", len(ins) == 2)) if on]
+    if not given:
+        raise OpError("upsample needs a 'scale', a 'size', or a second input whose size it takes",
                       field="scale")
-    if len(ins) == 2 and attrs["scale"] is not None:
-        raise OpError("upsample takes either 'scale' or a size reference input, not both",
-                      field="scale")
+    if len(given) > 1:
+        raise OpError(f"upsample takes one of 'scale', 'size' or a size reference input, got "
+                      f"{' and '.join(given)}", field="size" if attrs.get("size") is not None else "scale")
     if attrs["scale"] is not None and attrs["scale"] <= 0:
         raise OpError(f"upsample scale={attrs['scale']} must be positive", field="scale",
                       hint="2 doubles height and width; 0.5 halves them")
-    if attrs["mode"] == "nearest" and attrs["align_corners"]:
-        raise OpError("align_corners applies to bilinear mode only", field="align_corners")
+    if attrs["mode"] not in _ALIGNABLE and attrs["align_corners"]:
+        raise OpError("align_corners applies to bilinear and bicubic modes only", field="align_corners")
     return attrs
 
 
@@ -39,6 +53,9 @@ def _upsample_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> Tens
     if len(ins) == 2:
         ref = ins[1]
         return TensorType(x.channels, ref.height, ref.width, ref.stride)
+    if attrs.get("size") is not None:
+        h, w = attrs["size"]
+        return TensorType(x.channels, h, w, x.stride * Fraction(x.height, h))
     scale = attrs["scale"]
     h, w = math.floor(x.height * scale), math.floor(x.width * scale)
     # limit_denominator keeps 1/3-style scales readable; a tiny scale would round to 0.
@@ -52,26 +69,31 @@ def resize_like(x: Any, ref: Any, mode: str, align_corners: bool | None) -> Any:
 
 
 def _upsample_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
-    align = attrs["align_corners"] if attrs["mode"] == "bilinear" else None
+    align = attrs["align_corners"] if attrs["mode"] in _ALIGNABLE else None
     if len(ins) == 2:
         return FunctionCall(resize_like, {"mode": attrs["mode"], "align_corners": align})
     from torch import nn
+    if attrs.get("size") is not None:
+        return nn.Upsample(size=tuple(attrs["size"]), mode=attrs["mode"], align_corners=align)
     return nn.Upsample(scale_factor=attrs["scale"], mode=attrs["mode"], align_corners=align)
 
 
-@described("—", "by `scale`: error, no dilated form; to a reference input: follows the reference")
+@described("—", "by `scale` or to a `size`: error, no dilated form; to a reference input: follows the "
+           "reference")
 def _upsample_dilate(attrs: dict[str, Any], at: AtRate) -> dict[str, Any]:
     """To a reference's size: follows the reference at any rate (a pyramid-pooling branch
-    resized back onto a dilated map). By a scale: no dilated form past the output stride."""
-    return attrs if attrs["scale"] is None else not_dilatable(attrs, at)
+    resized back onto a dilated map). By a scale or to a size: no dilated form past the
+    output stride."""
+    return attrs if attrs["scale"] is None and attrs.get("size") is None else not_dilatable(attrs, at)
 
 
 register(OpDef(
     name="upsample",
-    summary="nearest or bilinear resize by 'scale', or to the size of a second input",
+    summary="nearest, bilinear or bicubic resize by 'scale', to 'size', or to the size of a second input",
     fields={
         "scale": Field(NUMBER, None, minimum=0),
-        "mode": Field(CHOICE, "nearest", choices=("nearest", "bilinear")),
+        "size": Field(PAIR, None, minimum=1, doc="output [h, w]; items may use in_height, in_width"),
+        "mode": Field(CHOICE, "nearest", choices=("nearest", "bilinear", "bicubic")),
         "align_corners": Field(BOOL, False),
     },
     arity=(1, 2), complete=_upsample_complete, infer=_upsample_infer, build=_upsample_build,
@@ -114,6 +136,6 @@ register(OpDef(
     count=lambda attrs, ins, out: Cost(),
     # Both inputs are at the same rate in a dilated encoder; the crop keeps the reference's size.
     dilate=unaffected,
-    views_inputs=(0,), saves_output=False,  # a slice of input 0
+    views_inputs=(0,), output_is_view=True, saves_output=False,  # a slice of input 0
     notes="`align: center` cuts equally from both sides",
 ))

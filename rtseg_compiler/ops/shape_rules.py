@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..ir import TensorType
+from ..ir import TensorType, stride_text
 from .kinds import OpError
 
 __all__ = ["complete_window", "conv_out", "same_spatial"]
@@ -42,6 +42,18 @@ def same_spatial(op: str, ins: Sequence[TensorType], names: Sequence[str] | None
             a = names[0] if names else "input #0"
             b = names[i] if names else f"input #{i}"
             dims = ("h" if t.height != first.height else "") + ("w" if t.width != first.width else "")
+            if t.stride != first.stride:
+                # Maps of different strides never line up, whatever the input size: one needs resampling.
+                coarse, fine = (a, b) if first.stride > t.stride else (b, a)
+                ratio = max(first.stride, t.stride) / min(first.stride, t.stride)
+                raise OpError(
+                    f"{op} needs inputs of equal height and width, but {a} (stride "
+                    f"{stride_text(first.stride)}) is {first.height}x{first.width} and {b} (stride "
+                    f"{stride_text(t.stride)}) is {t.height}x{t.width}",
+                    field="inputs", spatial=False,
+                    hint=f"upsample {coarse} by {stride_text(ratio)} to the stride of {fine} first: an "
+                         f"upsample with scale {stride_text(ratio)} or a deconv with stride "
+                         f"{stride_text(ratio)}, then a crop if the sizes still differ")
             raise OpError(
                 f"{op} needs inputs of equal height and width, but {a} is "
                 f"{first.height}x{first.width} and {b} is {t.height}x{t.width}",

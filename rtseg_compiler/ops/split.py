@@ -57,5 +57,6 @@ register(OpDef(
         "stop": Field(INT, None, minimum=1, doc="one past the last channel kept; default in_channels"),
     },
     complete=_complete, infer=_infer, build=_build, dilate=unaffected,
+    output_is_view=True,  # x[:, start:stop]
     notes="`start` and `stop` may be expressions; `stop` defaults to in_channels",
 ))

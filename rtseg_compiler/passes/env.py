@@ -14,7 +14,11 @@ from typing import Any, Callable
 from ..ir import ChannelsOf, Expr, Lazy, Literal, Scope
 from ..spec.expr import ExprError, evaluate
 
-__all__ = ["Env", "StaticOnly", "evaluate_value", "MAX_EVALUATIONS"]
+__all__ = ["Env", "StaticOnly", "evaluate_value", "MAX_EVALUATIONS", "IN_SIZE_NAMES"]
+
+#: Names a layer's own fields may use for the height and width of its first input
+#: (``size: ["ceil(in_height / 64)", "ceil(in_width / 64)"]``); not block arguments or parameters.
+IN_SIZE_NAMES = ("in_height", "in_width")
 
 
 class StaticOnly(Exception):
@@ -42,10 +46,12 @@ class Env:
 
     def __init__(self, scope: Scope | None, channels_of: Callable[[str], int] | None,
                  in_channels: Callable[[], int] | None = None, depth: int = 0,
-                 memo: _Memo | None = None):
+                 memo: _Memo | None = None, in_size: Callable[[], tuple[int, int]] | None = None):
         self.scope = scope or Scope()
         self.channels_of = channels_of
         self.in_channels = in_channels
+        #: (height, width) of the layer's first input: ``in_height`` and ``in_width``.
+        self.in_size = in_size
         self.depth = depth
         #: Shared by an Env and every Env it creates for the parameters it reads, so each
         #: parameter is evaluated once per root: without it, 7 parameters that each sum the
@@ -60,6 +66,11 @@ class Env:
                        "(a block default can use 'block_in_channels')")
                 raise ExprError(f"'in_channels' is not available here{why}")
             return self.in_channels()
+        if name in IN_SIZE_NAMES and self.depth == 0:
+            if self.in_size is None:
+                raise ExprError(f"'{name}' is not available here: only a layer's own fields see "
+                                "its input's size")
+            return self.in_size()[IN_SIZE_NAMES.index(name)]
         found = _lookup_with_scope(self.scope, name)
         if found is None:
             raise KeyError(name)

@@ -89,6 +89,8 @@ def _param_bindings(doc: LocatedMap, overrides: dict | None, file: str, diags: D
 def _binding(value: Any, loc: Location | None) -> Any:
     if isinstance(value, str):
         return Lazy(Expr(value, loc), None)
+    if isinstance(value, list):  # a list parameter, read as dims[i]; frozen like every binding
+        return Literal(tuple(value), loc)
     return Literal(value, loc)
 
 

@@ -19,6 +19,7 @@ from ..ir import INPUT, BlockUse, ChannelsOf, Expr, Lazy, Literal, Node, Scope, 
 from ..ops import REGISTRY
 from ..spec.load import LocatedList, location_of
 from ..spec.schema import BLOCK_USE_KEYS, LAYER_KEYS
+from .env import IN_SIZE_NAMES
 from .expand_exprs import ExpressionChecks
 from .expand_refs import Body, References
 
@@ -167,13 +168,14 @@ class LayerExpander:
                 parts = []
                 for i, v in enumerate(value):
                     if isinstance(v, str):
-                        self.exprs.check_expression(v, location_of(item, (key, i)), body, {"i"})
+                        self.exprs.check_expression(v, location_of(item, (key, i)), body,
+                                                    {"i", *IN_SIZE_NAMES})
                         parts.append(Expr(v, location_of(item, (key, i))))
                     else:
                         parts.append(v)
                 attrs[key] = tuple(parts)
             elif isinstance(value, str) and f.kind.expressions:
-                self.exprs.check_expression(value, vloc, body, {"i"})
+                self.exprs.check_expression(value, vloc, body, {"i", *IN_SIZE_NAMES})
                 attrs[key] = Expr(value, vloc)
             else:
                 attrs[key] = value
@@ -309,7 +311,7 @@ class LayerExpander:
                     bindings[key] = Lazy(Expr(value, where), caller if key in args else None,
                                          input_ref=block_input if key in args else None)
                 else:
-                    bindings[key] = Literal(value, where)
+                    bindings[key] = Literal(tuple(value) if isinstance(value, list) else value, where)
             for key, default in declared.items():
                 if (key not in args and isinstance(default, str) and key not in op_params
                         and default.strip() not in REGISTRY):

@@ -125,12 +125,17 @@ def _report_cycles(graph: Graph, diags: Diagnostics) -> None:
 
 
 def link(graph: Graph, diags: Diagnostics, *, keep_unused: bool = False,
-         warn_unused: bool = True, outputs: str = "all", why_unused: tuple[str, ...] = ()) -> Graph:
+         warn_unused: bool = True, outputs: str = "all", why_unused: tuple[str, ...] = (),
+         keep_taps: bool = False) -> Graph:
     """Topologically ordered (and, by default, pruned) copy of ``graph``.
 
     Every named output is a root. With ``outputs="main"`` only the main output is kept:
     layers needed only by auxiliary heads are left out quietly (they are not unused, just
     not wanted for inference), and the graph's named outputs are dropped.
+
+    ``keep_taps``: every tap is a root too, so that an encoder analysed on its own keeps
+    (and shapes, counts and checks) the layers a tap reads even when its output does not:
+    a meta may read them. In a model only the taps its meta reads survive, as any layer.
     """
     if outputs not in ("all", "main"):
         raise ValueError(f"outputs must be 'all' or 'main', not {outputs!r}")
@@ -148,6 +153,8 @@ def link(graph: Graph, diags: Diagnostics, *, keep_unused: bool = False,
     order = flow.order
     sorted_names = [n for n in topological if n != INPUT and n in order]
     wanted = (graph.output,) if outputs == "main" else graph.output_names
+    if keep_taps:
+        wanted = tuple(wanted) + tuple(t.node for t in graph.taps)
     roots = set(graph.output_names) | {t.node for t in graph.taps if t.node in flow}
     live = set()
     for root in roots:

@@ -41,11 +41,41 @@ def tap_stride(name: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _input_name(node: Node, index: int) -> str:
-    """'head.up32' for input #0 of a node, as ops' messages refer to inputs by position."""
-    if 0 <= index < len(node.inputs):
-        return f"'{_short(node.inputs[index])}'"
-    return f"input #{index}"
+def _input_name(node: Node, index: int, last_under: Mapping[str, str] | None = None,
+                taps_of: Mapping[str, list[str]] | None = None) -> str:
+    """'up32' for input #0 of a node, as ops' messages refer to inputs by position: the name the
+    spec wrote. A meta reads the encoder through its taps, so an encoder layer read by a head
+    layer is named by its tap (``encoder.stride16``) when one tap points at it; a block use is
+    named as used (see :func:`_written_as`)."""
+    if not 0 <= index < len(node.inputs):
+        return f"input #{index}"
+    source = node.inputs[index]
+    taps = (taps_of or {}).get(source, [])
+    if source.split(".", 1)[0] != node.name.split(".", 1)[0] and len(taps) == 1:
+        return f"'encoder.{taps[0]}'"
+    return f"'{_short(_written_as(source, node.name, last_under or {}))}'"
+
+
+def _last_under(graph: Graph) -> dict[str, str]:
+    """For every block-use prefix of a node name ('head.lat32'), the last node under it."""
+    last: dict[str, str] = {}
+    for node in graph.nodes:
+        parts = node.name.split(".")
+        for k in range(2, len(parts)):  # parts[0] is the part (encoder/head)
+            last[".".join(parts[:k])] = node.name
+    return last
+
+
+def _written_as(name: str, reader: str, last_under: Mapping[str, str]) -> str:
+    """The block use a reader outside it refers to, when ``name`` is that use's last layer (its
+    output): a layer reading ``lat32`` reads ``lat32.conv_relu``, and an error should say
+    ``lat32``, as the spec does. Any other node keeps its own name."""
+    parts = name.split(".")
+    for k in range(2, len(parts)):  # the outermost use first
+        prefix = ".".join(parts[:k])
+        if last_under.get(prefix) == name and not reader.startswith(prefix + "."):
+            return prefix
+    return name
 
 
 class _Skip(Exception):
@@ -96,6 +126,10 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
     resolved_nodes = []
     with_extra: set[str] = set()  # nodes whose module returns (value, extra): pools with indices
     spatial_errors = []
+    last_under = _last_under(graph)
+    taps_of: dict[str, list[str]] = {}
+    for tap in graph.taps:
+        taps_of.setdefault(tap.node, []).append(tap.name)
     #: Absent layers: from expand (repeat: 0, a block use's when) and from false 'when:' here.
     skipped: dict[str, Skip] = dict(graph.skipped)
 
@@ -146,7 +180,8 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
                         hint="list them with 'inputs: [a, b]'" if lo > 1 else None)
             failed.add(node.name)
             continue
-        env = Env(node.scope, channels_of, lambda ins=ins: ins[0].channels)
+        env = Env(node.scope, channels_of, lambda ins=ins: ins[0].channels,
+                  in_size=lambda ins=ins: ins[0].spatial)
         if node.when is not None:
             present = _decide(node, env, diags, notes)
             if present is None:
@@ -174,7 +209,12 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
             if exc.field == "inputs" and "inputs" in node.attr_locs:
                 loc = node.attr_locs["inputs"]
             loc = getattr(exc, "loc", None) or loc
-            text = _INPUT_REF.sub(lambda m: _input_name(node, int(m.group(1))), str(exc))
+            def name_inputs(text: str, node: Node = node) -> str:
+                return _INPUT_REF.sub(lambda m: _input_name(node, int(m.group(1)), last_under, taps_of),
+                                      text)
+
+            text = name_inputs(str(exc))
+            exc.hint = name_inputs(exc.hint) if exc.hint else exc.hint
             message = f"{text} ({node.op} '{_short(node.name)}')"
             if exc.spatial:
                 if spatial_dims is not None:

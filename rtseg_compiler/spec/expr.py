@@ -9,11 +9,15 @@ only these forms are accepted:
 * int, float and bool literals; names (``width``) and dotted names
   (``encoder.stride16.channels``), looked up in a flat environment, never
   as attributes of Python objects;
+* an item of a list-valued parameter, ``dims[i]`` (a name, subscripted by an
+  integer expression; negative indices count from the end, as in Python),
+  and its length, ``len(dims)``; slices and subscripts of anything else are not
+  allowed;
 * ``+ - * / // % **``, unary ``- + not``, comparisons, ``and``/``or``,
   and ``a if cond else b``;
 * calls of the functions in :data:`FUNCTIONS` with positional arguments.
 
-Everything else (subscripts, lambdas, comprehensions, keyword arguments,
+Everything else (slices, lambdas, comprehensions, keyword arguments,
 strings) is an :class:`ExprError`. Results are bounded: an integer beyond
 :data:`MAX_MAGNITUDE` or an exponent beyond :data:`MAX_EXPONENT` is refused
 before it is computed, so ``10**10**10`` fails at once instead of hanging.
@@ -82,6 +86,7 @@ USAGE = {
     "int": "int(x)", "round": "round(x) or round(x, ndigits)", "min": "min(a, b, ...)",
     "max": "max(a, b, ...)", "abs": "abs(x)", "floor": "floor(x)", "ceil": "ceil(x)",
     "make_divisible": "make_divisible(value, divisor=8, min_value=divisor)",
+    "len": "len(list_parameter)",
 }
 
 
@@ -118,6 +123,14 @@ _SYMBOL = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv
            ast.Mod: "%", ast.Pow: "**"}
 
 
+#: Items of a list parameter; spec lists are per-stage settings (widths, depths, heads), never data.
+MAX_LIST_ITEMS = 1024
+
+
+def _sequence(value: Any) -> bool:
+    return isinstance(value, (list, tuple))
+
+
 def parse(text: str) -> ast.Expression:
     """Parse and check an expression's form; raises :class:`ExprError`."""
     if not isinstance(text, str):
@@ -148,7 +161,7 @@ def _parse(text: str) -> ast.Expression:
 def _check_form(node: ast.AST) -> None:
     allowed = (ast.Expression, ast.Constant, ast.Name, ast.Attribute, ast.BinOp, ast.UnaryOp,
                ast.Compare, ast.BoolOp, ast.IfExp, ast.Call, ast.Load, ast.operator,
-               ast.unaryop, ast.cmpop, ast.boolop)
+               ast.unaryop, ast.cmpop, ast.boolop, ast.Subscript)
     if not isinstance(node, allowed):
         raise ExprError(f"'{type(node).__name__}' is not allowed in a spec expression "
                         "(only arithmetic, comparisons, 'a if c else b' and "
@@ -159,6 +172,15 @@ def _check_form(node: ast.AST) -> None:
     if isinstance(node, ast.Attribute) and _dotted(node) is None:
         raise ExprError("attribute access is not allowed; dotted names such as "
                         "'encoder.stride16.channels' are plain names")
+    if isinstance(node, ast.Subscript):
+        if not isinstance(node.value, (ast.Name, ast.Attribute)) or _dotted(node.value) is None:
+            raise ExprError("only a list parameter can be subscripted, as in 'dims[i]'")
+        if isinstance(node.slice, ast.Slice):
+            raise ExprError("slices are not allowed; write one item, as in 'dims[i]'")
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "len":
+        if node.keywords or len(node.args) != 1 or not isinstance(node.args[0], (ast.Name, ast.Attribute)):
+            raise ExprError(f"write {USAGE['len']}")
+        return
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
             shown = ast.unparse(node.func) if hasattr(ast, "unparse") else "?"
@@ -234,18 +256,42 @@ def _bound(value: Any, text: str) -> Any:
     return value
 
 
+def _lookup(node: ast.AST, lookup: Callable[[str], Any]) -> tuple[str, Any]:
+    name = node.id if isinstance(node, ast.Name) else _dotted(node)
+    try:
+        return name, lookup(name)
+    except KeyError:
+        raise ExprError(f"unknown name '{name}'") from None
+
+
 def _eval(node: ast.AST, lookup: Callable[[str], Any], text: str) -> Any:
     if isinstance(node, ast.Constant):
         return node.value
     if isinstance(node, (ast.Name, ast.Attribute)):
-        name = node.id if isinstance(node, ast.Name) else _dotted(node)
-        try:
-            value = lookup(name)
-        except KeyError:
-            raise ExprError(f"unknown name '{name}'") from None
+        name, value = _lookup(node, lookup)
+        if _sequence(value):
+            raise ExprError(f"'{name}' is a list; write one item, as in '{name}[i]'")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             if not isinstance(value, bool):
                 raise ExprError(f"'{name}' is {value!r}, not a number")
+        return value
+    if isinstance(node, ast.Subscript):
+        name, items = _lookup(node.value, lookup)
+        if not _sequence(items):
+            raise ExprError(f"'{name}' is not a list, so '{name}[...]' has no value")
+        if len(items) > MAX_LIST_ITEMS:
+            raise ExprError(f"'{name}' has {len(items):,} items, over the limit of {MAX_LIST_ITEMS:,}")
+        index = _eval(node.slice, lookup, text)
+        if isinstance(index, float) and index.is_integer():
+            index = int(index)
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise ExprError(f"a list index must be an integer, got {index!r} in {text!r}")
+        if not -len(items) <= index < len(items):
+            raise ExprError(f"index {index} is out of range for '{name}', which has {len(items)} "
+                            f"item{'s' if len(items) != 1 else ''} (0 to {len(items) - 1})")
+        value = items[index]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ExprError(f"'{name}[{index}]' is {value!r}, not a number")
         return value
     if isinstance(node, ast.UnaryOp):
         operand = _eval(node.operand, lookup, text)
@@ -289,6 +335,11 @@ def _eval(node: ast.AST, lookup: Callable[[str], Any], text: str) -> Any:
     if isinstance(node, ast.IfExp):
         branch = node.body if _eval(node.test, lookup, text) else node.orelse
         return _eval(branch, lookup, text)
+    if isinstance(node, ast.Call) and node.func.id == "len":
+        name, items = _lookup(node.args[0], lookup)
+        if not _sequence(items):
+            raise ExprError(f"len: '{name}' is not a list")
+        return len(items)
     if isinstance(node, ast.Call):
         args = [_eval(a, lookup, text) for a in node.args]
         name = node.func.id

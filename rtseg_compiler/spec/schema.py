@@ -46,7 +46,11 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-REF_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$"
+REF_PATTERN = r"^([A-Za-z_][A-Za-z0-9_]*|[0-9]+)(\.[A-Za-z0-9_]+)*$"
+#: A layer's name: an identifier, or a number ("0"), so that a block's layers can carry
+#: nn.Sequential's keys (downsample.0, downsample.1). Files, blocks and parameters keep
+#: NAME_PATTERN: expressions refer to them.
+LAYER_NAME_PATTERN = r"^([A-Za-z_][A-Za-z0-9_]*|[0-9]+)$"
 
 #: Keys every op layer may have besides its op's fields.
 LAYER_KEYS = ("name", "op", "input", "inputs", "repeat", "when", "doc")
@@ -70,7 +74,7 @@ def _layer_schema(ops: Mapping[str, OpDef] | None = None) -> dict[str, Any]:
     """The layer schema for ``ops`` (default: every registered op)."""
     ops = REGISTRY if ops is None else ops
     common = {
-        "name": {"type": "string", "pattern": NAME_PATTERN},
+        "name": {"type": "string", "pattern": LAYER_NAME_PATTERN},
         "input": _ref_schema(),
         "inputs": {"type": "array", "items": _ref_schema(), "minItems": 1},
         "repeat": {"type": ["integer", "string"], "minimum": 0,
@@ -108,7 +112,7 @@ def _layer_schema(ops: Mapping[str, OpDef] | None = None) -> dict[str, Any]:
                      "when false the block use is absent and its readers read its first input"},
             "doc": common["doc"],
         },
-        "additionalProperties": {"type": ["number", "string", "boolean"]},
+        "additionalProperties": _PARAM_VALUE,
         "not": {"required": ["input", "inputs"]},
     }
     return {
@@ -129,11 +133,17 @@ def _op_layer_schema(op: OpDef, common: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: A parameter's value: a number, an expression, a bool, or a list of numbers (per-stage
+#: widths, depths, heads), read in expressions as ``dims[i]`` (spec/expr.py).
+_PARAM_VALUE = {"type": ["number", "string", "boolean", "array"],
+                "items": {"type": "number"}, "minItems": 1, "maxItems": 1024}
+
+
 def _params_schema() -> dict[str, Any]:
     return {
         "type": "object",
         "propertyNames": {"pattern": NAME_PATTERN},
-        "additionalProperties": {"type": ["number", "string", "boolean"]},
+        "additionalProperties": _PARAM_VALUE,
     }
 
 
@@ -150,7 +160,8 @@ def _body_props() -> dict[str, Any]:
                     "params": {
                         "type": "object",
                         "propertyNames": {"pattern": NAME_PATTERN},
-                        "additionalProperties": {"type": ["number", "string", "boolean", "null"]},
+                        "additionalProperties": {**_PARAM_VALUE,
+                                                 "type": ["number", "string", "boolean", "null", "array"]},
                     },
                     "inputs": {"type": "array", "minItems": 1, "uniqueItems": True,
                                "items": {"type": "string", "pattern": NAME_PATTERN},
@@ -397,7 +408,8 @@ def explain_schema_error(error: jsonschema.ValidationError, doc: Any) -> Iterato
         return
     if v == "pattern":
         yield Diagnostic(f"{where}: {_clip(value)} is not a valid name", loc,
-                         hint="names are letters, digits and '_', not starting with a digit; "
+                         hint="names are letters, digits and '_', not starting with a digit "
+                              "(a layer may also be named by a number in quotes, '\"0\"'); "
                               "references may be dotted ('encoder.stride16')")
         return
     if v in ("minItems", "maxItems"):

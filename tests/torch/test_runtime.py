@@ -305,12 +305,14 @@ def test_command_line_errors_exit_2_without_a_traceback(tiny_spec: Path, tmp_pat
     broken.write_text("kind: model\nname: x\n")
     assert train_main([str(broken), "--data", "synthetic", "--max-iters", "1"]) == 2
     assert "broken.yaml" in capsys.readouterr().err
-    # --resume with a checkpoint of another model (7 classes) is refused with both model descriptions.
+    # --resume with a checkpoint of another model (7 classes) is refused, naming the setting that differs.
     out = tmp_path / "run"
     train(_cfg(tiny_spec, "synthetic", out, max_iters=1, limit_train=2, limit_val=1, classes="7"))
     argv = [str(tiny_spec), "--data", "synthetic", "--classes", "5", "--out-dir", str(out), "--resume"]
     assert train_main(argv) == 2
-    assert "cannot resume" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "num_classes: 7 in the checkpoint, 5 in this run" in err
+    assert str(tiny_spec) not in err.partition("differs")[2]  # the settings that agree are left out
 
 
 def _can_bind_localhost() -> bool:

@@ -449,7 +449,8 @@ def test_a_user_op_that_lies_is_named(spec: Path, tmp_path: Path, capsys, kind: 
     if kind == "wrong_type":
         assert "error: the op's shape rule (infer) returned int, not a TensorType (faulty_op 'ds13')" in err
     else:
-        assert f"{encoder}:40: op 'faulty_op'" in err
+        line = encoder.read_text().splitlines().index("  - {name: ds13, op: faulty_op}") + 1
+        assert f"{encoder}:{line}: op 'faulty_op'" in err
         assert "declares 259x1x2 (CxHxW) in its shape rule but its module makes 256x1x2 at layer " \
             "'encoder.ds13'" in err
 

@@ -3,7 +3,7 @@
 Each torchvision classifier is built with ``weights=None`` (nothing is downloaded, ever), its batch
 norms get random statistics so that a swapped or missing tensor cannot hide, and its state dict is
 imported into the spec's ImageNet model; the two must then compute the same logits within 1e-5.
-timm's mobilenetv1_100 is checked the same way against a ReLU6 copy of the spec (the one documented
+timm's mobilenetv1_100 is checked the same way with the encoder's ``act: relu6`` (the one documented
 difference). The strict-report tests build a torchvision-layout state dict by hand, so they run
 without torchvision.
 """
@@ -116,18 +116,6 @@ def test_segmentation_model_takes_the_encoder_and_lists_the_unused_head(tmp_path
 
 # --------------------------------------------------------------------------- timm MobileNet v1
 
-def _relu6_mobilenet(tmp_path: Path) -> Path:
-    """The zoo's imagenet_mobilenet_v1 with ReLU6 activations, as timm's mobilenetv1_100 has."""
-    for part in ("encoders/mobilenet_v1.yaml", "meta/classifier.yaml", "models/imagenet_mobilenet_v1.yaml"):
-        text = (SPECS / part).read_text()
-        if part.startswith("encoders"):
-            assert text.count("op: relu}") == 3
-            text = text.replace("op: relu}", "op: relu6}")
-        (tmp_path / part).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / part).write_text(text)
-    return tmp_path / "models/imagenet_mobilenet_v1.yaml"
-
-
 def test_timm_mobilenetv1_100_layout(tmp_path: Path):
     _torchvision_models()  # timm imports torchvision
     timm = pytest.importorskip("timm")
@@ -136,8 +124,9 @@ def test_timm_mobilenetv1_100_layout(tmp_path: Path):
     torch.save(reference.state_dict(), path)
     # Every tensor has its place in the zoo spec ...
     zoo = compile_model(MODELS / "imagenet_mobilenet_v1.yaml", pretrained=f"timm:mobilenetv1_100@{path}")
-    # ... and with timm's ReLU6 in place of ReLU the network is the same function.
-    exact = compile_model(_relu6_mobilenet(tmp_path), pretrained=f"timm:mobilenetv1_100@{path}")
+    # ... and with timm's ReLU6 in place of ReLU (the encoder's act parameter) it is the same function.
+    exact = compile_model(MODELS / "imagenet_mobilenet_v1.yaml", pretrained=f"timm:mobilenetv1_100@{path}",
+                          encoder_params={"act": "relu6"})
     _same_logits(reference, exact)
     x = torch.randn(1, 3, 224, 224) * 4
     with torch.no_grad():

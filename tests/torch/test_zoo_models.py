@@ -92,7 +92,7 @@ def test_models_compile_on_cpu_with_same_params():
 
 
 @pytest.mark.parametrize("meta, names", [("skipnet", ("'up32' is 24x40", "'score16' is 23x40")),
-                                         ("unet", ("'up16.tconv_bn' is 24x40", "'ds7_11.5.pw_relu' is 23x40"))])
+                                         ("unet", ("'up16' is 24x40", "'encoder.stride16' is 23x40"))])
 def test_unaligned_fusion_names_layers_and_suggests_sizes(tmp_path: Path, meta: str, names: tuple):
     """A decoder whose fusions are not cropped fails at 360x640 with a located, actionable error.
 

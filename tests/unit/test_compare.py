@@ -43,31 +43,42 @@ def test_compare_json_agrees_with_flops_json_for_every_model(capsys):
 
 
 def _peak_by_brute_force(a) -> int:
-    """Live bytes at every step, recomputed from scratch per step (no interval bookkeeping)."""
+    """Live bytes at every step, recomputed from scratch per step (no interval bookkeeping).
+
+    A storage is the image or a layer's output that is not a view; a view's readers (and its
+    being the current layer or an output) keep its base's storage alive."""
     nodes = a.resolved.graph.nodes
     types = a.resolved.types
-    outputs = {a.resolved.graph.output}
+    outputs = set(a.resolved.graph.output_names)
+
+    def base(name: str) -> str:
+        while name != "input" and REGISTRY[a.resolved.graph.node(name).op].output_is_view:
+            name = a.resolved.graph.node(name).inputs[0]
+        return name
+
+    def readers(name: str, extra: bool) -> list[int]:
+        return [j for j, n in enumerate(nodes) for pos, i in enumerate(n.inputs)
+                if i == name and (pos in REGISTRY[n.op].extra_inputs) == extra]
+
     peak = 0
     for k in range(len(nodes)):
         live = 0
         produced = ["input"] + [n.name for n in nodes[:k + 1]]
-        for name in produced:
-            readers = [j for j, n in enumerate(nodes) for pos, i in enumerate(n.inputs)
-                       if i == name and pos not in REGISTRY[n.op].extra_inputs]
-            if name in outputs or name == nodes[k].name or any(j >= k for j in readers):
-                live += 4 * types[name].numel
-            if name != "input":
-                node = a.resolved.graph.node(name)
-                if REGISTRY[node.op].returns_extra(node.attrs):
-                    extra_readers = [j for j, n in enumerate(nodes) for pos, i in enumerate(n.inputs)
-                                     if i == name and pos in REGISTRY[n.op].extra_inputs]
-                    if name == nodes[k].name or any(j >= k for j in extra_readers):
-                        live += 8 * types[name].numel
+        for storage in {base(name) for name in produced}:
+            views = [name for name in produced if base(name) == storage]
+            if any(v in outputs or v == nodes[k].name or any(j >= k for j in readers(v, False))
+                   for v in views):
+                live += 4 * types[storage].numel
+        for name in produced[1:]:
+            node = a.resolved.graph.node(name)
+            if REGISTRY[node.op].returns_extra(node.attrs):
+                if name == nodes[k].name or any(j >= k for j in readers(name, True)):
+                    live += 8 * types[name].numel
         peak = max(peak, live)
     return peak
 
 
-@pytest.mark.parametrize("name", ["skipnet_mobilenet_v1", "unet_resnet18", "enet", "segnet"])
+@pytest.mark.parametrize("name", ["skipnet_mobilenet_v1", "unet_resnet18", "enet", "segnet", "fast_scnn"])
 def test_peak_activation_matches_a_brute_force_schedule(name):
     path = next(p for p in MODELS if p.stem == name)
     a = analyze(path, (64, 96))
@@ -75,10 +86,11 @@ def test_peak_activation_matches_a_brute_force_schedule(name):
 
 
 def test_peak_activation_of_skipnet_mobilenet_by_hand():
-    """At 512x1024 the peak is the final crop: the image (still read by the crop, 3 channels),
-    the 16x16/8 deconv's output and the crop's output (20 channels each), all full size, float32:
-    (3 + 20 + 20) x 512 x 1024 x 4 bytes = 90,177,536 (86.0 MiB)."""
-    assert peak_activation_bytes(analyze(SKIPNET)) == (3 + 20 + 20) * 512 * 1024 * 4 == 90_177_536
+    """At 512x1024 the peak is the first block's pointwise batch norm, at stride 2: its input and
+    output (64 channels at 256x512 each) and the image, which the final crop still reads, float32:
+    (3 x 512 x 1024 + 2 x 64 x 256 x 512) x 4 bytes = 73,400,320 (70.0 MiB). The final crop's
+    output is a slice of the deconv's, so the last layer holds only (3 + 20) x 512 x 1024 x 4."""
+    assert peak_activation_bytes(analyze(SKIPNET)) == (3 * 512 * 1024 + 2 * 64 * 256 * 512) * 4 == 73_400_320
 
 
 def test_stage_split_adds_up():
@@ -99,7 +111,7 @@ def test_by_stage_table_markdown_and_csv(capsys):
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("| model | input | params (M) | GMACs | GFLOPs | peak act. (MiB) | enc GMACs")
-    assert lines[2].startswith("| skipnet_mobilenet_v1 | 512x1024 | 3.369 | 6.86 | 13.72 | 86.0 | 5.93 | 0.93")
+    assert lines[2].startswith("| skipnet_mobilenet_v1 | 512x1024 | 3.369 | 6.86 | 13.72 | 70.0 | 5.93 | 0.93")
     code, out, err = _run(capsys, "compare", SKIPNET, "--by", "stage", "--csv", "--input", "360x640",
                           "--input", "512x1024")
     rows = list(csv.DictReader(io.StringIO(out)))
@@ -145,3 +157,44 @@ def test_plot_draws_an_svg(capsys, tmp_path):
     text = out.read_text()
     ET.fromstring(text)
     assert "skipnet_mobilenet_v1" in text and "stride 32" in text
+
+
+def test_plot_titles_carry_the_input_size(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "p.svg"
+    code, _, err = _run(capsys, "compare", SKIPNET, "--input", "360x640", "--plot", out)
+    assert code == 0, err
+    assert "GFLOPs vs parameters at 360x640" in out.read_text()
+
+
+def test_plot_labels_do_not_overlap_each_other_or_the_points():
+    """The doc figure's rows (docs/diagrams.md): ten models, several close together."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rtseg_compiler.compare import place_labels
+
+    paths = [*sorted(SPECS.glob("models/skipnet_*.yaml")), *sorted(SPECS.glob("models/unet_*.yaml")),
+             SPECS / "baselines" / "enet.yaml", SPECS / "baselines" / "segnet.yaml"]
+    audits = [analyze(p, (360, 640)).audit for p in paths]
+    xs, ys = [a.params / 1e6 for a in audits], [2 * a.macs / 1e9 for a in audits]
+    fig, ax = plt.subplots(figsize=(6, 5))
+    try:
+        ax.scatter(xs, ys)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.margins(x=0.25, y=0.15)
+        fig.tight_layout()
+        texts = place_labels(ax, xs, ys, [p.stem for p in paths])
+        renderer = fig.canvas.get_renderer()
+        boxes = [t.get_window_extent(renderer) for t in texts]
+        points = [ax.transData.transform((x, y)) for x, y in zip(xs, ys)]
+        assert len(texts) == len(paths)
+        for i, a in enumerate(boxes):
+            assert not any(a.overlaps(b) for b in boxes[i + 1:]), texts[i].get_text()
+            assert sum(a.contains(*p) for p in points) <= 1, texts[i].get_text()
+    finally:
+        plt.close(fig)

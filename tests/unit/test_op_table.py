@@ -43,7 +43,7 @@ def test_a_row_follows_the_declaration():
     changed = dataclasses.replace(conv, fields={**conv.fields, "bias": Field("bool", False)},
                                   summary="a | b", notes="see docs")
     assert "`bias` false |" in table.row(changed) and "| a \\| b; see docs |" in table.row(changed)
-    assert "`mode` nearest (nearest\\|bilinear)" in table.row(REGISTRY["upsample"])
+    assert "`mode` nearest (nearest\\|bilinear\\|bicubic)" in table.row(REGISTRY["upsample"])
 
 
 def test_every_dilate_hook_of_a_built_in_op_is_described():

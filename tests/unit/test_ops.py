@@ -137,24 +137,26 @@ def test_tf_flops_pool_add_gap_and_free_ops(encoder_spec):
     # floor((24 + 2p - d(k-1) - 1)/s) + 1, and the same for 40
     ("{op: conv, out: 8, kernel: 3, padding: 0}", (8, 22, 38)),
     ("{op: conv, out: 8, kernel: 5, stride: 2}", (8, 12, 20)),           # default pad 2
-    ("{op: conv, out: 8, kernel: 4, stride: 3}", (8, 8, 13)),            # pad 1: (24+2-3-1)//3+1
+    ("{op: conv, out: 8, kernel: 4, stride: 3, padding: 1}", (8, 8, 13)),  # (24+2-3-1)//3+1
     ("{op: conv, out: 8, kernel: 3, dilation: 2, padding: 0}", (8, 20, 36)),
     ("{op: conv, out: 8, kernel: 3, dilation: 3}", (8, 24, 40)),         # default pad 3 keeps size
     ("{op: conv, out: 8, kernel: [1, 5]}", (8, 24, 40)),                 # pad (0, 2)
     ("{op: conv, out: 8, kernel: [3, 1], stride: 2}", (8, 12, 20)),      # pad (1, 0)
     ("{op: conv, out: 8, kernel: 3, padding: [0, 1]}", (8, 22, 40)),
     ("{op: conv, out: 8, kernel: [3, 5], stride: [1, 2], padding: 0}", (8, 22, 18)),
-    ("{op: conv, out: 8, kernel: 24}", (8, 23, 39)),                     # pad 11: 24+22-23 = 23
+    ("{op: conv, out: 8, kernel: 24, padding: 11}", (8, 23, 39)),        # 24+22-23 = 23
 ])
 def test_conv_output_size(encoder_spec, layer, shape):
     """Conv2d's documented size rule, including asymmetric kernels, strides and paddings."""
     assert row(run(encoder_spec, f"- {layer}")).output_shape == shape
 
 
-def test_conv_even_kernel_default_padding_shrinks_by_one(encoder_spec):
-    """Default padding d(k-1)//2 is 'same' only for odd kernels: k=4 pads 1, so 24 -> 23."""
-    a = run(encoder_spec, "- {name: c, op: conv, out: 8, kernel: 4}")
-    assert attrs(a, "c")["padding"] == (1, 1)
+def test_conv_even_kernel_needs_its_padding_written(encoder_spec):
+    """Default padding d(k-1)/2 is 'same' only for odd kernels; k=4 has none, so the spec must
+    say (rounding down gave 1 and 24 -> 23 silently). Written out, the size follows torch."""
+    with pytest.raises(SpecError, match="kernel 4 has no symmetric 'same' padding"):
+        run(encoder_spec, "- {name: c, op: conv, out: 8, kernel: 4}")
+    a = run(encoder_spec, "- {name: c, op: conv, out: 8, kernel: 4, padding: 1}")
     assert row(a).output_shape == (8, 23, 39)
 
 
@@ -471,7 +473,8 @@ def test_every_registered_op_is_covered_here():
     covered = {"conv", "deconv", "bn", "relu", "relu6", "prelu", "dropout", "identity", "maxpool",
                "avgpool", "gap", "linear", "add", "concat", "upsample", "crop", "shuffle", "pad",
                "unpool", "sigmoid", "tanh", "hardsigmoid", "hardswish", "silu", "gelu", "leaky_relu",
-               "softmax", "mul", "adaptive_avgpool", "split"}
+               "softmax", "mul", "adaptive_avgpool", "split", "layernorm", "attention",
+               "linear_attention", "reduce", "scalar", "param", "adaptive_maxpool"}
     assert set(REGISTRY) <= covered, f"untested ops: {sorted(set(REGISTRY) - covered)}"
 
 
@@ -581,7 +584,7 @@ def test_broadcast_error_names_what_would_broadcast(encoder_spec):
     assert "crop" not in diag.message + diag.hint
 
 
-def test_add_of_two_full_maps_of_different_sizes_keeps_the_crop_hint(encoder_spec):
+def test_add_of_two_full_maps_of_different_strides_suggests_upsampling_the_coarser(encoder_spec):
     with pytest.raises(SpecError) as err:
         run(encoder_spec, """
             - {name: a, op: conv, out: 8, kernel: 3}
@@ -589,8 +592,9 @@ def test_add_of_two_full_maps_of_different_sizes_keeps_the_crop_hint(encoder_spe
             - {name: sum, op: add, inputs: [a, b]}
             """)
     (diag,) = err.value.errors
-    assert "add needs inputs of equal height and width, but 'a' is 24x40 and 'b' is 12x20" in diag.message
-    assert "crop" in diag.hint or "input sizes that work" in diag.hint
+    assert ("add needs inputs of equal height and width, but 'a' (stride 1) is 24x40 and 'b' (stride 2) "
+            "is 12x20") in diag.message
+    assert diag.hint.startswith("upsample 'b' by 2 to the stride of 'a' first")
 
 
 def test_add_of_a_partial_map_that_does_not_broadcast_has_no_crop_hint(encoder_spec):
@@ -688,3 +692,128 @@ def test_split_bounds_are_checked_at_the_field(encoder_spec, layer, message, col
     assert message in diag.message
     line = path.read_text().splitlines()[diag.loc.line - 1]
     assert line[diag.loc.col - 1:].startswith(layer[layer.index(col) + len(col) + 2:][:2])
+
+
+# --------------------------------------------------------------------------- transformer-era ops
+# Input 32x24x40 (NUMEL = 30,720). The torch side (tests/torch/test_transformer_ops.py) checks
+# the same rules against FlopCounterMode on the meta device and against torch's values.
+
+def test_layernorm_counts_weight_and_bias(encoder_spec):
+    r = row(run(encoder_spec, "- {op: layernorm}"))
+    assert (r.output_shape, r.params, r.macs, r.tf_flops) == ((32, 24, 40), 64, 0, 2 * NUMEL)
+    r = row(run(encoder_spec, "- {op: layernorm, affine: false}"))
+    assert (r.params, r.tf_flops) == (0, 0)
+
+
+ATTENTION = """
+- {name: q, op: conv, out: 16, kernel: 1, bias: false}
+- {name: kv, op: conv, out: 16, kernel: 4, stride: 4, padding: 0, bias: false, input: input}
+- {name: v, op: conv, out: 48, kernel: 1, bias: false}
+- {name: att, op: OP, inputs: [q, kv, v], heads: 4 EXTRA}
+"""
+
+
+def test_attention_on_a_coarser_key_map(encoder_spec):
+    a = run(encoder_spec, ATTENTION.replace("OP", "attention").replace("EXTRA", ""))
+    r = row(a, "att")
+    nq, nk = 24 * 40, 6 * 10
+    assert r.output_shape == (48, 24, 40)  # v's channels on q's grid
+    assert r.macs == nq * nk * (16 + 48)
+    assert r.tf_flops == 2 * r.macs + 6 * 4 * nq * nk  # scale Mul + Softmax's 5 per score
+    assert attrs(a, "att")["scale"] == pytest.approx(4 ** -0.5)  # (16 / 4 heads) ** -0.5
+    assert a.resolved.types["encoder.att"].stride == 1
+
+
+def test_attention_scale_one_has_no_scale_flops(encoder_spec):
+    r = row(run(encoder_spec, ATTENTION.replace("OP", "attention").replace("EXTRA", ", scale: 1")), "att")
+    assert r.tf_flops == 2 * r.macs + 5 * 4 * 24 * 40 * 6 * 10
+
+
+def test_linear_attention_is_linear_in_pixels(encoder_spec):
+    r = row(run(encoder_spec, ATTENTION.replace("OP", "linear_attention").replace("EXTRA", "")), "att")
+    nq, nk = 24 * 40, 6 * 10
+    assert r.macs == 4 * (12 + 1) * 4 * (nk + nq)  # heads x (dv + 1) x dk x (Nk + Nq)
+    assert r.tf_flops == 2 * r.macs + 4 * nq + 48 * nq
+
+
+@pytest.mark.parametrize("layers,message", [
+    ("- {name: k, op: conv, out: 8, kernel: 1}\n- {op: attention, inputs: [input, k, k]}",
+     "q and k with equal channels"),
+    ("- {name: k, op: conv, out: 32, kernel: 2, stride: 2, padding: 0}\n"
+     "- {op: attention, inputs: [input, k, input]}", "k and v on the same grid"),
+    ("- {op: attention, inputs: [input, input, input], heads: 5}", "heads=5 does not divide"),
+    ("- {op: linear_attention, inputs: [input, input, input]}", "missing required field 'heads'"),
+    ("- {op: attention, inputs: [input, input]}", "takes 3 inputs"),
+])
+def test_attention_input_errors(encoder_spec, layers, message):
+    with pytest.raises(SpecError, match=message):
+        run(encoder_spec, layers)
+
+
+@pytest.mark.parametrize("over,shape,stride", [
+    ("channel", (1, 24, 40), 1), ("height", (32, 1, 40), 1), ("width", (32, 24, 1), 1),
+    ("spatial", (32, 1, 1), 24)])
+@pytest.mark.parametrize("mode", ["mean", "max", "sum"])
+def test_reduce_keeps_the_axis(encoder_spec, over, shape, stride, mode):
+    a = run(encoder_spec, f"- {{name: r, op: reduce, mode: {mode}, over: {over}}}")
+    r = row(a, "r")
+    out = shape[0] * shape[1] * shape[2]
+    assert r.output_shape == shape and (r.params, r.macs) == (0, 0)
+    # TF's reduction rule: Mean one per input element, Sum input minus output, Max unregistered.
+    assert r.tf_flops == {"mean": NUMEL, "sum": NUMEL - out, "max": 0}[mode]
+    assert a.resolved.types["encoder.r"].stride == stride
+
+
+@pytest.mark.parametrize("layer,tf", [("{op: scalar, mul: -1, add: 1}", 2 * NUMEL),
+                                      ("{op: scalar, mul: 0.5}", NUMEL), ("{op: scalar, add: 3}", NUMEL),
+                                      ("{op: scalar}", 0)])
+def test_scalar(encoder_spec, layer, tf):
+    r = row(run(encoder_spec, f"- {layer}"))
+    assert (r.output_shape, r.params, r.macs, r.tf_flops) == ((32, 24, 40), 0, 0, tf)
+
+
+def test_param_has_its_declared_shape(encoder_spec):
+    a = run(encoder_spec, "- {name: pos, op: param, channels: 32, height: 24, width: 40}\n"
+                          "- {name: scale, op: param, channels: 32, input: input}\n"
+                          "- {name: out, op: add, inputs: [input, pos, scale]}")
+    assert row(a, "pos").output_shape == (32, 24, 40) and row(a, "pos").params == NUMEL
+    assert row(a, "scale").output_shape == (32, 1, 1) and row(a, "scale").params == 32
+    assert a.resolved.types["encoder.pos"].stride == 1
+    assert a.resolved.types["encoder.scale"].stride == 24
+    assert row(a, "out").output_shape == (32, 24, 40)
+
+
+def test_softmax_over_space(encoder_spec):
+    r = row(run(encoder_spec, "- {op: softmax, over: spatial}"))
+    assert (r.output_shape, r.macs, r.tf_flops) == ((32, 24, 40), 0, 5 * NUMEL)
+
+
+def test_adaptive_maxpool_shares_the_bins_and_costs_nothing(encoder_spec):
+    a = run(encoder_spec, "- {name: p, op: adaptive_maxpool, size: [6, 8]}")
+    r = row(a, "p")
+    assert (r.output_shape, r.params, r.macs, r.tf_flops) == ((32, 6, 8), 0, 0, 0)
+    assert a.resolved.types["encoder.p"].stride == 4
+
+
+def test_sizes_from_expressions_of_the_input_size(encoder_spec):
+    a = run(encoder_spec, '- {name: p, op: adaptive_avgpool, '
+                          'size: ["ceil(in_height / 5)", "in_width // 8"]}\n'
+                          '- {name: up, op: upsample, size: ["in_height * 3", 7], mode: bicubic}')
+    assert row(a, "p").output_shape == (32, 5, 5)
+    assert row(a, "up").output_shape == (32, 15, 7)
+    assert a.resolved.types["encoder.up"].stride == Fraction(24, 5) * Fraction(5, 15)
+
+
+def test_input_size_names_are_for_layer_fields_only(encoder_spec):
+    with pytest.raises(SpecError, match="unknown name 'in_height'"):
+        run(encoder_spec, "- {op: conv, out: n, kernel: 1}", extra="params: {n: in_height}\n")
+
+
+@pytest.mark.parametrize("layer,message", [
+    ("{op: upsample, size: 4, scale: 2}", "one of 'scale', 'size'"),
+    ("{op: upsample}", "needs a 'scale', a 'size'"),
+    ("{op: upsample, scale: 2, mode: nearest, align_corners: true}", "bilinear and bicubic"),
+])
+def test_upsample_size_sources_are_exclusive(encoder_spec, layer, message):
+    with pytest.raises(SpecError, match=message):
+        run(encoder_spec, f"- {layer}")

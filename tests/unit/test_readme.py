@@ -56,3 +56,13 @@ def test_every_dependency_declares_the_floor_ci_tests():
         name = re.split(r"[<>=!~ \[]", requirement, maxsplit=1)[0].lower()
         assert ">=" in requirement, f"{requirement}: give it a floor that CI can test"
         assert name == "torch" or name in pins, f"{name} is not pinned by the lowest-versions job"
+
+
+def test_the_fast_subset_is_documented_and_its_slow_list_names_real_tests():
+    from conftest import SLOW_TESTS
+
+    assert 'pytest -q -m "not slow"' in (ROOT / "README.md").read_text()
+    for name in SLOW_TESTS:
+        path, function = name.split("::")
+        source = (ROOT / "tests" / path).read_text()
+        assert f"def {function}(" in source, f"{name}: no such test (renamed? update tests/conftest.py)"

@@ -78,8 +78,10 @@ def test_cli_takes_names_and_lists_them(capsys: pytest.CaptureFixture[str]) -> N
     by_name = json.loads(capsys.readouterr().out)
     assert main(["flops", str(SPECS / "models" / "unet_resnet18.yaml"), "--input", "256x512", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == by_name
-    assert main(["models", "unet_*"]) == 0
+    assert main(["models", "-q", "unet_*"]) == 0
     assert capsys.readouterr().out.split() == list_models("unet_*")
+    assert main(["models", "unet_*"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == list_models("unet_*")
     assert main(["models", "nothing_like_it*"]) == 2
     assert "no zoo model matches" in capsys.readouterr().err
 

@@ -1,0 +1,53 @@
+"""A learned tensor of a declared shape: positional embeddings, learned scales.
+
+``{op: param, channels: C, height: H, width: W}`` is a C x H x W parameter (``fill`` gives
+its initial value, 0 by default) that ``add`` or ``mul`` broadcast onto a map: a 1 x 1
+param is a per-channel scale (layer scale, ``fill: 1.0e-5``), an H x W one a positional
+embedding of a fixed input size. Its input only gives the batch size; the module
+(:class:`~rtseg_compiler.ops.modules.LearnedTensor`) returns the parameter expanded over
+the batch, a view.
+
+Stride: the input's when the param has the input's height and width (an embedding on that
+map's grid), else the input's stride times H_in/H like adaptive pooling's bins, which the
+output-stride rewrite leaves alone (``size_independent``).
+
+Costs: C·H·W parameters; no MACs or FLOPs in any convention.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any, Mapping, Sequence
+
+from ..ir import TensorType
+from .base import INT, NUMBER, REQUIRED, Cost, Field, OpDef, register, size_independent
+
+
+def _infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
+    x = ins[0]
+    c, h, w = attrs["channels"], attrs["height"], attrs["width"]
+    stride = x.stride if (h, w) == x.spatial else x.stride * Fraction(x.height, h)
+    return TensorType(c, h, w, stride)
+
+
+def _build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
+    from .modules import LearnedTensor
+    return LearnedTensor(attrs["channels"], attrs["height"], attrs["width"], float(attrs["fill"]))
+
+
+register(OpDef(
+    name="param",
+    summary="a learned channels x height x width tensor (its input gives only the batch size)",
+    fields={
+        "channels": Field(INT, REQUIRED, minimum=1),
+        "height": Field(INT, 1, minimum=1),
+        "width": Field(INT, 1, minimum=1),
+        "fill": Field(NUMBER, 0.0, doc="initial value of every element"),
+    },
+    required=("channels",), infer=_infer,
+    count=lambda attrs, ins, out: Cost(params=out.numel),
+    build=_build, dilate=size_independent,
+    # The output is a view of the parameter itself: saves_output (True) keeps the memory pass
+    # from letting an add overwrite it.
+    saves_output=True,
+))
