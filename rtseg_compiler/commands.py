@@ -33,7 +33,7 @@ __all__ = ["ENTRY_POINT_GROUP", "RUNTIME_COMMANDS", "PluginCommand", "discover_c
 
 ENTRY_POINT_GROUP = "rtseg_compiler.commands"
 #: What the runtime provides; only their names are known here, to explain an uninstalled runtime.
-RUNTIME_COMMANDS = ("train", "eval", "predict", "bench")
+RUNTIME_COMMANDS = ("train", "eval", "predict", "bench", "study")
 
 
 @dataclass(frozen=True)

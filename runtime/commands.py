@@ -11,7 +11,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Sequence
 
-__all__ = ["BENCH", "EVAL", "PREDICT", "TRAIN", "Command"]
+__all__ = ["BENCH", "EVAL", "PREDICT", "STUDY", "TRAIN", "Command"]
 
 
 @dataclass(frozen=True)
@@ -32,3 +32,5 @@ EVAL = Command("score a checkpoint or weights on a dataset split: mIoU, accuraci
 PREDICT = Command("write colour masks, overlays and label PNGs for images with a checkpoint",
                   "predict:main")
 BENCH = Command("forward latency and FPS of the compiled module (eval, no_grad)", "bench_cli:main")
+STUDY = Command("train, evaluate, benchmark and compare a grid of networks from one study file "
+                "(locally or on Ray)", "study.cli:main")

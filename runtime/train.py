@@ -28,7 +28,7 @@ import time
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from rtseg_compiler.allocator import HELP as ALLOCATOR_HELP
 from rtseg_compiler.allocator import configure_allocator
@@ -298,8 +298,12 @@ def _tensorboard_images(tb, model, val_set, spec, device, step: int, count: int 
 
 # --------------------------------------------------------------------------- training
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run the whole training; returns a summary (losses per step, last evaluation, checkpoint paths)."""
+def train(cfg: TrainConfig, on_eval: Callable[[int, dict], bool] | None = None) -> dict[str, Any]:
+    """Run the whole training; returns a summary (losses per step, last evaluation, checkpoint paths).
+
+    ``on_eval(step, metrics)`` is called after each evaluation and its checkpoint; returning True stops
+    the run there (``stopped_early`` in the summary). ``rtsegc study``'s early-stopping rules use it.
+    """
     # ---- processes and devices: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE
     ddp = int(os.environ.get("RANK", -1)) != -1
     device = pick_device(cfg.device)
@@ -316,7 +320,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         rank, world = 0, 1
     master = rank == 0
     try:
-        return _train(cfg, device, rank, world, master, ddp)
+        return _train(cfg, device, rank, world, master, ddp, on_eval)
     finally:
         if ddp:
             import torch.distributed as dist
@@ -325,7 +329,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master: bool,
-           ddp: bool) -> dict[str, Any]:
+           ddp: bool, on_eval: Callable[[int, dict], bool] | None = None) -> dict[str, Any]:
     from .checkpoint import load_checkpoint, remove_temporaries
     from .outdir import claim_out_dir
 
@@ -363,7 +367,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int, master
                 return {"iter_num": checkpoint["iter_num"], "losses": [],
                         "eval": checkpoint.get("metrics", {}), "best_miou": checkpoint.get("best_miou", -1.0),
                         "out_dir": str(out_dir), "rank": rank, "world_size": world, "finished": True}
-        return _train_loop(cfg, device, rank, world, master, ddp, out_dir, checkpoint)
+        return _train_loop(cfg, device, rank, world, master, ddp, out_dir, checkpoint, on_eval)
     finally:
         if lock is not None:
             lock.release()
@@ -462,7 +466,8 @@ def _nan_cause(cfg: TrainConfig, dataset_spec, x: torch.Tensor, lr: float) -> st
 
 
 def _train_loop(cfg: TrainConfig, device: torch.device, rank: int, world: int, master: bool, ddp: bool,
-                out_dir: Path, checkpoint: dict | None) -> dict[str, Any]:
+                out_dir: Path, checkpoint: dict | None,
+                on_eval: Callable[[int, dict], bool] | None = None) -> dict[str, Any]:
     from .checkpoint import best_miou_on_disk, embed_specs, save_checkpoints
     from .signals import StopSignals
 
@@ -625,6 +630,7 @@ def _train_loop(cfg: TrainConfig, device: torch.device, rank: int, world: int, m
     losses: list[float] = []
     last_eval: dict = {}
     stream = batches()
+    stopped_early = False
     stop_flag = torch.zeros(1, device=device) if ddp else None
     stopped_by: int | None = None
     t0 = time.perf_counter()
@@ -712,6 +718,11 @@ def _train_loop(cfg: TrainConfig, device: torch.device, rank: int, world: int, m
                                     tb.add_scalar(f"val_iou/{name}", value, iter_num)
                             _tensorboard_images(tb, raw_model, val_set, dataset_spec, device, iter_num)
                         save_checkpoints(checkpoint_dict(last_eval), out_dir, improved)
+                    if on_eval is not None and on_eval(iter_num, last_eval):
+                        stopped_early = True
+                        if master:
+                            progress.write(f"step {iter_num}: stopped early")
+                        break
                     t0 = time.perf_counter()  # do not charge evaluation to the next step
     except KeyboardInterrupt:
         if master:
@@ -744,7 +755,7 @@ def _train_loop(cfg: TrainConfig, device: torch.device, rank: int, world: int, m
         summary = write_summary(out_dir, f"{compiled.audit.model} on {cfg.dataset or data}", last_eval)
         print(f"summary: {summary}")
     return {"iter_num": iter_num, "losses": losses, "eval": last_eval, "best_miou": best_miou,
-            "out_dir": str(out_dir), "rank": rank, "world_size": world}
+            "out_dir": str(out_dir), "rank": rank, "world_size": world, "stopped_early": stopped_early}
 
 
 class Stopped(Exception):

@@ -23,7 +23,7 @@ from conftest import REPO_ROOT, SPECS
 HEAVY = ("torch", "networkx", "jsonschema", "graphviz", "importlib.metadata", "matplotlib")
 
 MODELS = sorted((SPECS / "models").glob("*.yaml"))
-SPEC_FILES = sorted(p for p in SPECS.rglob("*.yaml") if p.parent.name != "datasets")
+SPEC_FILES = sorted(p for p in SPECS.rglob("*.yaml") if p.parent.name not in ("datasets", "studies"))
 
 _PROBE = '''
 import contextlib, io, json, sys

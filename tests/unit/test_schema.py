@@ -20,8 +20,9 @@ from rtseg_compiler.spec.schema import KINDS, SCHEMA_DIR, schema_for, validate_d
 
 REGENERATE = "regenerate with: python -m rtseg_compiler.spec.schema --write"
 
-# specs/datasets/ holds the runtime's dataset files (kind: dataset), checked by runtime/datasets.py.
-SPEC_FILES = sorted(p for p in SPECS.rglob("*.yaml") if p.parent.name != "datasets")
+# specs/datasets/ and specs/studies/ hold the runtime's dataset and study files (kind: dataset, kind: study),
+# checked by runtime/datasets.py and runtime/study/spec.py.
+SPEC_FILES = sorted(p for p in SPECS.rglob("*.yaml") if p.parent.name not in ("datasets", "studies"))
 
 
 def _op_schemas(schema: dict) -> dict[str, dict]:

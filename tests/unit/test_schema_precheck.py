@@ -23,7 +23,7 @@ from rtseg_compiler.spec.load import load_spec_file
 from rtseg_compiler.spec.precheck import surely_valid
 from rtseg_compiler.spec.schema import KINDS, schema_for, validate_document
 
-ZOO = sorted(p for p in SPECS.rglob("*.yaml") if p.parent.name != "datasets")
+ZOO = sorted(p for p in SPECS.rglob("*.yaml") if p.parent.name not in ("datasets", "studies"))
 ALL_YAML = sorted({*ZOO, *(REPO_ROOT / "tests").rglob("*.yaml"), *(REPO_ROOT / "examples").rglob("*.yaml")})
 
 
