@@ -23,7 +23,8 @@ __all__ = ["FOLDER_OF_KIND", "KINDS", "ZooEntry", "list_models", "no_match_messa
            "zoo_entries", "zoo_file", "zoo_root"]
 
 #: The zoo folder searched first for a bare name, by the kind of spec the caller expects.
-FOLDER_OF_KIND = {"model": "models", "encoder": "encoders", "meta": "meta", "dataset": "datasets"}
+FOLDER_OF_KIND = {"model": "models", "encoder": "encoders", "meta": "meta", "dataset": "datasets",
+                  "study": "studies"}
 #: Folders holding model files besides ``models/``; their models are listed as ``folder/name``.
 _OTHER_MODEL_FOLDERS = ("baselines", "paper")
 
@@ -101,7 +102,7 @@ class ZooEntry:
 def list_models(pattern: str = "*", kind: str = "model") -> list[str]:
     """Names of the zoo's specs of one ``kind`` matching a shell ``pattern`` (``"skipnet_*"``), sorted.
 
-    ``kind`` is ``"model"`` (default), ``"encoder"``, ``"meta"`` or ``"dataset"``. A kind's own
+    ``kind`` is ``"model"`` (default), ``"encoder"``, ``"meta"``, ``"dataset"`` or ``"study"``. A kind's own
     folder (``models/``, ``encoders/``, ``meta/``, ``datasets/``) gives bare names; the files of
     that kind in ``baselines/`` and ``paper/`` are listed as ``folder/name`` (``baselines/enet``,
     ``baselines/enet_encoder``). Each name is accepted where a spec of its kind is: models by

@@ -10,7 +10,7 @@ Usage::
     rtsegc train specs/models/skipnet_mobilenet_v1.yaml --dataset camvid --data ../shared/data/camvid-mini \\
         --input 360x480 --max-iters 2000 --out-dir out/skipnet_camvid
     torchrun --standalone --nproc_per_node 2 -m rtseg_runtime.train ...  # DDP: gloo on CPU, nccl on CUDA
-    python -m runtime.train ...    # from a source checkout: the older spelling, same options
+    python -m rtseg_runtime.train ...    # the same options, without the rtsegc front end
 
 The checkpoint (``last.pt`` at every evaluation, ``best.pt`` when mIoU improves) holds plain data only:
 tensors, numbers, strings and dicts, so ``torch.load(weights_only=True)`` reads it.

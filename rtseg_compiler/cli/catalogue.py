@@ -66,7 +66,7 @@ class ZooCost:
 
 def zoo_cost(entry: ZooEntry) -> ZooCost:
     """Parameters and MACs of a model or encoder at its default input; classes of a dataset."""
-    if entry.kind == "meta":
+    if entry.kind in ("meta", "study"):
         return ZooCost()
     if entry.kind == "dataset":
         from ..spec.load import load_spec_text
@@ -95,7 +95,7 @@ def render_zoo(pattern: str = "*", kind: str = "model", verbose: bool = False) -
         lines.append(f"{'name':<{width}}  {'classes':>7}  description")
     for entry in entries:
         doc = entry.doc or "(no doc: line in the file)"
-        if not verbose or kind == "meta":
+        if not verbose or kind in ("meta", "study"):
             lines.append(f"{entry.name:<{width}}  {doc}")
             continue
         cost = zoo_cost(entry)
@@ -161,8 +161,8 @@ def schema_parser(p: argparse.ArgumentParser) -> None:
 
 def models_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'skipnet_*' (default: all)")
-    p.add_argument("--kind", choices=("model", "encoder", "meta", "dataset"), default="model",
-                   help="which specs: models (default), encoders, meta-architectures or datasets")
+    p.add_argument("--kind", choices=("model", "encoder", "meta", "dataset", "study"), default="model",
+                   help="which specs: models (default), encoders, meta-architectures, datasets or studies")
     detail = p.add_mutually_exclusive_group()
     detail.add_argument("-v", "--verbose", action="store_true",
                         help="also parameters and GMACs at the spec's own input (datasets: classes)")

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from runtime import report
-from runtime.report import Progress
+from rtseg_runtime import report
+from rtseg_runtime.report import Progress
 
 
 def _terminal(monkeypatch: pytest.MonkeyPatch, columns: int) -> None:

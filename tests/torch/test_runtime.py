@@ -22,20 +22,20 @@ import pytest
 import torch
 
 import rtseg_compiler.latency
-import runtime.losses
-import runtime.metrics
+import rtseg_runtime.losses
+import rtseg_runtime.metrics
 from conftest import REPO_ROOT, SPECS
 from rtseg_compiler import cli, compile_model
-from runtime import evaluate as evaluate_mod
+from rtseg_runtime import evaluate as evaluate_mod
 from rtseg_compiler.latency import benchmark
-from runtime.build import dataset_spec_for
-from runtime.data import IGNORE_INDEX, DatasetFolder, SyntheticSegmentation, load_label, write_synthetic_folder
-from runtime.datasets import DataError
-from runtime.losses import SegmentationLoss, class_pixel_counts, enet_class_weights
-from runtime.metrics import ConfusionMatrix, class_iou, confusion_matrix, mean_iou, pixel_accuracy, summarize
-from runtime.train import TrainConfig, get_lr, parse_config, train
-from runtime.train import main as train_main
-from runtime.weights import WeightsError, load_pretrained
+from rtseg_runtime.build import dataset_spec_for
+from rtseg_runtime.data import IGNORE_INDEX, DatasetFolder, SyntheticSegmentation, load_label, write_synthetic_folder
+from rtseg_runtime.datasets import DataError
+from rtseg_runtime.losses import SegmentationLoss, class_pixel_counts, enet_class_weights
+from rtseg_runtime.metrics import ConfusionMatrix, class_iou, confusion_matrix, mean_iou, pixel_accuracy, summarize
+from rtseg_runtime.train import TrainConfig, get_lr, parse_config, train
+from rtseg_runtime.train import main as train_main
+from rtseg_runtime.weights import WeightsError, load_pretrained
 
 CAMVID = REPO_ROOT.parent / "shared" / "data" / "camvid-mini"
 SIZE = (32, 64)
@@ -142,7 +142,7 @@ def test_weighted_loss_is_the_weight_normalised_mean_and_ignores_void():
 
 
 def test_module_docstring_examples_run():
-    for module in (runtime.metrics, runtime.losses, rtseg_compiler.latency):
+    for module in (rtseg_runtime.metrics, rtseg_runtime.losses, rtseg_compiler.latency):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
 
@@ -330,7 +330,7 @@ def test_ddp_two_processes_on_gloo(tiny_spec: Path, synth_dir: Path, tmp_path: P
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "runtime.train", str(tiny_spec), "--data", str(synth_dir), "--classes", "5",
+           "-m", "rtseg_runtime.train", str(tiny_spec), "--data", str(synth_dir), "--classes", "5",
            "--batch-size", "1", "--max-iters", "2", "--eval-interval", "0", "--device", "cpu",
            "--out-dir", str(out)]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)

@@ -20,10 +20,10 @@ from PIL import Image
 
 from conftest import REPO_ROOT, SPECS
 from rtseg_compiler import SpecError, cli
-from runtime.augment import apply_augment, parse_augment
-from runtime.checkpoint import PAUSE_ENV
-from runtime.datasets import load_dataset_spec, parse_dataset_text, write_tiny_cityscapes
-from runtime.metrics import category_metrics
+from rtseg_runtime.augment import apply_augment, parse_augment
+from rtseg_runtime.checkpoint import PAUSE_ENV
+from rtseg_runtime.datasets import load_dataset_spec, parse_dataset_text, write_tiny_cityscapes
+from rtseg_runtime.metrics import category_metrics
 
 SIZE = (32, 64)
 
@@ -92,7 +92,7 @@ def test_bad_dataset_files_give_located_errors(tmp_path: Path):
 # --------------------------------------------------------------------------- one CLI
 
 def test_runtime_commands_come_through_entry_points(runtime_commands, capsys):
-    assert {ep.name for ep in runtime_commands} == {"train", "eval", "predict", "bench"}
+    assert {ep.name for ep in runtime_commands} == {"train", "eval", "predict", "bench", "study"}
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     out = capsys.readouterr().out
@@ -170,7 +170,7 @@ def test_category_iou_merges_classes():
 
 def test_iiou_weights_instances_by_their_size():
     """A big person found and a small one missed: IoU favours the big one, iIoU weighs them alike."""
-    from runtime.metrics import InstanceScores, confusion_matrix
+    from rtseg_runtime.metrics import InstanceScores, confusion_matrix
 
     spec = load_dataset_spec("cityscapes")
     person = spec.classes.index("person")
@@ -244,7 +244,7 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_last_complete_one(tmp_path:
     """A real kill -9 after the temporary file is written, before the rename (RTSEG_CHECKPOINT_PAUSE)."""
     target = tmp_path / "last.pt"
     torch.save({"iter_num": 1, "w": torch.ones(3)}, target)
-    code = ("import sys, torch; sys.path.insert(0, sys.argv[2]); from runtime.checkpoint import atomic_save; "
+    code = ("import sys, torch; sys.path.insert(0, sys.argv[2]); from rtseg_runtime.checkpoint import atomic_save; "
             "atomic_save({'iter_num': 2, 'w': torch.zeros(100000)}, sys.argv[1])")
     env = {**os.environ, PAUSE_ENV: "60"}
     proc = subprocess.Popen([sys.executable, "-c", code, str(target), str(REPO_ROOT)], stdout=subprocess.PIPE,
@@ -265,7 +265,7 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_last_complete_one(tmp_path:
 
 def test_training_killed_mid_checkpoint_resumes_from_the_last_complete_one(tmp_path: Path):
     """A real training process, kill -9 while it replaces last.pt at step 2; --resume goes on from step 1."""
-    import runtime.train as train_mod
+    import rtseg_runtime.train as train_mod
 
     data = write_tiny_cityscapes(tmp_path / "cs", size=SIZE, splits={"train": 2, "val": 1})
     out = tmp_path / "run"
@@ -273,7 +273,7 @@ def test_training_killed_mid_checkpoint_resumes_from_the_last_complete_one(tmp_p
     argv[argv.index("--eval-interval") + 1] = "1"
     argv[argv.index("--max-iters") + 1] = "3"
     env = {**os.environ, PAUSE_ENV: "120", "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "runtime.train", *argv, "--progress", "lines"],
+    proc = subprocess.Popen([sys.executable, "-m", "rtseg_runtime.train", *argv, "--progress", "lines"],
                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         for line in proc.stdout:  # the first write of last.pt (step 1) does not pause; step 2's does
@@ -295,7 +295,7 @@ def test_training_killed_mid_checkpoint_resumes_from_the_last_complete_one(tmp_p
 
 
 def test_ctrl_c_writes_last_pt_and_resume_continues(tmp_path: Path, runtime_commands, capsys, monkeypatch):
-    import runtime.train as train_mod
+    import rtseg_runtime.train as train_mod
 
     data = write_tiny_cityscapes(tmp_path / "cs", size=SIZE, seed=2)
     out = tmp_path / "run"
@@ -351,7 +351,7 @@ def _log_run(folder: Path) -> dict:
 
 
 def test_summary_without_matplotlib_says_so(tmp_path: Path, monkeypatch):
-    from runtime.report import write_summary
+    from rtseg_runtime.report import write_summary
 
     last = _log_run(tmp_path / "run")
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
@@ -362,7 +362,7 @@ def test_summary_without_matplotlib_says_so(tmp_path: Path, monkeypatch):
 
 def test_summary_draws_svg_curves_with_matplotlib(tmp_path: Path):
     pytest.importorskip("matplotlib")
-    from runtime.report import write_summary
+    from rtseg_runtime.report import write_summary
 
     last = _log_run(tmp_path / "run")
     text = write_summary(tmp_path / "run", "tiny", last).read_text()
@@ -371,7 +371,7 @@ def test_summary_draws_svg_curves_with_matplotlib(tmp_path: Path):
 
 
 def test_progress_bar_and_plain_lines(capsys):
-    from runtime.report import Progress
+    from rtseg_runtime.report import Progress
 
     lines = Progress(10, 0, "lines", log_interval=5)
     for it in range(1, 11):
@@ -424,7 +424,7 @@ def test_tensorboard_events_hold_scalars_and_images(tmp_path: Path, runtime_comm
 
 
 def test_side_by_side_validation_image():
-    from runtime.report import side_by_side
+    from rtseg_runtime.report import side_by_side
 
     spec = load_dataset_spec("camvid")
     x = torch.zeros(3, 4, 5)  # the mean colour after normalisation
@@ -441,8 +441,8 @@ def test_side_by_side_validation_image():
 def test_tensorboard_images_go_through_add_image(tmp_path: Path):
     """The TensorBoard image hook, with a stand-in writer (tensorboard itself is an optional extra)."""
     from rtseg_compiler import compile_model
-    from runtime.data import DatasetFolder
-    from runtime.train import _tensorboard_images
+    from rtseg_runtime.data import DatasetFolder
+    from rtseg_runtime.train import _tensorboard_images
 
     spec = load_dataset_spec("cityscapes")
     data = write_tiny_cityscapes(tmp_path / "cs", size=SIZE, splits={"val": 2})

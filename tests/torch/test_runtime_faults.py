@@ -30,13 +30,13 @@ import pytest
 import torch
 from PIL import Image
 
-import runtime.train as train_mod
+import rtseg_runtime.train as train_mod
 from conftest import REPO_ROOT, SPECS
-from runtime.build import dataset_spec_for
-from runtime.checkpoint import PAUSE_BETWEEN_ENV, content_digest, load_checkpoint
-from runtime.data import DatasetFolder, write_synthetic_folder
-from runtime.datasets import DataError, check_samples, find_samples, load_dataset_spec, parse_dataset_text
-from runtime.errors import RunError
+from rtseg_runtime.build import dataset_spec_for
+from rtseg_runtime.checkpoint import PAUSE_BETWEEN_ENV, content_digest, load_checkpoint
+from rtseg_runtime.data import DatasetFolder, write_synthetic_folder
+from rtseg_runtime.datasets import DataError, check_samples, find_samples, load_dataset_spec, parse_dataset_text
+from rtseg_runtime.errors import RunError
 
 SIZE = (32, 64)
 
@@ -81,7 +81,7 @@ def _argv(spec: Path, out: Path, *extra: str, iters: int = 1, every: int = 0) ->
 
 def _spawn(argv: list[str], env: dict | None = None, **kwargs) -> subprocess.Popen:
     full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "runtime.train", *argv], cwd=REPO_ROOT, env=full_env,
+    return subprocess.Popen([sys.executable, "-m", "rtseg_runtime.train", *argv], cwd=REPO_ROOT, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
@@ -148,7 +148,7 @@ def test_broken_checkpoints_are_named(trained, tmp_path: Path, capsys, fault: st
         pytest.skip("a plain state dict is what --pretrained takes")
     import shutil
 
-    from runtime import evaluate, predict
+    from rtseg_runtime import evaluate, predict
 
     spec, out = trained[0], tmp_path / "run"
     shutil.copytree(trained[1], out)
@@ -318,7 +318,7 @@ def test_sigterm_under_torchrun_stops_every_rank_at_one_step(spec: Path, tmp_pat
     argv[argv.index("--batch-size") + 1] = "1"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                             "--nproc_per_node", "2", "-m", "runtime.train", *argv], cwd=REPO_ROOT, env=env,
+                             "--nproc_per_node", "2", "-m", "rtseg_runtime.train", *argv], cwd=REPO_ROOT, env=env,
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         _read_until(proc, "step 3:")
@@ -470,7 +470,7 @@ def test_width_zero_or_negative_is_refused(tmp_path: Path):
 # --------------------------------------------------------------------------- predict never overwrites
 
 def test_predict_keeps_colliding_names_apart_and_never_overwrites(spec: Path, tmp_path: Path, capsys):
-    from runtime import predict
+    from rtseg_runtime import predict
 
     out = tmp_path / "run"
     assert train_mod.main(_argv(spec, out)) == 0
@@ -547,7 +547,7 @@ def test_a_sample_that_breaks_after_the_check_is_named_or_skipped(tmp_path: Path
 
 
 def test_the_check_decodes_each_sample_once_per_change(tmp_path: Path, monkeypatch):
-    import runtime.datasets as datasets
+    import rtseg_runtime.datasets as datasets
 
     monkeypatch.setenv("RTSEGC_DATA_CACHE", str(tmp_path / "cache"))
     spec = _folder_spec(tmp_path / "d")

@@ -16,9 +16,9 @@ import torch
 
 from conftest import SPECS
 from rtseg_compiler import cli, compile_model
-from runtime.build import ModelArgs
-from runtime.data import write_synthetic_folder
-from runtime.evaluate import load_checkpoint_model
+from rtseg_runtime.build import ModelArgs
+from rtseg_runtime.data import write_synthetic_folder
+from rtseg_runtime.evaluate import load_checkpoint_model
 
 SIZE = (32, 64)
 
@@ -57,10 +57,10 @@ def test_model_args_round_trip_their_spec_params():
 
 def test_train_records_encoder_params_and_eval_predict_resume_rebuild_them(
         tiny_spec: Path, tmp_path: Path, runtime_commands, capsys, monkeypatch):
-    import runtime.report
+    import rtseg_runtime.report
 
     # summary.md's curves import matplotlib (1.4 s on a loaded machine); they are not what this checks
-    monkeypatch.setattr(runtime.report, "_svg_curves", lambda *args: False)
+    monkeypatch.setattr(rtseg_runtime.report, "_svg_curves", lambda *args: False)
     wide = compile_model(tiny_spec, encoder_params={"width": 0.5}).audit.params
     narrow = compile_model(tiny_spec).audit.params
     assert wide > narrow
@@ -111,7 +111,7 @@ def test_bench_and_train_spell_spec_params_as_the_compiler_does(tiny_spec: Path,
     assert cli.main(["bench", str(tiny_spec), "--encoder-param", "width=0.5", "--iters", "1", "--warmup", "0",
                      "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["params"] == wide
-    from runtime.train import parse_config
+    from rtseg_runtime.train import parse_config
 
     cfg = parse_config(["m.yaml", "--encoder-param", "width=0.5", "--meta-param", "bias=true",
                         "--encoder-param", "depth=2"])

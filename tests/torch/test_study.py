@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime.data import write_synthetic_folder
-from runtime.study import cli as study_cli
-from runtime.study.spec import RECIPE_OPTIONS, STUDY_OWNED_OPTIONS
-from runtime.train import TrainConfig
+from rtseg_runtime.data import write_synthetic_folder
+from rtseg_runtime.study import cli as study_cli
+from rtseg_runtime.study.spec import RECIPE_OPTIONS, STUDY_OWNED_OPTIONS
+from rtseg_runtime.train import TrainConfig
 
 DATASET = """\
 kind: dataset
@@ -204,7 +204,7 @@ def _fake_rows() -> list[dict]:
 
 
 def test_pareto_front_keeps_the_points_nothing_beats() -> None:
-    from runtime.study.report import pareto_front
+    from rtseg_runtime.study.report import pareto_front
 
     # (cost, score): (3, 0.35) is beaten by (2, 0.40); (2, 0.40) and (1, 0.30) trade off
     assert pareto_front([(1.0, 0.30), (2.0, 0.40), (3.0, 0.35)]) == [0, 1]
@@ -214,8 +214,8 @@ def test_pareto_front_keeps_the_points_nothing_beats() -> None:
 def test_report_without_matplotlib_skips_the_plots(tmp_path: Path, monkeypatch) -> None:
     import builtins
 
-    from runtime.study.report import write_report
-    from runtime.study.spec import parse_study_text
+    from rtseg_runtime.study.report import write_report
+    from rtseg_runtime.study.spec import parse_study_text
 
     study = parse_study_text(MINIMAL)
     real_import = builtins.__import__
@@ -235,8 +235,8 @@ def test_report_without_matplotlib_skips_the_plots(tmp_path: Path, monkeypatch) 
 
 def test_report_plots_mark_the_pareto_front(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from runtime.study.report import write_report
-    from runtime.study.spec import parse_study_text
+    from rtseg_runtime.study.report import write_report
+    from rtseg_runtime.study.spec import parse_study_text
 
     study = parse_study_text(MINIMAL)
     paths = write_report(tmp_path, study, _fake_rows())
@@ -257,8 +257,8 @@ def test_parallel_local_workers_give_the_sequential_table(tmp_path: Path) -> Non
 
 def test_early_stopping_rules_map_to_optuna_pruners(tmp_path: Path) -> None:
     optuna = pytest.importorskip("optuna")
-    from runtime.study.search import _pruner
-    from runtime.study.spec import parse_study_text
+    from rtseg_runtime.study.search import _pruner
+    from rtseg_runtime.study.spec import parse_study_text
 
     def pruner(rule: str):
         study = parse_study_text("kind: study\nname: p\ndataset: {spec: camvid}\nsearch: {base: {model: "
@@ -288,7 +288,7 @@ def test_ray_cluster_that_cannot_be_joined_is_one_error_line(tmp_path: Path, cap
 @pytest.mark.slow  # about 6 s here: the first convolutions of a process pay oneDNN's set-up
 def test_train_on_eval_hook_stops_the_run_after_its_checkpoint(tmp_path: Path) -> None:
     """train(cfg, on_eval) is how the search's pruner stops a candidate: after the step-2 evaluation."""
-    from runtime.train import train
+    from rtseg_runtime.train import train
 
     seen = []
 
@@ -310,8 +310,8 @@ def test_train_on_eval_hook_stops_the_run_after_its_checkpoint(tmp_path: Path) -
 
 
 def test_train_argv_rebuilds_the_config() -> None:
-    from runtime.study.trial import train_argv
-    from runtime.train import parse_config
+    from rtseg_runtime.study.trial import train_argv
+    from rtseg_runtime.train import parse_config
 
     cfg = TrainConfig(model="m.yaml", data="d", dataset="camvid", input=(32, 64), max_iters=7, lr=0.5,
                       weighted_loss=False, resume=True, out_dir="o", output_stride=16,

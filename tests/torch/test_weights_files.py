@@ -121,12 +121,12 @@ def test_bad_files_are_one_located_error_without_a_chained_traceback(tmp_path: P
 
 
 def test_one_error_class_under_every_public_name():
-    import runtime.weights
+    import rtseg_runtime.weights
     from rtseg_compiler import inference
     from rtseg_compiler.weights import importer, report
 
     assert inference.WeightsError is importer.WeightsError is report.WeightsError
-    assert runtime.weights.WeightsError is WeightsError
+    assert rtseg_runtime.weights.WeightsError is WeightsError
     assert issubclass(WeightsError, ValueError)  # callers that caught ValueError keep working
 
 
@@ -243,7 +243,7 @@ def test_compile_reads_torch_and_safetensors_files_alike(tmp_path: Path, capsys)
 
 @pytest.mark.slow  # two one-step training runs
 def test_train_pretrained_reads_torch_and_safetensors_files_alike(tmp_path: Path, capsys):
-    from runtime.train import main as train_main
+    from rtseg_runtime.train import main as train_main
 
     spec = _tiny(tmp_path)
     encoder = {k: v for k, v in _random_state(spec).items() if k.startswith("encoder.")}
@@ -265,9 +265,9 @@ def test_train_pretrained_reads_torch_and_safetensors_files_alike(tmp_path: Path
 
 @pytest.mark.slow  # two evaluations through the DataLoader
 def test_eval_weights_reads_torch_and_safetensors_files_alike(tmp_path: Path, capsys):
-    from runtime.evaluate import main as eval_main
+    from rtseg_runtime.evaluate import main as eval_main
 
-    from runtime.data import write_synthetic_folder
+    from rtseg_runtime.data import write_synthetic_folder
 
     spec = _tiny(tmp_path)
     data = str(write_synthetic_folder(tmp_path / "synth", SIZE, 5, splits={"val": 2}, seed=3))

@@ -254,8 +254,8 @@ def test_unreadable_and_code_carrying_files_are_refused(tmp_path: Path):
 
 
 def test_training_takes_a_weight_source(tmp_path: Path, capsys, resnet18_source):
-    from runtime.train import TrainConfig, train
-    from runtime.train import main as train_main
+    from rtseg_runtime.train import TrainConfig, train
+    from rtseg_runtime.train import main as train_main
 
     path = tmp_path / "r18.pth"
     torch.save(resnet18_source, path)

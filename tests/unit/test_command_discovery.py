@@ -72,7 +72,7 @@ def test_the_runtime_command_module_is_torch_free():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    code = "import sys, runtime.commands as c; assert c.TRAIN.help; print('torch' in sys.modules)"
+    code = "import sys, rtseg_runtime.commands as c; assert c.TRAIN.help; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

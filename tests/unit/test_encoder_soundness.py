@@ -28,7 +28,7 @@ def test_a_tap_only_branch_is_validated(encoder_spec):
                         extra="taps: {stride4: wrong, stride8: s8}\n")
     errors = [d for d in validate_file(path) if d.severity == "error"]
     assert errors and "add needs inputs of equal height and width" in errors[0].message
-    assert "'s2' is 32x32 and 's4' is 16x16" in errors[0].message
+    assert "'s2' (stride 2) is 32x32 and 's4' (stride 4) is 16x16" in errors[0].message
 
 
 def test_tap_strides_are_checked_on_tap_only_branches(encoder_spec):
