@@ -175,16 +175,12 @@ def _default_colors(n: int) -> list[tuple[int, int, int]]:
 
 def parse_dataset_text(text: str, source: str = "<dataset>") -> DatasetSpec:
     """Load, schema-check and resolve a dataset file's text; a located SpecError on any problem."""
-    import jsonschema
     from rtseg_compiler.diagnostics import Diagnostic, SpecError, did_you_mean
     from rtseg_compiler.spec.load import load_spec_text, location_of
-    from rtseg_compiler.spec.schema import explain_schema_error
+    from rtseg_compiler.spec.schema import check_against_schema
 
     doc = load_spec_text(text, source)
-    validator = jsonschema.Draft202012Validator(SCHEMA)
-    diags: list[Diagnostic] = []
-    for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
-        diags.extend(explain_schema_error(error, doc))
+    diags = check_against_schema(doc, SCHEMA)
     if diags:
         raise SpecError(diags)
     names = [c["name"] for c in doc["classes"]]

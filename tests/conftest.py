@@ -284,3 +284,16 @@ def runtime_commands(monkeypatch):
     eps = declared_command_entry_points()
     monkeypatch.setattr(commands, "_installed", lambda: eps)
     return eps
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored() -> Iterator[None]:
+    """Give torch its thread count back after each test: ``rtsegc bench --threads 1`` run in-process sets
+    it for the whole process, and a later test comparing a forward bit for bit against one run in a
+    child process (two threads) would then see the other summation order of a one-thread conv."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)

@@ -360,6 +360,18 @@ def validate_layer_fields(item: Any, op_name: str) -> list[Diagnostic]:
     return out
 
 
+def check_against_schema(doc: Any, schema: Mapping[str, Any]) -> list[Diagnostic]:
+    """Every way ``doc`` breaks ``schema``, located and explained, in document order: the check that the
+    spec kinds other packages own (the runtime's dataset and study files) run on their own schemas."""
+    import jsonschema  # only here and in _validator: the audit commands never import it
+
+    validator = jsonschema.Draft202012Validator(schema)
+    diags: list[Diagnostic] = []
+    for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
+        diags.extend(explain_schema_error(error, doc))
+    return diags
+
+
 def explain_schema_error(error: jsonschema.ValidationError, doc: Any) -> Iterator[Diagnostic]:
     """One jsonschema error as located diagnostics worded for a spec's author.
 

@@ -273,15 +273,11 @@ def _resolve_study(ref: str) -> str:
 
 def parse_study_text(text: str, source: str = "<study>") -> Study:
     """Schema-check and expand a study file's text; a SpecError lists every problem, located."""
-    import jsonschema
     from rtseg_compiler.spec.load import load_spec_text
-    from rtseg_compiler.spec.schema import explain_schema_error
+    from rtseg_compiler.spec.schema import check_against_schema
 
     doc = load_spec_text(text, source)
-    validator = jsonschema.Draft202012Validator(SCHEMA)
-    diags: list[Diagnostic] = []
-    for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
-        diags.extend(explain_schema_error(error, doc))
+    diags = check_against_schema(doc, SCHEMA)
     if diags:
         raise SpecError(diags)
     return _Expander(doc, source, text).study()
