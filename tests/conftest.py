@@ -35,7 +35,11 @@ os.environ.setdefault("RTSEGC_CHECK", "1")
 # in a folder of their own, not in the user's ~/.cache. Subprocesses inherit the setting.
 import tempfile as _tempfile  # noqa: E402
 
-os.environ.setdefault("RTSEGC_DATA_CACHE", _tempfile.mkdtemp(prefix="rtsegc-test-data-cache-"))
+if "RTSEGC_DATA_CACHE" not in os.environ:  # made here, so removed here when the session ends
+    import atexit as _atexit
+
+    os.environ["RTSEGC_DATA_CACHE"] = _tempfile.mkdtemp(prefix="rtsegc-test-data-cache-")
+    _atexit.register(shutil.rmtree, os.environ["RTSEGC_DATA_CACHE"], ignore_errors=True)
 
 #: The repository root (the directory holding ``specs/`` and ``pyproject.toml``).
 REPO_ROOT = Path(__file__).resolve().parent.parent
