@@ -279,12 +279,8 @@ def declared_command_entry_points() -> list:
 
 @pytest.fixture
 def runtime_commands(monkeypatch):
-    import importlib
-    import sys as _sys
-
     import rtseg_compiler.commands as commands
 
-    monkeypatch.setitem(_sys.modules, "rtseg_runtime", importlib.import_module("runtime"))
     eps = declared_command_entry_points()
     monkeypatch.setattr(commands, "_installed", lambda: eps)
     return eps
@@ -301,3 +297,15 @@ def _torch_threads_restored() -> Iterator[None]:
     torch = sys.modules.get("torch")
     if torch is not None and before is not None and torch.get_num_threads() != before:
         torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tiny networks run faster on one thread, and CI machines share their 2 cores between jobs; the
+    runtime test modules use it for every test (``pytestmark``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -131,6 +131,6 @@ def test_bench_reports_page_faults_and_the_allocator(tiny_spec, capsys, runtime_
 def test_help_says_what_the_command_does_to_malloc(module):
     import importlib
 
-    parser = importlib.import_module(f"runtime.{module}").build_parser()
+    parser = importlib.import_module(f"rtseg_runtime.{module}").build_parser()
     text = " ".join(parser.format_help().split())
     assert "mallopt" in text and f"{ENV_VAR}=system" in text and "jemalloc" in text

@@ -41,13 +41,7 @@ CAMVID = REPO_ROOT.parent / "shared" / "data" / "camvid-mini"
 SIZE = (32, 64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convs are faster on one thread, and CI machines share their 2 cores between jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_model_yaml(num_classes: int = 5, size: tuple[int, int] = SIZE) -> str:

@@ -28,12 +28,7 @@ from rtseg_runtime.metrics import category_metrics
 SIZE = (32, 64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(tmp_path: Path, num_classes: int) -> Path:

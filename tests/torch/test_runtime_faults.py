@@ -41,12 +41,7 @@ from rtseg_runtime.errors import RunError
 SIZE = (32, 64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _write_spec(path: Path) -> Path:
