@@ -302,9 +302,9 @@ def _torch_threads_restored() -> Iterator[None]:
 @pytest.fixture
 def one_torch_thread() -> Iterator[None]:
     """Tiny networks run faster on one thread, and CI machines share their 2 cores between jobs; the
-    runtime test modules use it for every test (``pytestmark``)."""
-    import torch
-
+    runtime test modules use it for every test (``pytestmark``). They import torch themselves; this
+    file must not (tests/unit/test_no_torch.py)."""
+    torch = sys.modules["torch"]
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
