@@ -14,7 +14,7 @@ from typing import Any
 from ..ir import human, stride_text
 from .args import (add_budget_args, add_model_args, add_outputs_arg, budget, check_model_args, parse_size,
                    spec_params)
-from .status import EXIT_OK, EXIT_SPEC, print_diagnostics
+from .status import EXIT_OK, EXIT_SPEC, UsageError, print_diagnostics
 from .tables import dilation_text, table
 
 __all__ = ["analysis", "cmd_flops", "cmd_shapes", "cmd_validate", "flops_parser", "shapes_parser",
@@ -71,11 +71,16 @@ def cmd_shapes(args: argparse.Namespace) -> int:
 def cmd_flops(args: argparse.Namespace) -> int:
     from ..passes.count import CONVENTIONS
 
+    if args.totals and not args.json:
+        raise UsageError("--totals shapes the JSON object: add --json (the text form prints only the "
+                         "totals unless --per-layer asks for rows)")
+    if args.totals and args.per_layer:
+        raise UsageError("--totals leaves out the per-layer rows that --per-layer asks for: give one of them")
     result = analysis(args, keep_unused=args.count_unused)
     audit = result.audit
     conv = args.convention
     if args.json:
-        print(json.dumps(audit.to_json(conv), indent=2))
+        print(json.dumps(audit.to_json(conv, layers=not args.totals), indent=2))
         return EXIT_OK
     unit = {"mac": "MACs", "flop": "FLOPs", "tf": "FLOPs (tf)"}[conv]
     if args.per_layer:
@@ -128,7 +133,10 @@ def flops_parser(p: argparse.ArgumentParser) -> None:
     add_outputs_arg(p)
     add_budget_args(p)
     p.add_argument("--per-layer", action="store_true", help="a row per layer")
-    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout, a row per layer included")
+    p.add_argument("--totals", action="store_true",
+                   help="with --json: only the totals (params, MACs, FLOPs per convention, input and "
+                        "output shapes, per-output costs), no per-layer rows")
     p.add_argument("--convention", choices=("mac", "flop", "tf"), default="flop",
                    help="what the total counts: mac, flop = 2 x MACs (default), "
                         "tf = TensorFlow profiler (RTSeg paper)")

@@ -109,8 +109,11 @@ class Audit(_Costs):
         """The model's total in ``convention`` (``value`` under the name the CLI and JSON use)."""
         return self.value(convention)
 
-    def to_json(self, convention: str = "flop") -> dict[str, Any]:
-        return {
+    def to_json(self, convention: str = "flop", *, layers: bool = True) -> dict[str, Any]:
+        """The audit as JSON-ready data; ``layers=False`` leaves out the per-layer rows (``flops --json
+        --totals``): SegFormer-B0's object shrinks from about 44 kB to under 1 kB, the size a script
+        polling many models wants."""
+        data = {
             "model": self.model,
             "input": list(self.input),
             "convention": convention,
@@ -135,6 +138,9 @@ class Audit(_Costs):
                 for layer in self.layers
             ],
         }
+        if not layers:
+            del data["layers"]
+        return data
 
 
 def count(resolved: Resolved) -> Audit:
