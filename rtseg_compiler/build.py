@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 from .ir import INPUT, Graph, Resolved
@@ -68,7 +69,9 @@ def build(analysis: Analysis, *, inference: bool = False, weights: Any = None, p
     """The module for ``analysis``, in eval mode, with the build passes applied and weights loaded.
 
     ``weights``: a state dict or a file holding one (or a runtime checkpoint) with the ordinary
-    module's keys, loaded strictly (``inference.WeightsError`` lists every bad key). ``pretrained``:
+    module's keys, loaded strictly (``inference.WeightsError`` lists every bad key), or
+    ``"SOURCE:NAME[@PATH]"``: a checkpoint renamed by a layout the specs declare, which must then fill
+    every tensor of the module. ``pretrained``:
     ``"SOURCE:NAME[@PATH]"`` through a layout the encoder spec declares, or a file or state dict with
     the module's own keys (``weights/importer.py``). ``channels_last`` converts the weights to NHWC.
     """
@@ -129,7 +132,11 @@ def _emit(resolved: Resolved, class_name: str) -> Any:
 
 
 def _load(compiled: CompiledModel, weights: Any, pretrained: Any) -> None:
-    if weights is not None:
+    if weights is not None and is_weight_source(weights):
+        from .weights.importer import import_weights
+
+        import_weights(compiled, weights, whole=True)
+    elif weights is not None:
         from .inference import load_weights
 
         load_weights(compiled.module, weights)
@@ -137,6 +144,15 @@ def _load(compiled: CompiledModel, weights: Any, pretrained: Any) -> None:
         from .weights.importer import load_pretrained_into
 
         load_pretrained_into(compiled, pretrained)
+
+
+def is_weight_source(weights: Any) -> bool:
+    """Whether ``weights=`` names a declared layout (``mylab:segformer_b0@ckpt.pt``) rather than a file
+    in the module's own layout: text of the ``SOURCE:NAME[@PATH]`` form that is not an existing file
+    (an existing file of that name is read as a file, as before layouts were accepted here)."""
+    from .weights.mapping import is_source_text
+
+    return isinstance(weights, str) and is_source_text(weights, any_source=True) and not Path(weights).exists()
 
 
 def standalone_source(compiled: CompiledModel, origin: str = "") -> str:

@@ -28,7 +28,7 @@ from .spec.listed_layers import check_listed_layers
 from .spec.load import LocatedMap, load_spec_file, location_of
 from .spec.schema import validate_document
 from .spec.sources import SpecReader, SpecRef, SpecSource, model_parts
-from .weights.mapping import check_weights
+from .weights.mapping import check_weights, declared_layouts, layout_clashes
 from .zoo import resolve_spec
 
 __all__ = ["Analysis", "analyze", "analyze_graph", "load_graph", "sources_of", "validate_file",
@@ -72,7 +72,17 @@ def _load_checked(ref: SpecRef, diags: Diagnostics, reader: SpecReader, expected
     problems = check_listed_layers(doc, name) or validate_document(doc, name, expected)
     problems = problems or check_weights(doc, name)
     diags.extend(problems)
-    return None if problems else doc
+    return None if any(p.severity == "error" for p in problems) else doc
+
+
+def _check_layouts(diags: Diagnostics, model: tuple[Any, str] | None, encoder: tuple[Any, str],
+                   meta: tuple[Any, str]) -> None:
+    """Located errors for weight layouts that two specs of one model declare alike (a clash needs a
+    model's or a meta's layout, so the common case, layouts in the encoder only, parses nothing)."""
+    if not ((model and model[0].get("weights")) or meta[0].get("weights")):
+        return
+    documents = {"encoder": encoder, "meta": meta, **({"model": model} if model else {})}
+    diags.extend(layout_clashes(declared_layouts(documents)))
 
 
 def _merged(base: Any, extra: Mapping[str, Any] | None) -> Any:
@@ -136,6 +146,7 @@ def load_graph(path: SpecRef | None = None, *, encoder: SpecRef | None = None,
         diags.raise_if_errors()
         size = doc.get("input")
         enc_name, meta_name = str(parts["encoder"]), str(parts["meta"])
+        _check_layouts(diags, (doc, str(path)), (enc_doc, enc_name), (meta_doc, meta_name))
         graph = expand_model(
             enc_doc, enc_name, meta_doc, meta_name, diags,
             name=str(doc.get("name") or Path(str(path)).stem),
@@ -150,6 +161,7 @@ def load_graph(path: SpecRef | None = None, *, encoder: SpecRef | None = None,
         enc_doc = _load_checked(encoder, diags, reader, "encoder")
         meta_doc = _load_checked(meta, diags, reader, "meta")
         diags.raise_if_errors()
+        _check_layouts(diags, None, (enc_doc, str(encoder)), (meta_doc, str(meta)))
         graph = expand_model(
             enc_doc, str(encoder), meta_doc, str(meta), diags,
             name=f"{meta_doc.get('name')}_{enc_doc.get('name')}",

@@ -189,7 +189,9 @@ def budget(args: argparse.Namespace) -> Any:
 def add_build_args(p: argparse.ArgumentParser, *, channels_last: bool = True) -> None:
     """Options of the module build shared by compile, export and bench."""
     p.add_argument("--weights", metavar="FILE.pt",
-                   help="load this state dict (the compiled module's keys, or a runtime checkpoint) strictly")
+                   help="load this state dict (the compiled module's keys, or a runtime checkpoint) strictly; "
+                        "or SOURCE:NAME@FILE, a checkpoint renamed by a layout the specs declare "
+                        "(docs/weights.md), which must fill the whole model")
     p.add_argument("--inference", action="store_true",
                    help="inference build: fold batch norm into the conv before it, drop dropout")
     p.add_argument("--no-inplace", dest="inplace", action="store_false",

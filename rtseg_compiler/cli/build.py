@@ -25,9 +25,11 @@ def compiled_from_args(args: argparse.Namespace) -> Any:
     from .. import compile_model
 
     check_model_args(args)
-    if args.weights is not None and not Path(args.weights).exists():
-        raise UsageError(f"--weights {args.weights}: no such file")
+    from ..build import is_weight_source
     from ..weights import WeightsError
+
+    if args.weights is not None and not Path(args.weights).exists() and not is_weight_source(args.weights):
+        raise UsageError(f"--weights {args.weights}: no such file")
 
     try:
         compiled = compile_model(args.model, getattr(args, "input", None), args.num_classes,
@@ -172,20 +174,23 @@ def cmd_weights_import(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_list(args: argparse.Namespace) -> int:
-    """The weight layouts an encoder spec declares (torch-free)."""
+    """The weight layouts the model's specs declare: its encoder's, its meta's and its own (torch-free)."""
     from ..pipeline import load_graph
     from ..spec.load import load_spec_file
-    from ..weights.mapping import parse_layouts
+    from ..weights.mapping import declared_layouts
 
     check_model_args(args)
     graph = load_graph(args.model, encoder=args.encoder, meta=args.meta)
-    path = graph.files.get("encoder")
-    layouts = parse_layouts(load_spec_file(path), str(path)) if path else {}
-    if not layouts:
+    documents = {kind: (load_spec_file(path), str(path)) for kind, path in graph.files.items() if path}
+    declared = declared_layouts(documents)
+    if not any(declared.values()):
+        path = graph.files.get("encoder")
         print(f"{path}: declares no weight layouts (docs/weights.md)")
-    for layout in layouts.values():
-        head = f"; head -> meta '{layout.head.meta}'" if layout.head else ""
-        print(f"{layout.label:<28} {layout.doc}{head}")
+    fills = {"encoder": "", "meta": "; the meta's layers (meta spec)", "model": "; the whole model (model spec)"}
+    for kind in ("model", "encoder", "meta"):
+        for layout in declared.get(kind, {}).values():
+            head = f"; head -> meta '{layout.head.meta}'" if layout.head else ""
+            print(f"{layout.label:<28} {layout.doc}{head}{fills[kind]}")
     return EXIT_OK
 
 
@@ -222,10 +227,10 @@ def weights_parser(p: argparse.ArgumentParser) -> None:
                         "and save it (exit 2 with a report if it does not fit)")
     add_model_args(q)
     q.add_argument("--from", dest="source", required=True, metavar="SOURCE:NAME[@PATH]",
-                   help="torchvision:resnet18@r18.pth reads a local file; without @PATH the weights "
-                        "are fetched through torchvision's or timm's API")
+                   help="torchvision:resnet18@r18.pth or mylab:NAME@ckpt.pt reads a local file; without "
+                        "@PATH torchvision and timm weights are fetched through the library's API")
     q.add_argument("-o", "--output", required=True, metavar="FILE.pt", help="where to write the state dict")
     q.set_defaults(func=cmd_weights_import)
-    q = wsub.add_parser("list", help="the weight layouts the model's encoder spec declares")
+    q = wsub.add_parser("list", help="the weight layouts the model's specs (encoder, meta, model) declare")
     add_model_args(q, sizes=False)
     q.set_defaults(func=cmd_weights_list)

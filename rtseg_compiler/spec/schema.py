@@ -31,7 +31,7 @@ from ..diagnostics import Diagnostic, did_you_mean
 from ..ops import REGISTRY, Field, OpDef, op_origin, registry_generation
 from ..ops.base import BUILTIN, REQUIRED
 from ..ops.plugins import entry_point_problems, load_entry_points
-from ..weights.mapping import WEIGHTS_SCHEMA
+from ..weights.mapping import SOURCE_PATTERN, weights_schema
 from .load import location_of
 from .precheck import surely_valid
 
@@ -207,6 +207,7 @@ def schema_for(kind: str, *, builtin_only: bool = False) -> dict[str, Any]:
                 "input": {**_size_schema(), "description": "default input [height, width]"},
                 "encoder_params": _params_schema(),
                 "meta_params": _params_schema(),
+                "weights": weights_schema("model"),  # whole-model checkpoint layouts: docs/weights.md
             },
             "additionalProperties": False,
         }
@@ -217,12 +218,13 @@ def schema_for(kind: str, *, builtin_only: bool = False) -> dict[str, Any]:
                          "additionalProperties": _ref_schema()}
         props["input"] = {**_size_schema(), "description": "input [height, width] for checking alone"}
         props["input_channels"] = {"type": "integer", "minimum": 1}
-        props["weights"] = WEIGHTS_SCHEMA  # published checkpoint layouts: docs/weights.md
+        props["weights"] = weights_schema("encoder")  # checkpoint layouts: docs/weights.md
     elif kind == "meta":
         props["requires"] = {"type": "array", "items": {"type": "string", "pattern": NAME_PATTERN},
                              "uniqueItems": True}
         props["output_stride"] = {"type": "integer", "enum": [8, 16, 32],
                                   "description": "the encoder output stride this meta needs"}
+        props["weights"] = weights_schema("meta")  # checkpoint layouts of the head: docs/weights.md
     else:
         raise ValueError(f"unknown spec kind {kind!r}")
     return {**head, "type": "object", "required": required, "properties": props,
@@ -417,6 +419,11 @@ def explain_schema_error(error: jsonschema.ValidationError, doc: Any) -> Iterato
         return
     if v == "minimum":
         yield Diagnostic(f"{where}: {_clip(value)} is below the minimum {error.validator_value}", loc)
+        return
+    if v == "pattern" and error.validator_value == SOURCE_PATTERN:
+        yield Diagnostic(f"{where}: {_clip(value)} is not a valid weight source name", loc,
+                         hint="a source is a letter, then letters, digits and '_' (at most 32): "
+                              "torchvision, timm, transformers, or a name of your own such as mmseg or mylab")
         return
     if v == "pattern":
         yield Diagnostic(f"{where}: {_clip(value)} is not a valid name", loc,

@@ -1,10 +1,12 @@
-"""Import published weights into a compiled module through the encoder spec's declared layout.
+"""Import checkpoints into a compiled module through a layout its specs declare.
 
 ``import_weights(compiled, "torchvision:resnet18@r18.pth")`` reads the checkpoint (or fetches it
 through torchvision's or timm's weights API when no file is given: the only network access in the
-project, and only when asked), renames every key by the layout declared in the encoder spec
-(:mod:`.mapping`), and loads strictly: nothing is copied unless every encoder tensor is supplied
-with the right shape and every source key has a place. The report (:class:`~.report.WeightsReport`,
+project, and only when asked), renames every key by the layout of that label that the model's specs
+declare (:func:`.mapping.resolve_layout`: the model spec's, or the meta's and the encoder's), and
+loads strictly: nothing is copied unless every tensor of the parts the layout fills (the encoder,
+the head, or the whole model; every tensor with ``whole=True``) is supplied with the right shape and
+every source key has a place. The report (:class:`~.report.WeightsReport`,
 also named ``ImportReport`` here) lists each missing, unexpected and mis-shaped key, with the
 closest key of the other side as a did-you-mean, the classifier-head keys the model does not use,
 and, where a spec parameter would make the weights fit (``conv_bias=false``), says so.
@@ -12,7 +14,6 @@ and, where a spec parameter would make the weights fit (``conv_bias=false``), sa
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,10 +24,11 @@ from torch import nn
 from ..spec.load import load_spec_file, load_spec_text
 from .files import read_state_dict
 from .load import copy_into, fit
-from .mapping import Layout, WeightSource, WeightSourceError, is_source_text, parse_layouts, parse_source
+from .mapping import (Layout, ModelLayout, WeightSource, WeightSourceError, declared_layouts, is_source_text,
+                      parse_layouts, parse_source, resolve_layout)
 from .report import WeightsError, WeightsReport, key_section
 
-__all__ = ["ImportReport", "WeightsError", "import_weights", "key_section", "map_state_dict",
+__all__ = ["ImportReport", "WeightsError", "declared_for", "import_weights", "key_section", "map_state_dict",
            "read_state_dict_file", "fetch_state_dict", "layouts_for", "layout_for", "load_pretrained_into",
            "looks_like_source"]
 
@@ -47,8 +49,9 @@ def fetch_state_dict(source: WeightSource) -> dict[str, torch.Tensor]:
     """
     alternative = (f"download the weights file yourself and give its path: "
                    f"{source.label}@FILE{'.pth' if source.source == 'torchvision' else '.safetensors'}")
-    if source.source not in ("torchvision", "timm"):
-        raise WeightsError(f"{source}: no fetcher for source '{source.source}'; {alternative}")
+    if not source.fetchable:
+        raise WeightsError(f"{source}: '{source.source}' layouts are read from a file, never fetched "
+                           f"(rtsegc fetches torchvision and timm weights only); write {source.label}@FILE")
     try:
         if source.source == "torchvision":
             from torchvision.models import get_model_weights
@@ -94,16 +97,22 @@ def layouts_for(compiled: Any) -> dict[tuple[str, str], Layout]:
     return parse_layouts(doc, str(compiled.graph.files.get("encoder")))
 
 
-def layout_for(compiled: Any, source: WeightSource) -> Layout:
-    layouts = layouts_for(compiled)
-    key = (source.source, source.name)
-    if key not in layouts:
-        known = ", ".join(sorted(f"{s}:{n}" for s, n in layouts)) or "none"
-        close = difflib.get_close_matches(source.label, [f"{s}:{n}" for s, n in layouts], n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        raise WeightsError(f"{source.label}: the encoder spec {compiled.graph.files.get('encoder')} declares "
-                           f"no such weight layout ({hint}declared: {known}; see docs/weights.md)")
-    return layouts[key]
+def declared_for(compiled: Any) -> dict[str, dict[tuple[str, str], Layout]]:
+    """The layouts each spec of ``compiled`` declares, by kind (model, encoder, meta)."""
+    documents = {}
+    for kind in ("model", "encoder", "meta"):
+        doc = _spec_document(compiled, kind)
+        if doc is not None:
+            documents[kind] = (doc, str(compiled.graph.files.get(kind)))
+    return declared_layouts(documents)
+
+
+def layout_for(compiled: Any, source: WeightSource) -> ModelLayout:
+    """What ``source`` means for ``compiled``: :func:`.mapping.resolve_layout`, errors as WeightsError."""
+    try:
+        return resolve_layout(source, declared_for(compiled))
+    except WeightSourceError as exc:
+        raise WeightsError(str(exc)) from None
 
 
 def _meta_name(compiled: Any) -> str | None:
@@ -113,23 +122,33 @@ def _meta_name(compiled: Any) -> str | None:
 
 # --------------------------------------------------------------------------- mapping and loading
 
-def map_state_dict(state: Mapping[str, torch.Tensor], layout: Layout, target: Mapping[str, torch.Tensor],
-                   meta: str | None) -> tuple[dict[str, torch.Tensor], WeightsReport]:
+_PREFIX = {"encoder": ENCODER_PREFIX, "head": HEAD_PREFIX, "model": ""}
+
+
+def map_state_dict(state: Mapping[str, torch.Tensor], layout: Layout | ModelLayout,
+                   target: Mapping[str, torch.Tensor], meta: str | None, *,
+                   whole: bool = False) -> tuple[dict[str, torch.Tensor], WeightsReport]:
     """``state`` (in ``layout``'s source form) renamed onto ``target``'s keys, and the report.
 
-    Keys of the head go to ``head.`` when the model's meta-architecture is ``layout.head.meta``;
-    otherwise they are listed as not used. Every other source key must land on an encoder key.
+    What must be filled is what the layout declares: an encoder layout the ``encoder.`` keys, plus the
+    ``head.`` keys of its ``head`` table when the model's meta-architecture is ``head.meta`` (otherwise
+    those source keys are listed as not used); a meta layout the ``head.`` keys; a model layout every
+    key. ``whole=True`` (``weights=SOURCE:NAME@PATH``, a whole state dict) requires every key.
     """
-    head_used = layout.head is not None and meta == layout.head.meta
-    wanted = {k: v for k, v in target.items()
-              if k.startswith(ENCODER_PREFIX) or (head_used and k.startswith(HEAD_PREFIX))}
+    if isinstance(layout, Layout):
+        layout = ModelLayout(layout.source, layout.name, (layout,))
+    parts, table = layout.parts, layout.head
+    head_used = "head" in parts or (table is not None and meta == table.meta)
+    prefixes = tuple(_PREFIX[part] for part in ("encoder", "model") if part in parts)
+    prefixes += (HEAD_PREFIX,) if head_used else ()
+    wanted = {k: v for k, v in target.items() if whole or k.startswith(prefixes)}
     placed, unused, reshaped = [], [], []
     for key, value in state.items():
         place = layout.map_key(key)
         if place.part == "head" and not head_used:
             unused.append(key)
             continue
-        new = (HEAD_PREFIX if place.part == "head" else ENCODER_PREFIX) + place.key
+        new = _PREFIX[place.part] + place.key
         want = wanted.get(new)
         if want is not None and value.shape != want.shape and place.reshape and value.numel() == want.numel():
             value = value.reshape(want.shape)
@@ -138,18 +157,20 @@ def map_state_dict(state: Mapping[str, torch.Tensor], layout: Layout, target: Ma
     reason = ""
     if unused:
         reason = (f"the classifier head of {layout.label}; this model's meta-architecture is "
-                  f"'{meta}', not '{layout.head.meta}'" if meta else
+                  f"'{meta}', not '{table.meta if table else ''}'" if meta else
                   f"the classifier head of {layout.label}; an encoder on its own has no head")
     return fit(placed, wanted, source=layout.label, unused=unused, unused_reason=reason, reshaped=reshaped)
 
 
 def import_weights(compiled: Any, source: WeightSource | str,
-                   state: Mapping[str, torch.Tensor] | None = None, *, strict: bool = True) -> WeightsReport:
-    """Load ``source`` into ``compiled.module`` through the encoder spec's layout; returns the report.
+                   state: Mapping[str, torch.Tensor] | None = None, *, strict: bool = True,
+                   whole: bool = False) -> WeightsReport:
+    """Load ``source`` into ``compiled.module`` through a layout its specs declare; returns the report.
 
     ``state`` gives the source state dict directly (in the source's layout) instead of reading
     ``source``'s file or fetching it. Strict (the default): :class:`WeightsError` and nothing copied
     unless the report is ok. Non-strict: the tensors that fit are copied and the report returned.
+    ``whole=True`` requires every tensor of the module, as ``weights=`` does for a file.
     """
     try:
         src = parse_source(source) if isinstance(source, str) else source
@@ -159,7 +180,7 @@ def import_weights(compiled: Any, source: WeightSource | str,
     if state is None:
         state = source_state_dict(src)
     module: nn.Module = compiled.module
-    mapped, report = map_state_dict(state, layout, module.state_dict(), _meta_name(compiled))
+    mapped, report = map_state_dict(state, layout, module.state_dict(), _meta_name(compiled), whole=whole)
     if strict and not report.ok:
         report = with_advice(report, compiled)
         raise WeightsError(f"{src}: the weights do not fit {compiled.graph.name}", report)

@@ -1,4 +1,4 @@
-"""Weight layouts declared in encoder specs: declarative rename tables, parsed and checked. No torch.
+"""Weight layouts declared in specs: declarative rename tables, parsed and checked. No torch.
 
 An encoder spec may say how published checkpoints of the same network map onto its layers::
 
@@ -26,11 +26,21 @@ pattern's literal text is escaped before it is matched, so a spec file stays dat
 a model whose meta-architecture is ``meta`` (the ImageNet classifier, for equality tests and
 fine-tuning) and reported as *not used by this model* anywhere else, never silently dropped.
 
+A layout's source is any name (``mmseg``, ``mylab``, ``file``), not only a library's: sources other
+than :data:`FETCHABLE` are always read from a file (``mylab:segformer_b0@ckpt.pt``). A meta spec may
+declare layouts too (its targets are keys of the meta's layers, without ``head.``), and so may a model
+spec (its targets are whole-model keys, ``encoder.`` or ``head.`` included). For one model,
+``SOURCE:NAME`` means (:func:`resolve_layout`): the model spec's layout of that label alone; else the
+meta's and the encoder's together, the meta's claiming every key one of its rules matches (as an
+encoder layout's ``head`` table does) and the encoder's taking the rest; else whichever of them declares
+it. A label that two places would both fill is a located error (:func:`layout_clashes`).
+
 Everything here is torch-free: ``rtsegc validate`` checks the declarations with located errors.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -38,12 +48,22 @@ from typing import Any, Mapping
 from ..diagnostics import Diagnostic, Location, did_you_mean
 from ..spec.load import location_of
 
-__all__ = ["SOURCES", "WEIGHTS_SCHEMA", "Rule", "Head", "Layout", "WeightSource", "MappedKey",
-           "parse_layouts", "check_weights", "parse_source", "is_source_text", "WeightSourceError"]
+__all__ = ["FETCHABLE", "SOURCES", "SOURCE_PATTERN", "WEIGHTS_SCHEMA", "Rule", "Head", "Layout", "ModelLayout",
+           "WeightSource", "MappedKey", "declared_layouts", "layout_clashes", "parse_layouts", "check_weights",
+           "parse_source", "is_source_text", "resolve_layout", "weights_schema", "WeightSourceError"]
 
-#: The external layouts a spec may declare, and where ``SOURCE:NAME`` without a file is fetched
-#: (``transformers`` layouts need a file: ``transformers:segformer_b0@model.safetensors``).
+#: The libraries rtsegc knows by name. A source of any other name is the user's (``mmseg``, ``mylab``,
+#: ``file``) and works the same way, read from a file; a near miss of one of these draws a warning.
 SOURCES = ("torchvision", "timm", "transformers")
+#: The sources whose weights ``SOURCE:NAME`` without ``@PATH`` fetches through the library's own API;
+#: every other source (``transformers`` included: the Hub holds many checkpoints of one network) is
+#: read from the file the user names.
+FETCHABLE = ("torchvision", "timm")
+#: What a source name may be: a letter, then letters, digits and '_' (32 at most), so that
+#: ``SOURCE:NAME@PATH`` parses one way.
+SOURCE_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
+#: The spec kinds that may declare layouts, and what their targets are keys of.
+_PARTS = {"encoder": "encoder", "meta": "head", "model": "model"}
 
 _SEGMENT = r"[A-Za-z0-9_]+"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:([+-])([0-9]+))?\}")
@@ -62,12 +82,12 @@ _RULE_VALUE = {
 _TABLE = {"type": "object", "propertyNames": {"pattern": _KEY_TEXT}, "additionalProperties": _RULE_VALUE}
 _RENAME = {"oneOf": [_TABLE, {"type": "array", "items": _TABLE, "minItems": 1, "maxItems": 8}],
            "description": "a rename table, or a list of tables applied in turn"}
+_LAYOUT_BASE = {"doc": {"type": "string"}, "rename": _RENAME}
 _LAYOUT = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "doc": {"type": "string"},
-        "rename": _RENAME,
+        **_LAYOUT_BASE,
         "head": {
             "type": "object", "required": ["meta", "rename"], "additionalProperties": False,
             "properties": {"meta": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$",
@@ -76,14 +96,28 @@ _LAYOUT = {
         },
     },
 }
-#: The ``weights`` key of an encoder spec; spec/schema.py puts it into the encoder schema.
-WEIGHTS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "how published checkpoints map onto this encoder: SOURCE -> NAME -> layout",
-    "additionalProperties": False,
-    "properties": {source: {"type": "object", "propertyNames": {"pattern": r"^[A-Za-z0-9_.-]+$"},
-                            "additionalProperties": _LAYOUT} for source in SOURCES},
-}
+
+
+def weights_schema(kind: str) -> dict[str, Any]:
+    """The ``weights`` key of a ``kind`` spec (encoder, meta or model): SOURCE -> NAME -> layout.
+
+    Only an encoder's layouts have ``head`` (the source's classifier, routed by meta-architecture):
+    a meta's layout maps the meta's own layers and a model's the whole model already.
+    """
+    layout = _LAYOUT if kind == "encoder" else {**_LAYOUT, "properties": dict(_LAYOUT_BASE)}
+    onto = {"encoder": "this encoder", "meta": "this meta-architecture's layers",
+            "model": "the whole model (targets start with encoder. or head.)"}[kind]
+    return {
+        "type": "object",
+        "description": f"how checkpoints of a source map onto {onto}: SOURCE -> NAME -> layout",
+        "propertyNames": {"pattern": SOURCE_PATTERN},
+        "additionalProperties": {"type": "object", "propertyNames": {"pattern": r"^[A-Za-z0-9_.-]+$"},
+                                 "additionalProperties": layout},
+    }
+
+
+#: The ``weights`` key of an encoder spec; spec/schema.py puts :func:`weights_schema` into each kind.
+WEIGHTS_SCHEMA: dict[str, Any] = weights_schema("encoder")
 
 
 @dataclass(frozen=True)
@@ -136,7 +170,8 @@ class Head:
 
 @dataclass(frozen=True)
 class MappedKey:
-    """Where one source key goes: ``part`` is 'encoder' or 'head'; ``key`` is relative to that part."""
+    """Where one source key goes: ``part`` is 'encoder', 'head' or 'model' (a model spec's layout, whose
+    ``key`` is a whole-model key); ``key`` is relative to that part."""
 
     part: str
     key: str
@@ -145,7 +180,11 @@ class MappedKey:
 
 @dataclass(frozen=True)
 class Layout:
-    """One declared external layout: ``torchvision:resnet18`` of ``specs/encoders/resnet18.yaml``."""
+    """One declared layout: ``torchvision:resnet18`` of ``specs/encoders/resnet18.yaml``.
+
+    ``kind`` is the kind of spec that declares it: an encoder's targets are encoder keys, a meta's are
+    keys of the meta's layers, a model's are whole-model keys. ``loc`` is where NAME is declared.
+    """
 
     source: str
     name: str
@@ -153,13 +192,25 @@ class Layout:
     head: Head | None = None
     doc: str = ""
     file: str = ""
+    kind: str = "encoder"
+    loc: Location | None = None
 
     @property
     def label(self) -> str:
         return f"{self.source}:{self.name}"
 
+    @property
+    def part(self) -> str:
+        """What the targets are keys of: 'encoder', 'head' (a meta's layers) or 'model'."""
+        return _PARTS[self.kind]
+
+    def claims(self, key: str) -> bool:
+        """Whether one of this layout's rules matches ``key`` (how a meta's layout picks its keys out
+        of a whole-model checkpoint, before the encoder's layout takes the rest)."""
+        return any(rule.apply(key) is not None for table in self.passes for rule in table)
+
     def map_key(self, key: str) -> MappedKey:
-        """The place of one source key in the compiled encoder (or head)."""
+        """The place of one source key in the part this layout fills (or in the head)."""
         if self.head is not None:
             for rule in self.head.rules:
                 new = rule.apply(key)
@@ -172,7 +223,43 @@ class Layout:
                 if new is not None:
                     key, reshape = new, reshape or rule.reshape
                     break
-        return MappedKey("encoder", key, reshape)
+        return MappedKey(self.part, key, reshape)
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """What ``SOURCE:NAME`` means for one model (:func:`resolve_layout`): its declared layouts of that
+    label, in the order they claim keys. One layout, or a meta's then an encoder's: the meta's takes
+    every key one of its rules matches, the encoder's the rest."""
+
+    source: str
+    name: str
+    layouts: tuple[Layout, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.source}:{self.name}"
+
+    @property
+    def head(self) -> Head | None:
+        """The classifier-head table of an encoder's layout (routed by meta name), if it has one."""
+        return next((layout.head for layout in self.layouts if layout.head is not None), None)
+
+    @property
+    def parts(self) -> frozenset[str]:
+        """The parts of the model the declared layouts fill: 'model', or 'encoder' and/or 'head'."""
+        return frozenset(layout.part for layout in self.layouts)
+
+    @property
+    def where(self) -> str:
+        """The spec files that declare it, for messages."""
+        return " and ".join(f"the {layout.kind} spec {layout.file}" for layout in self.layouts)
+
+    def map_key(self, key: str) -> MappedKey:
+        for layout in self.layouts[:-1]:
+            if layout.claims(key):
+                return layout.map_key(key)
+        return self.layouts[-1].map_key(key)
 
 
 # --------------------------------------------------------------------------- parsing and checking
@@ -214,8 +301,11 @@ def _rules(table: Mapping[str, Any], path: tuple, doc: Any, file: str,
 
 def parse_layouts(doc: Mapping[str, Any], file: str,
                   problems: list[Diagnostic] | None = None) -> dict[tuple[str, str], Layout]:
-    """Every layout an (already schema-valid) encoder document declares, by ``(source, name)``."""
+    """Every layout an (already schema-valid) encoder, meta or model document declares, by
+    ``(source, name)``."""
     problems = problems if problems is not None else []
+    kind = str(doc.get("kind") or "encoder")
+    kind = kind if kind in _PARTS else "encoder"
     out: dict[tuple[str, str], Layout] = {}
     for source, layouts in (doc.get("weights") or {}).items():
         for name, body in layouts.items():
@@ -228,16 +318,105 @@ def parse_layouts(doc: Mapping[str, Any], file: str,
             if body.get("head"):
                 head = Head(body["head"]["meta"],
                             _rules(body["head"]["rename"], (*path, "head", "rename"), doc, file, problems))
-            out[(source, name)] = Layout(source, name, passes, head, body.get("doc", ""), file)
+            out[(source, name)] = Layout(source, name, passes, head, body.get("doc", ""), file, kind,
+                                         location_of(doc, path, key=True) or Location(file))
     return out
 
 
 def check_weights(doc: Any, file: str) -> list[Diagnostic]:
-    """Located errors in an encoder's ``weights`` declaration beyond what the schema checks."""
+    """Located errors in a spec's ``weights`` declaration beyond what the schema checks, and a warning
+    for a source name a letter from a library's (``torchvison``, difflib ratio 0.95; ``timmy`` against
+    ``timm`` is 0.89 and passes, cutoff 0.9): any name is a valid user source, so the typo would
+    otherwise surface only when loading."""
     problems: list[Diagnostic] = []
-    if isinstance(doc, Mapping) and doc.get("kind") == "encoder" and doc.get("weights"):
+    if isinstance(doc, Mapping) and doc.get("kind") in _PARTS and doc.get("weights"):
         parse_layouts(doc, file, problems)
+        for source in doc["weights"]:
+            close = difflib.get_close_matches(str(source), SOURCES, n=1, cutoff=0.9)
+            if close and close[0] != source:
+                problems.append(Diagnostic(
+                    f"weights: source '{source}' is not {close[0]}, so its layouts are read from files "
+                    f"and never fetched", location_of(doc, ("weights", source), key=True) or Location(file),
+                    severity="warning", hint=f"did you mean '{close[0]}'? A source of your own may have "
+                    "any other name"))
     return problems
+
+
+# --------------------------------------------------------------------------- one model's layouts
+
+#: (source, name) -> Layout, for each spec kind of one model that declares any.
+Declared = Mapping[str, Mapping[tuple[str, str], Layout]]
+
+
+def declared_layouts(documents: Mapping[str, tuple[Any, str]]) -> dict[str, dict[tuple[str, str], Layout]]:
+    """``{kind: (document, file)}`` (model, encoder, meta; any may be absent) -> each kind's layouts."""
+    out = {}
+    for kind, (doc, file) in documents.items():
+        if isinstance(doc, Mapping) and doc.get("weights"):
+            out[kind] = parse_layouts(doc, file)
+    return out
+
+
+def layout_clashes(declared: Declared) -> list[Diagnostic]:
+    """Labels that two specs of one model would both fill, as errors located at the later declaration.
+
+    A model spec's layout maps the whole model, so the encoder or meta declaring the same label would
+    leave it unclear which applies. A meta's layout and an encoder layout's ``head`` table of the same
+    label would both claim the decoder's keys.
+    """
+    model, encoder, meta = (declared.get(kind, {}) for kind in ("model", "encoder", "meta"))
+    problems = []
+    for key, layout in model.items():
+        others = [d[key] for d in (encoder, meta) if key in d]
+        if others:
+            other = others[0]
+            problems.append(Diagnostic(
+                f"weights: {layout.label} is declared here and by the {other.kind} spec {other.file}"
+                f"{f' (line {other.loc.line})' if other.loc and other.loc.line else ''}; a model's layout "
+                "maps the whole model, so only one of them can apply", layout.loc,
+                hint="give this layout another NAME, or remove one of the two"))
+    for key, layout in meta.items():
+        enc = encoder.get(key)
+        if enc is not None and enc.head is not None and key not in model:
+            problems.append(Diagnostic(
+                f"weights: {layout.label} is declared here and, with a 'head' table, by the encoder spec "
+                f"{enc.file}{f' (line {enc.loc.line})' if enc.loc and enc.loc.line else ''}; both would "
+                "claim the decoder's keys", layout.loc,
+                hint="move the head's rules into one of the two declarations"))
+    return problems
+
+
+def resolve_layout(source: WeightSource, declared: Declared) -> ModelLayout:
+    """The layout ``source`` names for the model whose specs declared ``declared``.
+
+    :class:`WeightSourceError` when no spec declares it (did-you-mean over the declared labels and
+    sources) or when two declarations clash (:func:`layout_clashes`).
+    """
+    key = (source.source, source.name)
+    clashes = [d for d in layout_clashes(declared) if d.message.startswith(f"weights: {source.label} ")]
+    if clashes:
+        raise WeightSourceError(clashes[0].render())
+    model = declared.get("model", {})
+    if key in model:
+        return ModelLayout(source.source, source.name, (model[key],))
+    found = tuple(declared[kind][key] for kind in ("meta", "encoder") if key in declared.get(kind, {}))
+    if found:
+        return ModelLayout(source.source, source.name, found)
+    labels = sorted({layout.label for layouts in declared.values() for layout in layouts.values()})
+    sources = sorted({label.partition(":")[0] for label in labels})
+    files = [f"{kind} spec {next(iter(layouts.values())).file}" for kind, layouts in declared.items() if layouts]
+    where = ", ".join(files) or "the model's specs"
+    if source.source not in sources:
+        hint = did_you_mean(source.source, sources + [s for s in SOURCES if s not in sources])
+        raise WeightSourceError(
+            f"{source.label}: unknown weight source '{source.source}': {where} "
+            f"{'declare' if len(files) > 1 else 'declares'} layouts of "
+            f"{', '.join(sources) if sources else 'no source'}"
+            f"{f' ({hint})' if hint else ''}; see docs/weights.md")
+    close = difflib.get_close_matches(source.label, labels, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise WeightSourceError(f"{source.label}: {where} {'declare' if len(files) > 1 else 'declares'} no such "
+                            f"weight layout ({hint}declared: {', '.join(labels) or 'none'}; see docs/weights.md)")
 
 
 # --------------------------------------------------------------------------- SOURCE:NAME[@PATH]
@@ -248,7 +427,8 @@ class WeightSourceError(ValueError):
 
 @dataclass(frozen=True)
 class WeightSource:
-    """``torchvision:resnet18`` (fetched when asked) or ``torchvision:resnet18@r18.pth`` (a local file)."""
+    """``torchvision:resnet18`` (fetched when asked) or ``torchvision:resnet18@r18.pth`` (a local file);
+    ``mylab:segformer_b0@ckpt.pt`` for a source of the user's own, always a file."""
 
     source: str
     name: str
@@ -258,27 +438,35 @@ class WeightSource:
     def label(self) -> str:
         return f"{self.source}:{self.name}"
 
+    @property
+    def fetchable(self) -> bool:
+        """Whether, without ``@PATH``, the weights can be fetched (a :data:`FETCHABLE` library's)."""
+        return self.source in FETCHABLE
+
     def __str__(self) -> str:
         return self.label + (f"@{self.path}" if self.path else "")
 
 
-_SOURCE_TEXT = re.compile(r"^(?P<source>[A-Za-z][A-Za-z0-9_]*):(?P<name>[A-Za-z0-9_.-]+)(?:@(?P<path>.+))?$")
+_SOURCE_TEXT = re.compile(r"^(?P<source>[A-Za-z][A-Za-z0-9_]{0,31}):(?P<name>[A-Za-z0-9_.-]+)"
+                          r"(?:@(?P<path>.+))?$")
 
 
-def is_source_text(text: str) -> bool:
-    """Whether ``text`` is written ``SOURCE:NAME[@PATH]`` with a known SOURCE (else it is a file name)."""
+def is_source_text(text: str, *, any_source: bool = False) -> bool:
+    """Whether ``text`` is written ``SOURCE:NAME[@PATH]`` with a SOURCE of :data:`SOURCES` (else it is
+    taken for a file name); ``any_source=True`` accepts a source of any well-formed name."""
     m = _SOURCE_TEXT.match(str(text))
-    return bool(m) and m.group("source") in SOURCES
+    return bool(m) and (any_source or m.group("source") in SOURCES)
 
 
 def parse_source(text: str) -> WeightSource:
-    """``SOURCE:NAME[@PATH]`` -> :class:`WeightSource`; :class:`WeightSourceError` says what is wrong."""
+    """``SOURCE:NAME[@PATH]`` -> :class:`WeightSource`; :class:`WeightSourceError` says what is wrong.
+
+    Any well-formed SOURCE parses: whether a model's specs declare it is for :func:`resolve_layout`
+    to say, with a did-you-mean over what they do declare.
+    """
     m = _SOURCE_TEXT.match(str(text))
     if not m:
         raise WeightSourceError(f"invalid weight source {text!r}: write SOURCE:NAME or SOURCE:NAME@FILE, "
-                                f"e.g. torchvision:resnet18 or torchvision:resnet18@r18.pth")
-    if m.group("source") not in SOURCES:
-        hint = did_you_mean(m.group("source"), SOURCES) or f"known sources: {', '.join(SOURCES)}"
-        raise WeightSourceError(f"unknown weight source '{m.group('source')}' in {text!r} ({hint})")
+                                f"e.g. torchvision:resnet18 or mylab:segformer_b0@ckpt.pt")
     return WeightSource(m.group("source"), m.group("name"), m.group("path"))
 
