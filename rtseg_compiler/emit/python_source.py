@@ -12,7 +12,8 @@ Layers come from the same op ``build`` hooks as the fx module, so the two cannot
 written as its constructor call (arguments read back from the built module through its signature,
 defaults left out), a stateless call (crop, shuffle, unpool ...) as a copy of the op's own helper
 function, and ops that declare a ``source_expression`` (add, mul, concat) inline as ``a + b`` /
-``torch.cat([a, b], dim=1)``.
+``torch.cat([a, b], dim=1)``. A user op's own module class or function is copied into the file with
+what it needs from its plugin (:mod:`.embed`, which says why the file embeds rather than imports).
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ import keyword
 import sys
 import textwrap
 import types
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import torch
 from torch import nn
 
 from ..ir import INPUT, Resolved
-from ..ops import REGISTRY, FunctionCall
+from ..ops import REGISTRY, FunctionCall, op_origin
+from ..ops.base import BUILTIN
+from .embed import ALLOWED_MODULES, Embedding, SourceEmitError, allowed_import, plugin_home
 from .torch_module import build_layer
 
 __all__ = ["emit_python", "SourceEmitError"]
@@ -37,12 +41,17 @@ __all__ = ["emit_python", "SourceEmitError"]
 #: Arguments of torch modules written as one int when all items agree (``kernel_size=3``).
 _PAIR_ARGS = {"kernel_size", "stride", "padding", "dilation", "output_padding"}
 #: Modules the generated file may import (the helpers of the op files use these only).
-_ALLOWED_MODULES = ("torch", "math", "operator", "functools")
+_ALLOWED_MODULES = ALLOWED_MODULES
 _COMMENT_COLUMN = 56
 
 
-class SourceEmitError(ValueError):
-    """A layer that cannot be written as standalone torch code (e.g. a user op's own module class)."""
+@dataclass(frozen=True)
+class _UserOp:
+    """A layer of a user op: its code may be copied from ``home``, the plugin's package, into ``embedding``."""
+
+    op: str
+    home: str
+    embedding: Embedding
 
 
 # --------------------------------------------------------------------------- module constructors
@@ -71,28 +80,43 @@ def _copyable(cls: type) -> bool:
     return cls.__module__.startswith("rtseg_compiler.") and cls.__dict__.get("standalone_source") is True
 
 
-def module_source(module: nn.Module, where: str = "", classes: dict[str, type] | None = None) -> str:
+def _user_class(cls: type, user: _UserOp | None) -> bool:
+    """A module class of the user op's own plugin package, to be copied into the file."""
+    return user is not None and cls.__module__.split(".")[0] == user.home
+
+
+def module_source(module: nn.Module, where: str = "", classes: dict[str, type] | None = None,
+                  user: _UserOp | None = None) -> str:
     """The constructor call that builds ``module`` again: ``nn.Conv2d(3, 32, 3, stride=2, bias=False)``.
 
     A built-in op's own class (``standalone_source = True``, e.g. the channel layer norm) is
-    written by its name and added to ``classes``, whose sources the file then includes.
+    written by its name and added to ``classes``, whose sources the file then includes. A class of
+    a user op's plugin (``user``) is copied into ``user.embedding``; its call is checked by building
+    the module again from the arguments read back (:func:`_check_rebuilt`).
     """
     cls = type(module)
     if cls is nn.Sequential:
-        return f"nn.Sequential({', '.join(module_source(m, where, classes) for m in module)})"
+        return f"nn.Sequential({', '.join(module_source(m, where, classes, user) for m in module)})"
     copied = _copyable(cls) and classes is not None
+    plugin = not copied and _user_class(cls, user)
     if copied:
         classes[cls.__name__] = cls
+    elif plugin:
+        user.embedding.add(cls, op=user.op, where=where, home=user.home)
     elif not cls.__module__.startswith("torch.nn") or getattr(nn, cls.__name__, None) is not cls:
-        raise SourceEmitError(f"layer '{where}': {cls.__module__}.{cls.__name__} is not a torch.nn module, "
+        owner = f" (op '{user.op}', whose code may be copied from its package '{user.home}')" if user else ""
+        raise SourceEmitError(f"layer '{where}'{owner}: {cls.__module__}.{cls.__name__} is not a torch.nn module, "
                               "so a file depending on torch alone cannot build it")
-    args = []
+    args, positional, keywords = [], [], {}
     for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in ("device", "dtype"):
             continue
         if not hasattr(module, p.name):
-            if p.default is p.empty:
-                raise SourceEmitError(f"layer '{where}': cannot read argument '{p.name}' of {cls.__name__}")
+            if p.default is p.empty or plugin:
+                raise SourceEmitError(
+                    f"layer '{where}': cannot read argument '{p.name}' of {cls.__name__}"
+                    + (f" (op '{user.op}'): keep each __init__ argument as an attribute of the same name "
+                       f"(self.{p.name} = {p.name}) so that --save-code can write the call" if plugin else ""))
             continue  # not stored on the module: only its initial values depend on it (PReLU's init)
         value = getattr(module, p.name)
         if isinstance(value, torch.Tensor) or (value is None and isinstance(p.default, bool)):
@@ -100,11 +124,45 @@ def module_source(module: nn.Module, where: str = "", classes: dict[str, type] |
         value = _compact(p.name, value)
         if p.default is p.empty:
             args.append(_literal(value, where))
+            positional.append(value)
         elif _compact(p.name, p.default) != value or type(p.default) is not type(value):
             if p.default is None and value is None:
                 continue
             args.append(f"{p.name}={_literal(value, where)}")
-    return f"{'' if copied else 'nn.'}{cls.__name__}({', '.join(args)})"
+            keywords[p.name] = value
+    if plugin:
+        _check_rebuilt(module, cls, positional, keywords, where, user.op)
+    return f"{'' if copied or plugin else 'nn.'}{cls.__name__}({', '.join(args)})"
+
+
+def _check_rebuilt(module: nn.Module, cls: type, positional: list[Any], keywords: dict[str, Any],
+                   where: str, op: str) -> None:
+    """Build ``cls`` again from the arguments read back and compare it with ``module``.
+
+    Reading arguments back from attributes trusts that ``self.kernel`` is the ``kernel`` argument.
+    A plugin class may store a derived value under that name instead, or not at all, and then the
+    file would build another layer. The two must have the same submodule types, the same parameter
+    and buffer shapes, and equal buffers (a blur filter, a fixed kernel); weights are initial values
+    and are overwritten by the state dict anyway. The global RNG is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        try:
+            rebuilt = cls(*positional, **keywords)
+        except Exception as exc:  # noqa: BLE001 - whatever the plugin raises, say where
+            raise SourceEmitError(f"layer '{where}' (op '{op}'): {cls.__name__}(...) with the arguments read back "
+                                  f"from the module fails ({type(exc).__name__}: {exc})") from None
+
+    def shape(m: nn.Module) -> tuple:
+        return (tuple(type(sub).__name__ for sub in m.modules()),
+                tuple((name, tuple(t.shape)) for name, t in m.named_parameters()),
+                tuple((name, tuple(t.shape)) for name, t in m.named_buffers()))
+
+    same = shape(rebuilt) == shape(module) and all(
+        torch.equal(a, b) for (_, a), (_, b) in zip(rebuilt.named_buffers(), module.named_buffers()))
+    if not same:
+        raise SourceEmitError(f"layer '{where}' (op '{op}'): {cls.__name__} built again from the attributes "
+                              "named like its __init__ arguments differs from the built layer (its buffers or "
+                              "shapes); keep each argument as an attribute of the same name, unchanged")
 
 
 # --------------------------------------------------------------------------- helper functions
@@ -147,6 +205,22 @@ def _class_helper(cls: type, where: str) -> tuple[str, list[str]]:
             # 'from torch import nn' heads every generated file already.
             imports += [line for line in _helper(value, where)[1] if line != "import torch.nn as nn"]
     return textwrap.dedent(inspect.getsource(cls)), imports
+
+
+def _user_function(fn: Any, where: str, user: _UserOp, imports: set[str]) -> str:
+    """The name a user op's ``FunctionCall`` function has in the file: imported when torch, math ...
+    export it under that name, else copied from the plugin (with what it needs)."""
+    line = allowed_import(getattr(fn, "__name__", ""), fn)
+    if line is not None:
+        imports.add(line)
+        return fn.__name__
+    module = str(getattr(fn, "__module__", "") or "")
+    if not isinstance(fn, types.FunctionType) or module.split(".")[0] != user.home:
+        raise SourceEmitError(f"layer '{where}' (op '{user.op}'): its FunctionCall runs {module}."
+                              f"{getattr(fn, '__qualname__', fn)!s}, which the saved file can neither copy (only "
+                              f"functions of the plugin package '{user.home}') nor import (only "
+                              f"{', '.join(ALLOWED_MODULES)})")
+    return user.embedding.add(fn, op=user.op, where=where, home=user.home)
 
 
 # --------------------------------------------------------------------------- names
@@ -212,6 +286,13 @@ def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: 
     helpers: dict[str, str] = {}
     classes: dict[str, type] = {}
     imports = {"import torch", "from torch import nn"}
+    embedding = Embedding({class_name})
+
+    def user_op(layer: str) -> _UserOp | None:
+        op = graph.node(layer).op
+        if op_origin(op) == BUILTIN:
+            return None
+        return _UserOp(op, plugin_home(REGISTRY[op].build), embedding)
 
     def build(path: str) -> None:
         for child in children.get(path, []):
@@ -220,7 +301,7 @@ def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: 
                 init.append(f"{access(child)} = {kind}")
                 build(child)
             else:
-                init.append(f"{access(child)} = {module_source(built[child], child, classes)}")
+                init.append(f"{access(child)} = {module_source(built[child], child, classes, user_op(child))}")
 
     build("")
     for name, cls in classes.items():
@@ -259,7 +340,8 @@ def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: 
             members[node.name] = []
         members[root[node.name]].append(node.name)
     tap_of = {t.node: t.name for t in graph.taps}
-    names = _Names(["self", "x", "torch", "nn", "F", "math", "operator", "functools", *classes])
+    names = _Names(["self", "x", "torch", "nn", "F", "math", "operator", "functools", *classes,
+                    *embedding.names])
     chain_var = {INPUT: "x"}
     for start, chain in members.items():
         if start == INPUT:
@@ -284,8 +366,13 @@ def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: 
             call = f"{access(node.name)}({', '.join(args)})"
         elif isinstance(item, FunctionCall):
             inline = op.source_expression(node.attrs, args) if op.source_expression else None
+            user = user_op(node.name)
             if inline is not None:
                 call = inline
+            elif user is not None:
+                kwargs = [f"{k}={_literal(v, node.name)}" for k, v in item.kwargs.items()]
+                call = f"{_user_function(item.fn, node.name, user, imports)}({', '.join(args + kwargs)})"
+                names.taken |= embedding.names
             else:
                 if item.fn.__name__ not in helpers:
                     helpers[item.fn.__name__], needed = _helper(item.fn, node.name)
@@ -316,6 +403,12 @@ def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: 
         lines.append((f"return {var[graph.output]}", f"{graph.output}: {resolved.output}"))
 
     # ---- assemble
+    clash = sorted(embedding.names & (set(helpers) | set(classes)))
+    if clash:
+        raise SourceEmitError(f"a user op's code copied into the file defines '{clash[0]}', which a built-in "
+                              "op's helper of the same file defines too; rename it in the plugin")
+    imports |= embedding.imports
+    copied = sorted(embedding.definitions)
     image, out = resolved.input, resolved.output
     params = sum(p.numel() for m in built.values() if isinstance(m, nn.Module) for p in m.parameters())
     head = [
@@ -326,6 +419,7 @@ def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: 
         f"output is N x {out}",
         f"({params:,} parameters). Shapes in the comments are C x H x W at that size. State-dict keys",
         "equal those of rtseg_compiler.compile_model(...).module, so its weights load with strict=True.",
+        *([f"Copied from user op plugins: {', '.join(copied)}."] if copied else []),
         '"""',
         "",
         "from __future__ import annotations",
@@ -337,6 +431,7 @@ def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: 
     torch_imports = sorted((i for i in imports if i.split()[1].startswith("torch")),
                            key=lambda i: (not i.startswith("import"), i))
     head += stdlib + ([""] if stdlib else []) + torch_imports + ["", ""]
+    head += embedding.text()
     for text in helpers.values():
         head += text.rstrip().splitlines() + ["", ""]
     body = [f"class {class_name}(nn.Module):",

@@ -15,7 +15,9 @@ class BlurPool2d(nn.Module):
     def __init__(self, channels: int, kernel: int = 3, stride: int = 2, dilation: int = 1,
                  pad: str = "reflect"):
         super().__init__()
-        self.channels, self.stride, self.dilation, self.pad = channels, stride, dilation, pad
+        # Every argument kept under its own name: `rtsegc compile --save-code` reads them back to write
+        # the constructor call (and checks the result against this module).
+        self.channels, self.kernel, self.stride, self.dilation, self.pad = channels, kernel, stride, dilation, pad
         self.padding = dilation * (kernel - 1) // 2
         row = torch.tensor(binomial(kernel))
         taps = (row[:, None] * row[None, :]).expand(channels, 1, kernel, kernel).contiguous()
