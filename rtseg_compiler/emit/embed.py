@@ -46,18 +46,26 @@ def plugin_home(build: Any) -> str:
 
 
 def allowed_import(name: str, value: Any) -> str | None:
-    """The import line that gives ``name`` the value ``value`` from an allowed module, or None."""
-    if isinstance(value, types.ModuleType) and value.__name__.split(".")[0] in ALLOWED_MODULES:
+    """The import line that binds ``name`` to ``value`` from an allowed module, or None.
+
+    ``import math``, ``import torch.nn.functional as F``, ``from math import sqrt as root``: modules by
+    their dotted name, other objects by the name their own module (or an allowed module) exports them
+    under (``functools.reduce`` reports its module as ``_functools``, so the public modules are tried too).
+    """
+    if isinstance(value, types.ModuleType):
+        if value.__name__.split(".")[0] not in ALLOWED_MODULES:
+            return None
         if value.__name__ == name:
             return f"import {name}"
         home, _, leaf = value.__name__.rpartition(".")
         return f"from {home} import {leaf}" if home and leaf == name else f"import {value.__name__} as {name}"
-    for module in ALLOWED_MODULES:
-        if getattr(sys.modules.get(module), name, None) is value:
-            return f"from {module} import {name}"
-    module = getattr(value, "__module__", None) or ""
-    if module.split(".")[0] in ALLOWED_MODULES and getattr(sys.modules.get(module), name, None) is value:
-        return f"from {module} import {name}"
+    own = getattr(value, "__name__", None)
+    module = str(getattr(value, "__module__", "") or "")
+    homes = ([module] if module.split(".")[0] in ALLOWED_MODULES else []) + list(ALLOWED_MODULES)
+    for home in homes:
+        for exported in dict.fromkeys(n for n in (name, own) if isinstance(n, str)):
+            if getattr(sys.modules.get(home), exported, None) is value:
+                return f"from {home} import {exported}" + (f" as {name}" if exported != name else "")
     return None
 
 
@@ -207,7 +215,7 @@ class Embedding:
             return
         kind = type(value).__name__
         origin = f" from {module}" if module else ""
-        raise SourceEmitError(f"{what}: {owner.__qualname__} uses '{ref}' (a {kind}{origin}), which the "
+        raise SourceEmitError(f"{what}: {owner.__qualname__} uses '{ref}' (of type {kind}{origin}), which the "
                               f"saved file can neither copy (only functions, classes and literal constants "
                               f"of the plugin package '{home}') nor import (only {', '.join(ALLOWED_MODULES)})")
 

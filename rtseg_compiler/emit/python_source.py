@@ -371,8 +371,9 @@ def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: 
                 call = inline
             elif user is not None:
                 kwargs = [f"{k}={_literal(v, node.name)}" for k, v in item.kwargs.items()]
-                call = f"{_user_function(item.fn, node.name, user, imports)}({', '.join(args + kwargs)})"
-                names.taken |= embedding.names
+                called = _user_function(item.fn, node.name, user, imports)
+                call = f"{called}({', '.join(args + kwargs)})"
+                names.taken |= embedding.names | {called}
             else:
                 if item.fn.__name__ not in helpers:
                     helpers[item.fn.__name__], needed = _helper(item.fn, node.name)
