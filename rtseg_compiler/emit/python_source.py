@@ -307,6 +307,14 @@ def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: 
     for name, cls in classes.items():
         helpers[name], needed = _class_helper(cls, name)
         imports.update(needed)
+    # A user op's function is copied before the variables are named, so that no variable takes its name.
+    user_calls: dict[str, str] = {}
+    for node in graph.nodes:
+        item, op, user = built[node.name], REGISTRY[node.op], user_op(node.name)
+        dummies = [f"_{k}" for k in range(len(node.inputs))]
+        if isinstance(item, FunctionCall) and user is not None and not (
+                op.source_expression and op.source_expression(node.attrs, dummies) is not None):
+            user_calls[node.name] = _user_function(item.fn, node.name, user, imports)
 
     # ---- forward
     uses: dict[str, int] = {}
@@ -341,7 +349,7 @@ def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: 
         members[root[node.name]].append(node.name)
     tap_of = {t.node: t.name for t in graph.taps}
     names = _Names(["self", "x", "torch", "nn", "F", "math", "operator", "functools", *classes,
-                    *embedding.names])
+                    *embedding.names, *user_calls.values()])
     chain_var = {INPUT: "x"}
     for start, chain in members.items():
         if start == INPUT:
@@ -366,14 +374,11 @@ def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: 
             call = f"{access(node.name)}({', '.join(args)})"
         elif isinstance(item, FunctionCall):
             inline = op.source_expression(node.attrs, args) if op.source_expression else None
-            user = user_op(node.name)
             if inline is not None:
                 call = inline
-            elif user is not None:
+            elif node.name in user_calls:
                 kwargs = [f"{k}={_literal(v, node.name)}" for k, v in item.kwargs.items()]
-                called = _user_function(item.fn, node.name, user, imports)
-                call = f"{called}({', '.join(args + kwargs)})"
-                names.taken |= embedding.names | {called}
+                call = f"{user_calls[node.name]}({', '.join(args + kwargs)})"
             else:
                 if item.fn.__name__ not in helpers:
                     helpers[item.fn.__name__], needed = _helper(item.fn, node.name)
