@@ -152,7 +152,8 @@ def is_weight_source(weights: Any) -> bool:
     (an existing file of that name is read as a file, as before layouts were accepted here)."""
     from .weights.mapping import is_source_text
 
-    return isinstance(weights, str) and is_source_text(weights, any_source=True) and not Path(weights).exists()
+    return (isinstance(weights, str) and is_source_text(weights, any_source=True)
+            and not Path(weights).exists())
 
 
 def standalone_source(compiled: CompiledModel, origin: str = "") -> str:

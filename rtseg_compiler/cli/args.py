@@ -189,8 +189,8 @@ def budget(args: argparse.Namespace) -> Any:
 def add_build_args(p: argparse.ArgumentParser, *, channels_last: bool = True) -> None:
     """Options of the module build shared by compile, export and bench."""
     p.add_argument("--weights", metavar="FILE.pt",
-                   help="load this state dict (the compiled module's keys, or a runtime checkpoint) strictly; "
-                        "or SOURCE:NAME@FILE, a checkpoint renamed by a layout the specs declare "
+                   help="load this state dict (the compiled module's keys, or a runtime checkpoint) "
+                        "strictly; or SOURCE:NAME@FILE, a checkpoint renamed by a layout the specs declare "
                         "(docs/weights.md), which must fill the whole model")
     p.add_argument("--inference", action="store_true",
                    help="inference build: fold batch norm into the conv before it, drop dropout")

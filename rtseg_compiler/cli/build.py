@@ -186,7 +186,8 @@ def cmd_weights_list(args: argparse.Namespace) -> int:
     if not any(declared.values()):
         path = graph.files.get("encoder")
         print(f"{path}: declares no weight layouts (docs/weights.md)")
-    fills = {"encoder": "", "meta": "; the meta's layers (meta spec)", "model": "; the whole model (model spec)"}
+    fills = {"encoder": "", "meta": "; the meta's layers (meta spec)",
+             "model": "; the whole model (model spec)"}
     for kind in ("model", "encoder", "meta"):
         for layout in declared.get(kind, {}).values():
             head = f"; head -> meta '{layout.head.meta}'" if layout.head else ""

@@ -164,9 +164,9 @@ class Embedding:
         what = f"op '{op}' (layer '{where}')"
         if name in self.reserved or (name in self._objects and self._objects[name] is not obj) \
                 or name in self.constants:
-            raise SourceEmitError(f"{what}: {obj.__module__}.{obj.__qualname__} would be copied into the file "
-                                  f"under the name '{name}', which another definition there has already; "
-                                  "rename one of the two in the plugin")
+            raise SourceEmitError(f"{what}: {obj.__module__}.{obj.__qualname__} would be copied into the "
+                                  f"file under the name '{name}', which another definition there has "
+                                  "already; rename one of the two in the plugin")
         if obj.__qualname__ != name:
             raise SourceEmitError(f"{what}: {obj.__module__}.{obj.__qualname__} is defined inside another "
                                   "function or class, so it cannot be copied on its own; define it at "
@@ -215,9 +215,10 @@ class Embedding:
             return
         kind = type(value).__name__
         origin = f" from {module}" if module else ""
-        raise SourceEmitError(f"{what}: {owner.__qualname__} uses '{ref}' (of type {kind}{origin}), which the "
-                              f"saved file can neither copy (only functions, classes and literal constants "
-                              f"of the plugin package '{home}') nor import (only {', '.join(ALLOWED_MODULES)})")
+        raise SourceEmitError(f"{what}: {owner.__qualname__} uses '{ref}' (of type {kind}{origin}), which "
+                              "the saved file can neither copy (only functions, classes and literal "
+                              f"constants of the plugin package '{home}') nor import (only "
+                              f"{', '.join(ALLOWED_MODULES)})")
 
     def text(self) -> list[str]:
         """The lines to put after the imports: constants, then the copied definitions."""

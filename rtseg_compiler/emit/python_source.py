@@ -47,7 +47,7 @@ _COMMENT_COLUMN = 56
 
 @dataclass(frozen=True)
 class _UserOp:
-    """A layer of a user op: its code may be copied from ``home``, the plugin's package, into ``embedding``."""
+    """A layer of a user op: its code may be copied from ``home``, the plugin's package."""
 
     op: str
     home: str
@@ -105,8 +105,8 @@ def module_source(module: nn.Module, where: str = "", classes: dict[str, type] |
         user.embedding.add(cls, op=user.op, where=where, home=user.home)
     elif not cls.__module__.startswith("torch.nn") or getattr(nn, cls.__name__, None) is not cls:
         owner = f" (op '{user.op}', whose code may be copied from its package '{user.home}')" if user else ""
-        raise SourceEmitError(f"layer '{where}'{owner}: {cls.__module__}.{cls.__name__} is not a torch.nn module, "
-                              "so a file depending on torch alone cannot build it")
+        raise SourceEmitError(f"layer '{where}'{owner}: {cls.__module__}.{cls.__name__} is not a torch.nn "
+                              "module, so a file depending on torch alone cannot build it")
     args, positional, keywords = [], [], {}
     for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in ("device", "dtype"):
@@ -115,8 +115,9 @@ def module_source(module: nn.Module, where: str = "", classes: dict[str, type] |
             if p.default is p.empty or plugin:
                 raise SourceEmitError(
                     f"layer '{where}': cannot read argument '{p.name}' of {cls.__name__}"
-                    + (f" (op '{user.op}'): keep each __init__ argument as an attribute of the same name "
-                       f"(self.{p.name} = {p.name}) so that --save-code can write the call" if plugin else ""))
+                    + (f" (op '{user.op}'): keep each __init__ argument as an attribute of the same "
+                       f"name (self.{p.name} = {p.name}) so that --save-code can write the call"
+                       if plugin else ""))
             continue  # not stored on the module: only its initial values depend on it (PReLU's init)
         value = getattr(module, p.name)
         if isinstance(value, torch.Tensor) or (value is None and isinstance(p.default, bool)):
@@ -149,8 +150,8 @@ def _check_rebuilt(module: nn.Module, cls: type, positional: list[Any], keywords
         try:
             rebuilt = cls(*positional, **keywords)
         except Exception as exc:  # noqa: BLE001 - whatever the plugin raises, say where
-            raise SourceEmitError(f"layer '{where}' (op '{op}'): {cls.__name__}(...) with the arguments read back "
-                                  f"from the module fails ({type(exc).__name__}: {exc})") from None
+            raise SourceEmitError(f"layer '{where}' (op '{op}'): {cls.__name__}(...) with the arguments read "
+                                  f"back from the module fails ({type(exc).__name__}: {exc})") from None
 
     def shape(m: nn.Module) -> tuple:
         return (tuple(type(sub).__name__ for sub in m.modules()),
@@ -161,8 +162,8 @@ def _check_rebuilt(module: nn.Module, cls: type, positional: list[Any], keywords
         torch.equal(a, b) for (_, a), (_, b) in zip(rebuilt.named_buffers(), module.named_buffers()))
     if not same:
         raise SourceEmitError(f"layer '{where}' (op '{op}'): {cls.__name__} built again from the attributes "
-                              "named like its __init__ arguments differs from the built layer (its buffers or "
-                              "shapes); keep each argument as an attribute of the same name, unchanged")
+                              "named like its __init__ arguments differs from the built layer (its buffers "
+                              "or shapes); keep each argument as an attribute of the same name, unchanged")
 
 
 # --------------------------------------------------------------------------- helper functions
@@ -217,8 +218,8 @@ def _user_function(fn: Any, where: str, user: _UserOp, imports: set[str]) -> str
     module = str(getattr(fn, "__module__", "") or "")
     if not isinstance(fn, types.FunctionType) or module.split(".")[0] != user.home:
         raise SourceEmitError(f"layer '{where}' (op '{user.op}'): its FunctionCall runs {module}."
-                              f"{getattr(fn, '__qualname__', fn)!s}, which the saved file can neither copy (only "
-                              f"functions of the plugin package '{user.home}') nor import (only "
+                              f"{getattr(fn, '__qualname__', fn)!s}, which the saved file can neither copy "
+                              f"(only functions of the plugin package '{user.home}') nor import (only "
                               f"{', '.join(ALLOWED_MODULES)})")
     return user.embedding.add(fn, op=user.op, where=where, home=user.home)
 
@@ -301,7 +302,8 @@ def emit_python(resolved: Resolved, class_name: str = "CompiledNet", *, origin: 
                 init.append(f"{access(child)} = {kind}")
                 build(child)
             else:
-                init.append(f"{access(child)} = {module_source(built[child], child, classes, user_op(child))}")
+                call = module_source(built[child], child, classes, user_op(child))
+                init.append(f"{access(child)} = {call}")
 
     build("")
     for name, cls in classes.items():

@@ -21,8 +21,8 @@ from .mapping import (FETCHABLE, SOURCES, Layout, ModelLayout, Rule, WeightSourc
 from .report import WeightsError, WeightsReport
 
 __all__ = ["FETCHABLE", "SOURCES", "Layout", "ModelLayout", "Rule", "WeightSource", "WeightSourceError",
-           "WeightsError", "WeightsReport", "check_weights", "import_weights", "is_source_text", "load_weights",
-           "parse_layouts", "parse_source", "read_state_dict", "resolve_layout"]
+           "WeightsError", "WeightsReport", "check_weights", "import_weights", "is_source_text",
+           "load_weights", "parse_layouts", "parse_source", "read_state_dict", "resolve_layout"]
 
 _TORCH_SIDE = {"load_weights": ".load", "read_state_dict": ".files", "import_weights": ".importer"}
 

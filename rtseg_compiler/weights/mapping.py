@@ -48,9 +48,10 @@ from typing import Any, Mapping
 from ..diagnostics import Diagnostic, Location, did_you_mean
 from ..spec.load import location_of
 
-__all__ = ["FETCHABLE", "SOURCES", "SOURCE_PATTERN", "WEIGHTS_SCHEMA", "Rule", "Head", "Layout", "ModelLayout",
-           "WeightSource", "MappedKey", "declared_layouts", "layout_clashes", "parse_layouts", "check_weights",
-           "parse_source", "is_source_text", "resolve_layout", "weights_schema", "WeightSourceError"]
+__all__ = ["FETCHABLE", "SOURCES", "SOURCE_PATTERN", "WEIGHTS_SCHEMA", "Rule", "Head", "Layout",
+           "ModelLayout", "WeightSource", "MappedKey", "declared_layouts", "layout_clashes", "parse_layouts",
+           "check_weights", "parse_source", "is_source_text", "resolve_layout", "weights_schema",
+           "WeightSourceError"]
 
 #: The libraries rtsegc knows by name. A source of any other name is the user's (``mmseg``, ``mylab``,
 #: ``file``) and works the same way, read from a file; a near miss of one of these draws a warning.
@@ -404,7 +405,8 @@ def resolve_layout(source: WeightSource, declared: Declared) -> ModelLayout:
         return ModelLayout(source.source, source.name, found)
     labels = sorted({layout.label for layouts in declared.values() for layout in layouts.values()})
     sources = sorted({label.partition(":")[0] for label in labels})
-    files = [f"{kind} spec {next(iter(layouts.values())).file}" for kind, layouts in declared.items() if layouts]
+    files = [f"{kind} spec {next(iter(layouts.values())).file}"
+             for kind, layouts in declared.items() if layouts]
     where = ", ".join(files) or "the model's specs"
     if source.source not in sources:
         hint = did_you_mean(source.source, sources + [s for s in SOURCES if s not in sources])
@@ -415,8 +417,9 @@ def resolve_layout(source: WeightSource, declared: Declared) -> ModelLayout:
             f"{f' ({hint})' if hint else ''}; see docs/weights.md")
     close = difflib.get_close_matches(source.label, labels, n=1)
     hint = f"did you mean {close[0]}? " if close else ""
-    raise WeightSourceError(f"{source.label}: {where} {'declare' if len(files) > 1 else 'declares'} no such "
-                            f"weight layout ({hint}declared: {', '.join(labels) or 'none'}; see docs/weights.md)")
+    verb = "declare" if len(files) > 1 else "declares"
+    raise WeightSourceError(f"{source.label}: {where} {verb} no such weight layout "
+                            f"({hint}declared: {', '.join(labels) or 'none'}; see docs/weights.md)")
 
 
 # --------------------------------------------------------------------------- SOURCE:NAME[@PATH]

@@ -39,8 +39,10 @@ ENCODER_RULES = {
        for p in ("expand", "dw", "project")},
     **{f"global_feature_extractor.bottleneck{{g}}.{{b}}.{p}.bn": f"bottleneck{{g}}.{{b}}.{p}_bn"
        for p in ("expand", "dw", "project")},
-    **{f"global_feature_extractor.ppm.branches.{k}.conv": f"ppm{bins}.conv" for k, bins in enumerate((1, 2, 3, 6))},
-    **{f"global_feature_extractor.ppm.branches.{k}.bn": f"ppm{bins}.conv_bn" for k, bins in enumerate((1, 2, 3, 6))},
+    **{f"global_feature_extractor.ppm.branches.{k}.conv": f"ppm{bins}.conv"
+       for k, bins in enumerate((1, 2, 3, 6))},
+    **{f"global_feature_extractor.ppm.branches.{k}.bn": f"ppm{bins}.conv_bn"
+       for k, bins in enumerate((1, 2, 3, 6))},
     "global_feature_extractor.ppm.out.conv": "ppm_out",
     "global_feature_extractor.ppm.out.bn": "ppm_out_bn",
 }
@@ -121,7 +123,8 @@ def split_layouts(tmp_path) -> Path:
     (tmp_path / "meta.yaml").write_text((SPECS / "meta" / "fast_scnn.yaml").read_text() + "\n"
                                         + _layout(_block(HEAD_RULES)))
     path = tmp_path / "split.yaml"
-    path.write_text("kind: model\nname: fast_scnn_split\nencoder: enc.yaml\nmeta: meta.yaml\nnum_classes: 19\n")
+    path.write_text("kind: model\nname: fast_scnn_split\nencoder: enc.yaml\nmeta: meta.yaml\n"
+                    "num_classes: 19\n")
     return path
 
 
@@ -138,7 +141,8 @@ def test_model_spec_layout_loads_a_user_source_file_through_create_model(model_w
     net = create_model(model_with_layout, input_size=SIZE, weights=f"mylab:fast_scnn@{checkpoint}")
     _same(net, expected)
     # pretrained= takes the same source: a model spec's layout fills the whole model there too.
-    _same(create_model(model_with_layout, input_size=SIZE, pretrained=f"mylab:fast_scnn@{checkpoint}"), expected)
+    source = f"mylab:fast_scnn@{checkpoint}"
+    _same(create_model(model_with_layout, input_size=SIZE, pretrained=source), expected)
 
 
 def test_model_spec_layout_loads_through_the_cli(model_with_layout, checkpoint, capsys, tmp_path,
@@ -159,7 +163,8 @@ def test_model_spec_layout_loads_through_the_cli(model_with_layout, checkpoint, 
     _same(compile_model(model_with_layout, SIZE, weights=str(out_file)).module, expected)
 
 
-def test_encoder_and_meta_layouts_together_fill_the_model(split_layouts, checkpoint, expected, one_torch_thread):
+def test_encoder_and_meta_layouts_together_fill_the_model(split_layouts, checkpoint, expected,
+                                                          one_torch_thread):
     """The meta's layout claims the keys its rules match (feature_fusion.*, classifier.*); the encoder's
     takes the rest, as an encoder layout's head table would."""
     _same(compile_model(split_layouts, SIZE, weights=f"mylab:fast_scnn@{checkpoint}").module, expected)

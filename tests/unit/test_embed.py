@@ -93,7 +93,8 @@ def test_global_names_skip_annotations_parameters_and_locals():
 
 
 @pytest.mark.parametrize("value, text", [
-    (0.25, "0.25"), ((1,), "(1,)"), ({"a": [1, None]}, "{'a': [1, None]}"), (frozenset({2}), "frozenset({2})"),
+    (0.25, "0.25"), ((1,), "(1,)"), ({"a": [1, None]}, "{'a': [1, None]}"),
+    (frozenset({2}), "frozenset({2})"),
     (float("inf"), None), (object(), None), ([1, object()], None),
 ])
 def test_literal_constants(value, text):

@@ -40,7 +40,8 @@ def test_totals_are_the_full_object_without_layers(capsys, convention):
     assert totals["convention"] == convention
     assert totals["macs"] == sum(row["macs"] for row in full["layers"])
     assert totals["params"] == sum(row["params"] for row in full["layers"]) == 3_369_080
-    assert totals["total"] == {"mac": totals["macs"], "flop": totals["flops"], "tf": totals["tf_flops"]}[convention]
+    by_convention = {"mac": totals["macs"], "flop": totals["flops"], "tf": totals["tf_flops"]}
+    assert totals["total"] == by_convention[convention]
     # SkipNet has 92 layers: the rows are nearly all of the 27 kB; the totals are under 400 bytes.
     assert len(totals_text) < 1000 < 20 * len(totals_text) < len(full_text)
 
@@ -74,7 +75,7 @@ def test_totals_keep_per_output_costs(write_spec, specs_dir, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--totals"], "--totals shapes the JSON object: add --json"),
-    (["--totals", "--json", "--per-layer"], "--totals leaves out the per-layer rows that --per-layer asks for"),
+    (["--totals", "--json", "--per-layer"], "--totals leaves out the per-layer rows that --per-layer"),
 ])
 def test_totals_in_a_meaningless_combination_is_a_usage_error(capsys, argv, message):
     status, out, err = _run(capsys, "flops", str(MODEL), *argv)

@@ -132,6 +132,10 @@ def _tiny_model(write_spec, encoder_weights: str = "", meta_weights: str = "", m
                                     "num_classes: 3\ninput: [8, 8]\n" + model_weights)
 
 
+def _weights(source: str, name: str, rename: str) -> str:
+    return f"weights:\n  {source}:\n    {name}:\n      rename: {rename}\n"
+
+
 def _declared(path):
     from rtseg_compiler.pipeline import load_graph
     from rtseg_compiler.weights.mapping import declared_layouts
@@ -146,8 +150,8 @@ def test_meta_and_model_specs_declare_layouts_with_their_own_targets(write_spec)
     from rtseg_compiler.weights.mapping import resolve_layout
 
     path = _tiny_model(write_spec,
-                       encoder_weights="weights:\n  mmseg:\n    tiny:\n      rename: {backbone.stem: conv1}\n",
-                       meta_weights="weights:\n  mmseg:\n    tiny:\n      rename: {decode_head.cls: logits}\n",
+                       encoder_weights=_weights("mmseg", "tiny", "{backbone.stem: conv1}"),
+                       meta_weights=_weights("mmseg", "tiny", "{decode_head.cls: logits}"),
                        model_weights="weights:\n  file:\n    mine:\n      rename: {net.0: encoder.conv1, "
                                      "net.1: head.logits}\n")
     assert validate_file(path) == []
@@ -170,7 +174,7 @@ def test_meta_and_model_specs_declare_layouts_with_their_own_targets(write_spec)
      "mmseg:tiny is declared here and, with a 'head' table, by the encoder spec", 8),
 ])
 def test_clashing_layouts_are_located_errors(write_spec, where, text, message, line):
-    encoder = "weights:\n  mmseg:\n    tiny:\n      rename: {a: conv1}\n      head: {meta: tiny_head, rename: {b: logits}}\n"
+    encoder = _weights("mmseg", "tiny", "{a: conv1}") + "      head: {meta: tiny_head, rename: {b: logits}}\n"
     path = _tiny_model(write_spec, encoder_weights=encoder, **{f"{where}_weights": text})
     errors = [d for d in validate_file(path) if d.severity == "error"]
     assert len(errors) == 1 and message in errors[0].message, [d.render() for d in errors]

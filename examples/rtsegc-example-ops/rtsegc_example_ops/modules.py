@@ -17,7 +17,8 @@ class BlurPool2d(nn.Module):
         super().__init__()
         # Every argument kept under its own name: `rtsegc compile --save-code` reads them back to write
         # the constructor call (and checks the result against this module).
-        self.channels, self.kernel, self.stride, self.dilation, self.pad = channels, kernel, stride, dilation, pad
+        self.channels, self.kernel, self.stride = channels, kernel, stride
+        self.dilation, self.pad = dilation, pad
         self.padding = dilation * (kernel - 1) // 2
         row = torch.tensor(binomial(kernel))
         taps = (row[:, None] * row[None, :]).expand(channels, 1, kernel, kernel).contiguous()
