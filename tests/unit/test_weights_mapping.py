@@ -192,3 +192,15 @@ def test_unknown_source_and_name_say_what_is_declared(write_spec):
     with pytest.raises(WeightSourceError, match=r"no such weight layout \(did you mean mylab:tiny\? "
                                                 r"declared: mylab:tiny"):
         resolve_layout(parse_source("mylab:tiy@x.pt"), declared)
+
+
+def test_weights_list_shows_every_spec_of_the_model(write_spec, capsys):
+    from rtseg_compiler.cli import main
+
+    path = _tiny_model(write_spec, encoder_weights=_weights("mmseg", "tiny", "{backbone.stem: conv1}"),
+                       meta_weights=_weights("mmseg", "tiny", "{decode_head.cls: logits}"),
+                       model_weights=_weights("file", "mine", "{net.0: encoder.conv1}"))
+    assert main(["weights", "list", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["file:mine", "mmseg:tiny", "mmseg:tiny"]
+    assert lines[0].endswith("; the whole model (model spec)") and lines[2].endswith("(meta spec)")
