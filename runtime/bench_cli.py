@@ -53,6 +53,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from rtseg_compiler.latency import bench_spec, bench_variants, torch_compile_problem
+    from rtseg_compiler.weights import is_source_text
 
     check_model_args(args)
     if args.warmup < 0:
@@ -63,7 +64,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available")
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
-    if args.weights is not None and not Path(args.weights).is_file():
+    if args.weights is not None and not Path(args.weights).is_file() \
+            and not is_source_text(args.weights, any_source=True):
         raise UsageError(f"--weights {args.weights}: no such file")
     if args.inference or args.compile or args.weights or not args.inplace:
         return _bench_variants(args, bench_variants, torch_compile_problem, device, dtype)
