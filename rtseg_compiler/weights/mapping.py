@@ -251,11 +251,6 @@ class ModelLayout:
         """The parts of the model the declared layouts fill: 'model', or 'encoder' and/or 'head'."""
         return frozenset(layout.part for layout in self.layouts)
 
-    @property
-    def where(self) -> str:
-        """The spec files that declare it, for messages."""
-        return " and ".join(f"the {layout.kind} spec {layout.file}" for layout in self.layouts)
-
     def map_key(self, key: str) -> MappedKey:
         for layout in self.layouts[:-1]:
             if layout.claims(key):
