@@ -402,19 +402,18 @@ def resolve_layout(source: WeightSource, declared: Declared) -> ModelLayout:
     sources = sorted({label.partition(":")[0] for label in labels})
     files = [f"{kind} spec {next(iter(layouts.values())).file}"
              for kind, layouts in declared.items() if layouts]
-    where = ", ".join(files) or "the model's specs"
+    if not files:
+        raise WeightSourceError(f"{source.label}: the model's specs declare no weight layouts; declare one "
+                                "under 'weights:' in its encoder, meta or model spec (see docs/weights.md)")
+    where = f"{', '.join(files)} {'declare' if len(files) > 1 else 'declares'}"
     if source.source not in sources:
-        hint = did_you_mean(source.source, sources + [s for s in SOURCES if s not in sources])
-        raise WeightSourceError(
-            f"{source.label}: unknown weight source '{source.source}': {where} "
-            f"{'declare' if len(files) > 1 else 'declares'} layouts of "
-            f"{', '.join(sources) if sources else 'no source'}"
-            f"{f' ({hint})' if hint else ''}; see docs/weights.md")
+        hint = did_you_mean(source.source, sources)
+        raise WeightSourceError(f"{source.label}: unknown weight source '{source.source}': {where} layouts "
+                                f"of {', '.join(sources)}{f' ({hint})' if hint else ''}; see docs/weights.md")
     close = difflib.get_close_matches(source.label, labels, n=1)
     hint = f"did you mean {close[0]}? " if close else ""
-    verb = "declare" if len(files) > 1 else "declares"
-    raise WeightSourceError(f"{source.label}: {where} {verb} no such weight layout "
-                            f"({hint}declared: {', '.join(labels) or 'none'}; see docs/weights.md)")
+    raise WeightSourceError(f"{source.label}: {where} no such weight layout "
+                            f"({hint}declared: {', '.join(labels)}; see docs/weights.md)")
 
 
 # --------------------------------------------------------------------------- SOURCE:NAME[@PATH]
