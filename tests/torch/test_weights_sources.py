@@ -190,6 +190,25 @@ def test_a_part_layout_fills_its_part_for_pretrained_and_is_short_for_weights(tm
     assert "head.classifier.weight" in caught.value.report.missing
 
 
+def test_a_meta_layout_alone_fills_the_decoder(tmp_path, checkpoint):
+    """pretrained= through a meta's layout alone: the decoder from a decoder-only file, the encoder untouched."""
+    (tmp_path / "meta.yaml").write_text((SPECS / "meta" / "fast_scnn.yaml").read_text() + "\n"
+                                        + _layout(_block(HEAD_RULES)))
+    model = tmp_path / "m.yaml"
+    model.write_text(f"kind: model\nname: m\nencoder: {SPECS / 'encoders' / 'fast_scnn.yaml'}\n"
+                     "meta: meta.yaml\nnum_classes: 19\n")
+    decoder_only = {k: v for k, v in torch.load(checkpoint, weights_only=True).items()
+                    if k.startswith(("feature_fusion.", "classifier."))}
+    part = tmp_path / "decoder_part.pt"
+    torch.save(decoder_only, part)
+    torch.manual_seed(0)
+    plain = compile_model(model, SIZE).module.state_dict()
+    torch.manual_seed(0)
+    loaded = compile_model(model, SIZE, pretrained=f"mylab:fast_scnn@{part}").module.state_dict()
+    assert torch.equal(loaded["head.classifier.weight"], decoder_only["classifier.conv.weight"])
+    assert all(torch.equal(loaded[k], plain[k]) for k in plain if k.startswith("encoder."))
+
+
 @pytest.mark.parametrize("source, message", [
     ("mylb:fast_scnn@{ckpt}", "unknown weight source 'mylb'"),
     ("mylb:fast_scnn@{ckpt}", "did you mean 'mylab'?"),
