@@ -121,6 +121,9 @@ def _global_names(tree: ast.AST) -> list[str]:
             if node.value is not None:
                 visit(node.value)
             return
+        if isinstance(node, ast.arg):  # a lambda's parameter (annotations are never evaluated)
+            bound.add(node.arg)
+            return
         if isinstance(node, ast.Name):
             if isinstance(node.ctx, ast.Load):
                 read.setdefault(node.id, None)

@@ -87,9 +87,9 @@ def test_global_names_skip_annotations_parameters_and_locals():
             y = helper(x) + CONST
             for i in range(n):
                 y = y + i
-            return y
+            return sorted(y, key=lambda v: -v * FACTOR)
     """))
-    assert _global_names(tree) == ["DEFAULT", "helper", "CONST", "range"]
+    assert _global_names(tree) == ["DEFAULT", "helper", "CONST", "range", "sorted", "FACTOR"]
 
 
 @pytest.mark.parametrize("value, text", [
