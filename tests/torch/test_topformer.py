@@ -130,6 +130,26 @@ def test_the_published_figure_is_reproduced():
     assert round(macs / 1e9, 2) == 0.53
 
 
+def test_the_authors_readme_figure_is_mmcv_counting():
+    """The authors' README gives TopFormer-T at 512x512 0.6 GFLOPs, not 0.53 (or 0.5):
+    their tools/get_flops.py runs mmcv's get_model_complexity_info, which counts a conv's MACs plus
+    one per output element for its bias, one per output element of every nn.ReLU / nn.ReLU6 module
+    (h_sigmoid's included), two per element of an affine BatchNorm2d, and nothing for
+    ``torch.matmul``, ``F.interpolate`` or ``F.adaptive_avg_pool2d``. The audit's layers, added up
+    under those rules, give 0.577 G, which rounds to the published 0.6."""
+    analysis = analyze(MODEL, (512, 512))
+    total = 0
+    for layer in analysis.audit.layers:
+        elements = layer.output_shape[0] * layer.output_shape[1] * layer.output_shape[2]
+        if layer.op == "conv":
+            total += layer.macs + (elements if analysis.graph.node(layer.name).attrs["bias"] else 0)
+        elif layer.op in ("relu", "relu6", "hardsigmoid"):
+            total += elements
+        elif layer.op == "bn":
+            total += 2 * elements
+    assert round(total / 1e9, 1) == 0.6 != round(analysis.audit.macs / 1e9, 1)
+
+
 def test_compiled_module_counts_like_the_audit_on_meta():
     compiled = compile_model(MODEL, (128, 192))
     meta = copy.deepcopy(compiled.module).to("meta")
