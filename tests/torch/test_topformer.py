@@ -38,7 +38,8 @@ def _reference_module():
     """Import tests/reference/topformer.py by path (tests/ is not a package)."""
     name = "rtseg_reference_topformer"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "tests" / "reference" / "topformer.py")
+        path = REPO_ROOT / "tests" / "reference" / "topformer.py"
+        spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
@@ -163,7 +164,8 @@ def test_outputs_equal_the_reference(size):
     compiled = compile_model(MODEL, size)
     target = compiled.module.state_dict()
     mapped = _converted(reference.state_dict())
-    assert set(mapped) == set(target), (sorted(set(target) - set(mapped))[:5], sorted(set(mapped) - set(target))[:5])
+    assert set(mapped) == set(target), (f"missing: {sorted(set(target) - set(mapped))[:5]}, "
+                                        f"extra: {sorted(set(mapped) - set(target))[:5]}")
     compiled.module.load_state_dict(mapped, strict=True)
     compiled.module.eval()
     assert sum(p.numel() for p in compiled.module.parameters()) == compiled.audit.params == PARAMS
