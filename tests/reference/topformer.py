@@ -1,6 +1,6 @@
 """TopFormer-T, written by hand from the paper and the authors' code, as a reference for the specs.
 
-Zhang, Yang, Wang, Liu, Shen, Wang, Fang: "TopFormer: Token Pyramid Transformer for Mobile
+Zhang, Huang, Luo, Chen, Wang, Liu, Yu, Shen: "TopFormer: Token Pyramid Transformer for Mobile
 Semantic Segmentation", CVPR 2022, arXiv:2204.05525. The facts below were read from the
 authors' repository, hustvl/TopFormer (mmseg/models/backbones/topformer.py, the head in
 mmseg/models/decode_heads/simple_head.py, and the tiny configuration in
