@@ -1,4 +1,4 @@
-"""TopFormer-T, written by hand from the paper and the authors' code, as a reference for the specs.
+"""TopFormer-T, written by hand from the authors' code, as a reference for the specs.
 
 Zhang, Huang, Luo, Chen, Wang, Liu, Yu, Shen: "TopFormer: Token Pyramid Transformer for Mobile
 Semantic Segmentation", CVPR 2022, arXiv:2204.05525. The facts below were read from the
