@@ -1,0 +1,175 @@
+"""SeaFormer-T (specs/models/seaformer_tiny.yaml) against the hand-written reference.
+
+``tests/reference/seaformer.py`` rewrites the authors' SeaFormer backbone and light head
+(github.com/fudan-zvg/SeaFormer, seaformer-seg/) in plain torch with the authors' module names.
+Checked:
+
+* parameters: 1,667,318 with 150 classes, the authors' figure, on the reference, the compiled
+  module and the audit;
+* MACs: the audit equals torch's FlopCounterMode / 2 on the reference, run on the meta device,
+  at 512x512 (562,569,216, the 0.56 G of the authors' code) and at 100x150;
+* outputs: with the reference's weights copied over through the key map below (the positional
+  embeddings reshaped from 1 x C x 16 to the param's 1 x C x 16 x 1 or 1 x C x 1 x 16) and every
+  weight and batch-norm statistic randomised, eval-mode logits agree within 1e-5 at 128x192 and
+  at 100x150 (not a multiple of 32 or 64: the stride-64 map is 2x3, and the positional
+  embeddings are resampled from 16 to 2 and 3 positions).
+
+None of it reads the strides the IR gives the squeezed C x H x 1 and C x 1 x W maps.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch.nn import functional as F  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from rtseg_compiler import compile_model  # noqa: E402
+from rtseg_compiler.pipeline import analyze  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / "specs" / "models" / "seaformer_tiny.yaml"
+PARAMS = 1_667_318
+SIZES = [(128, 192), (100, 150)]
+
+
+def _reference_module():
+    """Import tests/reference/seaformer.py by path (tests/ is not a package)."""
+    name = "rtseg_reference_seaformer"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "reference" / "seaformer.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+#: The reference's inverted residuals (smbS.layerL) -> the spec's: the seven rows of the stem
+#: are mv2.1 ... mv2.7, smb4 and smb5 open stage.1 and stage.2.
+_ROWS = {(1, 1): "mv2.1", (1, 2): "mv2.2", (1, 3): "mv2.3", (2, 1): "mv2.4", (2, 2): "mv2.5",
+         (3, 1): "mv2.6", (3, 2): "mv2.7", (4, 1): "stage.1.down", (5, 1): "stage.2.down"}
+
+
+def _mv2(m: re.Match) -> str:
+    row = (int(m["smb"]), int(m["layer"]))
+    parts = ("dw", None, "project") if row == (1, 1) else ("expand", None, "dw", None, "project")
+    return f"encoder.{_ROWS[row]}.{parts[int(m['index'])]}{'_bn' if m['kind'] == 'bn' else ''}."
+
+
+#: Reference keys -> compiled keys, applied in order (each a substitution on the whole key).
+_RENAMES = [
+    (r"^backbone\.smb1\.stem_block\.0\.c\.", "encoder.stem."),
+    (r"^backbone\.smb1\.stem_block\.0\.bn\.", "encoder.stem_bn."),
+    (r"^backbone\.smb(?P<smb>\d)\.layer(?P<layer>\d)\.conv\.(?P<index>\d)\.(?P<kind>c|bn)\.", _mv2),
+    (r"^backbone\.trans(\d)\.transformer_blocks\.(\d)\.", r"encoder.stage.\1.block.\2."),
+    (r"\.attn\.(to_[qkv]|dwconv|pwconv)\.c\.", r".attn.\1."),
+    (r"\.attn\.(to_[qkv]|dwconv|pwconv)\.bn\.", r".attn.\1_bn."),
+    (r"\.attn\.proj\.1\.c\.", ".attn.proj."),
+    (r"\.attn\.proj\.1\.bn\.", ".attn.proj_bn."),
+    (r"\.attn\.proj_encode_(row|column)\.1\.c\.", r".attn.\1.encode."),
+    (r"\.attn\.proj_encode_(row|column)\.1\.bn\.", r".attn.\1.encode_bn."),
+    (r"\.attn\.pos_emb_(row|column)([qk])\.pos_embed$", r".attn.\1.\2_pos.weight"),
+    (r"\.mlp\.(fc[12])\.c\.", r".\1."),
+    (r"\.mlp\.(fc[12])\.bn\.", r".\1_bn."),
+    (r"\.mlp\.dwconv\.", ".dwconv."),
+    (r"^decode_head\.(fuse\d\.\w+|linear_fuse)\.conv\.", r"head.\1."),
+    (r"^decode_head\.(fuse\d\.\w+|linear_fuse)\.bn\.", r"head.\1_bn."),
+    (r"^decode_head\.conv_seg\.", "head.conv_seg."),
+]
+
+
+def _converted(state: dict, target: dict) -> dict:
+    """The reference's state dict under the compiled module's keys; only the positional
+    embeddings change shape (1 x C x 16 -> the param's 1 x C x 16 x 1 or 1 x C x 1 x 16)."""
+    out = {}
+    for key, value in state.items():
+        new = key
+        for pattern, repl in _RENAMES:
+            new = re.sub(pattern, repl, new)
+        assert new in target, f"{key} -> {new}: no such key in the compiled module"
+        assert new not in out, f"{key} -> {new}: two reference keys map there"
+        if value.shape != target[new].shape:
+            assert new.endswith("_pos.weight") and value.numel() == target[new].numel(), (key, new)
+            value = value.reshape(target[new].shape)
+        out[new] = value
+    return out
+
+
+def _randomised_reference():
+    """The reference with every weight perturbed and every BN's statistics random, so that no
+    BN is an identity and no embedding is zero."""
+    torch.manual_seed(0)
+    reference = _reference_module().SeaFormerSeg(150).eval()
+    for p in reference.parameters():
+        p.data.add_(0.1 * torch.randn_like(p))
+    for m in reference.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return reference
+
+
+def test_parameters_and_macs_equal_the_reference():
+    with torch.device("meta"):
+        reference = _reference_module().SeaFormerSeg(150).eval()
+    assert sum(p.numel() for p in reference.parameters()) == PARAMS
+    for size in [(512, 512), (100, 150)]:
+        audit = analyze(MODEL, size).audit
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            reference(torch.empty(1, 3, *size, device="meta"))
+        assert counter.get_total_flops() == 2 * audit.macs
+        assert audit.params == PARAMS
+
+
+def test_the_published_figures_are_reproduced():
+    """The authors' code gives 1,667,318 parameters and 0.56 G MACs at 512x512 (150 classes)."""
+    audit = analyze(MODEL).audit  # the model's own input, 512x512
+    assert audit.params == 1_667_318
+    assert round(audit.macs / 1e9, 2) == 0.56
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_outputs_equal_the_reference(size):
+    reference = _randomised_reference()
+    compiled = compile_model(MODEL, size)
+    target = compiled.module.state_dict()
+    converted = _converted(reference.state_dict(), target)
+    compiled.module.load_state_dict(converted, strict=True)
+    assert sum(p.numel() for p in compiled.module.parameters()) == compiled.audit.params == PARAMS
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        expected = reference(x)
+        got = compiled.module(x)
+    assert got.shape == expected.shape == (2, 150, -(-size[0] // 8), -(-size[1] // 8))
+    assert (got - expected).abs().max().item() <= 1e-5
+
+
+def test_full_resolution_logits_are_the_reference_resized():
+    """``full_resolution: true`` resizes the stride-8 logits to the input, as mmseg does at inference."""
+    size = (100, 150)
+    reference = _randomised_reference()
+    compiled = compile_model(MODEL, size, meta_params={"full_resolution": True})
+    compiled.module.load_state_dict(_converted(reference.state_dict(), compiled.module.state_dict()))
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        expected = F.interpolate(reference(x), size=size, mode="bilinear", align_corners=False)
+        got = compiled.module(x)
+    assert got.shape == (1, 150, *size)
+    assert (got - expected).abs().max().item() <= 1e-5
+
+
+def test_compiled_module_counts_like_the_audit_on_meta():
+    compiled = compile_model(MODEL, (128, 192))
+    meta = copy.deepcopy(compiled.module).to("meta")
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        meta(torch.empty(1, 3, 128, 192, device="meta"))
+    assert counter.get_total_flops() == 2 * compiled.audit.macs
