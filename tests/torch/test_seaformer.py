@@ -173,3 +173,23 @@ def test_compiled_module_counts_like_the_audit_on_meta():
     with counter, torch.no_grad():
         meta(torch.empty(1, 3, 128, 192, device="meta"))
     assert counter.get_total_flops() == 2 * compiled.audit.macs
+
+
+def test_an_authors_checkpoint_imports_through_the_declared_layout(tmp_path):
+    """The reference carries the authors' module names, so its state dict, saved as mmcv saves a
+    training checkpoint (weights under ``state_dict``, next to ``meta``), has the keys of the
+    released SeaFormer-T files. The encoder's ``mmseg:seaformer_tiny`` layout renames every one,
+    reshapes the eight positional embeddings, and fills the light head."""
+    from rtseg_compiler.weights.importer import import_weights
+    reference = _randomised_reference()
+    checkpoint = tmp_path / "seaformer_tiny_ade20k.pth"
+    torch.save({"meta": {"iter": 160000}, "state_dict": reference.state_dict()}, checkpoint)
+    size = (100, 150)
+    compiled = compile_model(MODEL, size)
+    report = import_weights(compiled, f"mmseg:seaformer_tiny@{checkpoint}")
+    assert report.ok and not report.unused
+    assert len(report.reshaped) == 2 * 2 * 4  # q and k embeddings of rows and columns, 4 blocks
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        diff = (compiled.module(x) - reference(x)).abs().max().item()
+    assert diff <= 1e-5
