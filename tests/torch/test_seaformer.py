@@ -11,8 +11,11 @@ Checked:
 * outputs: with the reference's weights copied over through the key map below (the positional
   embeddings reshaped from 1 x C x 16 to the param's 1 x C x 16 x 1 or 1 x C x 1 x 16) and every
   weight and batch-norm statistic randomised, eval-mode logits agree within 1e-5 at 128x192 and
-  at 100x150 (not a multiple of 32 or 64: the stride-64 map is 2x3, and the positional
-  embeddings are resampled from 16 to 2 and 3 positions).
+  at 100x150 (not a multiple of 32 or 64: the stride-32 and stride-64 maps are 4x5 and 2x3, so
+  the positional embeddings are resampled from 16 positions to 2, 3, 4 and 5). Neither size is
+  square, so a row embedding used for the columns would not even fit;
+* the ``mmseg:seaformer_tiny`` weights layout of the encoder spec, on a checkpoint saved with
+  the reference's (the authors') keys.
 
 None of it reads the strides the IR gives the squeezed C x H x 1 and C x 1 x W maps.
 """
