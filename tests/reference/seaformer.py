@@ -52,7 +52,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["SeaFormerSeg", "SeaFormer", "LightHead", "TINY"]
+__all__ = ["SeaFormerSeg", "SeaFormer", "LightHead", "TINY", "SMALL", "BASE"]
 
 #: The Tiny configuration (local_configs/seaformer/seaformer_tiny.py); rows are (k, t, c, s).
 TINY = dict(
@@ -73,6 +73,44 @@ TINY = dict(
     head_in_channels=[32, 128, 160],
     head_embed_dims=[64, 96],
     head_channels=96,
+)
+
+
+#: SeaFormer-S and -B (seaformer_small.py, seaformer_base.py): the Tiny layout with other widths,
+#: depths and head counts.
+SMALL = dict(
+    TINY,
+    cfgs=[
+        [(3, 1, 16, 1), (3, 4, 24, 2), (3, 3, 24, 1)],
+        [(5, 3, 48, 2), (5, 3, 48, 1)],
+        [(3, 3, 96, 2), (3, 3, 96, 1)],
+        [(5, 4, 160, 2)],
+        [(3, 6, 192, 2)],
+    ],
+    channels=[16, 24, 48, 96, 160, 192],
+    emb_dims=[160, 192],
+    depths=[3, 3],
+    num_heads=6,
+    head_in_channels=[48, 160, 192],
+    head_embed_dims=[96, 128],
+    head_channels=128,
+)
+BASE = dict(
+    TINY,
+    cfgs=[
+        [(3, 1, 16, 1), (3, 4, 32, 2), (3, 3, 32, 1)],
+        [(5, 3, 64, 2), (5, 3, 64, 1)],
+        [(3, 3, 128, 2), (3, 3, 128, 1)],
+        [(5, 4, 192, 2)],
+        [(3, 6, 256, 2)],
+    ],
+    channels=[16, 32, 64, 128, 192, 256],
+    emb_dims=[192, 256],
+    depths=[4, 4],
+    num_heads=8,
+    head_in_channels=[64, 192, 256],
+    head_embed_dims=[128, 160],
+    head_channels=160,
 )
 
 

@@ -196,3 +196,87 @@ def test_an_authors_checkpoint_imports_through_the_declared_layout(tmp_path):
     with torch.no_grad():
         diff = (compiled.module(x) - reference(x)).abs().max().item()
     assert diff <= 1e-5
+
+
+#: SeaFormer-S and -B (the authors' seaformer_small.py and seaformer_base.py) are the Tiny files
+#: with other lists: name in the reference -> (encoder_params, meta_params).
+VARIANTS = {
+    "SMALL": ({"mv2_channels": [16, 24, 24, 48, 48, 96, 96], "down_expansions": [4, 6],
+               "emb_dims": [160, 192], "depths": [3, 3], "num_heads": 6}, {"embed_dims": [96, 128]}),
+    "BASE": ({"mv2_channels": [16, 32, 32, 64, 64, 128, 128], "down_expansions": [4, 6],
+              "emb_dims": [192, 256], "depths": [4, 4], "num_heads": 8}, {"embed_dims": [128, 160]}),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_small_and_base_are_parameters_of_the_same_files(variant):
+    encoder_params, meta_params = VARIANTS[variant]
+    cfg = getattr(_reference_module(), variant)
+    with torch.device("meta"):
+        reference = _reference_module().SeaFormerSeg(150, cfg).eval()
+    size = (512, 512)
+    audit = analyze(MODEL, size, encoder_params=encoder_params, meta_params=meta_params).audit
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        reference(torch.empty(1, 3, *size, device="meta"))
+    assert audit.params == sum(p.numel() for p in reference.parameters())
+    assert 2 * audit.macs == counter.get_total_flops()
+    torch.manual_seed(0)
+    reference = _reference_module().SeaFormerSeg(150, cfg).eval()
+    for m in reference.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    compiled = compile_model(MODEL, (100, 150), encoder_params=encoder_params, meta_params=meta_params)
+    compiled.module.load_state_dict(_converted(reference.state_dict(), compiled.module.state_dict()))
+    x = torch.randn(1, 3, 100, 150)
+    with torch.no_grad():
+        assert (compiled.module(x) - reference(x)).abs().max().item() <= 1e-5
+
+
+def _mmcv_style_macs(cfg: dict, size: tuple[int, int]) -> int:
+    """What mmcv's get_model_complexity_info (the authors' tools/get_flops.py) adds up for the
+    reference: conv MACs plus one per conv-bias output, two per batch-norm input element (affine),
+    one per ReLU/ReLU6 output (h_sigmoid's ReLU6 included); no hook sees matmul or interpolate."""
+    reference_module = _reference_module()
+    with torch.device("meta"):
+        net = reference_module.SeaFormerSeg(150, cfg).eval()
+    total = 0
+
+    def conv(mod, inputs, out):
+        nonlocal total
+        total += out.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
+        total += out.numel() if mod.bias is not None else 0
+
+    def bn(mod, inputs, out):
+        nonlocal total
+        total += 2 * inputs[0].numel()
+
+    def act(mod, inputs, out):
+        nonlocal total
+        total += out.numel()
+
+    def h_sigmoid(x):
+        nonlocal total
+        total += x.numel()
+        return torch.nn.functional.relu6(x + 3) / 6
+
+    for mod in net.modules():
+        hook = {torch.nn.Conv2d: conv, torch.nn.BatchNorm2d: bn, torch.nn.ReLU: act, torch.nn.ReLU6: act}
+        if type(mod) in hook:
+            mod.register_forward_hook(hook[type(mod)])
+    saved, reference_module.h_sigmoid = reference_module.h_sigmoid, h_sigmoid
+    try:
+        with torch.no_grad():
+            net(torch.empty(1, 3, *size, device="meta"))
+    finally:
+        reference_module.h_sigmoid = saved
+    return total
+
+
+@pytest.mark.parametrize("variant, readme_gflops", [("TINY", 0.6), ("SMALL", 1.1), ("BASE", 1.8)])
+def test_the_readme_figures_are_mmcv_counts(variant, readme_gflops):
+    """The authors' README gives 0.6, 1.1 and 1.8 "FLOPs" (G) for T, S and B at 512x512. They are
+    mmcv's counts, which add batch norms, activations and biases to the convs' MACs and miss the
+    attention products: SeaFormer-S's 1.03 G MACs would not round to 1.1."""
+    assert round(_mmcv_style_macs(getattr(_reference_module(), variant), (512, 512)) / 1e9, 1) == readme_gflops
