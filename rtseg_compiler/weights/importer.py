@@ -47,8 +47,8 @@ def fetch_state_dict(source: WeightSource) -> dict[str, torch.Tensor]:
     missing, no network, an unknown name) is a :class:`WeightsError` that names the ``@PATH``
     alternative: download the file once, anywhere, and give its path.
     """
-    alternative = (f"download the weights file yourself and give its path: "
-                   f"{source.label}@FILE{'.pth' if source.source == 'torchvision' else '.safetensors'}")
+    suffix = ".safetensors" if source.source in ("timm", "transformers") else ".pth"
+    alternative = f"download the weights file yourself and give its path: {source.label}@FILE{suffix}"
     if not source.fetchable:
         raise WeightsError(f"{source}: '{source.source}' layouts are read from a file, never fetched "
                            f"(rtsegc fetches torchvision and timm weights only); write {source.label}@FILE")

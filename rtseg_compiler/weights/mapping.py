@@ -53,12 +53,14 @@ __all__ = ["FETCHABLE", "SOURCES", "SOURCE_PATTERN", "WEIGHTS_SCHEMA", "Rule", "
            "check_weights", "parse_source", "is_source_text", "resolve_layout", "weights_schema",
            "WeightSourceError"]
 
-#: The libraries rtsegc knows by name. A source of any other name is the user's (``mmseg``, ``mylab``,
-#: ``file``) and works the same way, read from a file; a near miss of one of these draws a warning.
-SOURCES = ("torchvision", "timm", "transformers")
+#: The sources rtsegc knows by name. A source of any other name is the user's (``mylab``, ``file``)
+#: and works the same way, read from a file; a near miss of one of these draws a warning.
+#: ``mmseg`` is a checkpoint saved by mmsegmentation or a fork of it (``mmseg:seaformer_tiny@FILE.pth``),
+#: whose keys start with ``backbone.`` and ``decode_head.``.
+SOURCES = ("torchvision", "timm", "transformers", "mmseg")
 #: The sources whose weights ``SOURCE:NAME`` without ``@PATH`` fetches through the library's own API;
-#: every other source (``transformers`` included: the Hub holds many checkpoints of one network) is
-#: read from the file the user names.
+#: every other source (``transformers`` and ``mmseg`` included: each names one network of many
+#: checkpoints, so the user downloads the one they want) is read from the file the user names.
 FETCHABLE = ("torchvision", "timm")
 #: What a source name may be: a letter, then letters, digits and '_' (32 at most), so that
 #: ``SOURCE:NAME@PATH`` parses one way.
