@@ -19,7 +19,8 @@ from ..ir import INPUT, BlockUse, ChannelsOf, Expr, Lazy, Literal, Node, Scope, 
 from ..ops import REGISTRY
 from ..spec.load import LocatedList, location_of
 from ..spec.schema import BLOCK_USE_KEYS, LAYER_KEYS
-from .env import IN_SIZE_NAMES
+from ..spec.expr import ExprError, names_in
+from .env import IN_SIZE_NAMES, Env, evaluate_value
 from .expand_exprs import ExpressionChecks
 from .expand_refs import Body, References
 
@@ -295,7 +296,7 @@ class LayerExpander:
             qualified = body.prefix + name + suffix
             caller = body.scope.child({"i": Literal(r)})
             if "when" in item and not self.exprs.use_is_present(item, caller, body):
-                skipped = self.skip_layer(qualified, block_input, "its 'when:'",
+                skipped = self.skip_layer(qualified, block_input, _false_when(item["when"], caller),
                                           location_of(item, ("when",)), loc, body)
                 out = skipped
                 if out is not None:
@@ -334,3 +335,26 @@ class LayerExpander:
         if out is not None and qualified != body.prefix + name:
             self.refs.block_outputs[body.prefix + name] = out
         return out
+
+
+def _false_when(condition: Any, scope: Scope) -> str:
+    """How notes name a block use's false condition: the text written, and the parameter values.
+
+    The parameter is often set far from the condition (``encoder_params`` in a model file), so
+    ``its 'when: deep' is false for deep = false`` says why without opening another file.
+    """
+    if not isinstance(condition, str):
+        return "its 'when: false'"
+    values = []
+    try:
+        names = sorted(names_in(condition))
+    except ExprError:
+        names = []
+    for name in names:
+        try:
+            value = evaluate_value(name, Env(scope, None))
+        except Exception:  # a name the condition cannot use was reported where it was checked
+            continue
+        shown = str(value).lower() if isinstance(value, bool) else repr(value)
+        values.append(f"{name} = {shown}")
+    return f"its 'when: {condition}' is false" + (f" for {', '.join(values)}" if values else "")
