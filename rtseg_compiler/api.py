@@ -367,11 +367,12 @@ def _encoder_analysis(reader: SpecReader, ref: SpecRef, input_size: tuple[int, i
                                           output=graph.taps[0].node),
                           size, diags, output_stride=output_stride, budget=budget,
                           sources=sources_of(encoder, reader))
-    chosen = _choose(_features(every, graph.taps), taps, out_indices)
+    # The analysed taps: a tap on a layer whose 'when:' turned out false reads that layer's input.
+    chosen = _choose(_features(every, every.graph.taps), taps, out_indices)
     outputs = tuple((f.name, f.module) for f in chosen)
     files = {k: v for k, v in graph.files.items() if k in ("model", "encoder")}  # no head is built
     analysis = with_outputs(every, outputs, files)
-    built = {f.name: f for f in _features(analysis, graph.taps)}
+    built = {f.name: f for f in _features(analysis, every.graph.taps)}
     return analysis, [built[name] for name, _ in outputs]
 
 
