@@ -33,12 +33,15 @@ MAX_EVALUATIONS = 10_000
 class _Memo:
     """Values of Lazy bindings already evaluated under one root Env, and a step count."""
 
-    __slots__ = ("values", "keep", "steps")
+    __slots__ = ("values", "keep", "steps", "read")
 
     def __init__(self) -> None:
         self.values: dict[tuple[int, int], Any] = {}
         self.keep: list[tuple[Any, Any]] = []
         self.steps = 0
+        #: Every parameter value read, by name, with where it was written: an error that a value
+        #: caused (a width multiplier of 0) is reported at the value, which may be in another file.
+        self.read: dict[str, tuple[Any, Any]] = {}
 
 
 class Env:
@@ -75,7 +78,21 @@ class Env:
         if found is None:
             raise KeyError(name)
         binding, home = found
-        return self.value_of(binding, home)
+        value = self.value_of(binding, home)
+        if isinstance(binding, (Literal, Lazy)) and name not in self.memo.read:
+            self.memo.read[name] = (value, binding.loc if isinstance(binding, Literal) else binding.expr.loc)
+        return value
+
+    def non_positive_parameter(self) -> tuple[str, Any, Any] | None:
+        """(name, value, location) of the first parameter read so far whose value is a number <= 0.
+
+        Such a value (``width: 0``, ``encoder_params: {width: -1}``) is the likely cause of a
+        channel count that is not positive, so that error points at it rather than at the layer.
+        """
+        for name, (value, loc) in self.memo.read.items():
+            if loc is not None and not isinstance(value, bool) and isinstance(value, (int, float)) and value <= 0:
+                return name, value, loc
+        return None
 
     def value_of(self, binding: Any, home: Scope) -> Any:
         if self.depth > 32:

@@ -22,7 +22,7 @@ from ..diagnostics import Diagnostics
 from ..ir import INPUT, Expr, Graph, Node, Resolved, Skip, Tap, TensorType, frozen_map, stride_text
 from ..ops import REGISTRY, OpError
 from ..ops.base import REQUIRED
-from ..spec.expr import ExprError
+from ..spec.expr import ExprError, NonPositiveCount
 from .env import Env, evaluate_value
 
 __all__ = ["infer_shapes", "suggest_input_sizes", "tap_stride", "MAX_SPATIAL"]
@@ -104,9 +104,32 @@ def _evaluate_attrs(node: Node, env: Env) -> dict[str, Any]:
             msg = str(exc) if isinstance(exc, ExprError) else f"unknown name {exc}"
             err = OpError(f"{name}: {msg}", field=name)
             err.loc = getattr(exc, "loc", None)  # set when a parameter's own text failed (env.py)
+            if isinstance(exc, NonPositiveCount) and err.loc is None:
+                _blame_parameter(err, env, node, name)
             raise err from None
-        attrs[name] = f.kind.coerce(value, f, name)
+        try:
+            attrs[name] = f.kind.coerce(value, f, name)
+        except OpError as err:
+            numbers = value if isinstance(value, tuple) else (value,)
+            if f.minimum == 1 and any(isinstance(v, (int, float)) and v <= 0 for v in numbers):
+                _blame_parameter(err, env, node, name)  # 'out: "int(64 * width)"' with width 0
+            raise
     return attrs
+
+
+def _blame_parameter(err: OpError, env: Env, node: Node, field: str) -> None:
+    """Point ``err`` (a count of 0 or less) at the parameter value of 0 or less that the field read.
+
+    ``width: 0`` in a model file makes every channel count of the encoder 0; the error belongs on
+    that value, where the user can fix it, with a note naming the layer that used it first.
+    """
+    culprit = env.non_positive_parameter()
+    if culprit is None:
+        return
+    param, value, loc = culprit
+    err.loc = loc
+    err.extra_notes = (f"'{param}' = {value!r} gives {field} of {node.op} '{_short(node.name)}' "
+                       f"at {node.attr_loc(field)}",)
 
 
 def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
@@ -209,6 +232,7 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
             if exc.field == "inputs" and "inputs" in node.attr_locs:
                 loc = node.attr_locs["inputs"]
             loc = getattr(exc, "loc", None) or loc
+            notes = notes + getattr(exc, "extra_notes", ())
             def name_inputs(text: str, node: Node = node) -> str:
                 return _INPUT_REF.sub(lambda m: _input_name(node, int(m.group(1)), last_under, taps_of),
                                       text)
@@ -262,6 +286,12 @@ def _decide(node: Node, env: Env, diags: Diagnostics, notes: tuple[object, ...])
         return None
     except (ExprError, KeyError) as exc:
         msg = str(exc) if isinstance(exc, ExprError) else f"unknown name {exc}"
+        culprit = env.non_positive_parameter() if isinstance(exc, NonPositiveCount) else None
+        if culprit is not None and getattr(exc, "loc", None) is None:
+            param, value, loc_of_value = culprit
+            notes = notes + (f"'{param}' = {value!r} gives the 'when:' of {node.op} '{_short(node.name)}' "
+                             f"at {loc}",)
+            loc = loc_of_value
         diags.error(f"when: {msg} ({node.op} '{_short(node.name)}')",
                     getattr(exc, "loc", None) or loc, notes=notes)
         return None
