@@ -556,7 +556,9 @@ def _train_loop(cfg: TrainConfig, device: torch.device, rank: int, world: int, m
     use_scaler = amp_dtype == torch.float16
     scaler = (torch.amp.GradScaler("cuda", enabled=use_scaler) if hasattr(torch.amp, "GradScaler")
               else torch.cuda.amp.GradScaler(enabled=use_scaler))
-    specs = embed_specs(margs.model, margs.encoder, margs.meta, dataset_spec.text)
+    # The texts the network was compiled from, not the files as they are now (they may have been edited).
+    specs = embed_specs(margs.model, margs.encoder, margs.meta, dataset_spec.text,
+                        sources=compiled.analysis.sources)
     iter_num, best_miou = 0, -1.0
     if checkpoint is not None:
         last_pt = out_dir / "last.pt"

@@ -411,6 +411,25 @@ def test_a_spec_edited_before_resume_is_named(spec: Path, tmp_path: Path, capsys
     assert f"cannot resume from {out / 'last.pt'}: {spec} changed since it was written" in line
 
 
+def test_the_checkpoint_embeds_the_spec_the_network_was_built_from(spec: Path, tmp_path: Path, monkeypatch):
+    """A spec edited between the build and the first save (an editor saving mid-run) is not what the
+    checkpoint embeds: it holds the texts the network was compiled from, so it rebuilds that network."""
+    built_from = spec.read_text()
+    real_build = train_mod.build_model
+
+    def build_then_edit(*args, **kwargs):
+        compiled = real_build(*args, **kwargs)
+        spec.write_text(built_from.replace("width: 0.25", "width: 0.5"))
+        return compiled
+
+    monkeypatch.setattr(train_mod, "build_model", build_then_edit)
+    out = tmp_path / "run"
+    assert train_mod.main(_argv(spec, out)) == 0
+    embedded = load_checkpoint(out / "last.pt")["specs"]
+    assert embedded["model"]["text"] == built_from
+    assert embedded["encoder"]["text"] == (SPECS / "encoders" / "mobilenet_v1.yaml").read_text()
+
+
 def test_a_fetch_without_network_is_one_line(spec: Path, tmp_path: Path, capsys, monkeypatch):
     """timm absent, unimportable or offline: one line naming the flag, whichever of them this machine has."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
