@@ -59,6 +59,10 @@ class References:
         #: Absent layers (repeat: 0, a block use's false 'when:'); their names read their input.
         self.skips: list[Skip] = []
         self.skip_names: set[str] = set()
+        #: Absent layer -> notes on the parameter values that removed it ("deep = false, set at ...").
+        self.skip_values: dict[str, tuple[str, ...]] = {}
+        #: A layer or block use whose 'repeat:' is an expression -> notes on its value and parameters.
+        self.repeat_notes: dict[str, tuple[str, ...]] = {}
         #: Qualified name of each block use (``encoder.a.x``) -> its output reference, so that a
         #: dotted reference may name a block nested in a block (``a.x``), not only an op layer.
         self.block_outputs: dict[str, str] = {}
@@ -160,7 +164,8 @@ class References:
             where = f" at {skip.loc}" if skip.loc is not None else ""
             self.diags.error(f"{reader} '{text}', inside '{holder}', which is absent ({skip.why}{where})",
                              loc, hint=f"name '{holder}' itself (an absent layer reads its input) or a layer "
-                                       f"that is always present", notes=body.origin)
+                                       f"that is always present",
+                             notes=self.skip_values.get(skip.name, ()) + body.origin)
             return True
         if len(parts) > 1 and parts[1].isdigit():  # 'stage.4': a copy that 'repeat:' did not make
             base = body.prefix + parts[0]
@@ -173,7 +178,7 @@ class References:
                 self.diags.error(f"{reader} '{text}', but '{parts[0]}' has copies {copies[0]} to "
                                  f"{copies[-1]} only", loc,
                                  hint=f"its 'repeat:' made {len(copies)} copies with these parameters",
-                                 notes=body.origin)
+                                 notes=self.repeat_notes.get(base, ()) + body.origin)
                 return True
         return False
 

@@ -72,7 +72,9 @@ def test_tap_inside_a_block_use_its_when_removed(tmp_path):
     when_line = next(n for n, line in enumerate(encoder.read_text().splitlines(), 1) if "when: deep" in line)
     assert errors and all(line.startswith(f"{encoder}:{tap_line}:") for line in errors)
     assert ("tap 'stride32' names 'ds13.pw_relu', inside 'ds13', which is absent "
-            f"(its 'when: deep' is false for deep = false at {encoder}:{when_line}:") in errors[0]
+            f"(its 'when: deep' is false at {encoder}:{when_line}:") in errors[0]
+    code, err = _run("validate", str(model))
+    assert any(line.startswith(f"    note: deep = false, set at {model}:8:") for line in err.splitlines())
 
 
 def test_tap_inside_a_repeat_made_empty(tmp_path):
@@ -82,6 +84,8 @@ def test_tap_inside_a_repeat_made_empty(tmp_path):
     model = _model(tmp_path, encoder, SPECS / "meta" / "skipnet.yaml", "{middle: 0}")
     errors = _errors(model)
     assert "tap 'stride16' names 'ds7_11.5.pw_relu', inside 'ds7_11', which is absent ('repeat: 0' at" in errors[0]
+    assert any(line.startswith(f"    note: middle = 0, set at {model}:8:")
+               for line in _run("validate", str(model))[1].splitlines())
 
 
 def test_tap_naming_a_copy_repeat_did_not_make(tmp_path):
@@ -91,6 +95,9 @@ def test_tap_naming_a_copy_repeat_did_not_make(tmp_path):
     errors = _errors(model)
     assert errors[0].split(":")[0].endswith("mit_b0.yaml")  # shown relative to the working folder
     assert "tap 'stride32' names 'stage.4', but 'stage' has copies 1 to 3 only" in errors[0]
+    notes = _run("validate", str(model))[1].splitlines()
+    assert any(n.startswith("    note: 'repeat: len(dims)' at ") and n.endswith(" is 3") for n in notes)
+    assert f"    note: dims = [32, 64, 160], set at {model}:8:24" in notes
 
 
 @pytest.mark.parametrize("outputs, fragment", [
