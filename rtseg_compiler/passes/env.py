@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..ir import ChannelsOf, Expr, Lazy, Literal, Scope
-from ..spec.expr import ExprError, evaluate
+from ..spec.expr import ExprError, NonPositiveCount, evaluate
 
 __all__ = ["Env", "StaticOnly", "evaluate_value", "MAX_EVALUATIONS", "IN_SIZE_NAMES"]
 
@@ -83,6 +83,10 @@ class Env:
             self.memo.read[name] = (value, binding.loc if isinstance(binding, Literal) else binding.expr.loc)
         return value
 
+    def forget_reads(self) -> None:
+        """Start a new record of parameter reads (one per layer field, so a culprit is that field's)."""
+        self.memo.read.clear()
+
     def non_positive_parameter(self) -> tuple[str, Any, Any] | None:
         """(name, value, location) of the first parameter read so far whose value is a number <= 0.
 
@@ -124,7 +128,10 @@ class Env:
             except ExprError as exc:
                 # Blame the text that failed (a block argument, a parameter), not the layer
                 # field that used it; the innermost binding sets it first.
-                if getattr(exc, "loc", None) is None:
+                # A count of 0 or less that a parameter of 0 or less caused is blamed on that
+                # parameter instead (shapes.py), even through an argument that merely passes it on.
+                blame_value = isinstance(exc, NonPositiveCount) and self.non_positive_parameter() is not None
+                if getattr(exc, "loc", None) is None and not blame_value:
                     exc.loc = binding.expr.loc  # type: ignore[attr-defined]
                 raise
             # Keep the binding and scope alive with the value, so their ids cannot be reused.

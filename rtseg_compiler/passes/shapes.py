@@ -95,6 +95,7 @@ def _evaluate_attrs(node: Node, env: Env) -> dict[str, Any]:
         if not f.kind.expressions:
             attrs[name] = f.kind.coerce(raw, f, name)
             continue
+        env.forget_reads()
         try:
             if isinstance(raw, tuple):
                 value = tuple(evaluate_value(v, env) for v in raw)
@@ -280,6 +281,7 @@ def _decide(node: Node, env: Env, diags: Diagnostics, notes: tuple[object, ...])
     if isinstance(node.when, bool):
         return node.when
     loc = node.when.loc if isinstance(node.when, Expr) else node.loc
+    env.forget_reads()
     try:
         value = evaluate_value(node.when, env)
     except _Skip:

@@ -92,3 +92,43 @@ def test_a_width_of_zero_from_the_command_line_points_at_no_file_line(capsys):
     err = capsys.readouterr().err
     assert err.startswith("<parameter overrides>: error: out: make_divisible: the channel count must be positive")
     assert "'width' = 0 gives out of conv 'conv1'" in err
+
+
+def test_a_width_of_zero_through_a_block_argument_is_blamed_on_the_width(write_spec):
+    """``out: "make_divisible(64 * width)"`` passed to a block: the width, not the argument, is wrong;
+    a zero written directly in a field (``pad: 0`` read elsewhere) is not blamed for it."""
+    encoder = write_spec("enc.yaml", """
+        kind: encoder
+        name: thin
+        doc: a block whose width argument comes out as zero channels
+        params: {width: 0, pad: 1}
+        input: [32, 32]
+        blocks:
+          b:
+            params: {out: ~}
+            layers:
+              - {name: c, op: conv, out: out, kernel: 3, padding: pad}
+        layers:
+          - {name: u1, block: b, out: "make_divisible(64 * width)"}
+        """)
+    with pytest.raises(SpecError) as err:
+        analyze(encoder)
+    (d,) = err.value.errors
+    assert (d.loc.line, d.loc.col) == (4, 17) and "channel count must be positive" in d.message
+    assert any("'width' = 0 gives out of conv 'u1.c'" in str(n) for n in d.notes)
+
+
+def test_a_zero_count_written_in_the_layer_stays_at_the_layer(write_spec):
+    encoder = write_spec("enc.yaml", """
+        kind: encoder
+        name: flat
+        doc: a zero written in the field itself, next to a parameter that is legitimately zero
+        params: {pad: 0}
+        input: [32, 32]
+        layers:
+          - {name: c, op: conv, out: "8 * 0", kernel: 3, padding: pad}
+        """)
+    with pytest.raises(SpecError) as err:
+        analyze(encoder)
+    (d,) = err.value.errors
+    assert (d.loc.line, "out must be positive, got 0") == (7, d.message.split(" (")[0])
