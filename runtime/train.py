@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from rtseg_compiler.cli.args import add_spec_param_args, model_choice_problem, parse_size, spec_params
 from rtseg_compiler.passes.dilate import VALID_OUTPUT_STRIDES
 
-from .build import SYNTHETIC, ModelArgs, build_model, make_dataset, pick_device
+from .build import SYNTHETIC, ModelArgs, build_model, check_class_outputs, make_dataset, pick_device
 from .errors import RunError, guarded, signal_status
 from .data import IGNORE_INDEX, class_set
 from .evaluate import evaluate
@@ -484,6 +484,7 @@ def _train_loop(cfg: TrainConfig, device: torch.device, rank: int, world: int, m
     # ---- model
     margs = cfg.model_args()
     compiled = build_model(margs)
+    check_class_outputs(compiled, classes.num_classes)
     raw_model = compiled.module
     _, _, height, width = compiled.audit.input
     margs = ModelArgs(**{**asdict(margs), "input_size": (height, width)})  # pin the resolved size
