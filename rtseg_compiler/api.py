@@ -338,7 +338,9 @@ def _declared_params(reader: SpecReader, ref: SpecRef | None, encoder: SpecRef |
 def _features(analysis: Any, taps: Sequence[Any]) -> list[Feature]:
     """Each tap's channels and stride as inferred, shallowest first (a stable sort on stride)."""
     types = analysis.resolved.types
-    rows = [Feature(t.name, types[t.node].channels, int(types[t.node].stride), t.node)
+    # A strideN tap is checked to be isotropic; another tap on a row or column map reports the
+    # stride of its axis on the image grid.
+    rows = [Feature(t.name, types[t.node].channels, int(types[t.node].grid_stride), t.node)
             for t in taps if t.node in types]
     return sorted(rows, key=lambda f: f.stride)
 

@@ -21,13 +21,15 @@ from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
 from .base import INT, NUMBER, REQUIRED, Cost, Field, OpDef, register, size_independent
+from .shape_rules import sampled
 
 
 def _infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
     x = ins[0]
     c, h, w = attrs["channels"], attrs["height"], attrs["width"]
-    stride = x.stride if (h, w) == x.spatial else x.stride * Fraction(x.height, h)
-    return TensorType(c, h, w, stride)
+    if (h, w) == x.spatial:
+        return sampled(x, c, h, w)
+    return TensorType(c, h, w, x.stride_h * Fraction(x.height, h))
 
 
 def _build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:

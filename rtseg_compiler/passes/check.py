@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from fractions import Fraction
 from typing import TypeVar
 
 from ..ir import INPUT, Graph, Resolved
@@ -22,6 +23,8 @@ __all__ = ["check", "check_resolved", "check_between_passes", "checking"]
 
 _QUALIFIED = re.compile(r"^(encoder|head)(\.[A-Za-z0-9_]+)+$")
 _Value = TypeVar("_Value", Graph, Resolved)
+#: Element-wise ops whose output strides come from their inputs' (ops/merge.py).
+_BROADCASTING = ("add", "mul")
 
 
 def checking() -> bool:
@@ -82,7 +85,11 @@ def check(graph: Graph, *, ordered: bool = True) -> Graph:
 
 
 def check_resolved(resolved: Resolved) -> Resolved:
-    """Invariants after shape inference: every node typed, attrs concrete, sizes positive.
+    """Invariants after shape inference: every node typed, attrs concrete, sizes and strides positive.
+
+    Strides are per axis (``TensorType.stride_h``/``stride_w``): the image has 1 on both, and
+    an element-wise ``add``/``mul`` takes each axis's stride from one of its inputs (a row map
+    plus a column map gives their common grid's stride, never a stride no input has).
 
     The number of inputs is checked here, not in :func:`check`: a wrong count is the spec's
     mistake until ``infer_shapes`` has reported it.
@@ -94,7 +101,16 @@ def check_resolved(resolved: Resolved) -> Resolved:
             f"node {node.name} has {len(node.inputs)} inputs"
         t = resolved.types[node.name]
         assert t.channels >= 1 and t.height >= 1 and t.width >= 1, f"{node.name}: bad type {t}"
+        assert all(isinstance(s, Fraction) and s > 0 for s in t.strides), \
+            f"{node.name}: strides {t.strides} are not positive fractions"
+        if node.op in _BROADCASTING:
+            ins = [resolved.types[i] for i in node.inputs]
+            for axis, name in enumerate(("height", "width")):
+                assert t.strides[axis] in {x.strides[axis] for x in ins}, \
+                    f"{node.name}: stride {t.strides[axis]} along the {name} is no input's"
         for key, value in node.attrs.items():
             assert not isinstance(value, str) or not REGISTRY[node.op].fields[key].kind.expressions, \
                 f"{node.name}.{key} is still an expression: {value!r}"
+    image = resolved.types[INPUT]
+    assert image.strides == (1, 1), f"the image has strides {image.strides}, not 1"
     return resolved
