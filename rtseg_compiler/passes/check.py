@@ -88,8 +88,9 @@ def check_resolved(resolved: Resolved) -> Resolved:
     """Invariants after shape inference: every node typed, attrs concrete, sizes and strides positive.
 
     Strides are per axis (``TensorType.stride_h``/``stride_w``): the image has 1 on both, and
-    an element-wise ``add``/``mul`` takes each axis's stride from one of its inputs (a row map
-    plus a column map gives their common grid's stride, never a stride no input has).
+    an element-wise ``add``/``mul`` takes each axis's stride from an input as long as its output
+    along that axis, never from one stretched from 1 (a row map plus a column map gives their
+    common grid's stride, not the row's bin along the width).
 
     The number of inputs is checked here, not in :func:`check`: a wrong count is the spec's
     mistake until ``infer_shapes`` has reported it.
@@ -106,8 +107,9 @@ def check_resolved(resolved: Resolved) -> Resolved:
         if node.op in _BROADCASTING:
             ins = [resolved.types[i] for i in node.inputs]
             for axis, name in enumerate(("height", "width")):
-                assert t.strides[axis] in {x.strides[axis] for x in ins}, \
-                    f"{node.name}: stride {t.strides[axis]} along the {name} is no input's"
+                unstretched = {x.strides[axis] for x in ins if x.spatial[axis] == t.spatial[axis]}
+                assert t.strides[axis] in unstretched, \
+                    f"{node.name}: stride {t.strides[axis]} along the {name} is no input's of that size"
         for key, value in node.attrs.items():
             assert not isinstance(value, str) or not REGISTRY[node.op].fields[key].kind.expressions, \
                 f"{node.name}.{key} is still an expression: {value!r}"

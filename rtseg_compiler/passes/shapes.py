@@ -209,7 +209,7 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
             diags.error(f"op '{node.op}' reads the one 'stride' of an input that has a stride per axis: "
                         f"{exc} ({node.op} '{_short(node.name)}')", node.loc, notes=notes,
                         hint="a shape rule that takes row (C x H x 1) or column (C x 1 x W) maps reads "
-                             "x.stride_h and x.stride_w, or returns rtseg_compiler.ops.base.sampled(x, "
+                             "x.stride_h and x.stride_w, or returns rtseg_compiler.ops.sampled(x, "
                              "channels, height, width, step_h, step_w) (docs/extending.md)")
             failed.add(node.name)
             continue
