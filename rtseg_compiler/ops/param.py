@@ -7,9 +7,10 @@ embedding of a fixed input size. Its input only gives the batch size; the module
 (:class:`~rtseg_compiler.ops.modules.LearnedTensor`) returns the parameter expanded over
 the batch, a view.
 
-Stride: the input's when the param has the input's height and width (an embedding on that
-map's grid), else the input's stride times H_in/H like adaptive pooling's bins, which the
-output-stride rewrite leaves alone (``size_independent``).
+Stride: the input's (both axes) when the param has the input's height and width (an
+embedding on that map's grid, or on a row map's), else the input's height stride times
+H_in/H on both axes, like adaptive pooling's bins, which the output-stride rewrite leaves
+alone (``size_independent``).
 
 Costs: C·H·W parameters; no MACs or FLOPs in any convention.
 """

@@ -5,7 +5,11 @@ nearest, bilinear or bicubic interpolation (torch's ``F.interpolate``). ``size``
 expressions of the layer's input size, ``in_height`` and ``in_width``
 (``size: ["ceil(in_height / 2)", "ceil(in_width / 2)"]``), evaluated for the input size the
 network is compiled at. A size that is not a whole multiple has the fractional stride
-``stride · H_in / h``. No resize has MACs (FlopCounterMode counts none) or ``tf`` FLOPs
+``stride · H_in / h`` on both axes, the height's ratio, as pooled bins have (a resize of
+bins has no width pitch of its own to scale); a row or column map, whose strides differ,
+scales each axis by its own ratio, so a C x H x 1 row map resized to H x W is on its
+height's grid again. By a ``scale`` both strides are divided; to a second input, the
+output takes that input's strides. No resize has MACs (FlopCounterMode counts none) or ``tf`` FLOPs
 (TensorFlow's ResizeBilinear/ResizeBicubic are not in its profiler's registry).
 
 ``crop`` is how a decoder aligns an upsampled map with an encoder tap when the
