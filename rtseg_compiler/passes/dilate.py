@@ -200,8 +200,11 @@ def on_grid_strides(t: TensorType) -> tuple[Fraction, ...]:
     map of one pixel (or one bin) on both axes counts its finer stride, which for an isotropic
     map is its stride.
     """
-    on_grid = tuple(dict.fromkeys(s for s, n in zip(t.strides, t.spatial) if n > 1))
-    return on_grid or (t.grid_stride,)
+    sh, sw = t.stride_h, t.stride_w
+    if sh == sw:  # nearly every map; also spares hashing Fractions, which is slow
+        return (sh,)
+    on_grid = tuple(s for s, n in ((sh, t.height), (sw, t.width)) if n > 1)
+    return on_grid or (min(sh, sw),)
 
 
 def level(t: TensorType) -> Fraction:
@@ -219,7 +222,8 @@ def _rate(t: TensorType, output_stride: int) -> Fraction:
 
 
 def _anisotropic_rates(t: TensorType, output_stride: int) -> bool:
-    return len({max(Fraction(1), s / output_stride) for s in on_grid_strides(t)}) > 1
+    rates = [max(Fraction(1), s / output_stride) for s in on_grid_strides(t)]
+    return any(r != rates[0] for r in rates)
 
 
 def _undeclared_error(node: Node, in_stride: Fraction, out_stride: Fraction, output_stride: int,
