@@ -7,22 +7,21 @@ embedding of a fixed input size. Its input only gives the batch size; the module
 (:class:`~rtseg_compiler.ops.modules.LearnedTensor`) returns the parameter expanded over
 the batch, a view.
 
-Stride: the input's (both axes) when the param has the input's height and width (an
-embedding on that map's grid, or on a row map's), else the input's height stride times
-H_in/H on both axes, like adaptive pooling's bins, which the output-stride rewrite leaves
-alone (``size_independent``).
+Stride: the input's when the param has the input's height and width (an embedding on that
+map's grid, or on a row map's), else the pitch of a grid of that size over the input, like
+adaptive pooling's bins (``shape_rules.resized``: stride times H_in/H on both axes; per axis
+for a row or column map), which the output-stride rewrite leaves alone (``size_independent``).
 
 Costs: C·H·W parameters; no MACs or FLOPs in any convention.
 """
 
 from __future__ import annotations
 
-from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
 from .base import INT, NUMBER, REQUIRED, Cost, Field, OpDef, register, size_independent
-from .shape_rules import sampled
+from .shape_rules import resized, sampled
 
 
 def _infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
@@ -30,7 +29,7 @@ def _infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
     c, h, w = attrs["channels"], attrs["height"], attrs["width"]
     if (h, w) == x.spatial:
         return sampled(x, c, h, w)
-    return TensorType(c, h, w, x.stride_h * Fraction(x.height, h))
+    return resized(x, c, h, w)
 
 
 def _build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:

@@ -19,7 +19,6 @@ average pools exact at output stride 8.
 from __future__ import annotations
 
 import operator
-from fractions import Fraction
 from functools import reduce
 from typing import Any, Mapping, Sequence
 
@@ -27,7 +26,7 @@ from ..ir import TensorType
 from .base import described
 from .base import (BOOL, PAIR, REQUIRED, AtRate, Cost, Field, FunctionCall, OpDef, OpError, Replace,
                    complete_window, conv_out, register, size_independent)
-from .shape_rules import sampled
+from .shape_rules import resized, sampled
 
 _WINDOW = {
     "kernel": Field(PAIR, REQUIRED, minimum=1),
@@ -212,9 +211,9 @@ def _adaptive_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> Tens
     x = ins[0]
     oh, ow = attrs["size"]
     # A bin's pitch in input pixels: H/oh rows of a map at stride s (gap's s*H for one bin), on
-    # both axes (docs/spec-language.md, "Strides"). The output is off the image grid
-    # (size_independent), so the dilation pass gives it no rate.
-    return TensorType(x.channels, oh, ow, x.stride_h * Fraction(x.height, oh))
+    # both axes; per axis for a row or column map (shape_rules.resized). The output is off the
+    # image grid (size_independent), so the dilation pass gives it no rate.
+    return resized(x, x.channels, oh, ow)
 
 
 def _adaptive_count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Cost:

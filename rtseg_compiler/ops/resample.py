@@ -5,10 +5,8 @@ nearest, bilinear or bicubic interpolation (torch's ``F.interpolate``). ``size``
 expressions of the layer's input size, ``in_height`` and ``in_width``
 (``size: ["ceil(in_height / 2)", "ceil(in_width / 2)"]``), evaluated for the input size the
 network is compiled at. A size that is not a whole multiple has the fractional stride
-``stride · H_in / h`` on both axes, the height's ratio, as pooled bins have (a resize of
-bins has no width pitch of its own to scale); a row or column map, whose strides differ,
-scales each axis by its own ratio, so a C x H x 1 row map resized to H x W is on its
-height's grid again. By a ``scale`` both strides are divided; to a second input, the
+``stride · H_in / h`` on both axes (a row or column map's strides scale per axis:
+``shape_rules.resized``). By a ``scale`` both strides are divided; to a second input, the
 output takes that input's strides. No resize has MACs (FlopCounterMode counts none) or ``tf`` FLOPs
 (TensorFlow's ResizeBilinear/ResizeBicubic are not in its profiler's registry).
 
@@ -29,7 +27,7 @@ from ..ir import TensorType
 from .base import described
 from .base import (BOOL, CHOICE, NUMBER, PAIR, AtRate, Cost, Field, FunctionCall, OpDef, OpError,
                    not_dilatable, register, unaffected)
-from .shape_rules import sampled
+from .shape_rules import resized, sampled
 
 #: Interpolation modes that take align_corners (torch raises for the others).
 _ALIGNABLE = ("bilinear", "bicubic")
@@ -60,9 +58,7 @@ def _upsample_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> Tens
         return sampled(ref, x.channels, ref.height, ref.width)
     if attrs.get("size") is not None:
         h, w = attrs["size"]
-        if x.isotropic:  # one stride, scaled by the height's ratio, as for pooled bins
-            return TensorType(x.channels, h, w, x.stride_h * Fraction(x.height, h))
-        return sampled(x, x.channels, h, w, Fraction(x.height, h), Fraction(x.width, w))
+        return resized(x, x.channels, h, w)
     scale = attrs["scale"]
     h, w = math.floor(x.height * scale), math.floor(x.width * scale)
     # limit_denominator keeps 1/3-style scales readable; a tiny scale would round to 0.

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from ..ir import TensorType, stride_text, strides_text
 from .kinds import OpError
 
-__all__ = ["complete_window", "conv_out", "same_spatial", "sampled"]
+__all__ = ["complete_window", "conv_out", "resized", "same_spatial", "sampled"]
 
 
 def sampled(x: TensorType, channels: int, height: int, width: int,
@@ -22,6 +22,20 @@ def sampled(x: TensorType, channels: int, height: int, width: int,
     one). The stride arithmetic of every op that resamples or keeps its input's grid.
     """
     return TensorType(channels, height, width, stride_h=x.stride_h * step_h, stride_w=x.stride_w * step_w)
+
+
+def resized(x: TensorType, channels: int, height: int, width: int) -> TensorType:
+    """``x`` resized to a fixed ``height`` x ``width`` (adaptive pooling's bins, an upsample to a
+    size, a param of its own size): the pitch of the new grid in input pixels.
+
+    An isotropic map keeps one stride, scaled by the height's ratio, ``stride · H/h`` (gap's
+    ``stride · H`` for one bin): a map of pooled bins has no width pitch of its own to scale.
+    A row or column map, whose strides differ, scales each axis by its own ratio, so a
+    C x H x 1 row map resized to H x W is on its height's grid along both axes again.
+    """
+    if x.stride_h == x.stride_w:
+        return TensorType(channels, height, width, x.stride_h * Fraction(x.height, height))
+    return sampled(x, channels, height, width, Fraction(x.height, height), Fraction(x.width, width))
 
 
 def conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int = 1,

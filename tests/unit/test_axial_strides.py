@@ -121,8 +121,9 @@ def test_rows_and_columns_have_a_bin_along_the_reduced_axis_and_add_back_to_the_
         assert (str(t[name]), t[name].strides) == ("16x1x6", (128, 32)), name
     for name in ("sea.axial", "sea.mixed", "sea.out"):
         assert (str(t[name]), t[name].stride) == ("16x4x6", 32), name
-    # The learned 16x1 embedding is a map of bins (adaptive-pool-like): one stride, the height's.
-    assert t["sea.pos_row"].strides == (8, 8)
+    # The learned 16x1 embedding is a grid of 16 rows over the 4-row map (pitch 32·4/16 = 8) and
+    # keeps the row map's one bin along the width; resized onto the row map, it is one again.
+    assert t["sea.pos_row"].strides == (8, 192)
 
 
 def test_shapes_and_flops_json_print_a_row_maps_strides_as_height_bar_width(write_spec):
@@ -204,10 +205,17 @@ def test_concat_of_a_row_map_and_a_full_map_names_both_strides(write_spec):
         analyze(axial_encoder(write_spec, after=after, taps="taps: {stride32: sea.out}\n"))
 
 
-def test_upsampling_a_row_map_to_a_size_scales_each_axis(write_spec):
-    after = "  - {name: wide, op: upsample, size: [4, 6], input: sea.row}\n"
-    t = types_of(analyze(axial_encoder(write_spec, after=after)))
+def test_resizing_a_row_or_column_map_to_a_size_scales_each_axis(write_spec):
+    """Row 4x1 at 32|192 upsampled to 4x6: back on the stride-32 grid. Column 1x6 at 128|32
+    pooled to 1x3 bins: 128|64. An isotropic map's bins keep one stride, the height's."""
+    after = ("  - {name: wide, op: upsample, size: [4, 6], input: sea.row}\n"
+             "  - {name: col_bins, op: adaptive_avgpool, size: [1, 3], input: sea.col}\n"
+             "  - {name: bins, op: adaptive_avgpool, size: [2, 2], input: sea.out}\n")
+    t = types_of(analyze(axial_encoder(write_spec, after=after, taps="taps: {stride32: sea.out}\n"),
+                         keep_unused=True))
     assert t["wide"].strides == (32, 32)
+    assert t["col_bins"].strides == (128, 64)
+    assert t["bins"].strides == (64, 64)  # 4x6 at 32 into 2x2: 32·4/2 on both axes
 
 
 def test_check_resolved_refuses_a_broadcast_stride_taken_from_a_stretched_input(write_spec):
