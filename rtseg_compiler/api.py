@@ -40,6 +40,8 @@ class Feature:
 
     name: str
     channels: int
+    #: timm's ``reduction``. A tap on a row or column map (not a ``strideN`` tap, which must be
+    #: isotropic) reports the stride of its axis on the image grid (``TensorType.grid_stride``).
     stride: int
     #: The spec layer (``encoder.ds11.pw_relu``), which is also the module's qualified name in
     #: the compiled GraphModule when the layer is a module (a conv, a block's activation ...).
