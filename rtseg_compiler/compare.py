@@ -93,8 +93,8 @@ def peak_activation_bytes(analysis: Any) -> int:
 
 
 def stage_split(analysis: Any) -> dict[str, Any]:
-    """Encoder vs decoder params/MACs and MACs per stride level (a layer's output stride; a row map's at its
-    on-grid axis, ``LayerAudit.grid_stride``)."""
+    """Encoder vs decoder params/MACs and MACs per stride level (a layer's output stride; a row
+    map's along its axis on the image grid, ``LayerAudit.grid_stride``)."""
     graph = analysis.graph
     split = {"encoder": {"params": 0, "macs": 0}, "decoder": {"params": 0, "macs": 0}}
     by_stride: dict[Fraction, int] = {}

@@ -92,9 +92,9 @@ class TensorType:
 
     Anisotropic maps come from reducing one axis: ``reduce over: width`` turns a C x H x W
     map of stride s into a C x H x 1 row map with stride s along the height and s*W along
-    the width (its one column is a bin as wide as the map). A map of bins on both axes
-    (``gap``, adaptive pools, ``reduce over: spatial``) keeps one stride, the height's bin
-    pitch, as docs/spec-language.md describes.
+    the width (its one column is a bin as wide as the map). A map of bins pooled from an
+    isotropic map (``gap``, adaptive pools, ``reduce over: spatial``) keeps one stride, the
+    height's bin pitch (docs/spec-language.md, "Strides per axis").
 
     ``TensorType(c, h, w, stride_h=16, stride_w=512)`` builds an anisotropic map
     (``stride_w`` defaults to ``stride_h``). ``stride``, when given, sets both axes; with
@@ -149,8 +149,8 @@ class TensorType:
     @property
     def grid_stride(self) -> Fraction:
         """The finer of the two strides: a row or column map's stride along its axis on the
-        image grid (its other axis is one bin). Diagrams group maps by it, and the output-stride
-        rewrite takes a map's rate from it."""
+        image grid (its other axis is one bin). Diagrams and ``compare --by stage`` group maps
+        by it (the output-stride rewrite uses ``passes.dilate.level``, which also knows sizes)."""
         return min(self.stride_h, self.stride_w)
 
     @property
