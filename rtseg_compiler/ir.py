@@ -66,7 +66,7 @@ def stride_text(stride: Fraction) -> str:
 def strides_text(t: "TensorType") -> str:
     """A map's stride as ``rtsegc shapes`` prints it: '16' when both axes agree, else
     'height|width', e.g. '16|512' for a row map (C x H x 1) of a stride-16 map 32 pixels wide."""
-    if t.stride_h == t.stride_w:
+    if t.isotropic:
         return stride_text(t.stride_h)
     return f"{stride_text(t.stride_h)}|{stride_text(t.stride_w)}"
 
@@ -130,7 +130,7 @@ class TensorType:
     @property
     def stride(self) -> Fraction:
         """The stride of an isotropic map; an :class:`AnisotropicStrideError` otherwise."""
-        if self.stride_h != self.stride_w:
+        if not self.isotropic:
             raise AnisotropicStrideError(
                 f"the {self} map has stride {stride_text(self.stride_h)} along the height and "
                 f"{stride_text(self.stride_w)} along the width, so it has no single 'stride'; "
@@ -144,7 +144,8 @@ class TensorType:
 
     @property
     def isotropic(self) -> bool:
-        return self.stride_h == self.stride_w
+        # Identity first: most maps share one Fraction between the axes (Fraction's == is slow).
+        return self.stride_h is self.stride_w or self.stride_h == self.stride_w
 
     @property
     def grid_stride(self) -> Fraction:

@@ -21,7 +21,13 @@ def sampled(x: TensorType, channels: int, height: int, width: int,
     only, a deconv's steps are 1/s, and steps of 1 keep ``x``'s strides (a row map stays
     one). The stride arithmetic of every op that resamples or keeps its input's grid.
     """
-    return TensorType(channels, height, width, stride_h=x.stride_h * step_h, stride_w=x.stride_w * step_w)
+    # Shape inference makes one of these per layer: an isotropic map stays one Fraction shared by
+    # both axes, which keeps the comparisons of later passes at an identity check.
+    sh = x.stride_h if step_h == 1 else x.stride_h * step_h
+    if x.stride_w is x.stride_h and step_w == step_h:
+        return TensorType(channels, height, width, sh)
+    return TensorType(channels, height, width, stride_h=sh,
+                      stride_w=x.stride_w if step_w == 1 else x.stride_w * step_w)
 
 
 def resized(x: TensorType, channels: int, height: int, width: int) -> TensorType:

@@ -201,7 +201,7 @@ def on_grid_strides(t: TensorType) -> tuple[Fraction, ...]:
     map is its stride.
     """
     sh, sw = t.stride_h, t.stride_w
-    if sh == sw:  # nearly every map; also spares hashing Fractions, which is slow
+    if t.isotropic:  # nearly every map
         return (sh,)
     on_grid = tuple(s for s, n in ((sh, t.height), (sw, t.width)) if n > 1)
     return on_grid or (min(sh, sw),)

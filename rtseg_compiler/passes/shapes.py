@@ -297,7 +297,7 @@ def _check_output(node: Node, out: TensorType, ins: list[TensorType]) -> None:
                       f"input is too small for this layer", spatial=True,
                       dims=("h" if out.height < 1 else "") + ("w" if out.width < 1 else ""),
                       hint="use a larger input, or less stride/padding")
-    if out.stride_h <= 0 or out.stride_w <= 0:  # a user op's arithmetic
+    if out.stride_h.numerator <= 0 or out.stride_w.numerator <= 0:  # a user op's arithmetic
         raise OpError(f"the op's shape rule (infer) returned strides {strides_text(out)}; a stride is "
                       f"positive", hint="multiply the input's stride by the op's stride, divide it when "
                                         "upsampling")

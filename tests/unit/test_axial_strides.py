@@ -271,6 +271,18 @@ def test_a_user_op_reading_stride_of_a_row_map_is_a_located_error(write_spec, us
     assert "x.stride_h and x.stride_w" in diag.hint
 
 
+def test_a_user_op_returning_a_stride_of_zero_is_a_located_error(write_spec, user_op):
+    from rtseg_compiler.ops import OpDef
+
+    user_op(OpDef(name="test_zero_stride", summary="a shape rule with a bug", fields={},
+                  infer=lambda attrs, ins: TensorType(ins[0].channels, ins[0].height, ins[0].width, 0),
+                  build=lambda attrs, ins, out: None))
+    path = axial_encoder(write_spec, after="  - {name: zero, op: test_zero_stride, input: sea.v}\n")
+    with pytest.raises(SpecError, match=r"the op's shape rule \(infer\) returned strides 0; a stride is "
+                                        r"positive \(test_zero_stride 'zero'\)"):
+        analyze(path)
+
+
 # --------------------------------------------------------------------------- broadcasting
 
 
