@@ -239,7 +239,8 @@ register(OpDef(name="adaptive_avgpool",
                required=("size",), infer=_adaptive_infer, count=_adaptive_count,
                build=_adaptive_build, dilate=size_independent, saves_output=False,
                notes=("torch's `AdaptiveAvgPool2d`; output stride = input stride × H/h (gap's s·H for "
-                      "one bin); a grid of bins, unaffected by output stride")))
+                      "one bin; per axis for a row or column map); a grid of bins, unaffected by output "
+                      "stride")))
 
 
 # --------------------------------------------------------------------------- adaptive max pooling
