@@ -335,3 +335,25 @@ def test_row_plus_column_is_the_full_map_at_their_common_stride():
 def test_broadcast_of_maps_that_cannot_broadcast_is_still_an_op_error():
     with pytest.raises(OpError, match="cannot broadcast"):
         broadcast_type("add", [TensorType(4, 3, 1, stride_h=2, stride_w=10), TensorType(3, 1, 5, 2)])
+
+
+# --------------------------------------------------------------------------- the zoo's axial network
+
+
+def test_seaformer_tiny_has_honest_row_and_column_strides_at_512_and_at_output_stride_16():
+    """SeaFormer-T at 512x512: stage 1 squeezes a 16x16 stride-32 map into 32|512 rows and 512|32
+    columns that add back to stride 32; at output stride 16 stage 2's 32x32 map gives 16|512 rows
+    and its 3x3 depthwise convs read it at rate 4."""
+    from conftest import SPECS
+
+    t = analyze(SPECS / "models" / "seaformer_tiny.yaml").resolved.types
+    block = "encoder.stage.1.block.0.attn"
+    assert (str(t[f"{block}.q_row"]), t[f"{block}.q_row"].strides) == ("64x16x1", (32, 512))
+    assert (str(t[f"{block}.q_column"]), t[f"{block}.q_column"].strides) == ("64x1x16", (512, 32))
+    assert t[f"{block}.axial"].strides == (32, 32)
+    dilated = analyze(SPECS / "models" / "seaformer_tiny.yaml", output_stride=16)
+    t = dilated.resolved.types
+    assert (str(t["encoder.stage.2.block.0.attn.q_row"]),
+            t["encoder.stage.2.block.0.attn.q_row"].strides) == ("96x32x1", (16, 512))
+    assert t["encoder.stage.2.block.0.attn.axial"].strides == (16, 16)
+    assert dilated.graph.node("encoder.stage.2.block.0.attn.dwconv").attrs["dilation"] == (4, 4)
