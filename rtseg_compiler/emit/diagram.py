@@ -71,7 +71,9 @@ class Box:
 
     @property
     def stride(self) -> Fraction:
-        return self.output.stride
+        """The output's stride; a row or column map's along its axis on the image grid, the
+        stride level the layout places it at (``TensorType.grid_stride``)."""
+        return self.output.grid_stride
 
 
 @dataclass(frozen=True)
@@ -254,8 +256,9 @@ def output_stride(resolved: Any) -> Fraction:
 
     graph, types = resolved.graph, resolved.types
     off_grid = off_grid_maps(graph)
-    strides = [types[n.name].stride for n in graph.nodes if n.part == "encoder" and n.name not in off_grid]
-    return max(strides or [t.stride for t in types.values()] or [Fraction(1)])
+    strides = [types[n.name].grid_stride for n in graph.nodes
+               if n.part == "encoder" and n.name not in off_grid]
+    return max(strides or [t.grid_stride for t in types.values()] or [Fraction(1)])
 
 
 def build_diagram(analysis: Any, detail: str = "block") -> Diagram:
@@ -299,7 +302,7 @@ def build_diagram(analysis: Any, detail: str = "block") -> Diagram:
     else:
         index: dict[tuple[str, Fraction], _Group] = {}
         for node in nodes:
-            key = (node.part, types[node.name].stride)
+            key = (node.part, types[node.name].grid_stride)
             if key not in index:
                 name = "encoder" if node.part == "encoder" else head_word(resolved)
                 index[key] = _Group("stage", f"{node.part}.stride{stride_text(key[1]).replace('/', '_')}",
@@ -368,7 +371,7 @@ def _signature(members: Sequence[Node], prefix: str, types: Mapping[str, TensorT
         attrs = tuple(sorted((k, repr(v)) for k, v in node.attrs.items()))
         ins = tuple(("in" if not i.startswith(prefix) else i[len(prefix):]) for i in node.inputs)
         t = types[node.name]
-        rows.append((rel, node.op, attrs, ins, (t.channels, t.height, t.width, t.stride)))
+        rows.append((rel, node.op, attrs, ins, (t.channels, t.height, t.width, t.strides)))
     return (first_input.channels, first_input.height, first_input.width, tuple(rows))
 
 

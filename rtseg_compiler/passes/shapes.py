@@ -19,7 +19,8 @@ from fractions import Fraction
 from typing import Any, Mapping
 
 from ..diagnostics import Diagnostics
-from ..ir import INPUT, Expr, Graph, Node, Resolved, Skip, Tap, TensorType, frozen_map, stride_text
+from ..ir import (INPUT, AnisotropicStrideError, Expr, Graph, Node, Resolved, Skip, Tap, TensorType,
+                  frozen_map, stride_text, strides_text)
 from ..ops import REGISTRY, OpError
 from ..ops.base import REQUIRED
 from ..spec.expr import ExprError, NonPositiveCount
@@ -228,6 +229,14 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
         except _Skip:
             failed.add(node.name)
             continue
+        except AnisotropicStrideError as exc:  # a user op's rule written for isotropic maps only
+            diags.error(f"op '{node.op}' reads the one 'stride' of an input that has a stride per axis: "
+                        f"{exc} ({node.op} '{_short(node.name)}')", node.loc, notes=notes,
+                        hint="a shape rule that takes row (C x H x 1) or column (C x 1 x W) maps reads "
+                             "x.stride_h and x.stride_w, or returns rtseg_compiler.ops.sampled(x, "
+                             "channels, height, width, step_h, step_w) (docs/extending.md)")
+            failed.add(node.name)
+            continue
         except OpError as exc:
             loc = node.attr_loc(exc.field) if exc.field and exc.field != "inputs" else node.loc
             if exc.field == "inputs" and "inputs" in node.attr_locs:
@@ -320,6 +329,10 @@ def _check_output(node: Node, out: TensorType, ins: list[TensorType]) -> None:
                       f"input is too small for this layer", spatial=True,
                       dims=("h" if out.height < 1 else "") + ("w" if out.width < 1 else ""),
                       hint="use a larger input, or less stride/padding")
+    if out.stride_h.numerator <= 0 or out.stride_w.numerator <= 0:  # a user op's arithmetic
+        raise OpError(f"the op's shape rule (infer) returned strides {strides_text(out)}; a stride is "
+                      f"positive", hint="multiply the input's stride by the op's stride, divide it when "
+                                        "upsampling")
     if out.height > MAX_SPATIAL or out.width > MAX_SPATIAL:
         raise OpError(f"output {out.height}x{out.width} is beyond {MAX_SPATIAL} pixels a side",
                       spatial=False)
@@ -331,7 +344,15 @@ def _check_taps(taps: tuple[Tap, ...], types: Mapping[str, TensorType], diags: D
         want = tap_stride(tap.name)
         if not want or tap.node not in types:
             continue
-        have = types[tap.node].stride
+        t = types[tap.node]
+        if not t.isotropic:
+            diags.error(f"tap '{tap.name}' points at '{_short(tap.node)}', a {t} map whose stride is "
+                        f"{stride_text(t.stride_h)} along the height and {stride_text(t.stride_w)} along "
+                        f"the width, not {want} along both", tap.loc,
+                        hint="a strideN tap must be a map on the image grid along both axes; a row or "
+                             "column map (reduce over width or height) is one bin along the reduced axis")
+            continue
+        have = t.stride
         if have != want:
             diags.error(f"tap '{tap.name}' points at '{_short(tap.node)}', whose stride is "
                         f"{stride_text(have)}, not {want}", tap.loc,
