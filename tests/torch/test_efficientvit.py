@@ -158,3 +158,57 @@ def test_any_input_size_runs_where_the_fixed_factor_upsampling_cannot():
         reference(x)
     with torch.no_grad():
         assert compiled.module(x).shape == (1, 19, 13, 21)
+
+
+# --------------------------------------------------------------------------- timm's ImageNet EfficientViT-B0
+
+IMAGENET = ROOT / "specs" / "models" / "imagenet_efficientvit_b0.yaml"
+
+
+@pytest.fixture(scope="module")
+def timm_checkpoint(tmp_path_factory):
+    """timm's efficientvit_b0 (built, nothing downloaded), randomised, and its state dict saved."""
+    from torchvision_compat import import_torchvision
+    import_torchvision()  # timm imports torchvision, whose extension may not load here
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(2)
+    reference = timm.create_model("efficientvit_b0", pretrained=False).eval()
+    for key, value in reference.state_dict().items():
+        if key.endswith("running_var"):
+            value.uniform_(0.5, 2.0)
+        elif value.dtype.is_floating_point:
+            value.copy_(0.2 * torch.randn_like(value))
+    path = tmp_path_factory.mktemp("timm") / "efficientvit_b0.pth"
+    torch.save(reference.state_dict(), path)
+    return reference, path
+
+
+@pytest.mark.parametrize("size", [(224, 224), (176, 200)])
+def test_timm_efficientvit_b0_imports_through_the_declared_layout(timm_checkpoint, size):
+    """The encoder's ``timm: efficientvit_b0`` layout places every tensor of timm's classifier; the
+    imagenet_efficientvit_b0 model then computes timm's logits (176x200: not a multiple of 32)."""
+    reference, path = timm_checkpoint
+    compiled = compile_model(IMAGENET, size, pretrained=f"timm:efficientvit_b0@{path}")
+    assert compiled.audit.params == sum(p.numel() for p in reference.parameters())
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        diff = (compiled.module(x).flatten(1) - reference(x)).abs().max().item()
+    assert diff <= TOLERANCE
+
+
+def test_timm_backbone_fills_the_segmentation_encoder(timm_checkpoint):
+    """In efficientvit_seg_b0 the same checkpoint fills the encoder; timm's classifier is listed as
+    not used, and the stride-32 features equal timm's."""
+    from rtseg_compiler.weights.importer import import_weights
+    reference, path = timm_checkpoint
+    compiled = compile_model(MODEL, (128, 256))
+    report = import_weights(compiled, f"timm:efficientvit_b0@{path}")
+    assert report.ok
+    assert sorted(report.unused) == sorted(k for k in reference.state_dict() if k.startswith("head."))
+    encoder = compile_model(ROOT / "specs" / "encoders" / "efficientvit_b0.yaml", (128, 256),
+                            pretrained=f"timm:efficientvit_b0@{path}")
+    x = torch.randn(1, 3, 128, 256)
+    with torch.no_grad():
+        got = encoder.module(x)
+        got = got["stride32"] if isinstance(got, dict) else got
+        assert (got - reference.forward_features(x)).abs().max().item() <= TOLERANCE
