@@ -16,7 +16,12 @@ MBConv or LiteMLA the conv layer ``P.conv``/``P.norm`` -> layers ``P``/``P_norm`
   to its quadratic form: the values still agree, and its count differs by exactly the two forms'
   costs;
 * at 100x164 the authors' upsampling fails (13 x 2 != 25), the compiled head resizes to the
-  stride-8 grid and runs.
+  stride-8 grid and runs;
+* ``full_resolution: true`` resizes the logits as the authors' evaluation script does;
+* timm's ``efficientvit_b0`` (ImageNet classifier; built, never downloaded) imports through the
+  encoder's ``timm:efficientvit_b0`` layout: imagenet_efficientvit_b0 equals its logits within 1e-5
+  at 224x224 and 176x200, and in efficientvit_seg_b0 it fills the encoder, its head listed as not
+  used. Skipped without timm.
 """
 
 from __future__ import annotations
@@ -125,6 +130,20 @@ def test_outputs_equal_the_reference(size):
         expected = reference(x)
         got = compiled.module(x)
     assert got.shape == expected.shape == (2, 19, -(-size[0] // 8), -(-size[1] // 8))
+    assert (got - expected).abs().max().item() <= TOLERANCE
+
+
+def test_full_resolution_resizes_the_logits_as_the_authors_evaluation_does():
+    """Their eval script resizes the stride-8 logits to the label with bicubic, align_corners=False."""
+    size = (128, 256)
+    reference = _randomised_reference()
+    compiled = compile_model(MODEL, size, meta_params={"full_resolution": True})
+    compiled.module.load_state_dict(_converted(reference.state_dict()), strict=True)
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        expected = torch.nn.functional.interpolate(reference(x), size=size, mode="bicubic", align_corners=False)
+        got = compiled.module(x)
+    assert got.shape == (1, 19, *size)
     assert (got - expected).abs().max().item() <= TOLERANCE
 
 
