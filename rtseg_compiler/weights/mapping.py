@@ -42,8 +42,8 @@ __all__ = ["SOURCES", "WEIGHTS_SCHEMA", "Rule", "Head", "Layout", "WeightSource"
            "parse_layouts", "check_weights", "parse_source", "is_source_text", "WeightSourceError"]
 
 #: The external layouts a spec may declare, and where ``SOURCE:NAME`` without a file is fetched
-#: (``transformers`` layouts need a file: ``transformers:segformer_b0@model.safetensors``).
-SOURCES = ("torchvision", "timm", "transformers")
+#: (``transformers`` and ``paddleseg`` layouts need a file: ``transformers:segformer_b0@model.safetensors``).
+SOURCES = ("torchvision", "timm", "transformers", "paddleseg")
 
 _SEGMENT = r"[A-Za-z0-9_]+"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:([+-])([0-9]+))?\}")
