@@ -34,8 +34,6 @@ __all__ = ["DETAILS", "Box", "Link", "Diagram", "build_diagram", "block_use", "o
 
 DETAILS = ("stage", "block", "op")
 
-_INDEX_RE = re.compile(r"^[0-9]+$")
-
 
 @dataclass(frozen=True)
 class Box:
@@ -191,23 +189,17 @@ def block_use(node: Node) -> tuple[str | None, str]:
     """(the innermost block use a layer belongs to, e.g. 'encoder.ds7_11.2', or None; block name).
 
     ``expand`` names a layer PART.USE[.N].USE[.N]...LAYER[.N], with one ``BlockUse`` in its
-    origin per block it sits in; layer and use names are identifiers, repeat indices are numbers,
-    so the first ``len(origin)`` name units are the uses.
+    origin per block it sits in, each knowing how many name segments it adds (a use may be named
+    by a number, ``features.2``, so a numeric segment is not always a repeat index).
     """
     depth = len(node.origin)
     if depth == 0:
         return None, ""
-    segments = node.name.split(".")
-    part, rest = segments[0], segments[1:]
-    units: list[str] = []
-    for seg in rest:
-        if _INDEX_RE.match(seg) and units:
-            units[-1] += "." + seg
-        else:
-            units.append(seg)
-    if len(units) <= depth:
+    part, *rest = node.name.split(".")
+    taken = sum(use.name_segments for use in node.origin)
+    if taken >= len(rest):
         return None, ""
-    return ".".join([part, *units[:depth]]), node.origin[0].block
+    return ".".join([part, *rest[:taken]]), node.origin[0].block
 
 
 # --------------------------------------------------------------------------- grouping
