@@ -122,6 +122,9 @@ def test_outputs_equal_the_reference_through_the_paddleseg_layout(size):
         assert len(report.reshaped) == 3  # the three UAFMs' _scale
         module = compiled.module.eval()
         assert _n_params(module) == _n_params(reference) == compiled.audit.params
+        # s stays out of training, as PaddleSeg's stop_gradient _scale
+        assert sorted(n for n, p in module.named_parameters() if not p.requires_grad) == [
+            f"head.arm_list.{i}.scale.weight" for i in range(3)]
         x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(7))
         with torch.no_grad():
             want, got = reference(x), module(x)
