@@ -11,7 +11,9 @@ PaddleSeg's key layout, which the stdc1 encoder declares as ``paddleseg:pp_lites
   channels), computed from the spec with those parameters and checked against the reference;
 * outputs: every weight and batch-norm statistic randomised, loaded through the declared layout,
   eval-mode outputs (main and both auxiliary heads) within 1e-5 at 64x128 and at 100x164, which is
-  not a multiple of 32 (100 -> 50 -> 25 -> 13 -> 7 -> 4: uneven pooling bins and resizes).
+  not a multiple of 32 (100 -> 50 -> 25 -> 13 -> 7 -> 4: uneven pooling bins and resizes); measured
+  difference 0 (bit-equal) on the development machine;
+* the layout from a .pth file, through ``pretrained=``.
 """
 
 from __future__ import annotations
@@ -146,3 +148,22 @@ def test_compiled_module_counts_like_its_audit_on_meta():
     with counter, torch.no_grad():
         meta(torch.empty(1, 3, 128, 256, device="meta"))
     assert counter.get_total_flops() == 2 * compiled.audit.macs
+
+
+def test_a_paddleseg_state_dict_file_loads_through_pretrained(tmp_path):
+    """A .pth file with PaddleSeg's keys loads with pretrained="paddleseg:pp_liteseg_t@FILE"; a model
+    compiled for inference alone (outputs="main") has no place for the auxiliary heads' tensors."""
+    from rtseg_compiler.weights import WeightsError
+    ref = _reference_module()
+    reference = ref.PPLiteSeg(19, aux=True)
+    _randomise_(reference, seed=5)
+    path = tmp_path / "pp_liteseg_t.pth"
+    torch.save(reference.state_dict(), path)
+    compiled = compile_model(MODEL, (64, 96), pretrained=f"paddleseg:pp_liteseg_t@{path}")
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (compiled.module(x)["out"] - reference.eval()(x)["out"]).abs().max().item() <= 1e-5
+    with pytest.raises(WeightsError) as info:
+        compile_model(MODEL, (64, 96), outputs="main", pretrained=f"paddleseg:pp_liteseg_t@{path}")
+    report = info.value.report
+    assert not report.missing and len(report.unexpected) == 14  # seg_heads.1 and .2: conv, BN (5), conv_out
