@@ -21,7 +21,6 @@ to the audit's totals exactly (tests/unit/test_diagram.py checks it on every zoo
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Iterable, Mapping, Sequence

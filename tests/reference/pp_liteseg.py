@@ -189,7 +189,8 @@ class PPLiteSegHead(nn.Module):
         super().__init__()
         self.cm = SPPM(in_chs[-1], cm_out, cm_out)
         highs = [*out_chs[1:], cm_out]
-        self.arm_list = nn.ModuleList([UAFM(low, high, out) for low, high, out in zip(in_chs, highs, out_chs)])
+        self.arm_list = nn.ModuleList([UAFM(low, high, out)
+                                       for low, high, out in zip(in_chs, highs, out_chs)])
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         high = self.cm(feats[-1])

@@ -101,7 +101,8 @@ def test_issue_figure_is_stdc1_with_the_default_decoder():
     ref = _reference_module()
     audit = analyze(MODEL, (512, 1024), outputs="main", meta_params=B_DECODER).audit
     with torch.device("meta"):
-        net = ref.PPLiteSeg(19, tuple(B_DECODER["arm_out_chs"]), tuple(B_DECODER["seg_head_inter_chs"])).eval()
+        net = ref.PPLiteSeg(19, tuple(B_DECODER["arm_out_chs"]),
+                            tuple(B_DECODER["seg_head_inter_chs"])).eval()
     assert audit.macs == _macs(net, (512, 1024))
     assert f"{audit.macs / 1e9:.2f}" == "12.63"
     t_variant = analyze(MODEL, (512, 1024), outputs="main").audit
