@@ -1,0 +1,183 @@
+"""TopFormer-T (specs/models/topformer_tiny.yaml) against the hand-written reference.
+
+``tests/reference/topformer.py`` rebuilds the authors' network (hustvl/TopFormer, tiny
+configuration, 150 ADE20K classes) in plain torch, with the authors' module names. Checked:
+
+* parameters: 1,389,654 on the reference, the compiled module and the audit (the authors' count);
+* MACs: the audit equals torch's FlopCounterMode / 2 on the reference, run on the meta device
+  (its ``torch.matmul`` attention is counted there as on CPU; the compiled module's SDPA is
+  counted only on meta), at 512x512 and at 100x150; 0.53 G at 512x512 is the paper's figure;
+* outputs: with the reference's weights copied over through a key map (the authors' keys, see
+  ``_RULES``) and every weight and batch-norm statistic randomised, eval-mode logits agree
+  within 1e-5 at 64x96 and at 100x150, which is not a multiple of 32 (100 -> 50 -> 25 -> 13 ->
+  7 -> 4, pooled to 2: the pyramid's adaptive bins overlap).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import re
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from conftest import REPO_ROOT, SPECS  # noqa: E402
+from rtseg_compiler import compile_model  # noqa: E402
+from rtseg_compiler.pipeline import analyze  # noqa: E402
+
+MODEL = SPECS / "models" / "topformer_tiny.yaml"
+PARAMS = 1_389_654
+TOLERANCE = 1e-5
+
+
+def _reference_module():
+    """Import tests/reference/topformer.py by path (tests/ is not a package)."""
+    name = "rtseg_reference_topformer"
+    if name not in sys.modules:
+        path = REPO_ROOT / "tests" / "reference" / "topformer.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _reference(device: str = "cpu"):
+    with torch.device(device):
+        return _reference_module().TopFormer(num_classes=150).eval()
+
+
+def _residual_names(layer: int) -> list[str]:
+    """The children of the authors' ``tpm.layerN.conv`` Sequential that hold weights, in order."""
+    cfgs = _reference_module().TOPFORMER_TINY["cfgs"]
+    expands = cfgs[layer - 1][1] != 1
+    return ["expand", "dw", "project"] if expands else ["dw", "project"]
+
+
+#: The authors' module paths -> the compiled module's, applied in order (first full match wins).
+_RULES = [
+    (r"backbone\.tpm\.stem\.0\.(c|bn)", lambda m: f"encoder.stem.{m[1]}"),
+    # the Sequential indexes its ReLUs too: weights sit at 0, 2 (and 4)
+    (r"backbone\.tpm\.layer(\d)\.conv\.(\d)\.(c|bn)",
+     lambda m: f"encoder.layer.{m[1]}.{_residual_names(int(m[1]))[int(m[2]) // 2]}.{m[3]}"),
+    (r"backbone\.trans\.transformer_blocks\.(\d)\.attn\.proj\.1\.(c|bn)",
+     lambda m: f"encoder.trans.{m[1]}.attn.proj.{m[2]}"),
+    (r"backbone\.trans\.transformer_blocks\.(\d)\.(.*)", lambda m: f"encoder.trans.{m[1]}.{m[2]}"),
+    (r"backbone\.SIM\.(\d)\.(.*)", lambda m: f"encoder.sim{4 << int(m[1])}.{m[2]}"),
+    (r"decode_head\.(.*)", lambda m: f"head.{m[1]}"),
+]
+
+
+def _converted(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state.items():
+        path, leaf = key.rsplit(".", 1)
+        for pattern, rename in _RULES:
+            match = re.fullmatch(pattern, path)
+            if match:
+                new = f"{rename(match)}.{leaf}"
+                break
+        else:
+            raise AssertionError(f"no rule for the reference key {key!r}")
+        assert new not in out, f"two reference keys map to {new}"
+        out[new] = value
+    return out
+
+
+def _randomise_(module: torch.nn.Module, seed: int) -> None:
+    """Weights of std 1/sqrt(fan_in), biases and BN affine terms and statistics all random, so that
+    no BN is an identity and a swapped weight/bias or mean/var pair shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * m.weight[0].numel() ** -0.5)
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+            elif isinstance(m, torch.nn.BatchNorm2d):
+                c = m.num_features
+                m.weight.copy_(0.5 + torch.rand(c, generator=g))
+                m.bias.copy_(torch.randn(c, generator=g) * 0.2)
+                m.running_mean.copy_(torch.randn(c, generator=g) * 0.2)
+                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
+
+
+def _meta_flops(module: torch.nn.Module, size: tuple[int, int]) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        module(torch.empty(1, 3, *size, device="meta"))
+    return counter.get_total_flops()
+
+
+def test_parameters_equal_the_authors_count():
+    reference = _reference("meta")
+    assert sum(p.numel() for p in reference.parameters()) == PARAMS
+    assert analyze(MODEL).audit.params == PARAMS
+
+
+@pytest.mark.parametrize("size", [(512, 512), (100, 150)])
+def test_macs_equal_flop_counter_on_the_reference(size):
+    audit = analyze(MODEL, size).audit
+    assert _meta_flops(_reference("meta"), size) == 2 * audit.macs
+
+
+def test_the_published_figure_is_reproduced():
+    """Table 1 of the paper and the authors' README: TopFormer-T, 0.53 GFLOPs (multiply-adds) at 512x512."""
+    macs = analyze(MODEL, (512, 512)).audit.macs
+    assert round(macs / 1e9, 2) == 0.53
+
+
+def test_the_authors_readme_figure_fits_mmcv_counting_with_batch_norm():
+    """The authors' README gives TopFormer-T at 512x512 0.6 GFLOPs, where the MACs are 0.53 G.
+    Their tools/get_flops.py runs mmcv's get_model_complexity_info, which counts a conv's MACs plus
+    one per output element for its bias, one per output element of every nn.ReLU / nn.ReLU6 module
+    (h_sigmoid's included), two per element of an affine nn.BatchNorm2d, and nothing for
+    ``torch.matmul``, ``F.interpolate`` or ``F.adaptive_avg_pool2d``. The audit's layers, added up
+    under those rules, give 0.577 G, which rounds to 0.6. Without the batch norms (mmcv looks modules
+    up by exact type and has no entry for the SyncBatchNorm of the authors' config) they give 0.545 G,
+    which would print as 0.5; so the published figure fits a count with plain BatchNorm2d."""
+    analysis = analyze(MODEL, (512, 512))
+    total = 0
+    for layer in analysis.audit.layers:
+        elements = layer.output_shape[0] * layer.output_shape[1] * layer.output_shape[2]
+        if layer.op == "conv":
+            total += layer.macs + (elements if analysis.graph.node(layer.name).attrs["bias"] else 0)
+        elif layer.op in ("relu", "relu6", "hardsigmoid"):
+            total += elements
+        elif layer.op == "bn":
+            total += 2 * elements
+    batch_norm = sum(2 * layer.output_shape[0] * layer.output_shape[1] * layer.output_shape[2]
+                     for layer in analysis.audit.layers if layer.op == "bn")
+    assert round(total / 1e9, 1) == 0.6 != round(analysis.audit.macs / 1e9, 1)
+    assert round((total - batch_norm) / 1e9, 1) == 0.5
+
+
+def test_compiled_module_counts_like_the_audit_on_meta():
+    compiled = compile_model(MODEL, (128, 192))
+    meta = copy.deepcopy(compiled.module).to("meta")
+    assert _meta_flops(meta, (128, 192)) == 2 * compiled.audit.macs
+
+
+@pytest.mark.parametrize("size", [(64, 96), (100, 150)])
+def test_outputs_equal_the_reference(size):
+    reference = _reference()
+    _randomise_(reference, seed=size[0] * 1000 + size[1])
+    compiled = compile_model(MODEL, size)
+    target = compiled.module.state_dict()
+    mapped = _converted(reference.state_dict())
+    assert set(mapped) == set(target), (f"missing: {sorted(set(target) - set(mapped))[:5]}, "
+                                        f"extra: {sorted(set(mapped) - set(target))[:5]}")
+    compiled.module.load_state_dict(mapped, strict=True)
+    compiled.module.eval()
+    assert sum(p.numel() for p in compiled.module.parameters()) == compiled.audit.params == PARAMS
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = reference(x)
+        got = compiled.module(x)
+    assert got.shape == expected.shape == (2, 150, -(-size[0] // 8), -(-size[1] // 8))
+    assert expected.abs().max() > 0.1, "outputs too small for the tolerance to mean anything"
+    assert (got - expected).abs().max().item() <= TOLERANCE
