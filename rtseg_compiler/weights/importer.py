@@ -46,7 +46,7 @@ def fetch_state_dict(source: WeightSource) -> dict[str, torch.Tensor]:
     alternative: download the file once, anywhere, and give its path.
     """
     alternative = (f"download the weights file yourself and give its path: "
-                   f"{source.label}@FILE{'.pth' if source.source == 'torchvision' else '.safetensors'}")
+                   f"{source.label}@FILE{'.safetensors' if source.source in ('timm', 'transformers') else '.pth'}")
     if source.source not in ("torchvision", "timm"):
         raise WeightsError(f"{source}: no fetcher for source '{source.source}'; {alternative}")
     try:

@@ -41,9 +41,13 @@ from ..spec.load import location_of
 __all__ = ["SOURCES", "WEIGHTS_SCHEMA", "Rule", "Head", "Layout", "WeightSource", "MappedKey",
            "parse_layouts", "check_weights", "parse_source", "is_source_text", "WeightSourceError"]
 
-#: The external layouts a spec may declare, and where ``SOURCE:NAME`` without a file is fetched
-#: (``transformers`` and ``paddleseg`` layouts need a file: ``transformers:segformer_b0@model.safetensors``).
-SOURCES = ("torchvision", "timm", "transformers", "paddleseg")
+#: The external layouts a spec may declare, and where ``SOURCE:NAME`` without a file is fetched.
+#: ``transformers``, ``mmseg`` and ``paddleseg`` layouts need a file
+#: (``transformers:segformer_b0@model.safetensors``; ``mmseg:seaformer_tiny@FILE.pth``, a checkpoint
+#: saved by mmsegmentation or a fork of it, whose keys start with ``backbone.`` and ``decode_head.``;
+#: ``paddleseg:pp_liteseg_t@FILE.pth``, PaddleSeg's keys in a torch file): each names one network of
+#: many checkpoints, so the user downloads the one they want.
+SOURCES = ("torchvision", "timm", "transformers", "mmseg", "paddleseg")
 
 _SEGMENT = r"[A-Za-z0-9_]+"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:([+-])([0-9]+))?\}")
