@@ -40,6 +40,8 @@ class Feature:
 
     name: str
     channels: int
+    #: timm's ``reduction``. A tap on a row or column map (not a ``strideN`` tap, which must be
+    #: isotropic) reports the stride of its axis on the image grid (``TensorType.grid_stride``).
     stride: int
     #: The spec layer (``encoder.ds11.pw_relu``), which is also the module's qualified name in
     #: the compiled GraphModule when the layer is a module (a conv, a block's activation ...).
@@ -338,7 +340,9 @@ def _declared_params(reader: SpecReader, ref: SpecRef | None, encoder: SpecRef |
 def _features(analysis: Any, taps: Sequence[Any]) -> list[Feature]:
     """Each tap's channels and stride as inferred, shallowest first (a stable sort on stride)."""
     types = analysis.resolved.types
-    rows = [Feature(t.name, types[t.node].channels, int(types[t.node].stride), t.node)
+    # A strideN tap is checked to be isotropic; another tap on a row or column map reports the
+    # stride of its axis on the image grid.
+    rows = [Feature(t.name, types[t.node].channels, int(types[t.node].grid_stride), t.node)
             for t in taps if t.node in types]
     return sorted(rows, key=lambda f: f.stride)
 
@@ -367,11 +371,12 @@ def _encoder_analysis(reader: SpecReader, ref: SpecRef, input_size: tuple[int, i
                                           output=graph.taps[0].node),
                           size, diags, output_stride=output_stride, budget=budget,
                           sources=sources_of(encoder, reader))
-    chosen = _choose(_features(every, graph.taps), taps, out_indices)
+    # The analysed taps: a tap on a layer whose 'when:' turned out false reads that layer's input.
+    chosen = _choose(_features(every, every.graph.taps), taps, out_indices)
     outputs = tuple((f.name, f.module) for f in chosen)
     files = {k: v for k, v in graph.files.items() if k in ("model", "encoder")}  # no head is built
     analysis = with_outputs(every, outputs, files)
-    built = {f.name: f for f in _features(analysis, graph.taps)}
+    built = {f.name: f for f in _features(analysis, every.graph.taps)}
     return analysis, [built[name] for name, _ in outputs]
 
 

@@ -93,7 +93,8 @@ def peak_activation_bytes(analysis: Any) -> int:
 
 
 def stage_split(analysis: Any) -> dict[str, Any]:
-    """Encoder vs decoder params/MACs and MACs per stride level (a layer's output stride)."""
+    """Encoder vs decoder params/MACs and MACs per stride level (a layer's output stride; a row
+    map's along its axis on the image grid, ``LayerAudit.grid_stride``)."""
     graph = analysis.graph
     split = {"encoder": {"params": 0, "macs": 0}, "decoder": {"params": 0, "macs": 0}}
     by_stride: dict[Fraction, int] = {}
@@ -101,7 +102,7 @@ def stage_split(analysis: Any) -> dict[str, Any]:
         part = "encoder" if graph.node(layer.name).part == "encoder" else "decoder"
         split[part]["params"] += layer.params
         split[part]["macs"] += layer.macs
-        by_stride[layer.stride] = by_stride.get(layer.stride, 0) + layer.macs
+        by_stride[layer.grid_stride] = by_stride.get(layer.grid_stride, 0) + layer.macs
     split["macs_by_stride"] = {stride_text(s): by_stride[s] for s in sorted(by_stride)}
     return split
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ from .passes.dynamic import DimRange, dynamic_ranges
 __all__ = ["ExportError", "ExportResult", "FORMATS", "export_compiled", "exportable_crop", "output_names"]
 
 FORMATS = ("onnx", "exported-program")
+
+#: The start of the FutureWarning torch 2.13's ONNX exporter triggers inside torch (see export_compiled).
+_TORCH_LEAFSPEC_WARNING = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 
 
 class ExportError(RuntimeError):
@@ -192,8 +196,13 @@ def export_compiled(compiled: Any, path: str | Path, fmt: str, *, dynamic: bool 
         raise ExportError(f"ONNX export needs the optional packages onnx and onnxscript ({exc}); "
                           "install them with: pip install -e \".[export]\"") from None
     try:
-        torch.onnx.export(program, (example,), str(path), dynamo=True, output_names=list(names),
-                          dynamic_shapes=dynamic_shapes, optimize=True, verbose=False)
+        with warnings.catch_warnings():
+            # torch's ONNX decomposition deep-copies pytree specs, whose LeafSpec constructor warns
+            # that LeafSpec is deprecated (torch 2.13): torch's own use, nothing the user can act on.
+            # Only that message is ignored; every other warning still reaches the user.
+            warnings.filterwarnings("ignore", message=_TORCH_LEAFSPEC_WARNING, category=FutureWarning)
+            torch.onnx.export(program, (example,), str(path), dynamo=True, output_names=list(names),
+                              dynamic_shapes=dynamic_shapes, optimize=True, verbose=False)
     except Exception as exc:
         raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc

@@ -19,6 +19,7 @@ in float32 (tests/torch/test_inference.py requires 1e-5).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,7 +31,7 @@ from .weights.files import read_state_dict
 from .weights.load import load_weights
 from .weights.report import WeightsError
 
-__all__ = ["WeightsError", "fold_state_dict", "load_weights", "read_weights"]
+__all__ = ["WeightsError", "build_inference", "fold_state_dict", "load_weights", "read_weights"]
 
 #: The one reader (:func:`rtseg_compiler.weights.files.read_state_dict`); the name stays for existing imports.
 read_weights = read_state_dict
@@ -68,3 +69,22 @@ def _folded(state: Mapping[str, torch.Tensor], fold: Fold) -> tuple[torch.Tensor
     else:
         w = w * scale.reshape(-1, 1, 1, 1)
     return w.to(dtype).contiguous(), ((bias - mean) * scale + beta).to(dtype)
+
+
+def build_inference(analysis: Any, *, weights: str | Path | Mapping[str, torch.Tensor] | None = None,
+                    inplace: bool = True, class_name: str = "CompiledNet") -> tuple[nn.Module, InferencePlan, Any]:
+    """Deprecated: use ``rtseg_compiler.build.build(analysis, inference=True, ...)``.
+
+    Kept so that code written against the earlier public name still runs. It returns what it
+    always did, (folded module in eval mode, the InferencePlan, the folded graph's audit), now
+    taken from the one builder's :class:`~rtseg_compiler.build.CompiledModel` (``.module``,
+    ``.inference``, ``.audit``), so both give the same module.
+    """
+    warnings.warn("rtseg_compiler.inference.build_inference is deprecated; use "
+                  "rtseg_compiler.build.build(analysis, inference=True, weights=..., inplace=...) "
+                  "(its .module, .inference and .audit), or compile_model(spec, inference=True)",
+                  DeprecationWarning, stacklevel=2)
+    from .build import build
+
+    compiled = build(analysis, inference=True, weights=weights, inplace=inplace, class_name=class_name)
+    return compiled.module, compiled.inference, compiled.audit

@@ -36,6 +36,8 @@ __all__ = [
     "INPUT",
     "frozen_map",
     "stride_text",
+    "strides_text",
+    "AnisotropicStrideError",
     "human",
 ]
 
@@ -61,19 +63,96 @@ def stride_text(stride: Fraction) -> str:
     return str(stride.numerator) if stride.denominator == 1 else str(stride)
 
 
-@dataclass(frozen=True, slots=True)
-class TensorType:
-    """The type of one feature map of a batch-1 image: channels, height, width.
+def strides_text(t: "TensorType") -> str:
+    """A map's stride as ``rtsegc shapes`` prints it: '16' when both axes agree, else
+    'height|width', e.g. '16|512' for a row map (C x H x 1) of a stride-16 map 32 pixels wide."""
+    if t.isotropic:
+        return stride_text(t.stride_h)
+    return f"{stride_text(t.stride_h)}|{stride_text(t.stride_w)}"
 
-    ``stride`` is the map's reduction relative to the input image (a tap
-    called ``stride16`` must have stride 16). It is a Fraction because
-    transposed convolutions and upsampling divide it.
+
+class AnisotropicStrideError(ValueError):
+    """``TensorType.stride`` read on a map whose height and width strides differ.
+
+    One number cannot describe such a map (a row map C x H x 1 has stride s along the
+    height and s*W along the width), so code that assumes one must say so loudly rather
+    than compute with the height's stride and be silently wrong along the width.
+    """
+
+
+@dataclass(frozen=True, slots=True, init=False, repr=False)
+class TensorType:
+    """The type of one feature map of a batch-1 image: channels, height, width, and a stride per axis.
+
+    ``stride_h`` and ``stride_w`` are the map's reduction relative to the input image along
+    the height and along the width (a tap called ``stride16`` must have 16 on both). They are
+    Fractions because transposed convolutions and upsampling divide them. Most maps are
+    isotropic (both equal), and ``TensorType(c, h, w, stride)`` builds one; ``stride`` reads
+    the common value and raises :class:`AnisotropicStrideError` when the axes differ.
+
+    Anisotropic maps come from reducing one axis: ``reduce over: width`` turns a C x H x W
+    map of stride s into a C x H x 1 row map with stride s along the height and s*W along
+    the width (its one column is a bin as wide as the map). A map of bins pooled from an
+    isotropic map (``gap``, adaptive pools, ``reduce over: spatial``) keeps one stride, the
+    height's bin pitch (docs/spec-language.md, "Strides per axis").
+
+    ``TensorType(c, h, w, stride_h=16, stride_w=512)`` builds an anisotropic map
+    (``stride_w`` defaults to ``stride_h``). ``stride``, when given, sets both axes; with
+    ``stride_h``/``stride_w`` also given (``dataclasses.replace(t, stride=2)`` passes them)
+    they must agree with each other, so that replacing ``stride`` of a row map is an error
+    rather than a silent choice of axis.
     """
 
     channels: int
     height: int
     width: int
-    stride: Fraction = Fraction(1)
+    stride_h: Fraction
+    stride_w: Fraction
+
+    def __init__(self, channels: int, height: int, width: int, stride: Fraction | int | None = None,
+                 *, stride_h: Fraction | int | None = None, stride_w: Fraction | int | None = None) -> None:
+        if stride is not None:
+            if (stride_h is not None or stride_w is not None) and stride_h != stride_w:
+                raise TypeError("TensorType takes 'stride' (both axes) or 'stride_h' and 'stride_w', "
+                                f"not both (got stride={stride}, stride_h={stride_h}, stride_w={stride_w})")
+            stride_h = stride_w = stride
+        if stride_h is None:
+            stride_h = 1
+        if stride_w is None:
+            stride_w = stride_h
+        set_field = object.__setattr__
+        set_field(self, "channels", channels)
+        set_field(self, "height", height)
+        set_field(self, "width", width)
+        set_field(self, "stride_h", stride_h if type(stride_h) is Fraction else Fraction(stride_h))
+        set_field(self, "stride_w", stride_w if type(stride_w) is Fraction else Fraction(stride_w))
+
+    @property
+    def stride(self) -> Fraction:
+        """The stride of an isotropic map; an :class:`AnisotropicStrideError` otherwise."""
+        if not self.isotropic:
+            raise AnisotropicStrideError(
+                f"the {self} map has stride {stride_text(self.stride_h)} along the height and "
+                f"{stride_text(self.stride_w)} along the width, so it has no single 'stride'; "
+                f"read 'stride_h' and 'stride_w'")
+        return self.stride_h
+
+    @property
+    def strides(self) -> tuple[Fraction, Fraction]:
+        """(stride along the height, stride along the width)."""
+        return (self.stride_h, self.stride_w)
+
+    @property
+    def isotropic(self) -> bool:
+        # Identity first: most maps share one Fraction between the axes (Fraction's == is slow).
+        return self.stride_h is self.stride_w or self.stride_h == self.stride_w
+
+    @property
+    def grid_stride(self) -> Fraction:
+        """The finer of the two strides: a row or column map's stride along its axis on the
+        image grid (its other axis is one bin). Diagrams and ``compare --by stage`` group maps
+        by it (the output-stride rewrite uses ``passes.dilate.level``, which also knows sizes)."""
+        return min(self.stride_h, self.stride_w)
 
     @property
     def numel(self) -> int:
@@ -85,6 +164,11 @@ class TensorType:
 
     def __str__(self) -> str:
         return f"{self.channels}x{self.height}x{self.width}"
+
+    def __repr__(self) -> str:
+        stride = (f"stride={self.stride_h!r}" if self.isotropic
+                  else f"stride_h={self.stride_h!r}, stride_w={self.stride_w!r}")
+        return f"TensorType(channels={self.channels}, height={self.height}, width={self.width}, {stride})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,7 +87,9 @@ def _merged(base: Any, extra: Mapping[str, Any] | None) -> Any:
     for key, value in extra.items():
         out[key] = value
         out.key_locs.pop(key, None)
-        out.value_locs.pop(key, None)
+        # A value the caller gave (--encoder-param, create_model(width=0)) is in no file: an error
+        # it causes must not point at a line of the model file that says something else.
+        out.value_locs[key] = Location("<parameter overrides>")
     return out
 
 

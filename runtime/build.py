@@ -79,6 +79,38 @@ def build_model(args: ModelArgs, documents: Mapping[str, str] | None = None):
     return compiled
 
 
+def check_class_outputs(compiled, num_classes: int) -> None:
+    """A located SpecError unless every output the loss reads has one channel per class.
+
+    A spec can validate with an output of other channels: a meta whose layers a ``when:`` all
+    removed, or an ``output:``/``outputs:`` entry naming an encoder tap, return the encoder's map
+    (or the image). The compiler cannot refuse those, since it does not know what the outputs are for; training can,
+    and the cross-entropy loss would otherwise fail deep inside torch with a message about weights.
+    """
+    from rtseg_compiler.diagnostics import Diagnostic, Location, SpecError
+
+    graph, audit = compiled.graph, compiled.audit
+    outputs = [(h.name, h.node, h.output_shape) for h in audit.heads
+               if h.role in ("main", "auxiliary") and h.output_shape is not None]
+    if not outputs:
+        outputs = [("output", graph.output, audit.output_shape)]
+    problems = []
+    for name, node, shape in outputs:
+        if shape[1] == num_classes:
+            continue
+        where = (graph.node(node).loc if node in graph
+                 else Location(graph.files.get("meta") or graph.files.get("model") or graph.name))
+        what = "the image" if node == "input" else f"layer '{node}'"
+        origin = tuple(graph.node(node).origin) if node in graph else ()
+        chosen_in = graph.files.get("meta") or graph.files.get("model")
+        problems.append(Diagnostic(
+            f"output '{name}' is {what}, with {shape[1]} channels; training needs one per class ({num_classes})",
+            where, hint="end each head with a layer of 'out: num_classes' channels",
+            notes=origin + ((f"the outputs are chosen in {chosen_in}",) if chosen_in else ())))
+    if problems:
+        raise SpecError(problems)
+
+
 def check_user_ops(compiled) -> None:
     """Run one forward and compare what each user op's module makes with what its shape rule declared.
 

@@ -229,15 +229,21 @@ def best_miou_on_disk(folder: str | Path) -> float | None:
 
 
 def embed_specs(model: str | None, encoder: str | None, meta: str | None,
-                dataset_text: str | None = None) -> dict[str, dict[str, str]]:
+                dataset_text: str | None = None, *,
+                sources: Mapping[str, Any] | None = None) -> dict[str, dict[str, str]]:
     """{"model"|"encoder"|"meta"|"dataset": {"path": name, "text": ...}} for what was used.
 
-    The compiler resolves a model's encoder and meta references (``rtseg_compiler.spec.sources``), so
-    the texts are the ones it builds from; :func:`spec_documents` turns them back into its input.
+    ``sources``: the texts a network was compiled from (``compiled.analysis.sources``, kind ->
+    ``SpecSource``). Give them whenever the network exists: a file edited after the build would
+    otherwise be read again here, and the checkpoint would embed a spec its weights do not come
+    from. Without them the files are read now, resolved as the compiler resolves a model's
+    encoder and meta references (``rtseg_compiler.spec.sources``); :func:`spec_documents` turns
+    the result back into the compiler's input.
     """
-    from rtseg_compiler.spec.sources import read_sources
+    if sources is None:
+        from rtseg_compiler.spec.sources import read_sources
 
-    sources = read_sources(model, encoder=encoder, meta=meta)
+        sources = read_sources(model, encoder=encoder, meta=meta)
     out = {kind: {"path": source.name, "text": source.text} for kind, source in sources.items()}
     if dataset_text is not None:
         out["dataset"] = {"path": "", "text": dataset_text}

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from rtseg_compiler.cli.args import add_spec_param_args, model_choice_problem, parse_size, spec_params
 from rtseg_compiler.passes.dilate import VALID_OUTPUT_STRIDES
 
-from .build import SYNTHETIC, ModelArgs, build_model, make_dataset, pick_device
+from .build import SYNTHETIC, ModelArgs, build_model, check_class_outputs, make_dataset, pick_device
 from .errors import RunError, guarded, signal_status
 from .data import IGNORE_INDEX, class_set
 from .evaluate import evaluate
@@ -484,6 +484,7 @@ def _train_loop(cfg: TrainConfig, device: torch.device, rank: int, world: int, m
     # ---- model
     margs = cfg.model_args()
     compiled = build_model(margs)
+    check_class_outputs(compiled, classes.num_classes)
     raw_model = compiled.module
     _, _, height, width = compiled.audit.input
     margs = ModelArgs(**{**asdict(margs), "input_size": (height, width)})  # pin the resolved size
@@ -556,7 +557,9 @@ def _train_loop(cfg: TrainConfig, device: torch.device, rank: int, world: int, m
     use_scaler = amp_dtype == torch.float16
     scaler = (torch.amp.GradScaler("cuda", enabled=use_scaler) if hasattr(torch.amp, "GradScaler")
               else torch.cuda.amp.GradScaler(enabled=use_scaler))
-    specs = embed_specs(margs.model, margs.encoder, margs.meta, dataset_spec.text)
+    # The texts the network was compiled from, not the files as they are now (they may have been edited).
+    specs = embed_specs(margs.model, margs.encoder, margs.meta, dataset_spec.text,
+                        sources=compiled.analysis.sources)
     iter_num, best_miou = 0, -1.0
     if checkpoint is not None:
         last_pt = out_dir / "last.pt"

@@ -54,7 +54,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_shapes(args: argparse.Namespace) -> int:
     result = analysis(args)
-    rows = [(layer.name, layer.op, "x".join(map(str, layer.output_shape)), stride_text(layer.stride),
+    rows = [(layer.name, layer.op, "x".join(map(str, layer.output_shape)), layer.stride_text,
              dilation_text(layer.dilation)) for layer in result.audit.layers]
     image = result.resolved.input
     print(f"{result.graph.name}: input {image.channels}x{image.height}x{image.width}")

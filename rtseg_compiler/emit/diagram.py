@@ -68,7 +68,9 @@ class Box:
 
     @property
     def stride(self) -> Fraction:
-        return self.output.stride
+        """The output's stride; a row or column map's along its axis on the image grid, the
+        stride level the layout places it at (``TensorType.grid_stride``)."""
+        return self.output.grid_stride
 
 
 @dataclass(frozen=True)
@@ -184,21 +186,29 @@ def op_summary(nodes: Iterable[Node], types: Mapping[str, TensorType], folds: se
 
 # --------------------------------------------------------------------------- block membership
 
-def block_use(node: Node) -> tuple[str | None, str]:
+#: The most boxes the block view draws before it merges nested block uses into their parents
+#: (a diagram past about 60 boxes no longer fits a page readably).
+BLOCK_VIEW_BOXES = 58
+
+
+def block_use(node: Node, levels: int | None = None) -> tuple[str | None, str]:
     """(the innermost block use a layer belongs to, e.g. 'encoder.ds7_11.2', or None; block name).
 
     ``expand`` names a layer PART.USE[.N].USE[.N]...LAYER[.N], with one ``BlockUse`` in its
-    origin per block it sits in, each knowing how many name segments it adds (a use may be named
-    by a number, ``features.2``, so a numeric segment is not always a repeat index).
+    origin per block it sits in, innermost first, each knowing how many name segments it adds (a
+    use may be named by a number, ``features.2``, so a numeric segment is not always a repeat
+    index). With ``levels``, uses nested deeper than that many blocks count as part of their
+    enclosing use.
     """
     depth = len(node.origin)
     if depth == 0:
         return None, ""
     part, *rest = node.name.split(".")
-    taken = sum(use.name_segments for use in node.origin)
-    if taken >= len(rest):
-        return None, ""
-    return ".".join([part, *rest[:taken]]), node.origin[0].block
+    if sum(use.name_segments for use in node.origin) >= len(rest):
+        return None, ""  # the name is all uses: not a layer inside a block
+    kept = depth if levels is None else min(depth, levels)
+    taken = sum(use.name_segments for use in node.origin[depth - kept:])
+    return ".".join([part, *rest[:taken]]), node.origin[depth - kept].block
 
 
 # --------------------------------------------------------------------------- grouping
@@ -238,8 +248,9 @@ def output_stride(resolved: Any) -> Fraction:
 
     graph, types = resolved.graph, resolved.types
     off_grid = off_grid_maps(graph)
-    strides = [types[n.name].stride for n in graph.nodes if n.part == "encoder" and n.name not in off_grid]
-    return max(strides or [t.stride for t in types.values()] or [Fraction(1)])
+    strides = [types[n.name].grid_stride for n in graph.nodes
+               if n.part == "encoder" and n.name not in off_grid]
+    return max(strides or [t.grid_stride for t in types.values()] or [Fraction(1)])
 
 
 def build_diagram(analysis: Any, detail: str = "block") -> Diagram:
@@ -272,11 +283,18 @@ def build_diagram(analysis: Any, detail: str = "block") -> Diagram:
     if detail == "op":
         groups = [_Group("op", n.name, "", [n.name], title=_short(n.name)) for n in nodes]
     elif detail == "block":
-        groups = _block_groups(nodes, types, by_name, consumers, tapped, outputs, folds)
+        # Uses as deep as the author nested them, unless that draws more than BLOCK_VIEW_BOXES
+        # boxes: then nested uses merge into their enclosing ones, one level at a time (TopFormer-T's
+        # conv+BN blocks inside inverted residuals: 99 boxes with them, 29 merged into the residuals).
+        deepest = max((len(n.origin) for n in nodes), default=0)
+        for levels in [None, *range(deepest - 1, 0, -1)]:
+            groups = _block_groups(nodes, types, by_name, consumers, tapped, outputs, folds, levels)
+            if len(groups) <= BLOCK_VIEW_BOXES:
+                break
     else:
         index: dict[tuple[str, Fraction], _Group] = {}
         for node in nodes:
-            key = (node.part, types[node.name].stride)
+            key = (node.part, types[node.name].grid_stride)
             if key not in index:
                 name = "encoder" if node.part == "encoder" else head_word(resolved)
                 index[key] = _Group("stage", f"{node.part}.stride{stride_text(key[1]).replace('/', '_')}",
@@ -345,19 +363,20 @@ def _signature(members: Sequence[Node], prefix: str, types: Mapping[str, TensorT
         attrs = tuple(sorted((k, repr(v)) for k, v in node.attrs.items()))
         ins = tuple(("in" if not i.startswith(prefix) else i[len(prefix):]) for i in node.inputs)
         t = types[node.name]
-        rows.append((rel, node.op, attrs, ins, (t.channels, t.height, t.width, t.stride)))
+        rows.append((rel, node.op, attrs, ins, (t.channels, t.height, t.width, t.strides)))
     return (first_input.channels, first_input.height, first_input.width, tuple(rows))
 
 
 def _block_groups(nodes: Sequence[Node], types: Mapping[str, TensorType], by_name: Mapping[str, Node],
                   consumers: Mapping[str, list[str]], tapped: Mapping[str, str], outputs: set[str],
-                  folds: set[str]) -> list[_Group]:
-    """Block uses and chains, then consecutive identical uses folded into one group."""
+                  folds: set[str], levels: int | None = None) -> list[_Group]:
+    """Block uses (nested at most ``levels`` deep) and chains, then consecutive identical uses
+    folded into one group."""
     groups: list[_Group] = []
     use_group: dict[str, _Group] = {}
     chain_of: dict[str, _Group] = {}
     for node in nodes:
-        use, block = block_use(node)
+        use, block = block_use(node, levels)
         if use is not None:
             grp = use_group.get(use)
             if grp is None:

@@ -28,7 +28,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..ir import INPUT, TensorType, human, stride_text
+from ..ir import INPUT, TensorType, human, stride_text, strides_text
 from .diagram import Box, Diagram, build_diagram, head_word, output_stride
 
 __all__ = ["emit_dot", "diagram_dot", "HEAT_BINS", "heat_color", "RANKDIRS"]
@@ -135,7 +135,7 @@ def _box_label(box: Box, total_macs: int) -> str:
 def _tooltip(box: Box) -> str:
     lines = [f"{box.title}" + (f" ({box.block})" if box.block else "")
              + (f" x {box.repeat}" if box.repeat > 1 else "")]
-    lines.append(f"output {box.output}, stride {stride_text(box.stride)}; params {box.params:,}; "
+    lines.append(f"output {box.output}, stride {strides_text(box.output)}; params {box.params:,}; "
                  f"MACs {box.macs:,}")
     shown = box.details if len(box.details) <= 60 else box.details[:59] + (
         f"... and {len(box.details) - 59} more layers",)

@@ -13,7 +13,7 @@ from . import (  # noqa: F401
     shuffle, split, unpool)
 from .base import (BOOL, CHOICE, INT, NUMBER, PAIR, REGISTRY, REQUIRED, AtRate, Cost, DilateHook, Field,
                    FieldKind, FunctionCall, OpDef, OpError, Replace, conv_out, get_op, list_ops,
-                   not_dilatable, op_origin, register, registry_generation, size_independent,
+                   not_dilatable, op_origin, register, registry_generation, sampled, size_independent,
                    unaffected, unregister)
 from .conv import dilate_conv
 from .pool import dilate_pool
@@ -21,5 +21,5 @@ from .pool import dilate_pool
 __all__ = ["BOOL", "CHOICE", "INT", "NUMBER", "PAIR", "REGISTRY", "REQUIRED", "AtRate", "Cost", "DilateHook",
            "Field", "FieldKind", "FunctionCall", "OpDef",
            "OpError", "Replace", "conv_out", "dilate_conv", "dilate_pool", "get_op", "list_ops",
-           "not_dilatable", "op_origin", "register", "registry_generation", "size_independent",
+           "not_dilatable", "op_origin", "register", "registry_generation", "sampled", "size_independent",
            "unaffected", "unregister"]

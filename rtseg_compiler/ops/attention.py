@@ -48,6 +48,7 @@ from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
 from .base import INT, NUMBER, REQUIRED, Cost, Field, FunctionCall, OpDef, OpError, register, unaffected
+from .shape_rules import sampled
 
 
 def _check_heads(attrs: Mapping[str, Any], ins: Sequence[TensorType], op: str) -> None:
@@ -76,7 +77,7 @@ def _complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any
 
 def _infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
     q, _, v = ins
-    return TensorType(v.channels, q.height, q.width, q.stride)
+    return sampled(q, v.channels, q.height, q.width)
 
 
 def _count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Cost:

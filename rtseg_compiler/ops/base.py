@@ -49,7 +49,7 @@ from .kinds import (BOOL, CHOICE, FIELD_KINDS, INT, MAX_FIELD_INT, NUMBER, PAIR,
                     ChoiceKind, Field, FieldKind, IntKind, NumberKind, OpError, PairKind)
 from .registry import (BUILTIN, REGISTRY, Cost, FunctionCall, OpDef, get_op, list_ops, op_origin, register,
                        registering_from, registry_generation, unregister)
-from .shape_rules import complete_window, conv_out, same_spatial
+from .shape_rules import complete_window, conv_out, same_spatial, sampled
 
 __all__ = [
     "Field",
@@ -84,4 +84,5 @@ __all__ = [
     "described",
     "conv_out",
     "same_spatial",
+    "sampled",
 ]

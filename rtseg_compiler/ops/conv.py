@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 from ..ir import TensorType
 from .base import described
 from .base import (BOOL, INT, PAIR, REQUIRED, AtRate, Cost, Field, OpDef, OpError, conv_out, not_dilatable,
-                   register)
+                   register, sampled)
 
 _COMMON = {
     "out": Field(INT, REQUIRED, minimum=1, doc="output channels"),
@@ -76,7 +76,7 @@ def _conv_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorTy
     (ph, pw), (dh, dw) = attrs["padding"], attrs["dilation"]
     h = conv_out(x.height, kh, sh, ph, dh)
     w = conv_out(x.width, kw, sw, pw, dw)
-    return TensorType(attrs["out"], h, w, x.stride * sh)
+    return sampled(x, attrs["out"], h, w, sh, sw)
 
 
 def _conv_count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Cost:
@@ -172,7 +172,8 @@ def _deconv_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> Tensor
     for size, k, s, p, d, op in zip(x.spatial, attrs["kernel"], attrs["stride"], attrs["padding"],
                                     attrs["dilation"], attrs["output_padding"]):
         dims.append((size - 1) * s - 2 * p + d * (k - 1) + op + 1)
-    return TensorType(attrs["out"], dims[0], dims[1], x.stride / Fraction(attrs["stride"][0]))
+    sh, sw = attrs["stride"]
+    return sampled(x, attrs["out"], dims[0], dims[1], Fraction(1, sh), Fraction(1, sw))
 
 
 def _deconv_count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Cost:

@@ -28,7 +28,11 @@ class AtRate:
     ``output_stride`` and is sampled ``rate = s / output_stride`` times more
     densely, so an op with spatial extent must look ``rate`` times further
     (dilation) to read the same pixels. Strides here are the *original*
-    network's, from its resolved types.
+    network's, from its resolved types, and one number per map: the stride of
+    its axes on the image grid (``passes.dilate.level``). For a row map
+    (C x H x 1, stride s along the height and s·W along the width, a bin) that
+    is s; a map whose two on-grid axes would need different rates never reaches
+    a hook (the rewrite refuses it), so one ``rate`` serves both axes.
     """
 
     #: The dilation rate of the op's input map: ``max(1, in_stride / output_stride)``.

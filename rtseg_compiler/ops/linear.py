@@ -13,7 +13,7 @@ from .base import BOOL, INT, REQUIRED, Cost, Field, OpDef, register, size_indepe
 
 
 def _infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
-    return TensorType(attrs["out"], 1, 1, ins[0].stride * ins[0].height)
+    return TensorType(attrs["out"], 1, 1, ins[0].stride_h * ins[0].height)
 
 
 def _count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Cost:

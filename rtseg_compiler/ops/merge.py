@@ -9,8 +9,10 @@ broadcasts when both sizes are equal or one of them is 1, so a C x 1 x 1 gate
 (squeeze-excitation, attention refinement) scales every pixel of a C x H x W
 map and a 1 x H x W map every channel. The shape rule is the fold of
 ``torch.broadcast_shapes`` over the inputs (tests/torch compares the two on
-random shapes). The output's stride is the one of the input that has the
-output's height and width (the full-size map), not of a 1x1 gate.
+random shapes). The output's stride, per axis, is the one of the input that has the
+output's height and width (the full-size map), not of a 1x1 gate; without one, the one
+of an input whose size along that axis is not 1, so a row map (C x H x 1) plus a column
+map (C x 1 x W) is a C x H x W map with their common grid's stride.
 
 TF-profiler FLOPs: TensorFlow's Add/AddV2 and Mul count one per element of
 their (broadcast) output, and ``a + b + c`` is two of them, so an n-input op
@@ -20,6 +22,7 @@ MACs: 0 (FlopCounterMode registers neither add nor mul).
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 import operator
@@ -27,6 +30,7 @@ from functools import reduce
 
 from ..ir import TensorType
 from .base import BOOL, Cost, Field, FunctionCall, OpDef, OpError, register, same_spatial, unaffected
+from .shape_rules import sampled
 
 _DIMS = ("channels", "height", "width")
 
@@ -121,11 +125,24 @@ def broadcast_type(op: str, ins: Sequence[TensorType]) -> TensorType:
                 raise _broadcast_error(op, ins, i, d)
             out[d] = b
     c, h, w = out
-    # The full-size input gives the stride; a broadcast of partial maps (1xHx1 by 1x1xW) takes
-    # the finest of them.
-    full = [t for t in ins if t.spatial == (h, w)]
-    stride = full[0].stride if full else min(t.stride for t in ins)
-    return TensorType(c, h, w, stride)
+    return TensorType(c, h, w, stride_h=_broadcast_stride(ins, h, w, 0),
+                      stride_w=_broadcast_stride(ins, h, w, 1))
+
+
+def _broadcast_stride(ins: Sequence[TensorType], h: int, w: int, axis: int) -> Fraction:
+    """The stride along ``axis`` (0: height, 1: width) of the broadcast of ``ins`` to h x w.
+
+    An input of the output's full height and width gives it (the first such: a C x H x W map
+    that a C x 1 x 1 gate scales); otherwise the first input whose size along the axis is
+    not 1 (numpy's rule: a size-1 axis is stretched and tells nothing of the grid), so a
+    C x H x 1 row map plus a C x 1 x W column map, both from a stride-s map, is a C x H x W
+    map of stride s. An axis of size 1 in every input takes the finest of their strides.
+    """
+    full = next((t for t in ins if t.spatial == (h, w)), None)
+    if full is not None:
+        return full.strides[axis]
+    sized = next((t for t in ins if t.spatial[axis] != 1), None)
+    return sized.strides[axis] if sized is not None else min(t.strides[axis] for t in ins)
 
 
 def _elementwise_count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Cost:
@@ -147,8 +164,8 @@ register(OpDef(name="add", summary="element-wise sum of two or more maps (broadc
                count=_elementwise_count, build=_add_build, dilate=unaffected, saves_output=False,
                source_expression=lambda attrs, args: None if attrs["inplace"] else " + ".join(args),
                notes=("2+ inputs, broadcast by torch's rules: each of C, H, W equal or 1 on one side (a "
-                      "C×1×1 gate or a 1×H×W map onto C×H×W); the output has the full-size input's "
-                      "stride")))
+                      "C×1×1 gate or a 1×H×W map onto C×H×W, a C×H×1 row map plus a C×1×W column map); "
+                      "each axis of the output has the stride of an input that is not 1 along it")))
 
 register(OpDef(name="mul", summary="element-wise product of two or more maps (x * gate; broadcasts)",
                fields={}, arity=(2, None), infer=lambda attrs, ins: broadcast_type("mul", ins),
@@ -164,7 +181,7 @@ def concat_channels(*xs: Any) -> Any:
 
 def _concat_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
     same_spatial("concat", ins)
-    return TensorType(sum(t.channels for t in ins), ins[0].height, ins[0].width, ins[0].stride)
+    return sampled(ins[0], sum(t.channels for t in ins), ins[0].height, ins[0].width)
 
 
 def _concat_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 from ..ir import TensorType
 from .base import described
 from .base import INT, AtRate, Field, FunctionCall, OpDef, OpError, register
+from .shape_rules import sampled
 
 
 def zero_pad(x: Any, *, channels: int, top: int, bottom: int, left: int, right: int) -> Any:
@@ -39,8 +40,8 @@ def _complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any
 
 def _infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
     x = ins[0]
-    return TensorType(attrs["out"], x.height + attrs["top"] + attrs["bottom"],
-                      x.width + attrs["left"] + attrs["right"], x.stride)
+    return sampled(x, attrs["out"], x.height + attrs["top"] + attrs["bottom"],
+                   x.width + attrs["left"] + attrs["right"])
 
 
 def _build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:

@@ -8,8 +8,9 @@ embedding of a fixed input size. Its input only gives the batch size; the module
 the batch, a view.
 
 Stride: the input's when the param has the input's height and width (an embedding on that
-map's grid), else the input's stride times H_in/H like adaptive pooling's bins, which the
-output-stride rewrite leaves alone (``size_independent``).
+map's grid, or on a row map's), else the pitch of a grid of that size over the input, like
+adaptive pooling's bins (``shape_rules.resized``: stride times H_in/H on both axes; per axis
+for a row or column map), which the output-stride rewrite leaves alone (``size_independent``).
 
 ``trainable: false`` keeps the tensor out of training (``requires_grad`` false) while it stays a
 parameter, in the state dict and in the count: PP-LiteSeg's UAFM computes ``x * a + y * (s - a)``
@@ -21,18 +22,19 @@ Costs: C·H·W parameters (trainable or not); no MACs or FLOPs in any convention
 
 from __future__ import annotations
 
-from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
 from .base import BOOL, INT, NUMBER, REQUIRED, Cost, Field, OpDef, register, size_independent
+from .shape_rules import resized, sampled
 
 
 def _infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
     x = ins[0]
     c, h, w = attrs["channels"], attrs["height"], attrs["width"]
-    stride = x.stride if (h, w) == x.spatial else x.stride * Fraction(x.height, h)
-    return TensorType(c, h, w, stride)
+    if (h, w) == x.spatial:
+        return sampled(x, c, h, w)
+    return resized(x, c, h, w)
 
 
 def _build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:

@@ -19,7 +19,6 @@ average pools exact at output stride 8.
 from __future__ import annotations
 
 import operator
-from fractions import Fraction
 from functools import reduce
 from typing import Any, Mapping, Sequence
 
@@ -27,6 +26,7 @@ from ..ir import TensorType
 from .base import described
 from .base import (BOOL, PAIR, REQUIRED, AtRate, Cost, Field, FunctionCall, OpDef, OpError, Replace,
                    complete_window, conv_out, register, size_independent)
+from .shape_rules import resized, sampled
 
 _WINDOW = {
     "kernel": Field(PAIR, REQUIRED, minimum=1),
@@ -59,7 +59,7 @@ def _window_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> Tensor
     x = ins[0]
     dims = [conv_out(size, k, s, p, d, attrs["ceil_mode"]) for size, k, s, p, d in
             zip(x.spatial, attrs["kernel"], attrs["stride"], attrs["padding"], attrs["dilation"])]
-    return TensorType(x.channels, dims[0], dims[1], x.stride * attrs["stride"][0])
+    return sampled(x, x.channels, dims[0], dims[1], *attrs["stride"])
 
 
 def _window_count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Cost:
@@ -177,7 +177,7 @@ register(OpDef(name="avgpool", summary="average pooling",
 
 def _gap_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
     x = ins[0]
-    return TensorType(x.channels, 1, 1, x.stride * x.height)
+    return TensorType(x.channels, 1, 1, x.stride_h * x.height)  # one bin: its pitch along the height
 
 
 def _gap_count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Cost:
@@ -210,9 +210,10 @@ def adaptive_bins(length: int, n: int) -> list[tuple[int, int]]:
 def _adaptive_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
     x = ins[0]
     oh, ow = attrs["size"]
-    # A bin's pitch in input pixels: H/oh rows of a map at stride s (gap's s*H for one bin). The
-    # output is off the image grid (size_independent), so the dilation pass gives it no rate.
-    return TensorType(x.channels, oh, ow, x.stride * Fraction(x.height, oh))
+    # A bin's pitch in input pixels: H/oh rows of a map at stride s (gap's s*H for one bin), on
+    # both axes; per axis for a row or column map (shape_rules.resized). The output is off the
+    # image grid (size_independent), so the dilation pass gives it no rate.
+    return resized(x, x.channels, oh, ow)
 
 
 def _adaptive_count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Cost:
@@ -238,7 +239,8 @@ register(OpDef(name="adaptive_avgpool",
                required=("size",), infer=_adaptive_infer, count=_adaptive_count,
                build=_adaptive_build, dilate=size_independent, saves_output=False,
                notes=("torch's `AdaptiveAvgPool2d`; output stride = input stride × H/h (gap's s·H for "
-                      "one bin); a grid of bins, unaffected by output stride")))
+                      "one bin; per axis for a row or column map); a grid of bins, unaffected by output "
+                      "stride")))
 
 
 # --------------------------------------------------------------------------- adaptive max pooling

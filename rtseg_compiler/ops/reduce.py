@@ -6,11 +6,14 @@ axial squeeze) or ``spatial`` (C x 1 x 1: ``gap`` for mean), the reduced axis st
 size 1 (torch's ``keepdim=True``) so that ``add``/``mul`` broadcast the result back.
 
 Stride: a channel reduction keeps the map's grid; a spatial one is a single bin, like
-``gap`` (stride · H). A map reduced over one axis still lies on the image grid along the
-other, and the IR has one stride per map, so it keeps its input's stride (what the
-kept axis has). The output-stride rewrite leaves it as it is (``unaffected``): over
-channels it is pointwise, and over an axis or the whole map it reads every pixel at any
-rate (a 1x1 result has no grid, which the rewrite already knows).
+``gap`` (stride · H on both axes). A map reduced over one axis keeps the image grid along
+the other and becomes one bin along the reduced axis: over ``width`` a C x H x W map of
+stride s gives a row map with stride s along the height and s·W along the width (the
+``rtsegc shapes`` text ``s|s·W``), over ``height`` the column map's strides are s·H and s.
+Broadcasting ``add``/``mul`` of a row and a column map gives back a C x H x W map of stride
+s (ops/merge.py). The output-stride rewrite leaves a reduction as it is (``unaffected``):
+over channels it is pointwise, and over an axis or the whole map it reads every pixel at
+any rate; a row map's rate is that of its height, its on-grid axis (passes/dilate.py).
 
 Costs: no MACs (FlopCounterMode counts no reduction). ``tf`` follows TensorFlow's
 ``flops_registry.py`` reduction rule, ``in·reduce + out·(finalize − reduce)``: ``Mean``
@@ -24,6 +27,7 @@ from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
 from .base import CHOICE, REQUIRED, Cost, Field, FunctionCall, OpDef, register, unaffected
+from .shape_rules import sampled
 
 #: The tensor dimensions of each axis choice (N x C x H x W).
 AXES = {"channel": (1,), "height": (2,), "width": (3,), "spatial": (2, 3)}
@@ -33,12 +37,12 @@ def _infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
     x = ins[0]
     over = attrs["over"]
     if over == "channel":
-        return TensorType(1, x.height, x.width, x.stride)
+        return sampled(x, 1, x.height, x.width)
     if over == "spatial":
-        return TensorType(x.channels, 1, 1, x.stride * x.height)
-    if over == "height":
-        return TensorType(x.channels, 1, x.width, x.stride)
-    return TensorType(x.channels, x.height, 1, x.stride)
+        return TensorType(x.channels, 1, 1, x.stride_h * x.height)
+    if over == "height":  # a column map: one bin as tall as the map
+        return sampled(x, x.channels, 1, x.width, step_h=x.height)
+    return sampled(x, x.channels, x.height, 1, step_w=x.width)  # a row map
 
 
 def _count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Cost:

@@ -5,7 +5,9 @@ nearest, bilinear or bicubic interpolation (torch's ``F.interpolate``). ``size``
 expressions of the layer's input size, ``in_height`` and ``in_width``
 (``size: ["ceil(in_height / 2)", "ceil(in_width / 2)"]``), evaluated for the input size the
 network is compiled at. A size that is not a whole multiple has the fractional stride
-``stride · H_in / h``. No resize has MACs (FlopCounterMode counts none) or ``tf`` FLOPs
+``stride · H_in / h`` on both axes (a row or column map's strides scale per axis:
+``shape_rules.resized``). By a ``scale`` both strides are divided; to a second input, the
+output takes that input's strides. No resize has MACs (FlopCounterMode counts none) or ``tf`` FLOPs
 (TensorFlow's ResizeBilinear/ResizeBicubic are not in its profiler's registry).
 
 ``crop`` is how a decoder aligns an upsampled map with an encoder tap when the
@@ -25,6 +27,7 @@ from ..ir import TensorType
 from .base import described
 from .base import (BOOL, CHOICE, NUMBER, PAIR, AtRate, Cost, Field, FunctionCall, OpDef, OpError,
                    not_dilatable, register, unaffected)
+from .shape_rules import resized, sampled
 
 #: Interpolation modes that take align_corners (torch raises for the others).
 _ALIGNABLE = ("bilinear", "bicubic")
@@ -52,15 +55,15 @@ def _upsample_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> Tens
     x = ins[0]
     if len(ins) == 2:
         ref = ins[1]
-        return TensorType(x.channels, ref.height, ref.width, ref.stride)
+        return sampled(ref, x.channels, ref.height, ref.width)
     if attrs.get("size") is not None:
         h, w = attrs["size"]
-        return TensorType(x.channels, h, w, x.stride * Fraction(x.height, h))
+        return resized(x, x.channels, h, w)
     scale = attrs["scale"]
     h, w = math.floor(x.height * scale), math.floor(x.width * scale)
     # limit_denominator keeps 1/3-style scales readable; a tiny scale would round to 0.
     factor = Fraction(scale).limit_denominator(1000) or Fraction(scale)
-    return TensorType(x.channels, h, w, x.stride / factor)
+    return sampled(x, x.channels, h, w, 1 / factor, 1 / factor)
 
 
 def resize_like(x: Any, ref: Any, mode: str, align_corners: bool | None) -> Any:
@@ -121,7 +124,7 @@ def _crop_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorTy
                       f"input #1 ({ref.height}x{ref.width})", field="inputs", spatial=True,
                       dims=("h" if x.height < ref.height else "") + ("w" if x.width < ref.width else ""),
                       hint="crop the larger map to the smaller one")
-    return TensorType(x.channels, ref.height, ref.width, ref.stride)
+    return sampled(ref, x.channels, ref.height, ref.width)
 
 
 def _crop_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:

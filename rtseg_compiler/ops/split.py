@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
 from .base import INT, Field, FunctionCall, OpDef, OpError, register, unaffected
+from .shape_rules import sampled
 
 
 def take_channels(x: Any, *, start: int, stop: int) -> Any:
@@ -42,7 +43,7 @@ def _complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any
 
 def _infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
     x = ins[0]
-    return TensorType(attrs["stop"] - attrs["start"], x.height, x.width, x.stride)
+    return sampled(x, attrs["stop"] - attrs["start"], x.height, x.width)
 
 
 def _build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:

@@ -26,11 +26,13 @@ docs/counter-crosscheck.md for the measured ENet and SegNet rows).
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
 from .base import (PAIR, REQUIRED, Cost, Field, FunctionCall, OpDef, OpError, complete_window, not_dilatable,
                    register)
+from .shape_rules import sampled
 
 
 def max_unpool(x: Any, indices: Any, like: Any = None, *, kernel: tuple[int, int],
@@ -56,7 +58,7 @@ def _infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
     defaults = [_default_size(n, k, s, p) for n, k, s, p in
                 zip(x.spatial, attrs["kernel"], attrs["stride"], attrs["padding"])]
     if len(ins) == 2:
-        return TensorType(x.channels, defaults[0], defaults[1], x.stride / attrs["stride"][0])
+        return sampled(x, x.channels, defaults[0], defaults[1], *(Fraction(1, s) for s in attrs["stride"]))
     like = ins[2]
     bad = ""
     for dim, want, default, s in zip("hw", like.spatial, defaults, attrs["stride"]):
@@ -69,7 +71,7 @@ def _infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
                       f"output must be within a stride of {defaults[0]}x{defaults[1]}",
                       field="inputs", spatial=True, dims=bad,
                       hint="the third input should be the map the max-pool read")
-    return TensorType(x.channels, like.height, like.width, x.stride / attrs["stride"][0])
+    return sampled(x, x.channels, like.height, like.width, *(Fraction(1, s) for s in attrs["stride"]))
 
 
 def _build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from fractions import Fraction
 from typing import TypeVar
 
 from ..ir import INPUT, Graph, Resolved
@@ -22,6 +23,10 @@ __all__ = ["check", "check_resolved", "check_between_passes", "checking"]
 
 _QUALIFIED = re.compile(r"^(encoder|head)(\.[A-Za-z0-9_]+)+$")
 _Value = TypeVar("_Value", Graph, Resolved)
+#: Element-wise ops whose output strides come from their inputs' (ops/merge.py).
+_BROADCASTING = ("add", "mul")
+#: A reduction over one axis makes a row or column map whose bin spans the input's extent.
+_ONE_AXIS = {"height": 0, "width": 1}
 
 
 def checking() -> bool:
@@ -82,7 +87,14 @@ def check(graph: Graph, *, ordered: bool = True) -> Graph:
 
 
 def check_resolved(resolved: Resolved) -> Resolved:
-    """Invariants after shape inference: every node typed, attrs concrete, sizes positive.
+    """Invariants after shape inference: every node typed, attrs concrete, sizes and strides positive.
+
+    Strides are per axis (``TensorType.stride_h``/``stride_w``): the image has 1 on both, and
+    an element-wise ``add``/``mul`` takes each axis's stride from an input as long as its output
+    along that axis, never from one stretched from 1 (a row map plus a column map gives their
+    common grid's stride, not the row's bin along the width); a ``reduce`` over one axis keeps
+    the other axis's stride and has one bin along the reduced axis, of stride s·n for an input
+    of stride s and size n there.
 
     The number of inputs is checked here, not in :func:`check`: a wrong count is the spec's
     mistake until ``infer_shapes`` has reported it.
@@ -94,7 +106,22 @@ def check_resolved(resolved: Resolved) -> Resolved:
             f"node {node.name} has {len(node.inputs)} inputs"
         t = resolved.types[node.name]
         assert t.channels >= 1 and t.height >= 1 and t.width >= 1, f"{node.name}: bad type {t}"
+        assert all(isinstance(s, Fraction) and s > 0 for s in t.strides), \
+            f"{node.name}: strides {t.strides} are not positive fractions"
+        if node.op in _BROADCASTING:
+            ins = [resolved.types[i] for i in node.inputs]
+            for axis, name in enumerate(("height", "width")):
+                unstretched = {x.strides[axis] for x in ins if x.spatial[axis] == t.spatial[axis]}
+                assert t.strides[axis] in unstretched, \
+                    f"{node.name}: stride {t.strides[axis]} along the {name} is no input's of that size"
+        if node.op == "reduce" and node.attrs.get("over") in _ONE_AXIS:
+            x, axis = resolved.types[node.inputs[0]], _ONE_AXIS[node.attrs["over"]]
+            assert t.strides[axis] == x.strides[axis] * x.spatial[axis], \
+                f"{node.name}: its one bin along the {node.attrs['over']} does not span its input's"
+            assert t.strides[1 - axis] == x.strides[1 - axis], f"{node.name}: its kept axis changed stride"
         for key, value in node.attrs.items():
             assert not isinstance(value, str) or not REGISTRY[node.op].fields[key].kind.expressions, \
                 f"{node.name}.{key} is still an expression: {value!r}"
+    image = resolved.types[INPUT]
+    assert image.strides == (1, 1), f"the image has strides {image.strides}, not 1"
     return resolved

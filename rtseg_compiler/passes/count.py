@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from ..ir import INPUT, Resolved, stride_text
+from ..ir import INPUT, Resolved, TensorType, strides_text
 from ..ops import REGISTRY
 
 __all__ = ["LayerAudit", "HeadAudit", "Audit", "count", "CONVENTIONS"]
@@ -60,11 +60,29 @@ class LayerAudit(_Costs):
     name: str
     op: str
     output_shape: tuple[int, int, int]
-    stride: Fraction
+    #: The output's (height, width) strides (``TensorType.strides``).
+    strides: tuple[Fraction, Fraction]
     dilation: tuple[int, int]
     params: int
     macs: int
     tf_flops: int
+
+    @property
+    def stride(self) -> Fraction:
+        """The output's stride when both axes agree; ``AnisotropicStrideError`` otherwise."""
+        c, h, w = self.output_shape
+        return TensorType(c, h, w, stride_h=self.strides[0], stride_w=self.strides[1]).stride
+
+    @property
+    def grid_stride(self) -> Fraction:
+        """The finer of the two strides (``TensorType.grid_stride``)."""
+        return min(self.strides)
+
+    @property
+    def stride_text(self) -> str:
+        """'16', '1/2', or '16|512' (height|width) for a row map."""
+        c, h, w = self.output_shape
+        return strides_text(TensorType(c, h, w, stride_h=self.strides[0], stride_w=self.strides[1]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +147,18 @@ class Audit(_Costs):
                 for h in self.heads]} if self.heads else {}),
             "layers": [
                 {"name": layer.name, "op": layer.op, "output_shape": list(layer.output_shape),
-                 "stride": layer.stride.numerator if layer.stride.denominator == 1 else stride_text(layer.stride), "dilation": list(layer.dilation),
+                 "stride": _json_stride(layer), "dilation": list(layer.dilation),
                  "macs": layer.macs, "flops": layer.flops, "tf_flops": layer.tf_flops,
                  "params": layer.params}
                 for layer in self.layers
             ],
         }
+
+
+def _json_stride(layer: LayerAudit) -> int | str:
+    """An integral stride as a number; a fractional one ('1/2') or a row map's ('16|512') as text."""
+    sh, sw = layer.strides
+    return sh.numerator if sh == sw and sh.denominator == 1 else layer.stride_text
 
 
 def count(resolved: Resolved) -> Audit:
@@ -149,7 +173,7 @@ def count(resolved: Resolved) -> Audit:
         dilation = node.attrs.get("dilation") or (1, 1)
         if isinstance(dilation, int):  # a user op may declare dilation as an "int" field
             dilation = (dilation, dilation)
-        rows.append(LayerAudit(node.name, node.op, (out.channels, out.height, out.width), out.stride,
+        rows.append(LayerAudit(node.name, node.op, (out.channels, out.height, out.width), out.strides,
                                tuple(dilation), cost.params, cost.macs, cost.tf_flops))
     image = types[INPUT]
     out = resolved.output

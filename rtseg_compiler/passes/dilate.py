@@ -72,14 +72,14 @@ from __future__ import annotations
 from fractions import Fraction
 
 from ..diagnostics import Diagnostics, Location
-from ..ir import INPUT, Graph, Node, Resolved, TensorType, frozen_map, stride_text
+from ..ir import INPUT, Graph, Node, Resolved, TensorType, frozen_map, stride_text, strides_text
 from ..ops import REGISTRY, OpError
 from ..ops.base import AtRate, Replace, size_independent
 from .check import check_between_passes
 from .shapes import infer_shapes
 
-__all__ = ["apply_output_stride", "dilate", "check_encoder_stride", "off_grid_maps",
-           "VALID_OUTPUT_STRIDES"]
+__all__ = ["apply_output_stride", "dilate", "check_encoder_stride", "off_grid_maps", "on_grid_strides",
+           "level", "VALID_OUTPUT_STRIDES"]
 
 #: 32 is every zoo encoder's natural stride (it leaves them as they are); 8 and 16 are
 #: DeepLab's and the Dilation frontend's.
@@ -114,7 +114,7 @@ def apply_output_stride(graph: Graph, output_stride: int | None, input_size: tup
     natural = infer_shapes(graph.replace(nodes=tuple(n for n in graph.nodes if n.part == "encoder")),
                            input_size, diags)
     diags.raise_if_errors()
-    natural_stride = max((natural.types[n.name].stride for n in natural.graph.nodes), default=1)
+    natural_stride = max((level(natural.types[n.name]) for n in natural.graph.nodes), default=1)
     if target >= natural_stride:  # nothing to rewrite: the head on top of the encoder as it is
         whole = check_between_passes(natural.graph.replace(nodes=natural.graph.nodes + head))
         resolved = infer_shapes(whole, input_size, diags, check_taps=False, known=natural.types)
@@ -155,19 +155,19 @@ def _warn_about_taps(requires: tuple[str, ...], natural: Resolved, resolved: Res
         if (before is None or after is None or before.node not in natural.types
                 or after.node not in resolved.types):
             continue
-        was, now = natural.types[before.node].stride, resolved.types[after.node].stride
-        if now != was:
-            changed.append((name, now))
+        was, now = natural.types[before.node], resolved.types[after.node]
+        if now.strides != was.strides:
+            changed.append((name, strides_text(now)))
     if not changed:
         return
     strides = {now for _, now in changed}
     names = ", ".join(name for name, _ in changed)
     if len(strides) == 1:
-        now = stride_text(strides.pop())
+        now = strides.pop()
         what = (f"the taps {names} all have stride {now}" if len(changed) > 1
                 else f"the tap {names} has stride {now}")
     else:
-        what = "the taps " + ", ".join(f"{name} (stride {stride_text(now)})" for name, now in changed)
+        what = "the taps " + ", ".join(f"{name} (stride {now})" for name, now in changed)
         what += " have new strides"
     diags.warning(f"at output stride {target} {what}; a meta written for strided taps may not "
                   f"expect that", meta_loc)
@@ -192,9 +192,38 @@ def off_grid_maps(graph: Graph) -> set[str]:
     return off
 
 
+def on_grid_strides(t: TensorType) -> tuple[Fraction, ...]:
+    """The strides of a map's axes that lie on the image grid: those longer than 1.
+
+    A row map (C x H x 1, ``reduce over: width``) is one bin along the width, whose stride
+    (s·W) is the bin's extent, not a sampling step, so only its height's stride s counts; a
+    map of one pixel (or one bin) on both axes counts its finer stride, which for an isotropic
+    map is its stride.
+    """
+    sh, sw = t.stride_h, t.stride_w
+    if t.isotropic:  # nearly every map
+        return (sh,)
+    on_grid = tuple(s for s, n in ((sh, t.height), (sw, t.width)) if n > 1)
+    return on_grid or (min(sh, sw),)
+
+
+def level(t: TensorType) -> Fraction:
+    """A map's stride as the output stride measures it: its coarsest axis on the image grid."""
+    return max(on_grid_strides(t))
+
+
 def _rate(t: TensorType, output_stride: int) -> Fraction:
-    """How much denser than in the original network a map on the image grid is sampled after the rewrite."""
-    return max(Fraction(1), t.stride / output_stride)
+    """How much denser than in the original network a map on the image grid is sampled after the rewrite.
+
+    One rate serves both axes: a map on the grid along both with strides whose rates differ
+    (a conv with stride (2, 1) past the output stride) is refused by :func:`dilate`.
+    """
+    return max(Fraction(1), level(t) / output_stride)
+
+
+def _anisotropic_rates(t: TensorType, output_stride: int) -> bool:
+    rates = [max(Fraction(1), s / output_stride) for s in on_grid_strides(t)]
+    return any(r != rates[0] for r in rates)
 
 
 def _undeclared_error(node: Node, in_stride: Fraction, out_stride: Fraction, output_stride: int,
@@ -251,14 +280,26 @@ def dilate(resolved: Resolved, output_stride: int, diags: Diagnostics,
                  for i, t in zip(node.inputs, ins)]
         bad = next((t for t, r in zip(ins, rates) if r.denominator != 1), None)
         if bad is not None:
-            diags.error(f"layer '{node.name}' reads a map of stride {stride_text(bad.stride)}, which "
+            diags.error(f"layer '{node.name}' reads a map of stride {strides_text(bad)}, which "
                         f"output stride {output_stride} does not divide", node.loc, notes=node.origin)
             nodes.append(node)
             continue
-        # A broadcast op's output follows its full-size input, not a 1x1 gate.
-        finest = min(gridded or ins, key=lambda t: t.stride)
-        in_stride, rate = finest.stride, int(_rate(finest, output_stride))
-        out_stride = types[node.name].stride
+        skewed = next((t for i, t in zip(node.inputs, ins)
+                       if i not in off_grid and _anisotropic_rates(t, output_stride)), None)
+        if skewed is not None:
+            diags.error(f"layer '{node.name}' reads a {skewed} map of stride {strides_text(skewed)} "
+                        f"(height|width), which output stride {output_stride} would dilate by a "
+                        f"different rate along each axis; the rewrite gives a layer one rate",
+                        node.loc, notes=node.origin,
+                        hint=f"use output stride {int(max(skewed.strides))} or more, or equal strides "
+                             f"on both axes")
+            nodes.append(node)
+            continue
+        # A broadcast op's output follows its full-size input, not a 1x1 gate; a row map's rate
+        # is its height's (on_grid_strides).
+        finest = min(gridded or ins, key=level)
+        in_stride, rate = level(finest), int(_rate(finest, output_stride))
+        out_stride = level(types[node.name])
         passes = out_stride > output_stride and out_stride > in_stride
         if rate == 1 and not passes and all(r == 1 for r in rates):
             nodes.append(node)  # before the output stride: nothing changes
@@ -304,19 +345,19 @@ def check_encoder_stride(before: Resolved, after: Resolved, output_stride: int,
     graph, types = after.graph, after.types
     off_grid = off_grid_maps(graph)
     culprit = next((n for n in graph.nodes if n.part == "encoder" and n.name in types
-                    and n.name not in off_grid and types[n.name].stride > output_stride), None)
+                    and n.name not in off_grid and level(types[n.name]) > output_stride), None)
     end = encoder_output(graph)
     if end is None or end not in before.types or end not in types:
         return
-    want = min(before.types[end].stride, Fraction(output_stride))
-    have = types[end].stride
+    want = min(level(before.types[end]), Fraction(output_stride))
+    have = level(types[end])
     if culprit is None and (have == want or end in off_grid):
         return
     node = graph.node(end)
     notes = tuple(node.origin)
     if culprit is not None:
         notes += (f"the first layer past it is '{culprit.name}' (op '{culprit.op}', stride "
-                  f"{stride_text(types[culprit.name].stride)}) at {culprit.loc}",)
+                  f"{strides_text(types[culprit.name])}) at {culprit.loc}",)
     diags.error(f"after the rewrite to output stride {output_stride} the encoder ends at stride "
                 f"{stride_text(have)}, not {stride_text(want)}", node.loc, notes=notes,
                 hint="an op's dilate hook must give stride 1 when at.passes_output_stride")

@@ -61,7 +61,8 @@ class DimRange:
 
 
 def _period(resolved: Resolved) -> int:
-    strides = [t.stride for t in resolved.types.values()]
+    # A row map's other axis is one bin as long as the map, not a step the input size must divide.
+    strides = [t.grid_stride for t in resolved.types.values()]
     return max(1, max(int(s) for s in strides if s >= 1))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..ir import ChannelsOf, Expr, Lazy, Literal, Scope
-from ..spec.expr import ExprError, evaluate
+from ..spec.expr import ExprError, NonPositiveCount, evaluate
 
 __all__ = ["Env", "StaticOnly", "evaluate_value", "MAX_EVALUATIONS", "IN_SIZE_NAMES"]
 
@@ -33,12 +33,15 @@ MAX_EVALUATIONS = 10_000
 class _Memo:
     """Values of Lazy bindings already evaluated under one root Env, and a step count."""
 
-    __slots__ = ("values", "keep", "steps")
+    __slots__ = ("values", "keep", "steps", "read")
 
     def __init__(self) -> None:
         self.values: dict[tuple[int, int], Any] = {}
         self.keep: list[tuple[Any, Any]] = []
         self.steps = 0
+        #: Every parameter value read, by name, with where it was written: an error that a value
+        #: caused (a width multiplier of 0) is reported at the value, which may be in another file.
+        self.read: dict[str, tuple[Any, Any]] = {}
 
 
 class Env:
@@ -75,7 +78,25 @@ class Env:
         if found is None:
             raise KeyError(name)
         binding, home = found
-        return self.value_of(binding, home)
+        value = self.value_of(binding, home)
+        if isinstance(binding, (Literal, Lazy)) and name not in self.memo.read:
+            self.memo.read[name] = (value, binding.loc if isinstance(binding, Literal) else binding.expr.loc)
+        return value
+
+    def forget_reads(self) -> None:
+        """Start a new record of parameter reads (one per layer field, so a culprit is that field's)."""
+        self.memo.read.clear()
+
+    def non_positive_parameter(self) -> tuple[str, Any, Any] | None:
+        """(name, value, location) of the first parameter read so far whose value is a number <= 0.
+
+        Such a value (``width: 0``, ``encoder_params: {width: -1}``) is the likely cause of a
+        channel count that is not positive, so that error points at it rather than at the layer.
+        """
+        for name, (value, loc) in self.memo.read.items():
+            if loc is not None and not isinstance(value, bool) and isinstance(value, (int, float)) and value <= 0:
+                return name, value, loc
+        return None
 
     def value_of(self, binding: Any, home: Scope) -> Any:
         if self.depth > 32:
@@ -107,7 +128,10 @@ class Env:
             except ExprError as exc:
                 # Blame the text that failed (a block argument, a parameter), not the layer
                 # field that used it; the innermost binding sets it first.
-                if getattr(exc, "loc", None) is None:
+                # A count of 0 or less that a parameter of 0 or less caused is blamed on that
+                # parameter instead (shapes.py), even through an argument that merely passes it on.
+                blame_value = isinstance(exc, NonPositiveCount) and self.non_positive_parameter() is not None
+                if getattr(exc, "loc", None) is None and not blame_value:
                     exc.loc = binding.expr.loc  # type: ignore[attr-defined]
                 raise
             # Keep the binding and scope alive with the value, so their ids cannot be reused.

@@ -108,7 +108,7 @@ def _expand_part(doc: LocatedMap, part: str, scope: Scope, diags: Diagnostics,
     body = Body(_PREFIX[part], scope, INPUT, ())
     output = layers.expand_body(doc.get("layers"), body, 0)
     if isinstance(doc.get("output"), str):
-        output = refs.resolve(body, doc["output"], location_of(doc, ("output",)))
+        output = refs.resolve(body, doc["output"], location_of(doc, ("output",)), "'output'")
     named: list[tuple[str, str]] = []
     if isinstance(doc.get("outputs"), dict):
         if "output" in doc:
@@ -117,7 +117,8 @@ def _expand_part(doc: LocatedMap, part: str, scope: Scope, diags: Diagnostics,
                              "entry is the main output", notes=(f"'output' is at {location_of(doc, ('output',))}",))
         for out_name, ref in doc["outputs"].items():
             if isinstance(ref, str):
-                named.append((str(out_name), refs.resolve(body, ref, location_of(doc, ("outputs", out_name)))))
+                named.append((str(out_name), refs.resolve(body, ref, location_of(doc, ("outputs", out_name)),
+                                                          f"output '{out_name}'")))
         if named:
             output = named[0][1]
     nodes = refs.finish(layers.nodes)
@@ -135,7 +136,7 @@ def expand_encoder(doc: LocatedMap, file: str, diags: Diagnostics,
         if not isinstance(ref, str):
             continue
         loc = location_of(doc, ("taps", tap_name))
-        target = refs.real(refs.resolve(body, ref, loc))
+        target = refs.real(refs.resolve(body, ref, loc, f"tap '{tap_name}'"))
         enc.taps.append(Tap(tap_name, target, loc))
     return enc
 

@@ -19,7 +19,8 @@ from ..ir import INPUT, BlockUse, ChannelsOf, Expr, Lazy, Literal, Node, Scope, 
 from ..ops import REGISTRY
 from ..spec.load import LocatedList, location_of
 from ..spec.schema import BLOCK_USE_KEYS, LAYER_KEYS
-from .env import IN_SIZE_NAMES
+from ..spec.expr import ExprError, names_in
+from .env import IN_SIZE_NAMES, Env, evaluate_value
 from .expand_exprs import ExpressionChecks
 from .expand_refs import Body, References
 
@@ -87,6 +88,10 @@ class LayerExpander:
                                          body, minimum=0)
                 if repeat is None:
                     repeat = 1
+                elif name is not None and isinstance(item["repeat"], str):
+                    self.refs.repeat_notes[body.prefix + name] = (
+                        (f"'repeat: {item['repeat']}' at {location_of(item, ('repeat',))} is {repeat}",)
+                        + _values_of(item["repeat"], body.scope))
             if name is None:
                 base = f"{last_named}_{item.get('op') or item.get('block')}" if last_named else str(
                     item.get("op") or item.get("block"))
@@ -135,8 +140,11 @@ class LayerExpander:
         self.refs.node_names.add(node.name)
 
     def skip_layer(self, qualified: str, passthrough: str | None, why: str, why_loc: Location | None,
-                   loc: Location | None, body: Body) -> str | None:
-        """Record an absent layer; its name then stands for ``passthrough``."""
+                   loc: Location | None, body: Body, values: tuple[str, ...] = ()) -> str | None:
+        """Record an absent layer; its name then stands for ``passthrough``.
+
+        ``values``: notes on the parameter values that decided it, for errors about its inner names.
+        """
         if passthrough is None:
             self.diags.error(f"layer '{qualified.split('.', 1)[-1]}' has no input to pass on", loc,
                              hint="an absent layer stands for its input; name one with 'input:'",
@@ -146,6 +154,7 @@ class LayerExpander:
             self.diags.error(f"layer name '{qualified}' is produced twice", loc, notes=body.origin)
             return passthrough
         self.refs.add_skip(Skip(qualified, passthrough, why, why_loc))
+        self.refs.skip_values[qualified] = values
         return qualified
 
     def expand_op(self, item: dict, loc: Location | None, name: str, body: Body, prev: str | None,
@@ -183,7 +192,7 @@ class LayerExpander:
         if repeat == 0:
             first = explicit[0] if explicit else prev
             return self.skip_layer(body.prefix + name, first, "'repeat: 0'",
-                                   location_of(item, ("repeat",)), loc, body)
+                                   location_of(item, ("repeat",)), loc, body, _values_of(item.get("repeat"), body.scope))
         out = prev
         for r in range(repeat):
             if self.refs.overflow:  # 'repeat: 10**11' must stop at max_layers, not loop 10^11 times
@@ -276,7 +285,7 @@ class LayerExpander:
         if repeat == 0:
             first = explicit[0] if explicit else prev
             return self.skip_layer(body.prefix + name, first, "'repeat: 0'",
-                                   location_of(item, ("repeat",)), loc, body)
+                                   location_of(item, ("repeat",)), loc, body, _values_of(item.get("repeat"), body.scope))
         out = prev
         qualified = body.prefix + name
         for r in range(repeat):
@@ -296,8 +305,10 @@ class LayerExpander:
             qualified = body.prefix + name + suffix
             caller = body.scope.child({"i": Literal(r)})
             if "when" in item and not self.exprs.use_is_present(item, caller, body):
-                skipped = self.skip_layer(qualified, block_input, "its 'when:'",
-                                          location_of(item, ("when",)), loc, body)
+                condition = item["when"]
+                why = "its 'when: false'" if condition is False else f"its 'when: {condition}' is false"
+                skipped = self.skip_layer(qualified, block_input, why, location_of(item, ("when",)), loc, body,
+                                          _values_of(condition, caller))
                 out = skipped
                 if out is not None:
                     self.refs.block_outputs[qualified] = out
@@ -335,3 +346,31 @@ class LayerExpander:
         if out is not None and qualified != body.prefix + name:
             self.refs.block_outputs[body.prefix + name] = out
         return out
+
+
+def _values_of(condition: Any, scope: Scope) -> tuple[str, ...]:
+    """Notes giving the value of each parameter ``condition`` reads, and where it was set.
+
+    A parameter that removes a layer is often set far from the condition (``encoder_params`` in a
+    model file, ``--encoder-param``), so an error about the removed layer says where to change it.
+    """
+    if not isinstance(condition, str):
+        return ()
+    try:
+        names = sorted(names_in(condition))
+    except ExprError:
+        return ()
+    notes = []
+    for name in names:
+        binding = scope.lookup(name)
+        if not isinstance(binding, (Literal, Lazy)):
+            continue
+        try:
+            value = binding.value if isinstance(binding, Literal) else evaluate_value(name, Env(scope, None))
+        except Exception:  # a name the condition cannot use was reported where it was checked
+            continue
+        shown = (str(value).lower() if isinstance(value, bool)
+                 else repr(list(value)) if isinstance(value, tuple) else repr(value))
+        where = binding.loc if isinstance(binding, Literal) else binding.expr.loc
+        notes.append(f"{name} = {shown}" + (f", set at {where}" if where is not None else ""))
+    return tuple(notes)

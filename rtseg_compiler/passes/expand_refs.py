@@ -59,6 +59,10 @@ class References:
         #: Absent layers (repeat: 0, a block use's false 'when:'); their names read their input.
         self.skips: list[Skip] = []
         self.skip_names: set[str] = set()
+        #: Absent layer -> notes on the parameter values that removed it ("deep = false, set at ...").
+        self.skip_values: dict[str, tuple[str, ...]] = {}
+        #: A layer or block use whose 'repeat:' is an expression -> notes on its value and parameters.
+        self.repeat_notes: dict[str, tuple[str, ...]] = {}
         #: Qualified name of each block use (``encoder.a.x``) -> its output reference, so that a
         #: dotted reference may name a block nested in a block (``a.x``), not only an op layer.
         self.block_outputs: dict[str, str] = {}
@@ -97,7 +101,8 @@ class References:
         for token, text, loc in body.pending:
             self.aliases[token] = self.resolve(body, text, loc)
 
-    def resolve(self, body: Body, text: str, loc: Location | None) -> str:
+    def resolve(self, body: Body, text: str, loc: Location | None, what: str | None = None) -> str:
+        """The qualified name ``text`` means in ``body``; ``what`` names the reader in errors ("tap 'x'")."""
         if text == INPUT:
             if body.input_ref is None:
                 self.diags.error("'input' is not available here", loc,
@@ -130,6 +135,8 @@ class References:
         # Past MAX_LAYERS names were dropped; a collector full of errors would drop this one.
         if self.overflow or (self.diags.full and self.diags.has_errors):
             return INPUT
+        if "." in text and self._report_absent_part(body, text, loc, what):
+            return INPUT
         candidates = list(body.names) + list(body.input_names) + ([INPUT] if body.input_ref else [])
         if self.part == "meta":
             candidates += [f"encoder.{t}" for t in (self.encoder_taps or self.requires)]
@@ -137,6 +144,43 @@ class References:
                          hint=did_you_mean(text, candidates),
                          notes=body.origin)
         return INPUT
+
+    def _report_absent_part(self, body: Body, text: str, loc: Location | None, what: str | None) -> bool:
+        """Explain a dotted name that does not exist because parameters removed what holds it.
+
+        ``s3.r`` when the block use ``s3`` is absent (its ``when:`` is false, or ``repeat: 0``),
+        and ``stage.4`` when ``repeat: "len(dims)"`` made three copies, are spec errors whose
+        cause is elsewhere (often a parameter the model file set): the error names that cause.
+        """
+        parts = text.split(".")
+        reader = f"{what} names" if what else "reference to"
+        skips = {s.name: s for s in self.skips}
+        for k in range(len(parts) - 1, 0, -1):  # 's3.2' before 's3', which means the last copy
+            holder = ".".join(parts[:k])
+            # A repeated use's bare name means its last copy, which may be the absent one.
+            skip = skips.get(body.prefix + holder) or skips.get(body.names.get(holder, "") if k == 1 else "")
+            if skip is None:
+                continue
+            where = f" at {skip.loc}" if skip.loc is not None else ""
+            self.diags.error(f"{reader} '{text}', inside '{holder}', which is absent ({skip.why}{where})",
+                             loc, hint=f"name '{holder}' itself (an absent layer reads its input) or a layer "
+                                       f"that is always present",
+                             notes=self.skip_values.get(skip.name, ()) + body.origin)
+            return True
+        if len(parts) > 1 and parts[1].isdigit():  # 'stage.4': a copy that 'repeat:' did not make
+            base = body.prefix + parts[0]
+            copies = sorted({int(name[len(base) + 1:].split(".")[0])
+                            for name in self.node_names | set(self.block_outputs) | self.skip_names
+                            if name.startswith(base + ".") and name[len(base) + 1:].split(".")[0].isdigit()})
+            # The bare name of a repeated layer means its last copy; anything else is not a repeat.
+            if copies and body.names.get(parts[0]) in (f"{base}.{copies[-1]}", self.block_outputs.get(
+                    f"{base}.{copies[-1]}")):
+                self.diags.error(f"{reader} '{text}', but '{parts[0]}' has copies {copies[0]} to "
+                                 f"{copies[-1]} only", loc,
+                                 hint=f"its 'repeat:' made {len(copies)} copies with these parameters",
+                                 notes=self.repeat_notes.get(base, ()) + body.origin)
+                return True
+        return False
 
     def finish(self, nodes: list[Node]) -> list[Node]:
         """Substitute resolved references for placeholders everywhere: inputs and scopes.

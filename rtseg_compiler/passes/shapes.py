@@ -19,10 +19,11 @@ from fractions import Fraction
 from typing import Any, Mapping
 
 from ..diagnostics import Diagnostics
-from ..ir import INPUT, Expr, Graph, Node, Resolved, Skip, Tap, TensorType, frozen_map, stride_text
+from ..ir import (INPUT, AnisotropicStrideError, Expr, Graph, Node, Resolved, Skip, Tap, TensorType,
+                  frozen_map, stride_text, strides_text)
 from ..ops import REGISTRY, OpError
 from ..ops.base import REQUIRED
-from ..spec.expr import ExprError
+from ..spec.expr import ExprError, NonPositiveCount
 from .env import Env, evaluate_value
 
 __all__ = ["infer_shapes", "suggest_input_sizes", "tap_stride", "MAX_SPATIAL"]
@@ -95,6 +96,7 @@ def _evaluate_attrs(node: Node, env: Env) -> dict[str, Any]:
         if not f.kind.expressions:
             attrs[name] = f.kind.coerce(raw, f, name)
             continue
+        env.forget_reads()
         try:
             if isinstance(raw, tuple):
                 value = tuple(evaluate_value(v, env) for v in raw)
@@ -104,9 +106,32 @@ def _evaluate_attrs(node: Node, env: Env) -> dict[str, Any]:
             msg = str(exc) if isinstance(exc, ExprError) else f"unknown name {exc}"
             err = OpError(f"{name}: {msg}", field=name)
             err.loc = getattr(exc, "loc", None)  # set when a parameter's own text failed (env.py)
+            if isinstance(exc, NonPositiveCount) and err.loc is None:
+                _blame_parameter(err, env, node, name)
             raise err from None
-        attrs[name] = f.kind.coerce(value, f, name)
+        try:
+            attrs[name] = f.kind.coerce(value, f, name)
+        except OpError as err:
+            numbers = value if isinstance(value, tuple) else (value,)
+            if f.minimum == 1 and any(isinstance(v, (int, float)) and v <= 0 for v in numbers):
+                _blame_parameter(err, env, node, name)  # 'out: "int(64 * width)"' with width 0
+            raise
     return attrs
+
+
+def _blame_parameter(err: OpError, env: Env, node: Node, field: str) -> None:
+    """Point ``err`` (a count of 0 or less) at the parameter value of 0 or less that the field read.
+
+    ``width: 0`` in a model file makes every channel count of the encoder 0; the error belongs on
+    that value, where the user can fix it, with a note naming the layer that used it first.
+    """
+    culprit = env.non_positive_parameter()
+    if culprit is None:
+        return
+    param, value, loc = culprit
+    err.loc = loc
+    err.extra_notes = (f"'{param}' = {value!r} gives {field} of {node.op} '{_short(node.name)}' "
+                       f"at {node.attr_loc(field)}",)
 
 
 def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
@@ -204,11 +229,20 @@ def infer_shapes(graph: Graph, input_size: tuple[int, int], diags: Diagnostics,
         except _Skip:
             failed.add(node.name)
             continue
+        except AnisotropicStrideError as exc:  # a user op's rule written for isotropic maps only
+            diags.error(f"op '{node.op}' reads the one 'stride' of an input that has a stride per axis: "
+                        f"{exc} ({node.op} '{_short(node.name)}')", node.loc, notes=notes,
+                        hint="a shape rule that takes row (C x H x 1) or column (C x 1 x W) maps reads "
+                             "x.stride_h and x.stride_w, or returns rtseg_compiler.ops.sampled(x, "
+                             "channels, height, width, step_h, step_w) (docs/extending.md)")
+            failed.add(node.name)
+            continue
         except OpError as exc:
             loc = node.attr_loc(exc.field) if exc.field and exc.field != "inputs" else node.loc
             if exc.field == "inputs" and "inputs" in node.attr_locs:
                 loc = node.attr_locs["inputs"]
             loc = getattr(exc, "loc", None) or loc
+            notes = notes + getattr(exc, "extra_notes", ())
             def name_inputs(text: str, node: Node = node) -> str:
                 return _INPUT_REF.sub(lambda m: _input_name(node, int(m.group(1)), last_under, taps_of),
                                       text)
@@ -256,12 +290,19 @@ def _decide(node: Node, env: Env, diags: Diagnostics, notes: tuple[object, ...])
     if isinstance(node.when, bool):
         return node.when
     loc = node.when.loc if isinstance(node.when, Expr) else node.loc
+    env.forget_reads()
     try:
         value = evaluate_value(node.when, env)
     except _Skip:
         return None
     except (ExprError, KeyError) as exc:
         msg = str(exc) if isinstance(exc, ExprError) else f"unknown name {exc}"
+        culprit = env.non_positive_parameter() if isinstance(exc, NonPositiveCount) else None
+        if culprit is not None and getattr(exc, "loc", None) is None:
+            param, value, loc_of_value = culprit
+            notes = notes + (f"'{param}' = {value!r} gives the 'when:' of {node.op} '{_short(node.name)}' "
+                             f"at {loc}",)
+            loc = loc_of_value
         diags.error(f"when: {msg} ({node.op} '{_short(node.name)}')",
                     getattr(exc, "loc", None) or loc, notes=notes)
         return None
@@ -288,6 +329,10 @@ def _check_output(node: Node, out: TensorType, ins: list[TensorType]) -> None:
                       f"input is too small for this layer", spatial=True,
                       dims=("h" if out.height < 1 else "") + ("w" if out.width < 1 else ""),
                       hint="use a larger input, or less stride/padding")
+    if out.stride_h.numerator <= 0 or out.stride_w.numerator <= 0:  # a user op's arithmetic
+        raise OpError(f"the op's shape rule (infer) returned strides {strides_text(out)}; a stride is "
+                      f"positive", hint="multiply the input's stride by the op's stride, divide it when "
+                                        "upsampling")
     if out.height > MAX_SPATIAL or out.width > MAX_SPATIAL:
         raise OpError(f"output {out.height}x{out.width} is beyond {MAX_SPATIAL} pixels a side",
                       spatial=False)
@@ -299,7 +344,15 @@ def _check_taps(taps: tuple[Tap, ...], types: Mapping[str, TensorType], diags: D
         want = tap_stride(tap.name)
         if not want or tap.node not in types:
             continue
-        have = types[tap.node].stride
+        t = types[tap.node]
+        if not t.isotropic:
+            diags.error(f"tap '{tap.name}' points at '{_short(tap.node)}', a {t} map whose stride is "
+                        f"{stride_text(t.stride_h)} along the height and {stride_text(t.stride_w)} along "
+                        f"the width, not {want} along both", tap.loc,
+                        hint="a strideN tap must be a map on the image grid along both axes; a row or "
+                             "column map (reduce over width or height) is one bin along the reduced axis")
+            continue
+        have = t.stride
         if have != want:
             diags.error(f"tap '{tap.name}' points at '{_short(tap.node)}', whose stride is "
                         f"{stride_text(have)}, not {want}", tap.loc,

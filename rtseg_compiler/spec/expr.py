@@ -31,7 +31,7 @@ import math
 import operator
 from typing import Any, Callable, Mapping
 
-__all__ = ["ExprError", "evaluate", "names_in", "FUNCTIONS", "make_divisible",
+__all__ = ["ExprError", "NonPositiveCount", "evaluate", "names_in", "FUNCTIONS", "make_divisible",
            "MAX_EXPRESSION_LENGTH", "MAX_MAGNITUDE", "MAX_EXPONENT"]
 
 #: Real expressions are one short line; this stops pathological parse trees.
@@ -46,6 +46,10 @@ class ExprError(ValueError):
     """An expression that cannot be evaluated; the message says why, for a person."""
 
 
+class NonPositiveCount(ExprError):
+    """A channel count computed as 0 or less, typically from a width multiplier of 0 or less."""
+
+
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round ``value`` to the nearest multiple of ``divisor``, never dropping more than 10%.
 
@@ -55,7 +59,7 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     if divisor <= 0:
         raise ExprError(f"make_divisible: divisor must be positive, got {divisor}")
     if not value > 0:  # the floor below would turn a width multiplier of 0 or -1 into 8 channels
-        raise ExprError(f"make_divisible: the channel count must be positive, got {value} "
+        raise NonPositiveCount(f"make_divisible: the channel count must be positive, got {value} "
                         "(a width multiplier of 0 or less?)")
     floor = divisor if min_value is None else min_value
     rounded = max(floor, int(value + divisor / 2) // divisor * divisor)

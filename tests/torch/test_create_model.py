@@ -252,3 +252,52 @@ def test_a_spec_text_builds_and_the_module_carries_the_texts_it_read() -> None:
     assert net.spec["encoder"] == (SPECS / "encoders" / "mobilenet_v1.yaml").read_text(encoding="utf-8")
     pair = create_model(encoder="mobilenet_v1", meta="skipnet", num_classes=5, input_size=(64, 96), width=0.5)
     assert net.audit.params == pair.audit.params and net.audit.macs == pair.audit.macs
+
+
+def test_features_only_keeps_a_tap_whose_layer_a_false_when_removed(write_spec) -> None:
+    """A tap on a layer whose shape-time ``when:`` is false reads that layer's input, with or without a head.
+
+    ``r`` is absent (16 channels are not over 100), so ``stride4`` is the map ``c`` writes; the
+    encoder alone must still return it, as the whole network's ``.encoder`` view does.
+    """
+    write_spec("enc.yaml", """
+        kind: encoder
+        name: tiny
+        doc: a tap on a layer whose when is false at shape time
+        input: [64, 64]
+        blocks:
+          b:
+            params: {out: ~}
+            layers:
+              - {name: c, op: conv, out: out, kernel: 3, stride: 2}
+              - {name: r, op: relu, when: "in_channels > 100"}
+        layers:
+          - {name: stem, op: conv, out: 8, kernel: 3, stride: 2}
+          - {name: s2, block: b, out: 16}
+        taps: {stride2: stem, stride4: s2.r}
+        """)
+    model = write_spec("model.yaml", """
+        kind: model
+        name: tiny_seg
+        doc: the encoder above with a one-conv head
+        encoder: enc.yaml
+        meta: meta.yaml
+        num_classes: 4
+        input: [64, 64]
+        """)
+    write_spec("meta.yaml", """
+        kind: meta
+        name: head
+        doc: one conv on the stride-4 tap
+        requires: [stride4]
+        layers:
+          - {name: score, op: conv, input: encoder.stride4, out: num_classes, kernel: 1}
+        output: score
+        """)
+    image = torch.zeros(1, 3, 64, 64)
+    whole = create_model(model)
+    backbone = create_model(model, features_only=True)
+    assert list(backbone(image)) == list(whole.encoder(image)) == ["stride2", "stride4"]
+    assert backbone(image)["stride4"].shape == (1, 16, 16, 16)
+    picked = create_model(model, features_only=True, taps=["stride4"])
+    assert [f.name for f in picked.feature_info] == ["stride4"]

@@ -159,3 +159,45 @@ def test_onnx_outputs_carry_the_spec_names(encoder_spec, write_spec, tmp_path):
     export_compiled(two_headed(encoder_spec, write_spec), tmp_path / "net.onnx", "onnx")
     model = onnx.load(str(tmp_path / "net.onnx"), load_external_data=False)
     assert [o.name for o in model.graph.output] == ["out", "aux"]
+
+
+@pytest.mark.slow
+def test_rtsegc_export_writes_nothing_to_stderr(encoder_spec, tmp_path):
+    """A successful ``rtsegc export`` prints its summary on stdout and nothing on stderr.
+
+    It runs in a child process, where Python's default warning filters apply (pytest's would
+    hide what a user sees): torch 2.13's ONNX exporter warns about its own LeafSpec there.
+    """
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    import subprocess
+    import sys
+
+    path = encoder_spec(SKIP_HEAD, channels=4, input_size=(20, 28))
+    for fmt, name in (("onnx", "net.onnx"), ("exported-program", "net.pt2")):
+        proc = subprocess.run([sys.executable, "-m", "rtseg_compiler.cli", "export", str(path), "--format", fmt,
+                               "-o", str(tmp_path / name)], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr == "", f"rtsegc export --format {fmt} printed to stderr:\n{proc.stderr}"
+        assert "exported" in proc.stdout
+
+
+def test_onnx_export_ignores_only_torchs_leafspec_warning(encoder_spec, tmp_path, monkeypatch):
+    """The filter around torch.onnx.export is exact: another warning from inside it still gets out."""
+    import warnings
+
+    def fake_export(*args, **kwargs):
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) "
+                      "and treespec.is_leaf()` instead.", FutureWarning)
+        warnings.warn("something the user should see", FutureWarning)
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", UserWarning)
+
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    monkeypatch.setattr(torch.onnx, "export", fake_export)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_compiled(compiled_net(encoder_spec, NO_CROP), tmp_path / "net.onnx", "onnx")
+    assert [(w.category, str(w.message)) for w in caught] == [
+        (FutureWarning, "something the user should see"),
+        (UserWarning, "`isinstance(treespec, LeafSpec)` is deprecated")]

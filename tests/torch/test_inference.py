@@ -163,3 +163,23 @@ def test_channels_last_inference_build():
     x = torch.randn(1, 3, 64, 96).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         assert_close_relative(folded.module(x), plain.module(x))
+
+
+def test_build_inference_is_a_deprecated_alias_of_the_inference_build(encoder_spec):
+    """The earlier public ``build_inference(analysis, weights=, inplace=)`` still returns
+    (module, plan, audit), warns once with the replacement's name, and computes what
+    ``build(analysis, inference=True)`` computes from the same weights."""
+    from rtseg_compiler.build import build
+    from rtseg_compiler.inference import build_inference
+
+    path = encoder_spec(GROUPED, channels=8, input_size=(10, 12))
+    plain = compile_model(path, (10, 12))
+    state = randomise(plain.module)
+    with pytest.warns(DeprecationWarning, match=r"build_inference is deprecated; use rtseg_compiler\.build\.build"):
+        module, plan, audit = build_inference(plain.analysis, weights=state, inplace=False)
+    expected = build(plain.analysis, inference=True, weights=state, inplace=False)
+    assert not module.training and plan.folds == expected.inference.folds and audit == expected.audit
+    x = torch.randn(2, 8, 10, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), expected.module(x), rtol=0, atol=0)
+        assert_close_relative(module(x), plain.module.eval()(x))

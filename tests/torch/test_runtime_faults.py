@@ -411,6 +411,46 @@ def test_a_spec_edited_before_resume_is_named(spec: Path, tmp_path: Path, capsys
     assert f"cannot resume from {out / 'last.pt'}: {spec} changed since it was written" in line
 
 
+def test_the_checkpoint_embeds_the_spec_the_network_was_built_from(spec: Path, tmp_path: Path, monkeypatch):
+    """A spec edited between the build and the first save (an editor saving mid-run) is not what the
+    checkpoint embeds: it holds the texts the network was compiled from, so it rebuilds that network."""
+    built_from = spec.read_text()
+    real_build = train_mod.build_model
+
+    def build_then_edit(*args, **kwargs):
+        compiled = real_build(*args, **kwargs)
+        spec.write_text(built_from.replace("width: 0.25", "width: 0.5"))
+        return compiled
+
+    monkeypatch.setattr(train_mod, "build_model", build_then_edit)
+    out = tmp_path / "run"
+    assert train_mod.main(_argv(spec, out)) == 0
+    embedded = load_checkpoint(out / "last.pt")["specs"]
+    assert embedded["model"]["text"] == built_from
+    assert embedded["encoder"]["text"] == (SPECS / "encoders" / "mobilenet_v1.yaml").read_text()
+
+
+def test_an_output_that_is_not_one_channel_per_class_is_a_located_error(tmp_path: Path, capsys):
+    """A meta whose only layer a ``when:`` removed outputs the encoder's map: it validates, but
+    training refuses it with the layer's location (exit 2), not a torch error from the loss (exit 3)."""
+    meta = tmp_path / "head.yaml"
+    meta.write_text("kind: meta\nname: no_scores\nrequires: [stride8]\nparams: {scores: false}\nlayers:\n"
+                    "  - {name: score, op: conv, input: encoder.stride8, out: num_classes, kernel: 1, when: scores}\n"
+                    "output: score\n")
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(f"kind: model\nname: tiny_off\nencoder: {SPECS / 'encoders' / 'mobilenet_v1.yaml'}\n"
+                    f"meta: {meta}\nnum_classes: 5\ninput: [{SIZE[0]}, {SIZE[1]}]\n"
+                    "encoder_params: {width: 0.25}\n")
+    assert train_mod.main(_argv(spec, tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert "internal error" not in err
+    line = next(line for line in err.splitlines() if ": error: " in line)
+    encoder_lines = (SPECS / "encoders" / "mobilenet_v1.yaml").read_text().splitlines()
+    pw_relu = next(n for n, text in enumerate(encoder_lines, 1) if "name: pw_relu" in text)
+    assert line.split(":")[0].endswith("mobilenet_v1.yaml") and line.split(":")[1] == str(pw_relu)
+    assert "output 'output' is layer 'encoder.ds5.pw_relu', with 64 channels; training needs one per class (5)" in line
+
+
 def test_a_fetch_without_network_is_one_line(spec: Path, tmp_path: Path, capsys, monkeypatch):
     """timm absent, unimportable or offline: one line naming the flag, whichever of them this machine has."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

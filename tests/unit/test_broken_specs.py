@@ -122,3 +122,13 @@ def test_case_through_cli(case: Path, capsys: pytest.CaptureFixture[str]):
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err and "internal compiler error" not in err
     assert expects[0].fragment in err
+
+
+@pytest.mark.parametrize("name", ["typo.yaml", "groups.yaml"])
+def test_the_readmes_broken_examples_fail_with_status_2(name, capsys):
+    """README.md shows these files' errors (tests/unit/test_doc_console.py compares the text); each
+    must stay broken in exactly one located way, with exit status 2."""
+    path = CASES.parent.parent / "examples" / "broken" / name
+    assert main(["validate", str(path)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and errors[0].split(":")[0].endswith(f"examples/broken/{name}")

@@ -33,7 +33,7 @@ SKIPNET = SPECS / "models" / "skipnet_mobilenet_v1.yaml"
 UNET = SPECS / "models" / "unet_resnet18.yaml"
 
 _NODE = re.compile(r'^\s*"([^"]+)" \[label=<.*tooltip="([^"]*)"\]$')
-_FACTS = re.compile(r"output (\d+)x(\d+)x(\d+), stride ([0-9/]+); params ([\d,]+); MACs ([\d,]+)")
+_FACTS = re.compile(r"output (\d+)x(\d+)x(\d+), stride ([0-9/|]+); params ([\d,]+); MACs ([\d,]+)")
 
 _cache: dict = {}
 

@@ -23,6 +23,10 @@ from conftest import REPO_ROOT, SPECS
 MODEL = SPECS / "models" / "skipnet_mobilenet_v1.yaml"
 ENCODER = SPECS / "encoders" / "mobilenet_v1.yaml"
 META = SPECS / "meta" / "skipnet.yaml"
+# Dataset and study files are validated by runtime modules (rtseg_runtime.datasets, .study.spec); those
+# must stay as torch-free as the compiler so that ``rtsegc validate specs/**/*.yaml`` is a linter.
+DATASETS = sorted((SPECS / "datasets").glob("*.yaml"))
+STUDIES = sorted((SPECS / "studies").glob("*.yaml"))
 
 _BLOCKER = '''
 import importlib.abc, sys
@@ -43,6 +47,8 @@ analysis = analyze(MODEL, (360, 640))
 pair = analyze(encoder=ENCODER, meta=META)
 codes = {}
 for argv in (["validate", "-q", *ALL_SPECS],
+             ["validate", "-q", *DATASETS],
+             ["validate", "-q", *STUDIES],
              ["shapes", MODEL, "--input", "360x640"],
              ["flops", MODEL, "--json"],
              ["flops", "--encoder", ENCODER, "--meta", META, "--per-layer", "--convention", "tf"],
@@ -51,7 +57,10 @@ for argv in (["validate", "-q", *ALL_SPECS],
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         codes[argv[0] + str(len(codes))] = (cli.main([str(a) for a in argv]), err.getvalue()[-500:])
+from rtseg_runtime.datasets import load_dataset_spec
+dataset = load_dataset_spec(str(DATASETS[0]))
 print(json.dumps({
+    "dataset_colors": len(dataset.colors),
     "macs": analysis.audit.macs,
     "pair_layers": len(pair.audit.layers),
     "codes": codes,
@@ -62,7 +71,8 @@ print(json.dumps({
 
 def _run(block_torch: bool, dot_out) -> dict:
     consts = (f"MODEL = {str(MODEL)!r}\nENCODER = {str(ENCODER)!r}\nMETA = {str(META)!r}\n"
-              f"DOT_OUT = {str(dot_out)!r}\nALL_SPECS = [MODEL, ENCODER, META]\n")
+              f"DOT_OUT = {str(dot_out)!r}\nALL_SPECS = [MODEL, ENCODER, META]\n"
+              f"DATASETS = {[str(p) for p in DATASETS]!r}\nSTUDIES = {[str(p) for p in STUDIES]!r}\n")
     code = (_BLOCKER if block_torch else "") + consts + _PROBE
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=REPO_ROOT, timeout=120)
@@ -77,6 +87,12 @@ def test_analysis_and_cli_do_not_import_torch(block_torch, tmp_path):
     for name, (code, stderr) in result["codes"].items():
         assert code == 0, f"rtsegc {name} exited {code}: {stderr}"
     assert result["macs"] > 0 and result["pair_layers"] > 0
+    assert result["dataset_colors"] > 0
+
+
+def test_dataset_and_study_files_are_probed():
+    """The probe above validates every shipped dataset and study file; an empty glob would prove nothing."""
+    assert DATASETS and STUDIES
 
 
 def test_blocker_really_blocks():

@@ -750,18 +750,20 @@ def test_attention_input_errors(encoder_spec, layers, message):
         run(encoder_spec, layers)
 
 
-@pytest.mark.parametrize("over,shape,stride", [
-    ("channel", (1, 24, 40), 1), ("height", (32, 1, 40), 1), ("width", (32, 24, 1), 1),
-    ("spatial", (32, 1, 1), 24)])
+# Strides (height, width): a reduced axis is one bin as long as the map (24 rows, 40 columns
+# at stride 1); over both axes the bin keeps one stride, the height's, as gap's does.
+@pytest.mark.parametrize("over,shape,strides", [
+    ("channel", (1, 24, 40), (1, 1)), ("height", (32, 1, 40), (24, 1)), ("width", (32, 24, 1), (1, 40)),
+    ("spatial", (32, 1, 1), (24, 24))])
 @pytest.mark.parametrize("mode", ["mean", "max", "sum"])
-def test_reduce_keeps_the_axis(encoder_spec, over, shape, stride, mode):
+def test_reduce_keeps_the_axis(encoder_spec, over, shape, strides, mode):
     a = run(encoder_spec, f"- {{name: r, op: reduce, mode: {mode}, over: {over}}}")
     r = row(a, "r")
     out = shape[0] * shape[1] * shape[2]
     assert r.output_shape == shape and (r.params, r.macs) == (0, 0)
     # TF's reduction rule: Mean one per input element, Sum input minus output, Max unregistered.
     assert r.tf_flops == {"mean": NUMEL, "sum": NUMEL - out, "max": 0}[mode]
-    assert a.resolved.types["encoder.r"].stride == stride
+    assert a.resolved.types["encoder.r"].strides == strides
 
 
 @pytest.mark.parametrize("layer,tf", [("{op: scalar, mul: -1, add: 1}", 2 * NUMEL),

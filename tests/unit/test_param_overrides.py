@@ -46,3 +46,89 @@ def test_cli_rejects_a_malformed_param(capsys):
         main(["flops", str(MODEL), "--encoder-param", "width"])
     assert exit_info.value.code == 2
     assert "write NAME=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value, shown", [("0", "0"), ("-1", "-1"), ("0.0", "0.0"), ('"1 - 1"', "0")])
+def test_a_width_of_zero_or_less_is_reported_at_the_value_written(write_spec, value, shown):
+    """The error names the model file's ``width`` value, not the first encoder layer it breaks."""
+    model = write_spec("model.yaml", f"""
+        kind: model
+        name: thin
+        doc: a width multiplier that leaves no channels
+        encoder: {ENCODER}
+        meta: {SPECS / "meta" / "skipnet.yaml"}
+        num_classes: 20
+        encoder_params: {{conv_bias: true, width: {value}}}
+        """)
+    with pytest.raises(SpecError) as err:
+        analyze(model)
+    (d,) = err.value.errors
+    value_col = model.read_text().splitlines()[6].index("width: ") + len("width: ") + 1
+    assert (d.loc.file, d.loc.line, d.loc.col) == (str(model), 7, value_col)
+    assert "channel count must be positive" in d.message
+    assert any(f"'width' = {shown} gives out of conv 'conv1' at " in str(n) and "mobilenet_v1.yaml:33:" in str(n)
+               for n in d.notes)
+
+
+def test_a_string_width_is_reported_at_the_value_written(write_spec):
+    model = write_spec("model.yaml", f"""
+        kind: model
+        name: thin
+        doc: a width multiplier that is a word
+        encoder: {ENCODER}
+        meta: {SPECS / "meta" / "skipnet.yaml"}
+        num_classes: 20
+        encoder_params: {{width: half}}
+        """)
+    with pytest.raises(SpecError) as err:
+        analyze(model)
+    (d,) = err.value.errors
+    assert (d.loc.file, d.loc.line) == (str(model), 7) and "unknown name 'half'" in d.message
+
+
+def test_a_width_of_zero_from_the_command_line_points_at_no_file_line(capsys):
+    """The value was typed on the command line: the model file's encoder_params line is not its place."""
+    assert main(["flops", str(MODEL), "--encoder-param", "width=0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("<parameter overrides>: error: out: make_divisible: the channel count must be positive")
+    assert "'width' = 0 gives out of conv 'conv1'" in err
+
+
+def test_a_width_of_zero_through_a_block_argument_is_blamed_on_the_width(write_spec):
+    """``out: "make_divisible(64 * width)"`` passed to a block: the width, not the argument, is wrong;
+    a zero written directly in a field (``pad: 0`` read elsewhere) is not blamed for it."""
+    encoder = write_spec("enc.yaml", """
+        kind: encoder
+        name: thin
+        doc: a block whose width argument comes out as zero channels
+        params: {width: 0, pad: 1}
+        input: [32, 32]
+        blocks:
+          b:
+            params: {out: ~}
+            layers:
+              - {name: c, op: conv, out: out, kernel: 3, padding: pad}
+        layers:
+          - {name: u1, block: b, out: "make_divisible(64 * width)"}
+        """)
+    with pytest.raises(SpecError) as err:
+        analyze(encoder)
+    (d,) = err.value.errors
+    assert (d.loc.line, d.loc.col) == (4, 17) and "channel count must be positive" in d.message
+    assert any("'width' = 0 gives out of conv 'u1.c'" in str(n) for n in d.notes)
+
+
+def test_a_zero_count_written_in_the_layer_stays_at_the_layer(write_spec):
+    encoder = write_spec("enc.yaml", """
+        kind: encoder
+        name: flat
+        doc: a zero written in the field itself, next to a parameter that is legitimately zero
+        params: {pad: 0}
+        input: [32, 32]
+        layers:
+          - {name: c, op: conv, out: "8 * 0", kernel: 3, padding: pad}
+        """)
+    with pytest.raises(SpecError) as err:
+        analyze(encoder)
+    (d,) = err.value.errors
+    assert (d.loc.line, "out must be positive, got 0") == (7, d.message.split(" (")[0])
