@@ -29,11 +29,23 @@ weights reshaped to C x C x 1 x 1.
   q and k go through ReLU, v gets an extra row of ones, ``vk = v·kᵀ`` ((C_v/heads + 1) x
   C_qk/heads), ``out = vk·q``, and the result is its first C_v/heads rows divided by the
   last one plus ``eps`` (1e-15 in EfficientViT). Cost linear in the number of pixels:
-  MACs = heads·(C_v/heads + 1)·(C_qk/heads)·(Nk + Nq). ``tf``: 2·MACs, the eps ``Add`` on
-  heads·Nq values and the ``RealDiv`` on C_v·Nq (ReLU and Pad are unregistered: 0).
-  EfficientViT computes q, k and v with one conv whose output interleaves them head by head
-  (channels ``[q_0, k_0, v_0, q_1, k_1, v_1, ...]``); here they are three maps with heads in
-  consecutive channels, so its ``qkv`` weight is split per head when it is loaded.
+  MACs = heads·(C_v/heads + 1)·(C_qk/heads)·(Nk + Nq), the two matmuls FlopCounterMode sees.
+  ``tf``: 2·MACs, the eps ``Add`` on heads·Nq values and the ``RealDiv`` on C_v·Nq (ReLU and
+  Pad are unregistered: 0).
+
+  It takes ``[q, k, v]``, or one **packed** map, ``inputs: [qkv]``, in EfficientViT's own
+  layout: each head owns C/heads consecutive channels, the first third its q, the second its k,
+  the last its v (``[q_0 k_0 v_0 q_1 k_1 v_1 ...]``, what ``qkv.reshape(N, heads, 3·d, H·W)``
+  splits), and the output has C/3 channels. LiteMLA computes that map with one 1x1 conv
+  (``qkv``) and its multi-scale copy with a depthwise 5x5 and a 1x1 conv of 3·heads groups
+  (``aggreg``), then concatenates the two, doubling the heads; the packed form takes the
+  concatenation as it is, so the authors' ``qkv`` and ``aggreg`` weights load unchanged.
+
+  EfficientViT switches to the quadratic form ``v·(kᵀq / (Σ kᵀq + eps))`` on maps of at most
+  d = C_qk/heads pixels (``relu_quadratic_att``). Both compute the same function (up to
+  rounding; the test of specs/models/efficientvit_seg_b0.yaml checks it at such a size), so this
+  op always uses the linear form and counts its cost; on those tiny maps the reference's
+  FlopCounterMode count differs (heads·Nq·Nk·(d_k + d_v) there).
 
 In an encoder rewritten to a smaller output stride both run unchanged
 (:func:`~rtseg_compiler.ops.base.unaffected`): every pixel of the denser map is a token. Like
@@ -119,18 +131,44 @@ register(OpDef(
 
 # --------------------------------------------------------------------------- linear attention
 
+def _linear_split(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> tuple[int, int, int, int]:
+    """(heads, d_k, d_v, N_k): per-head widths and the key count, for three maps or a packed one."""
+    heads = attrs["heads"]
+    if len(ins) == 1:
+        d = ins[0].channels // heads // 3
+        return heads, d, d, ins[0].height * ins[0].width
+    q, k, v = ins
+    return heads, q.channels // heads, v.channels // heads, k.height * k.width
+
+
 def _linear_complete(attrs: dict[str, Any], ins: Sequence[TensorType]) -> dict[str, Any]:
-    _check_heads(attrs, ins, "linear_attention")
+    if len(ins) == 2:
+        raise OpError("linear_attention takes three maps [q, k, v] or one packed map [qkv], got 2",
+                      field="inputs", hint="give k and v separately, or one map with q, k, v per head")
+    if len(ins) == 3:
+        _check_heads(attrs, ins, "linear_attention")
+        return attrs
+    channels, heads = ins[0].channels, attrs["heads"]
+    if channels % (3 * heads):
+        raise OpError(f"a packed qkv map needs 3 x heads = {3 * heads} to divide its {channels} channels "
+                      f"(each head owns its q, k and v)", field="heads",
+                      hint=f"use a number of heads dividing {channels // 3}" if channels % 3 == 0
+                      else "a packed map has 3 x heads x head-dim channels")
     return attrs
 
 
+def _linear_infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
+    if len(ins) == 1:
+        x = ins[0]
+        return TensorType(x.channels // 3, x.height, x.width, x.stride)
+    return _infer(attrs, ins)
+
+
 def _linear_count(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Cost:
-    q, k, v = ins
-    heads = attrs["heads"]
-    dk, dv = q.channels // heads, v.channels // heads
-    nq, nk = q.height * q.width, k.height * k.width
+    heads, dk, dv, nk = _linear_split(attrs, ins)
+    nq = out.height * out.width
     macs = heads * (dv + 1) * dk * (nk + nq)
-    return Cost(macs=macs, tf_flops=2 * macs + heads * nq + v.channels * nq)
+    return Cost(macs=macs, tf_flops=2 * macs + heads * nq + out.channels * nq)
 
 
 def relu_linear_attend(q: Any, k: Any, v: Any, *, heads: int, eps: float) -> Any:
@@ -142,22 +180,43 @@ def relu_linear_attend(q: Any, k: Any, v: Any, *, heads: int, eps: float) -> Any
         return t.reshape(t.shape[0], heads, t.shape[1] // heads, -1)
 
     q, k = F.relu(split(q)), F.relu(split(k))
-    v = F.pad(split(v), (0, 0, 0, 1), mode="constant", value=1.0)
+    v = F.pad(split(v), (0, 0, 0, 1), mode="constant", value=1.0)  # its row of ones becomes the normaliser
     out = (v @ k.transpose(-1, -2)) @ q
     out = out[:, :, :-1] / (out[:, :, -1:] + eps)
     return out.reshape(n, -1, h, w)
 
 
+def relu_linear_attend_packed(qkv: Any, *, heads: int, eps: float) -> Any:
+    """The same on one map whose heads each hold their q, k and v, as LiteMLA's ``qkv``.
+
+    Self-contained like every function a layer calls: ``--save-code`` copies it into the
+    generated file, which cannot import a shared private helper.
+    """
+    import torch.nn.functional as F
+    n, c, h, w = qkv.shape
+    d = c // heads // 3
+    packed = qkv.reshape(n, heads, 3 * d, h * w)  # (N, heads, [q k v], pixels)
+    q, k = F.relu(packed[:, :, :d]), F.relu(packed[:, :, d:2 * d])
+    v = F.pad(packed[:, :, 2 * d:], (0, 0, 0, 1), mode="constant", value=1.0)
+    out = (v @ k.transpose(-1, -2)) @ q
+    out = out[:, :, :-1] / (out[:, :, -1:] + eps)
+    return out.reshape(n, -1, h, w)
+
+
+def _linear_build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
+    fn = relu_linear_attend_packed if len(ins) == 1 else relu_linear_attend
+    return FunctionCall(fn, {"heads": attrs["heads"], "eps": float(attrs["eps"])})
+
+
 register(OpDef(
     name="linear_attention",
-    summary="EfficientViT's multi-head ReLU linear attention; inputs [q, k, v]",
+    summary="EfficientViT's multi-head ReLU linear attention; inputs [q, k, v] or one packed [qkv]",
     fields={
-        "heads": Field(INT, REQUIRED, minimum=1, doc="heads; each takes C/heads consecutive channels"),
+        "heads": Field(INT, REQUIRED, minimum=1, doc="heads; each takes C/heads consecutive channels "
+                       "(of a packed map: its q, k and v)"),
         "eps": Field(NUMBER, 1e-15, minimum=0, doc="added to the normaliser (EfficientViT: 1e-15)"),
     },
-    required=("heads",), arity=(3, 3), complete=_linear_complete, infer=_infer,
-    count=_linear_count,
-    build=lambda attrs, ins, out: FunctionCall(relu_linear_attend,
-                                               {"heads": attrs["heads"], "eps": float(attrs["eps"])}),
+    required=("heads",), arity=(1, 3), complete=_linear_complete, infer=_linear_infer,
+    count=_linear_count, build=_linear_build,
     dilate=unaffected,
 ))

@@ -26,6 +26,7 @@ from torch.nn import functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from rtseg_compiler import compile_model  # noqa: E402
+from rtseg_compiler.ops.attention import relu_linear_attend  # noqa: E402
 from test_emit import layer_shapes  # noqa: E402
 
 SIZE = (23, 37)
@@ -187,6 +188,19 @@ def test_linear_attention_contract(tmp_path, heads):
     assert _layer(compiled, "att").macs == heads * (dv + 1) * dk * (11 * 18 + 23 * 37)
 
 
+def test_packed_linear_attention_contract(tmp_path):
+    """``inputs: [qkv]``: per head, q, k and v are consecutive thirds of its channels (LiteMLA's layout)."""
+    compiled = _compile(tmp_path, "- {name: qkv, op: conv, out: 24, kernel: 1}\n"
+                                  "- {name: att, op: linear_attention, inputs: [qkv], heads: 2}")
+    v = _contract(compiled)
+    packed = v["qkv"].reshape(1, 2, 3, 4, *SIZE)  # (N, heads, q/k/v, d, H, W)
+    q, k, val = (packed[:, :, j].reshape(1, 8, *SIZE) for j in range(3))
+    expected = relu_linear_attend(q, k, val, heads=2, eps=1e-15)
+    torch.testing.assert_close(v["att"], expected)
+    assert _layer(compiled, "att").macs == 2 * (4 + 1) * 4 * 2 * 23 * 37
+    assert _layer(compiled, "att").output_shape == (8, *SIZE)
+
+
 @pytest.mark.parametrize("mode", ["mean", "max", "sum"])
 @pytest.mark.parametrize("over,dims", [("channel", (1,)), ("height", (2,)), ("width", (3,)),
                                        ("spatial", (2, 3))])
@@ -296,7 +310,8 @@ def test_upsample_takes_one_size_source(tmp_path):
 
 
 def test_saved_code_builds_the_same_network(tmp_path):
-    """--save-code copies the op modules (channel layer norm, learned tensor) and helpers it needs."""
+    """--save-code copies the op modules (channel layer norm, learned tensor) and helpers it needs
+    (both forms of linear attention included)."""
     import importlib.util
 
     from rtseg_compiler.emit.python_source import emit_python
@@ -306,6 +321,9 @@ def test_saved_code_builds_the_same_network(tmp_path):
         - {name: q, op: add, inputs: [ln, p]}
         - {name: att, op: attention, inputs: [q, q, ln], heads: 4}
         - {name: la, op: linear_attention, inputs: [q, q, att], heads: 2}
+        - {name: packed, op: conv, out: 48, kernel: 1, input: q}
+        - {name: lap, op: linear_attention, inputs: [packed], heads: 2}
+        - {name: both, op: add, inputs: [la, lap]}
         - {name: r, op: reduce, mode: max, over: height}
         - {name: s, op: scalar, mul: -1, add: 1}
         - {name: sm, op: softmax, over: spatial}

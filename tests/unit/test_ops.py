@@ -736,6 +736,20 @@ def test_linear_attention_is_linear_in_pixels(encoder_spec):
     assert r.tf_flops == 2 * r.macs + 4 * nq + 48 * nq
 
 
+def test_packed_linear_attention_is_counted_like_three_maps(encoder_spec):
+    """One map holding each head's q, k and v (EfficientViT's qkv) costs what the three maps do."""
+    packed = run(encoder_spec, "- {name: qkv, op: conv, out: 48, kernel: 1, bias: false}\n"
+                               "- {name: att, op: linear_attention, inputs: [qkv], heads: 2}")
+    r = row(packed, "att")
+    n = 24 * 40
+    assert r.output_shape == (16, 24, 40)  # a third of the channels: each head's v
+    assert r.macs == 2 * (8 + 1) * 8 * (n + n)  # heads x (dv + 1) x dk x (Nk + Nq), d = 48 / 2 / 3
+    assert r.tf_flops == 2 * r.macs + 2 * n + 16 * n
+    three = run(encoder_spec, "- {name: q, op: conv, out: 16, kernel: 1}\n"
+                              "- {name: att, op: linear_attention, inputs: [q, q, q], heads: 2}")
+    assert row(three, "att").macs == r.macs
+
+
 @pytest.mark.parametrize("layers,message", [
     ("- {name: k, op: conv, out: 8, kernel: 1}\n- {op: attention, inputs: [input, k, k]}",
      "q and k with equal channels"),
@@ -744,6 +758,8 @@ def test_linear_attention_is_linear_in_pixels(encoder_spec):
     ("- {op: attention, inputs: [input, input, input], heads: 5}", "heads=5 does not divide"),
     ("- {op: linear_attention, inputs: [input, input, input]}", "missing required field 'heads'"),
     ("- {op: attention, inputs: [input, input]}", "takes 3 inputs"),
+    ("- {op: linear_attention, inputs: [input, input], heads: 1}", r"three maps \[q, k, v\] or one packed"),
+    ("- {op: linear_attention, inputs: [input], heads: 4}", "needs 3 x heads = 12 to divide its 32 channels"),
 ])
 def test_attention_input_errors(encoder_spec, layers, message):
     with pytest.raises(SpecError, match=message):
