@@ -239,10 +239,14 @@ class BlockUse:
     A node carries one per block it sits in (``Node.origin``), innermost first. They stay
     records until a diagnostic is made: ``Diagnostics`` renders each note with ``str``, so
     passes that need the block (``emit/diagram.py`` groups layers by it) read a field, not text.
+    ``name_segments`` is how many dotted segments the use adds to its layers' names: 1 for
+    ``cm``, 2 for a numbered copy (``layer1.2``, from ``repeat`` or ``start``). A use may itself be
+    named by a number (``features.2``), so the count cannot be read back from the names.
     """
 
     block: str
     loc: Location | None = None
+    name_segments: int = 1
 
     def __str__(self) -> str:
         return f"in block '{self.block}' used at {self.loc}"

@@ -21,7 +21,6 @@ to the audit's totals exactly (tests/unit/test_diagram.py checks it on every zoo
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Iterable, Mapping, Sequence
@@ -33,8 +32,6 @@ __all__ = ["DETAILS", "Box", "Link", "Diagram", "build_diagram", "block_use", "o
            "attr_text", "output_stride", "head_word"]
 
 DETAILS = ("stage", "block", "op")
-
-_INDEX_RE = re.compile(r"^[0-9]+$")
 
 
 @dataclass(frozen=True)
@@ -198,25 +195,20 @@ def block_use(node: Node, levels: int | None = None) -> tuple[str | None, str]:
     """(the innermost block use a layer belongs to, e.g. 'encoder.ds7_11.2', or None; block name).
 
     ``expand`` names a layer PART.USE[.N].USE[.N]...LAYER[.N], with one ``BlockUse`` in its
-    origin per block it sits in, innermost first; layer and use names are identifiers, repeat
-    indices are numbers, so the first ``len(origin)`` name units are the uses. With ``levels``,
-    uses nested deeper than that many blocks count as part of their enclosing use.
+    origin per block it sits in, innermost first, each knowing how many name segments it adds (a
+    use may be named by a number, ``features.2``, so a numeric segment is not always a repeat
+    index). With ``levels``, uses nested deeper than that many blocks count as part of their
+    enclosing use.
     """
     depth = len(node.origin)
     if depth == 0:
         return None, ""
-    segments = node.name.split(".")
-    part, rest = segments[0], segments[1:]
-    units: list[str] = []
-    for seg in rest:
-        if _INDEX_RE.match(seg) and units:
-            units[-1] += "." + seg
-        else:
-            units.append(seg)
-    if len(units) <= depth:
-        return None, ""
+    part, *rest = node.name.split(".")
+    if sum(use.name_segments for use in node.origin) >= len(rest):
+        return None, ""  # the name is all uses: not a layer inside a block
     kept = depth if levels is None else min(depth, levels)
-    return ".".join([part, *units[:kept]]), node.origin[depth - kept].block
+    taken = sum(use.name_segments for use in node.origin[depth - kept:])
+    return ".".join([part, *rest[:taken]]), node.origin[depth - kept].block
 
 
 # --------------------------------------------------------------------------- grouping

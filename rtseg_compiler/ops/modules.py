@@ -34,15 +34,19 @@ class LearnedTensor(nn.Module):
     """A learned ``channels x height x width`` tensor, repeated over the batch of its input.
 
     The input only gives the batch size: a positional embedding or a learned scale is a
-    parameter of the network, not a function of the image.
+    parameter of the network, not a function of the image. ``trainable=False`` fixes it
+    (``requires_grad`` false) without leaving the state dict.
     """
 
     standalone_source = True
 
-    def __init__(self, channels: int, height: int = 1, width: int = 1, fill: float = 0.0) -> None:
+    def __init__(self, channels: int, height: int = 1, width: int = 1, fill: float = 0.0,
+                 trainable: bool = True) -> None:
         super().__init__()
         self.channels, self.height, self.width, self.fill = channels, height, width, fill
-        self.weight = nn.Parameter(torch.full((1, channels, height, width), float(fill)))
+        self.trainable = trainable
+        self.weight = nn.Parameter(torch.full((1, channels, height, width), float(fill)),
+                                   requires_grad=trainable)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Under no_grad a view of a parameter still says requires_grad, with no grad_fn, which

@@ -12,7 +12,12 @@ map's grid, or on a row map's), else the pitch of a grid of that size over the i
 adaptive pooling's bins (``shape_rules.resized``: stride times H_in/H on both axes; per axis
 for a row or column map), which the output-stride rewrite leaves alone (``size_independent``).
 
-Costs: C·H·W parameters; no MACs or FLOPs in any convention.
+``trainable: false`` keeps the tensor out of training (``requires_grad`` false) while it stays a
+parameter, in the state dict and in the count: PP-LiteSeg's UAFM computes ``x * a + y * (s - a)``
+with a one-element ``s`` that PaddleSeg creates as a parameter set to 1 and never trains
+(``stop_gradient``), and its checkpoints carry it.
+
+Costs: C·H·W parameters (trainable or not); no MACs or FLOPs in any convention.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..ir import TensorType
-from .base import INT, NUMBER, REQUIRED, Cost, Field, OpDef, register, size_independent
+from .base import BOOL, INT, NUMBER, REQUIRED, Cost, Field, OpDef, register, size_independent
 from .shape_rules import resized, sampled
 
 
@@ -34,17 +39,20 @@ def _infer(attrs: Mapping[str, Any], ins: Sequence[TensorType]) -> TensorType:
 
 def _build(attrs: Mapping[str, Any], ins: Sequence[TensorType], out: TensorType) -> Any:
     from .modules import LearnedTensor
-    return LearnedTensor(attrs["channels"], attrs["height"], attrs["width"], float(attrs["fill"]))
+    return LearnedTensor(attrs["channels"], attrs["height"], attrs["width"], float(attrs["fill"]),
+                         bool(attrs["trainable"]))
 
 
 register(OpDef(
     name="param",
-    summary="a learned channels x height x width tensor (its input gives only the batch size)",
+    summary="a learned channels x height x width tensor (its input gives only the batch size); "
+            "trainable: false keeps it fixed",
     fields={
         "channels": Field(INT, REQUIRED, minimum=1),
         "height": Field(INT, 1, minimum=1),
         "width": Field(INT, 1, minimum=1),
         "fill": Field(NUMBER, 0.0, doc="initial value of every element"),
+        "trainable": Field(BOOL, True, doc="false: a fixed tensor (requires_grad false), still a parameter"),
     },
     required=("channels",), infer=_infer,
     count=lambda attrs, ins, out: Cost(params=out.numel),

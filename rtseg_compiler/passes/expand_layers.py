@@ -280,7 +280,8 @@ class LayerExpander:
             ok = ok and start is not None
         if not ok:
             return prev
-        origin = (BlockUse(str(block_name), use_loc),) + body.origin
+        numbered = repeat != 1 or start is not None   # copies are named NAME.N (see suffix below)
+        origin = (BlockUse(str(block_name), use_loc, 2 if numbered else 1),) + body.origin
         if repeat == 0:
             first = explicit[0] if explicit else prev
             return self.skip_layer(body.prefix + name, first, "'repeat: 0'",

@@ -56,11 +56,12 @@ __all__ = ["FETCHABLE", "SOURCES", "SOURCE_PATTERN", "WEIGHTS_SCHEMA", "Rule", "
 #: The sources rtsegc knows by name. A source of any other name is the user's (``mylab``, ``file``)
 #: and works the same way, read from a file; a near miss of one of these draws a warning.
 #: ``mmseg`` is a checkpoint saved by mmsegmentation or a fork of it (``mmseg:seaformer_tiny@FILE.pth``),
-#: whose keys start with ``backbone.`` and ``decode_head.``.
-SOURCES = ("torchvision", "timm", "transformers", "mmseg")
+#: whose keys start with ``backbone.`` and ``decode_head.``; ``paddleseg`` is PaddleSeg's keys in a torch
+#: file (``paddleseg:pp_liteseg_t@FILE.pth``).
+SOURCES = ("torchvision", "timm", "transformers", "mmseg", "paddleseg")
 #: The sources whose weights ``SOURCE:NAME`` without ``@PATH`` fetches through the library's own API;
-#: every other source (``transformers`` and ``mmseg`` included: each names one network of many
-#: checkpoints, so the user downloads the one they want) is read from the file the user names.
+#: every other source (``transformers``, ``mmseg`` and ``paddleseg`` included: each names one network of
+#: many checkpoints, so the user downloads the one they want) is read from the file the user names.
 FETCHABLE = ("torchvision", "timm")
 #: What a source name may be: a letter, then letters, digits and '_' (32 at most), so that
 #: ``SOURCE:NAME@PATH`` parses one way.

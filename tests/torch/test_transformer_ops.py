@@ -236,6 +236,33 @@ def test_scalar_and_param_contract(tmp_path):
     assert torch.all(fresh.get_submodule("encoder.scale").weight == 1e-5)
 
 
+def test_a_fixed_param_is_a_parameter_that_does_not_train(tmp_path):
+    """trainable: false (PaddleSeg's stop_gradient _scale): in the state dict and the count, no
+    gradient, and the standalone source builds it fixed too."""
+    import importlib.util
+
+    from rtseg_compiler.build import class_name_of, standalone_source
+    compiled = _compile(tmp_path, "- {name: s, op: param, channels: 2, fill: 1, trainable: false}\n"
+                                  "- {name: t, op: param, input: x, channels: 2}\n"
+                                  "- {name: out, op: add, inputs: [s, t]}")
+    fixed, learned = (compiled.module.get_submodule(f"encoder.{n}").weight for n in "st")
+    assert not fixed.requires_grad and learned.requires_grad
+    assert "encoder.s.weight" in compiled.module.state_dict()
+    assert sum(p.numel() for p in compiled.module.parameters()) == compiled.audit.params
+    assert _layer(compiled, "s").params == 2
+    with torch.enable_grad():
+        compiled.module.train()(torch.randn(2, CHANNELS, *SIZE)).sum().backward()
+    assert fixed.grad is None and learned.grad is not None
+    path = tmp_path / "net.py"
+    path.write_text(standalone_source(compiled))
+    spec = importlib.util.spec_from_file_location("saved_fixed_param", path)
+    saved = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(saved)
+    net = getattr(saved, class_name_of(compiled.audit.model))()
+    assert [p.requires_grad for p in net.parameters()].count(False) == 1
+    net.load_state_dict(compiled.module.state_dict(), strict=True)
+
+
 def test_param_follows_the_batch(tmp_path):
     compiled = _compile(tmp_path, "- {name: p, op: param, channels: 4, height: 2, width: 3}")
     assert tuple(compiled.module(torch.randn(5, CHANNELS, *SIZE)).shape) == (5, 4, 2, 3)

@@ -144,6 +144,14 @@ def test_block_use_parses_names_and_origins():
     assert block_use(g.node("encoder.init_bn")) == (None, "")
 
 
+def test_block_use_of_a_use_named_by_a_number():
+    """STDC1 nests its modules as uses named "0" ... "7" inside the use 'features' (PaddleSeg's
+    nn.Sequential keys): 'features.2' is a use, not a repeat index, so each module is one box."""
+    g = _analysis(SPECS / "encoders" / "stdc1.yaml").graph
+    assert block_use(g.node("encoder.features.2.cat")) == ("encoder.features.2", "stdc_module")
+    assert block_use(g.node("encoder.features.0.bn")) == ("encoder.features.0", "conv_bn_relu")
+
+
 def test_attribute_text_is_generic_over_fields():
     a = _analysis(SPECS / "baselines" / "enet.yaml")
     g, types = a.graph, a.resolved.types
