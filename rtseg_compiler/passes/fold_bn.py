@@ -23,7 +23,7 @@ network output); such a batch norm stays, running in eval mode. The weight arith
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..ir import INPUT, Graph, Node, Resolved, frozen_map
 from ..ops import REGISTRY
@@ -124,4 +124,9 @@ def _rewire(graph: Graph, rename: dict[str, str], remove: set[str]) -> Graph:
                  for t in graph.taps)
     output = target(graph.output)
     assert output == INPUT or any(n.name == output for n in nodes)
-    return graph.replace(nodes=nodes, taps=taps, output=output)
+    outputs = tuple((name, target(node)) for name, node in graph.outputs)
+    # An absent layer standing for a removed one (Fast-SCNN's first bottleneck has no residual
+    # 'sum', so its name stands for 'project_bn', which folds away) now stands for what replaced it.
+    skipped = frozen_map({name: replace(skip, passthrough=target(skip.passthrough))
+                          for name, skip in graph.skipped.items()})
+    return graph.replace(nodes=nodes, taps=taps, output=output, outputs=outputs, skipped=skipped)

@@ -53,8 +53,11 @@ def folded_pair(path: Path, size: tuple[int, int], **kwargs):
     return plain, folded
 
 
-@pytest.mark.parametrize("path, size", [(SKIPNET, (72, 104)), (ENET, (64, 96))],
-                         ids=["skipnet_mobilenet_v1", "enet"])
+FAST_SCNN = SPECS / "models" / "fast_scnn.yaml"
+
+
+@pytest.mark.parametrize("path, size", [(SKIPNET, (72, 104)), (ENET, (64, 96)), (FAST_SCNN, (64, 96))],
+                         ids=["skipnet_mobilenet_v1", "enet", "fast_scnn"])
 def test_folded_output_equals_eval_module(path, size):
     plain, folded = folded_pair(path, size)
     x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
@@ -65,6 +68,10 @@ def test_folded_output_equals_eval_module(path, size):
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.module.modules()) or plan.kept
     assert not any(isinstance(m, (nn.Dropout, nn.Dropout2d)) for m in folded.module.modules())
     check_resolved(plan.resolved)
+    # An absent layer standing for a folded batch norm (Fast-SCNN's first bottleneck, without its
+    # residual 'sum') stands for the conv the norm folded into.
+    folded_away = {f.bn for f in plan.folds}
+    assert not any(s.passthrough in folded_away for s in plan.resolved.graph.skipped.values())
 
 
 def test_skipnet_folds_every_batch_norm_and_keeps_the_audit_exact():
