@@ -7,17 +7,17 @@ configuration, 150 ADE20K classes) in plain torch, with the authors' module name
 * MACs: the audit equals torch's FlopCounterMode / 2 on the reference, run on the meta device
   (its ``torch.matmul`` attention is counted there as on CPU; the compiled module's SDPA is
   counted only on meta), at 512x512 and at 100x150; 0.53 G at 512x512 is the paper's figure;
-* outputs: with the reference's weights copied over through a key map (the authors' keys, see
-  ``_RULES``) and every weight and batch-norm statistic randomised, eval-mode logits agree
-  within 1e-5 at 64x96 and at 100x150, which is not a multiple of 32 (100 -> 50 -> 25 -> 13 ->
-  7 -> 4, pooled to 2: the pyramid's adaptive bins overlap).
+* outputs: every weight and batch-norm statistic of the reference randomised, its state dict saved
+  as mmcv saves a training checkpoint (``{"meta": ..., "state_dict": ...}``, the authors' keys
+  ``backbone.*`` and ``decode_head.*``) and loaded through the model spec's ``mmseg:topformer_tiny``
+  layout, eval-mode logits agree within 1e-5 at 64x96 and at 100x150, which is not a multiple of
+  32 (100 -> 50 -> 25 -> 13 -> 7 -> 4, pooled to 2: the pyramid's adaptive bins overlap).
 """
 
 from __future__ import annotations
 
 import copy
 import importlib.util
-import re
 import sys
 
 import pytest
@@ -26,7 +26,7 @@ torch = pytest.importorskip("torch")
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from conftest import REPO_ROOT, SPECS  # noqa: E402
-from rtseg_compiler import compile_model  # noqa: E402
+from rtseg_compiler import compile_model, create_model  # noqa: E402
 from rtseg_compiler.pipeline import analyze  # noqa: E402
 
 MODEL = SPECS / "models" / "topformer_tiny.yaml"
@@ -49,43 +49,6 @@ def _reference_module():
 def _reference(device: str = "cpu"):
     with torch.device(device):
         return _reference_module().TopFormer(num_classes=150).eval()
-
-
-def _residual_names(layer: int) -> list[str]:
-    """The children of the authors' ``tpm.layerN.conv`` Sequential that hold weights, in order."""
-    cfgs = _reference_module().TOPFORMER_TINY["cfgs"]
-    expands = cfgs[layer - 1][1] != 1
-    return ["expand", "dw", "project"] if expands else ["dw", "project"]
-
-
-#: The authors' module paths -> the compiled module's, applied in order (first full match wins).
-_RULES = [
-    (r"backbone\.tpm\.stem\.0\.(c|bn)", lambda m: f"encoder.stem.{m[1]}"),
-    # the Sequential indexes its ReLUs too: weights sit at 0, 2 (and 4)
-    (r"backbone\.tpm\.layer(\d)\.conv\.(\d)\.(c|bn)",
-     lambda m: f"encoder.layer.{m[1]}.{_residual_names(int(m[1]))[int(m[2]) // 2]}.{m[3]}"),
-    (r"backbone\.trans\.transformer_blocks\.(\d)\.attn\.proj\.1\.(c|bn)",
-     lambda m: f"encoder.trans.{m[1]}.attn.proj.{m[2]}"),
-    (r"backbone\.trans\.transformer_blocks\.(\d)\.(.*)", lambda m: f"encoder.trans.{m[1]}.{m[2]}"),
-    (r"backbone\.SIM\.(\d)\.(.*)", lambda m: f"encoder.sim{4 << int(m[1])}.{m[2]}"),
-    (r"decode_head\.(.*)", lambda m: f"head.{m[1]}"),
-]
-
-
-def _converted(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state.items():
-        path, leaf = key.rsplit(".", 1)
-        for pattern, rename in _RULES:
-            match = re.fullmatch(pattern, path)
-            if match:
-                new = f"{rename(match)}.{leaf}"
-                break
-        else:
-            raise AssertionError(f"no rule for the reference key {key!r}")
-        assert new not in out, f"two reference keys map to {new}"
-        out[new] = value
-    return out
 
 
 def _randomise_(module: torch.nn.Module, seed: int) -> None:
@@ -163,21 +126,30 @@ def test_compiled_module_counts_like_the_audit_on_meta():
 
 
 @pytest.mark.parametrize("size", [(64, 96), (100, 150)])
-def test_outputs_equal_the_reference(size):
+def test_outputs_equal_the_reference(size, tmp_path):
     reference = _reference()
     _randomise_(reference, seed=size[0] * 1000 + size[1])
-    compiled = compile_model(MODEL, size)
-    target = compiled.module.state_dict()
-    mapped = _converted(reference.state_dict())
-    assert set(mapped) == set(target), (f"missing: {sorted(set(target) - set(mapped))[:5]}, "
-                                        f"extra: {sorted(set(mapped) - set(target))[:5]}")
-    compiled.module.load_state_dict(mapped, strict=True)
-    compiled.module.eval()
-    assert sum(p.numel() for p in compiled.module.parameters()) == compiled.audit.params == PARAMS
+    checkpoint = tmp_path / "topformer_tiny_ade20k.pth"
+    torch.save({"meta": {"iter": 160000}, "state_dict": reference.state_dict()}, checkpoint)
+    compiled = create_model(MODEL, input_size=size, weights=f"mmseg:topformer_tiny@{checkpoint}").eval()
+    assert sum(p.numel() for p in compiled.parameters()) == compiled.audit.params == PARAMS
     x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         expected = reference(x)
-        got = compiled.module(x)
+        got = compiled(x)
     assert got.shape == expected.shape == (2, 150, -(-size[0] // 8), -(-size[1] // 8))
     assert expected.abs().max() > 0.1, "outputs too small for the tolerance to mean anything"
     assert (got - expected).abs().max().item() <= TOLERANCE
+
+
+def test_the_layout_renames_every_key_of_the_authors_checkpoint(tmp_path):
+    """Strict: a key of the checkpoint that the layout leaves unmatched, or a tensor it leaves
+    empty, fails the import with a report instead of loading part of the model."""
+    from rtseg_compiler.weights.importer import import_weights
+    state = _reference("cpu").state_dict()
+    checkpoint = tmp_path / "topformer_tiny_ade20k.pth"
+    torch.save({"state_dict": state}, checkpoint)
+    compiled = compile_model(MODEL, (64, 96))
+    report = import_weights(compiled, f"mmseg:topformer_tiny@{checkpoint}")
+    assert report.ok and not report.unused
+    assert len(report.loaded) == len(state) == len(compiled.module.state_dict())
