@@ -57,11 +57,14 @@ __all__ = ["FETCHABLE", "SOURCES", "SOURCE_PATTERN", "WEIGHTS_SCHEMA", "Rule", "
 #: and works the same way, read from a file; a near miss of one of these draws a warning.
 #: ``mmseg`` is a checkpoint saved by mmsegmentation or a fork of it (``mmseg:seaformer_tiny@FILE.pth``),
 #: whose keys start with ``backbone.`` and ``decode_head.``; ``paddleseg`` is PaddleSeg's keys in a torch
-#: file (``paddleseg:pp_liteseg_t@FILE.pth``).
-SOURCES = ("torchvision", "timm", "transformers", "mmseg", "paddleseg")
+#: file (``paddleseg:pp_liteseg_t@FILE.pth``); ``efficientvit`` is a file saved by the EfficientViT
+#: authors' package (mit-han-lab/efficientvit), keys ``backbone.*`` and ``head.*``
+#: (``efficientvit:efficientvit_seg_b0@efficientvit_seg_b0_cityscapes.pt``).
+SOURCES = ("torchvision", "timm", "transformers", "mmseg", "paddleseg", "efficientvit")
 #: The sources whose weights ``SOURCE:NAME`` without ``@PATH`` fetches through the library's own API;
-#: every other source (``transformers``, ``mmseg`` and ``paddleseg`` included: each names one network of
-#: many checkpoints, so the user downloads the one they want) is read from the file the user names.
+#: every other source (``transformers``, ``mmseg``, ``paddleseg`` and ``efficientvit`` included: each
+#: names one network of many checkpoints, so the user downloads the one they want) is read from the file
+#: the user names.
 FETCHABLE = ("torchvision", "timm")
 #: What a source name may be: a letter, then letters, digits and '_' (32 at most), so that
 #: ``SOURCE:NAME@PATH`` parses one way.

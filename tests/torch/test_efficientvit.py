@@ -2,9 +2,9 @@
 
 ``tests/reference/efficientvit.py`` is written from the paper (Cai et al. 2023, arXiv:2205.14756)
 and the authors' code (mit-han-lab/efficientvit, ``efficientvit_seg_b0(dataset="cityscapes")``),
-with the authors' module names, so its state dict has their checkpoint keys. The spec's layers
-carry the same names but for three renames: the prefix ``backbone.`` -> ``encoder.``, and in an
-MBConv or LiteMLA the conv layer ``P.conv``/``P.norm`` -> layers ``P``/``P_norm``. Checked:
+with the authors' module names, so its state dict has their checkpoint keys. It loads through the
+model spec's ``efficientvit:efficientvit_seg_b0`` layout, which renames ``backbone.`` to ``encoder.``
+and, in an MBConv or LiteMLA, the conv layer ``P.conv``/``P.norm`` to layers ``P``/``P_norm``. Checked:
 
 * parameters: 706,691 on both sides (the figure measured from the authors' code);
 * MACs: the audit equals FlopCounterMode / 2 on the reference on the meta device:
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import re
 import sys
 from pathlib import Path
 
@@ -75,28 +74,13 @@ def _randomised_reference():
     return reference
 
 
-#: The authors' keys -> the compiled model's, applied in order (the spec files' headers say why).
-_RENAMES = [
-    (r"^backbone\.", "encoder."),
-    (r"(_conv|\.qkv|\.proj)\.conv\.", r"\1."),  # ConvLayer P of an MBConv or LiteMLA: P.conv -> P
-    (r"(_conv|\.proj)\.norm\.", r"\1_norm."),     # ... and P.norm -> P_norm
-]
-
-
-def _converted(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state.items():
-        for pattern, repl in _RENAMES:
-            key = re.sub(pattern, repl, key)
-        out[key] = value
-    return out
-
-
-def _compiled_with_reference_weights(reference, size):
-    compiled = compile_model(MODEL, size)
-    state = _converted(reference.state_dict())
-    compiled.module.load_state_dict(state, strict=True)  # every key on both sides, shapes equal
-    return compiled
+def _compiled_with_reference_weights(reference, size, folder: Path, **kwargs):
+    """The reference's state dict, saved as the authors' package saves a checkpoint (weights under
+    ``state_dict``), loaded strictly through the model spec's ``efficientvit:efficientvit_seg_b0``
+    layout: every tensor of the compiled module filled, every key of the file used, shapes equal."""
+    checkpoint = folder / "efficientvit_seg_b0_cityscapes.pt"
+    torch.save({"state_dict": reference.state_dict()}, checkpoint)
+    return compile_model(MODEL, size, weights=f"efficientvit:efficientvit_seg_b0@{checkpoint}", **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -121,9 +105,9 @@ def test_the_published_figures_are_reproduced(full_size_audit):
 
 
 @pytest.mark.parametrize("size", [(128, 256), (250, 380)])
-def test_outputs_equal_the_reference(size):
+def test_outputs_equal_the_reference(size, tmp_path):
     reference = _randomised_reference()
-    compiled = _compiled_with_reference_weights(reference, size)
+    compiled = _compiled_with_reference_weights(reference, size, tmp_path)
     assert sum(p.numel() for p in compiled.module.parameters()) == compiled.audit.params == PARAMS
     x = torch.randn(2, 3, *size)
     with torch.no_grad():
@@ -133,12 +117,12 @@ def test_outputs_equal_the_reference(size):
     assert (got - expected).abs().max().item() <= TOLERANCE
 
 
-def test_full_resolution_resizes_the_logits_as_the_authors_evaluation_does():
+def test_full_resolution_resizes_the_logits_as_the_authors_evaluation_does(tmp_path):
     """Their eval script resizes the stride-8 logits to the label with bicubic, align_corners=False."""
     size = (128, 256)
     reference = _randomised_reference()
-    compiled = compile_model(MODEL, size, meta_params={"full_resolution": True})
-    compiled.module.load_state_dict(_converted(reference.state_dict()), strict=True)
+    compiled = _compiled_with_reference_weights(reference, size, tmp_path,
+                                                meta_params={"full_resolution": True})
     x = torch.randn(1, 3, *size)
     with torch.no_grad():
         expected = torch.nn.functional.interpolate(reference(x), size=size, mode="bicubic", align_corners=False)
@@ -147,10 +131,10 @@ def test_full_resolution_resizes_the_logits_as_the_authors_evaluation_does():
     assert (got - expected).abs().max().item() <= TOLERANCE
 
 
-def test_the_quadratic_form_on_tiny_maps_computes_the_same():
+def test_the_quadratic_form_on_tiny_maps_computes_the_same(tmp_path):
     size = (64, 96)  # stride 32: 2x3 = 6 pixels <= head dim 16
     reference = _randomised_reference()
-    compiled = _compiled_with_reference_weights(reference, size)
+    compiled = _compiled_with_reference_weights(reference, size, tmp_path)
     x = torch.randn(2, 3, *size)
     with torch.no_grad():
         assert (compiled.module(x) - reference(x)).abs().max().item() <= TOLERANCE
@@ -168,10 +152,10 @@ def test_compiled_module_counts_like_its_audit_on_meta():
     assert _meta_flops(meta, (256, 512)) == 2 * compiled.audit.macs
 
 
-def test_any_input_size_runs_where_the_fixed_factor_upsampling_cannot():
+def test_any_input_size_runs_where_the_fixed_factor_upsampling_cannot(tmp_path):
     size = (100, 164)  # stride 8: 13x21, stride 16: 7x11; x2 gives 14x22
     reference = _randomised_reference()
-    compiled = _compiled_with_reference_weights(reference, size)
+    compiled = _compiled_with_reference_weights(reference, size, tmp_path)
     x = torch.randn(1, 3, *size)
     with torch.no_grad(), pytest.raises(RuntimeError, match="must match the size"):
         reference(x)
