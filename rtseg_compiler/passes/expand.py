@@ -82,6 +82,16 @@ def _param_bindings(doc: LocatedMap, overrides: dict | None, file: str, diags: D
                         else override_loc,
                         hint=did_you_mean(key, declared) or f"parameters: {', '.join(declared) or 'none'}")
             continue
+        default = declared[key]
+        if isinstance(value, bool) and isinstance(default, (int, float)) and not isinstance(default, bool):
+            # YAML reads `true` as a bool and Python's bool is an int, so `width: true` would
+            # otherwise compute as width 1 without a word.
+            diags.error(f"{what}'s parameter '{key}' is a number (default {default}), not a boolean: "
+                        f"got {str(value).lower()}",
+                        location_of(overrides, (key,)) if isinstance(overrides, LocatedMap) else override_loc,
+                        hint=f"give a number, as in '{key}: {default}'",
+                        notes=(f"'{key}' is declared at {location_of(doc, ('params', key))}",))
+            continue
         bindings[key] = _binding(value, location_of(overrides, (key,)))
     return bindings
 

@@ -132,3 +132,42 @@ def test_a_zero_count_written_in_the_layer_stays_at_the_layer(write_spec):
         analyze(encoder)
     (d,) = err.value.errors
     assert (d.loc.line, "out must be positive, got 0") == (7, d.message.split(" (")[0])
+
+
+def test_a_boolean_width_is_reported_at_the_value_written(write_spec):
+    """YAML reads ``true`` as a bool, and a bool is an int to Python: without the check,
+    ``width: true`` compiled as width 1."""
+    model = write_spec("model.yaml", f"""
+        kind: model
+        name: thin
+        doc: a width multiplier that is a boolean
+        encoder: {ENCODER}
+        meta: {SPECS / "meta" / "skipnet.yaml"}
+        num_classes: 20
+        encoder_params: {{conv_bias: true, width: true}}
+        """)
+    with pytest.raises(SpecError) as err:
+        analyze(model)
+    (d,) = err.value.errors
+    value_col = model.read_text().splitlines()[6].index("width: ") + len("width: ") + 1
+    assert (d.loc.file, d.loc.line, d.loc.col) == (str(model), 7, value_col)
+    assert "'width' is a number (default 1.0), not a boolean: got true" in d.message
+    assert any("mobilenet_v1.yaml:9:" in str(n) for n in d.notes)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_a_boolean_for_a_number_is_an_error_from_the_api(value):
+    with pytest.raises(SpecError) as err:
+        analyze(MODEL, encoder_params={"width": value})
+    (d,) = err.value.errors
+    assert f"not a boolean: got {str(value).lower()}" in d.message
+
+
+def test_a_boolean_for_a_number_is_an_error_from_the_cli(capsys):
+    assert main(["flops", str(MODEL), "--encoder-param", "width=true"]) == 2
+    assert "'width' is a number (default 1.0), not a boolean" in capsys.readouterr().err
+
+
+def test_a_boolean_parameter_still_takes_a_boolean():
+    a = analyze(MODEL, (224, 224), encoder_params={"conv_bias": False})
+    assert a.resolved.graph.node("encoder.conv1").attrs["bias"] is False
