@@ -32,7 +32,7 @@ from ..ops import REGISTRY
 __all__ = ["LayerAudit", "HeadAudit", "Audit", "count", "CONVENTIONS"]
 
 CONVENTIONS = {
-    "mac": "multiply-accumulates of conv/deconv/linear, bias excluded, deconv by input size",
+    "mac": "multiply-accumulates of conv/deconv/linear and attention products, bias excluded, deconv by input size",
     "flop": "FLOPs = 2 x MACs (torch FlopCounterMode); bias, norm, activations, adds: 0",
     "tf": "TensorFlow profiler FLOPs (RTSeg paper): 2 x MACs, deconv by output/stride^2, "
           "+ bias adds, element-wise adds, pooling k^2 per output",
