@@ -27,15 +27,14 @@ and, in an MBConv or LiteMLA, the conv layer ``P.conv``/``P.norm`` to layers ``P
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from reference_checks import (meta_flops, n_params, redraw_state_, reference_module,  # noqa: E402
+                              saved_checkpoint)
 from rtseg_compiler import compile_model  # noqa: E402
 from rtseg_compiler.pipeline import analyze  # noqa: E402
 
@@ -45,32 +44,10 @@ PARAMS = 706_691
 TOLERANCE = 1e-5
 
 
-def _reference_module():
-    """Import tests/reference/efficientvit.py by path (tests/ is not a package)."""
-    name = "rtseg_reference_efficientvit"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "reference" / "efficientvit.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-def _meta_flops(module: torch.nn.Module, size: tuple[int, int]) -> int:
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        module(torch.empty(1, 3, *size, device="meta"))
-    return counter.get_total_flops()
-
-
 def _randomised_reference():
     torch.manual_seed(0)
-    reference = _reference_module().efficientvit_seg_b0(19).eval()
-    for key, value in reference.state_dict().items():
-        if key.endswith("running_var"):
-            value.uniform_(0.5, 2.0)
-        elif value.dtype.is_floating_point:  # weights, biases, running means: no BN is an identity
-            value.copy_(0.2 * torch.randn_like(value))
+    reference = reference_module("efficientvit").efficientvit_seg_b0(19).eval()
+    redraw_state_(reference, std=0.2)
     return reference
 
 
@@ -78,9 +55,9 @@ def _compiled_with_reference_weights(reference, size, folder: Path, **kwargs):
     """The reference's state dict, saved as the authors' package saves a checkpoint (weights under
     ``state_dict``), loaded strictly through the model spec's ``efficientvit:efficientvit_seg_b0``
     layout: every tensor of the compiled module filled, every key of the file used, shapes equal."""
-    checkpoint = folder / "efficientvit_seg_b0_cityscapes.pt"
-    torch.save({"state_dict": reference.state_dict()}, checkpoint)
-    return compile_model(MODEL, size, weights=f"efficientvit:efficientvit_seg_b0@{checkpoint}", **kwargs)
+    weights = saved_checkpoint(reference.state_dict(), folder / "efficientvit_seg_b0_cityscapes.pt",
+                               "efficientvit:efficientvit_seg_b0")
+    return compile_model(MODEL, size, weights=weights, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +67,11 @@ def full_size_audit():
 
 def test_parameters_and_macs_equal_the_reference(full_size_audit):
     with torch.device("meta"):
-        reference = _reference_module().efficientvit_seg_b0(19).eval()
-    assert sum(p.numel() for p in reference.parameters()) == PARAMS
+        reference = reference_module("efficientvit").efficientvit_seg_b0(19).eval()
+    assert n_params(reference) == PARAMS
     for size, audit in [((1024, 2048), full_size_audit), ((512, 1024), analyze(MODEL, (512, 1024)).audit)]:
         assert audit.params == PARAMS
-        assert _meta_flops(reference, size) == 2 * audit.macs
+        assert meta_flops(reference, size) == 2 * audit.macs
 
 
 def test_the_published_figures_are_reproduced(full_size_audit):
@@ -108,7 +85,7 @@ def test_the_published_figures_are_reproduced(full_size_audit):
 def test_outputs_equal_the_reference(size, tmp_path):
     reference = _randomised_reference()
     compiled = _compiled_with_reference_weights(reference, size, tmp_path)
-    assert sum(p.numel() for p in compiled.module.parameters()) == compiled.audit.params == PARAMS
+    assert n_params(compiled.module) == compiled.audit.params == PARAMS
     x = torch.randn(2, 3, *size)
     with torch.no_grad():
         expected = reference(x)
@@ -142,14 +119,14 @@ def test_the_quadratic_form_on_tiny_maps_computes_the_same(tmp_path):
     heads, d, n = 16, 16, 6
     linear, quadratic = heads * (d + 1) * d * 2 * n, heads * n * n * (d + d)
     with torch.device("meta"):
-        meta_reference = _reference_module().efficientvit_seg_b0(19).eval()
-    assert _meta_flops(meta_reference, size) == 2 * (compiled.audit.macs + 2 * (quadratic - linear))
+        meta_reference = reference_module("efficientvit").efficientvit_seg_b0(19).eval()
+    assert meta_flops(meta_reference, size) == 2 * (compiled.audit.macs + 2 * (quadratic - linear))
 
 
 def test_compiled_module_counts_like_its_audit_on_meta():
     compiled = compile_model(MODEL, (256, 512))
     meta = copy.deepcopy(compiled.module).to("meta")
-    assert _meta_flops(meta, (256, 512)) == 2 * compiled.audit.macs
+    assert meta_flops(meta, (256, 512)) == 2 * compiled.audit.macs
 
 
 def test_any_input_size_runs_where_the_fixed_factor_upsampling_cannot(tmp_path):
@@ -176,11 +153,7 @@ def timm_checkpoint(tmp_path_factory):
     timm = pytest.importorskip("timm")
     torch.manual_seed(2)
     reference = timm.create_model("efficientvit_b0", pretrained=False).eval()
-    for key, value in reference.state_dict().items():
-        if key.endswith("running_var"):
-            value.uniform_(0.5, 2.0)
-        elif value.dtype.is_floating_point:
-            value.copy_(0.2 * torch.randn_like(value))
+    redraw_state_(reference, std=0.2)
     path = tmp_path_factory.mktemp("timm") / "efficientvit_b0.pth"
     torch.save(reference.state_dict(), path)
     return reference, path
@@ -192,7 +165,7 @@ def test_timm_efficientvit_b0_imports_through_the_declared_layout(timm_checkpoin
     imagenet_efficientvit_b0 model then computes timm's logits (176x200: not a multiple of 32)."""
     reference, path = timm_checkpoint
     compiled = compile_model(IMAGENET, size, pretrained=f"timm:efficientvit_b0@{path}")
-    assert compiled.audit.params == sum(p.numel() for p in reference.parameters())
+    assert compiled.audit.params == n_params(reference)
     x = torch.randn(2, 3, *size)
     with torch.no_grad():
         diff = (compiled.module(x).flatten(1) - reference(x)).abs().max().item()

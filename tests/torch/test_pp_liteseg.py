@@ -18,78 +18,46 @@ PaddleSeg's key layout, which the stdc1 encoder declares as ``paddleseg:pp_lites
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from conftest import SPECS  # noqa: E402
+from reference_checks import meta_flops, n_params, randomise_, reference_module  # noqa: E402
 from rtseg_compiler import compile_model  # noqa: E402
 from rtseg_compiler.pipeline import analyze  # noqa: E402
 
 MODEL = SPECS / "models" / "pp_liteseg_t.yaml"
-REFERENCE = SPECS.parent / "tests" / "reference" / "pp_liteseg.py"
 #: PaddleSeg's PPLiteSeg class defaults, the decoder of PP-LiteSeg-B (configs/pp_liteseg/*stdc2*).
 B_DECODER = {"arm_out_chs": [64, 96, 128], "seg_head_inter_chs": [64, 64, 64]}
 
 
-def _reference_module():
-    name = "rtseg_reference_pp_liteseg"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REFERENCE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def _macs(net: torch.nn.Module, size: tuple[int, int]) -> int:
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        net(torch.empty(1, 3, *size, device="meta"))
-    flops = counter.get_total_flops()
+    flops = meta_flops(net, size)
     assert flops % 2 == 0
     return flops // 2
 
 
-def _n_params(net: torch.nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
-
-
-def _randomise_(net: torch.nn.Module, seed: int) -> None:
-    """Weights with std 1/sqrt(fan_in), biases, BN affine and statistics all random (no BN is an
-    identity); every UAFM's _scale moved off 1, so that a swapped or ignored s would show."""
-    g = torch.Generator().manual_seed(seed)
+def _randomise_with_uafm_scales_(net: torch.nn.Module, seed: int) -> None:
+    """Convs and batch norms as reference_checks.randomise_ draws them, then, from the same
+    generator, every UAFM's _scale moved off 1, so that a swapped or ignored s would show."""
+    g = randomise_(net, seed)
     with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.weight[0].numel() ** 0.5)
-                if m.bias is not None:
-                    m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
-            elif isinstance(m, torch.nn.BatchNorm2d):
-                c = m.num_features
-                m.weight.copy_(0.5 + torch.rand(c, generator=g))
-                m.bias.copy_(0.2 * torch.randn(c, generator=g))
-                m.running_mean.copy_(0.2 * torch.randn(c, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
         for uafm in net.ppseg_head.arm_list:
             uafm._scale.copy_(0.75 + 0.5 * torch.rand(1, generator=g))
 
 
 def test_parameters_and_macs_equal_the_reference():
-    ref = _reference_module()
+    ref = reference_module("pp_liteseg")
     with torch.device("meta"):
         training, inference = ref.PPLiteSeg(19, aux=True).eval(), ref.PPLiteSeg(19, aux=False).eval()
-    aux_heads = _n_params(training.seg_heads[1]) + _n_params(training.seg_heads[2])
-    assert _n_params(training) == 8_141_603
+    aux_heads = n_params(training.seg_heads[1]) + n_params(training.seg_heads[2])
+    assert n_params(training) == 8_141_603
     for size in [(512, 1024), (1024, 2048)]:
         every = analyze(MODEL, size).audit
         main = analyze(MODEL, size, outputs="main").audit
-        assert every.params == _n_params(training)
-        assert main.params == _n_params(training) - aux_heads == 8_028_323
+        assert every.params == n_params(training)
+        assert main.params == n_params(training) - aux_heads == 8_028_323
         assert every.macs == _macs(training, size)
         assert main.macs == _macs(inference, size)
     assert analyze(MODEL, (512, 1024), outputs="main").audit.macs == 11_421_139_968
@@ -98,7 +66,7 @@ def test_parameters_and_macs_equal_the_reference():
 def test_issue_figure_is_stdc1_with_the_default_decoder():
     """12.63 G MACs at 512x1024 (the issue's figure) is PPLiteSeg(num_classes=19, backbone=STDC1())
     with PaddleSeg's class defaults; PP-LiteSeg-T's config narrows the decoder to 11.42 G."""
-    ref = _reference_module()
+    ref = reference_module("pp_liteseg")
     audit = analyze(MODEL, (512, 1024), outputs="main", meta_params=B_DECODER).audit
     with torch.device("meta"):
         net = ref.PPLiteSeg(19, tuple(B_DECODER["arm_out_chs"]),
@@ -112,19 +80,19 @@ def test_issue_figure_is_stdc1_with_the_default_decoder():
 @pytest.mark.parametrize("size", [(64, 128), (100, 164)], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_outputs_equal_the_reference_through_the_paddleseg_layout(size):
     from rtseg_compiler.weights.importer import import_weights
-    ref = _reference_module()
+    ref = reference_module("pp_liteseg")
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # small maps; on the shared 2-core machine one thread is faster
     try:
         reference = ref.PPLiteSeg(19, aux=True)
-        _randomise_(reference, seed=size[0] * 1000 + size[1])
+        _randomise_with_uafm_scales_(reference, seed=size[0] * 1000 + size[1])
         reference.eval()
         compiled = compile_model(MODEL, size)
         report = import_weights(compiled, "paddleseg:pp_liteseg_t", state=reference.state_dict())
         assert report.ok and not report.unused
         assert len(report.reshaped) == 3  # the three UAFMs' _scale
         module = compiled.module.eval()
-        assert _n_params(module) == _n_params(reference) == compiled.audit.params
+        assert n_params(module) == n_params(reference) == compiled.audit.params
         # s stays out of training, as PaddleSeg's stop_gradient _scale
         assert sorted(n for n, p in module.named_parameters() if not p.requires_grad) == [
             f"head.arm_list.{i}.scale.weight" for i in range(3)]
@@ -145,19 +113,16 @@ def test_compiled_module_counts_like_its_audit_on_meta():
     import copy
     compiled = compile_model(MODEL, (128, 256))
     meta = copy.deepcopy(compiled.module).to("meta")
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        meta(torch.empty(1, 3, 128, 256, device="meta"))
-    assert counter.get_total_flops() == 2 * compiled.audit.macs
+    assert meta_flops(meta, (128, 256)) == 2 * compiled.audit.macs
 
 
 def test_a_paddleseg_state_dict_file_loads_through_pretrained(tmp_path):
     """A .pth file with PaddleSeg's keys loads with pretrained="paddleseg:pp_liteseg_t@FILE"; a model
     compiled for inference alone (outputs="main") has no place for the auxiliary heads' tensors."""
     from rtseg_compiler.weights import WeightsError
-    ref = _reference_module()
+    ref = reference_module("pp_liteseg")
     reference = ref.PPLiteSeg(19, aux=True)
-    _randomise_(reference, seed=5)
+    _randomise_with_uafm_scales_(reference, seed=5)
     path = tmp_path / "pp_liteseg_t.pth"
     torch.save(reference.state_dict(), path)
     compiled = compile_model(MODEL, (64, 96), pretrained=f"paddleseg:pp_liteseg_t@{path}")

@@ -19,9 +19,7 @@ Each map below is a list of full-match regular expressions on the module path.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +28,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from reference_checks import n_params, randomise_, reference_module  # noqa: E402
 from rtseg_compiler import compile_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,18 +36,6 @@ MODELS = ROOT / "specs" / "models"
 SIZES = [(96, 192), (100, 164)]
 NUM_CLASSES = 19
 TOLERANCE = 1e-5
-
-
-def _load_reference(name: str):
-    """Import tests/reference/NAME.py by path (tests/ is not a package)."""
-    module_name = f"rtseg_reference_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "tests" / "reference" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------------------
@@ -132,34 +119,11 @@ def map_state_dict(reference: dict, rules: Rules) -> dict:
 # Helpers
 
 
-def randomise_(module: torch.nn.Module, seed: int) -> None:
-    """Random weights (std 1/sqrt(fan_in)) and BN statistics (no BN is an identity); the
-    outputs then have a standard deviation of about 0.4 (Fast-SCNN) to 2 (BiSeNet)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (1.0 / fan_in) ** 0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-            elif isinstance(m, torch.nn.BatchNorm2d):
-                c = m.num_features
-                m.weight.copy_(0.5 + torch.rand(c, generator=g))
-                m.bias.copy_(torch.randn(c, generator=g) * 0.2)
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.2)
-                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
-
-
 def count_flops(module: torch.nn.Module, x: torch.Tensor) -> int:
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         module(x)
     return counter.get_total_flops()
-
-
-def n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def as_dict(y) -> dict:
@@ -169,7 +133,7 @@ def as_dict(y) -> dict:
 def check_equal(reference: torch.nn.Module, spec: Path, rules: Rules, size: tuple[int, int],
                 **compile_kwargs) -> dict:
     """Every check of the module docstring for one network and input size; returns the outputs."""
-    randomise_(reference, seed=size[0] * 1000 + size[1])
+    randomise_(reference, seed=size[0] * 1000 + size[1])  # outputs' std about 0.4 (Fast-SCNN) to 2 (BiSeNet)
     reference.eval()
     compiled = compile_model(spec, input_size=size, **compile_kwargs)
     module, audit = compiled.module, compiled.audit
@@ -217,14 +181,14 @@ def one_thread():
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_fast_scnn_matches_reference(size):
-    ref = _load_reference("fast_scnn").FastSCNN(NUM_CLASSES)
+    ref = reference_module("fast_scnn").FastSCNN(NUM_CLASSES)
     check_equal(ref, MODELS / "fast_scnn.yaml", FAST_SCNN_RULES, size)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_bisenet_v1_matches_reference(size):
     """The spec's three outputs (out, aux16, aux32), in order, equal the reference's."""
-    ref = _load_reference("bisenet_v1").BiSeNetV1(NUM_CLASSES, aux=True)
+    ref = reference_module("bisenet_v1").BiSeNetV1(NUM_CLASSES, aux=True)
     outputs = check_equal(ref, MODELS / "bisenet_v1_resnet18.yaml", BISENET_RULES, size)
     assert list(outputs) == ["out", "aux16", "aux32"]
 
@@ -232,7 +196,7 @@ def test_bisenet_v1_matches_reference(size):
 def test_bisenet_v1_main_output_matches_reference_without_aux_heads():
     """outputs="main" drops the auxiliary heads: the reference built without them matches,
     parameters, FLOPs and all."""
-    ref = _load_reference("bisenet_v1").BiSeNetV1(NUM_CLASSES, aux=False)
+    ref = reference_module("bisenet_v1").BiSeNetV1(NUM_CLASSES, aux=False)
     outputs = check_equal(ref, MODELS / "bisenet_v1_resnet18.yaml", BISENET_RULES, SIZES[1],
                           outputs="main")
     assert list(outputs) == ["out"]
@@ -240,8 +204,8 @@ def test_bisenet_v1_main_output_matches_reference_without_aux_heads():
 
 def test_reference_parameter_counts():
     """The counts the reference docstrings and the model files quote (19 classes)."""
-    assert n_params(_load_reference("fast_scnn").FastSCNN(19)) == 1_138_051
-    bisenet = _load_reference("bisenet_v1")
+    assert n_params(reference_module("fast_scnn").FastSCNN(19)) == 1_138_051
+    bisenet = reference_module("bisenet_v1")
     assert n_params(bisenet.BiSeNetV1(19, aux=True)) == 13_392_384
     assert n_params(bisenet.BiSeNetV1(19, aux=False)) == 13_242_240
     assert n_params(bisenet.ResNet18()) == 11_176_512

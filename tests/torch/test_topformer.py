@@ -17,15 +17,14 @@ configuration, 150 ADE20K classes) in plain torch, with the authors' module name
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
 
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from conftest import REPO_ROOT, SPECS  # noqa: E402
+from conftest import SPECS  # noqa: E402
+from reference_checks import (meta_flops, n_params, randomise_, reference_module,  # noqa: E402
+                              saved_checkpoint)
 from rtseg_compiler import compile_model, create_model  # noqa: E402
 from rtseg_compiler.pipeline import analyze  # noqa: E402
 
@@ -34,58 +33,21 @@ PARAMS = 1_389_654
 TOLERANCE = 1e-5
 
 
-def _reference_module():
-    """Import tests/reference/topformer.py by path (tests/ is not a package)."""
-    name = "rtseg_reference_topformer"
-    if name not in sys.modules:
-        path = REPO_ROOT / "tests" / "reference" / "topformer.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def _reference(device: str = "cpu"):
     with torch.device(device):
-        return _reference_module().TopFormer(num_classes=150).eval()
-
-
-def _randomise_(module: torch.nn.Module, seed: int) -> None:
-    """Weights of std 1/sqrt(fan_in), biases and BN affine terms and statistics all random, so that
-    no BN is an identity and a swapped weight/bias or mean/var pair shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * m.weight[0].numel() ** -0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-            elif isinstance(m, torch.nn.BatchNorm2d):
-                c = m.num_features
-                m.weight.copy_(0.5 + torch.rand(c, generator=g))
-                m.bias.copy_(torch.randn(c, generator=g) * 0.2)
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.2)
-                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
-
-
-def _meta_flops(module: torch.nn.Module, size: tuple[int, int]) -> int:
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        module(torch.empty(1, 3, *size, device="meta"))
-    return counter.get_total_flops()
+        return reference_module("topformer").TopFormer(num_classes=150).eval()
 
 
 def test_parameters_equal_the_authors_count():
     reference = _reference("meta")
-    assert sum(p.numel() for p in reference.parameters()) == PARAMS
+    assert n_params(reference) == PARAMS
     assert analyze(MODEL).audit.params == PARAMS
 
 
 @pytest.mark.parametrize("size", [(512, 512), (100, 150)])
 def test_macs_equal_flop_counter_on_the_reference(size):
     audit = analyze(MODEL, size).audit
-    assert _meta_flops(_reference("meta"), size) == 2 * audit.macs
+    assert meta_flops(_reference("meta"), size) == 2 * audit.macs
 
 
 def test_the_published_figure_is_reproduced():
@@ -122,17 +84,17 @@ def test_the_authors_readme_figure_fits_mmcv_counting_with_batch_norm():
 def test_compiled_module_counts_like_the_audit_on_meta():
     compiled = compile_model(MODEL, (128, 192))
     meta = copy.deepcopy(compiled.module).to("meta")
-    assert _meta_flops(meta, (128, 192)) == 2 * compiled.audit.macs
+    assert meta_flops(meta, (128, 192)) == 2 * compiled.audit.macs
 
 
 @pytest.mark.parametrize("size", [(64, 96), (100, 150)])
 def test_outputs_equal_the_reference(size, tmp_path):
     reference = _reference()
-    _randomise_(reference, seed=size[0] * 1000 + size[1])
-    checkpoint = tmp_path / "topformer_tiny_ade20k.pth"
-    torch.save({"meta": {"iter": 160000}, "state_dict": reference.state_dict()}, checkpoint)
-    compiled = create_model(MODEL, input_size=size, weights=f"mmseg:topformer_tiny@{checkpoint}").eval()
-    assert sum(p.numel() for p in compiled.parameters()) == compiled.audit.params == PARAMS
+    randomise_(reference, seed=size[0] * 1000 + size[1])
+    weights = saved_checkpoint(reference.state_dict(), tmp_path / "topformer_tiny_ade20k.pth",
+                               "mmseg:topformer_tiny", meta={"iter": 160000})
+    compiled = create_model(MODEL, input_size=size, weights=weights).eval()
+    assert n_params(compiled) == compiled.audit.params == PARAMS
     x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         expected = reference(x)
@@ -147,9 +109,8 @@ def test_the_layout_renames_every_key_of_the_authors_checkpoint(tmp_path):
     empty, fails the import with a report instead of loading part of the model."""
     from rtseg_compiler.weights.importer import import_weights
     state = _reference("cpu").state_dict()
-    checkpoint = tmp_path / "topformer_tiny_ade20k.pth"
-    torch.save({"state_dict": state}, checkpoint)
+    weights = saved_checkpoint(state, tmp_path / "topformer_tiny_ade20k.pth", "mmseg:topformer_tiny")
     compiled = compile_model(MODEL, (64, 96))
-    report = import_weights(compiled, f"mmseg:topformer_tiny@{checkpoint}")
+    report = import_weights(compiled, weights)
     assert report.ok and not report.unused
     assert len(report.loaded) == len(state) == len(compiled.module.state_dict())
