@@ -25,6 +25,8 @@ torch = pytest.importorskip("torch")
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from conftest import SPECS  # noqa: E402
+from reference_checks import (meta_flops, n_params, perturb_parameters_,  # noqa: E402
+                              random_batch_norm_statistics_)
 from rtseg_compiler import compile_model  # noqa: E402
 from rtseg_compiler.pipeline import analyze  # noqa: E402
 from torchvision_compat import import_torchvision  # noqa: E402
@@ -80,7 +82,7 @@ def _converted(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) 
 
 def test_parameters_and_macs_equal_the_reference(transformers):
     reference = _reference(transformers, "meta")
-    assert sum(p.numel() for p in reference.parameters()) == 3_719_027
+    assert n_params(reference) == 3_719_027
     for size, macs in [((512, 1024), 17_757_110_272), ((1024, 2048), 120_957_435_904)]:
         audit = analyze(MODEL, size).audit
         counter = FlopCounterMode(display=False)
@@ -94,15 +96,12 @@ def test_parameters_and_macs_equal_the_reference(transformers):
 def test_outputs_equal_the_reference(transformers, size):
     torch.manual_seed(0)
     reference = _reference(transformers)
-    bn = reference.decode_head.batch_norm
-    bn.running_mean.uniform_(-0.5, 0.5)
-    bn.running_var.uniform_(0.5, 2.0)
-    for p in reference.parameters():  # LayerNorm's 1 and 0 would hide a swapped weight and bias
-        p.data.add_(0.05 * torch.randn_like(p))
+    random_batch_norm_statistics_(reference)  # decode_head.batch_norm, the only one
+    perturb_parameters_(reference, std=0.05)  # LayerNorm's 1 and 0 would hide a swapped weight and bias
     compiled = compile_model(MODEL, size)
     target = compiled.module.state_dict()
     compiled.module.load_state_dict(_converted(reference.state_dict(), target), strict=True)
-    assert sum(p.numel() for p in compiled.module.parameters()) == compiled.audit.params == 3_719_027
+    assert n_params(compiled.module) == compiled.audit.params == 3_719_027
     x = torch.randn(2, 3, *size)
     with torch.no_grad():
         expected = reference(pixel_values=x).logits
@@ -114,10 +113,7 @@ def test_outputs_equal_the_reference(transformers, size):
 def test_compiled_module_counts_like_the_reference_on_meta(transformers):
     compiled = compile_model(MODEL, (128, 256))
     meta = copy.deepcopy(compiled.module).to("meta")
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        meta(torch.empty(1, 3, 128, 256, device="meta"))
-    assert counter.get_total_flops() == 2 * compiled.audit.macs
+    assert meta_flops(meta, (128, 256)) == 2 * compiled.audit.macs
 
 
 def test_a_saved_transformers_checkpoint_imports_through_the_declared_layout(transformers, tmp_path):
@@ -128,8 +124,7 @@ def test_a_saved_transformers_checkpoint_imports_through_the_declared_layout(tra
     from rtseg_compiler.weights.importer import import_weights
     torch.manual_seed(1)
     reference = _reference(transformers)
-    for p in reference.parameters():
-        p.data.add_(0.05 * torch.randn_like(p))
+    perturb_parameters_(reference, std=0.05)
     reference.decode_head.batch_norm.running_var.uniform_(0.5, 2.0)
     reference.save_pretrained(tmp_path)
     checkpoint = tmp_path / "model.safetensors"
