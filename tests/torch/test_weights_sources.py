@@ -11,20 +11,18 @@ reference computes (within 1e-5, BN statistics randomised), at 96x192.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import SPECS
+from reference_checks import reference_module
 from rtseg_compiler import compile_model, create_model
 from rtseg_compiler.cli import main as rtsegc
 from rtseg_compiler.weights import WeightsError
 
-ROOT = Path(__file__).resolve().parents[2]
 SIZE = (96, 192)
 
 #: reference key prefix -> compiled key prefix (whole-model keys), one rule per layer: the layout
@@ -67,13 +65,8 @@ def _layout(rules: str, name: str = "fast_scnn") -> str:
 
 
 def _reference() -> torch.nn.Module:
-    path = ROOT / "tests" / "reference" / "fast_scnn.py"
-    spec = importlib.util.spec_from_file_location("rtseg_reference_fast_scnn_weights", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
     torch.manual_seed(3)
-    net = module.FastSCNN(19)
+    net = reference_module("fast_scnn").FastSCNN(19)
     with torch.no_grad():
         for m in net.modules():  # no BN may be an identity, or a swapped tensor could hide
             if isinstance(m, torch.nn.BatchNorm2d):
