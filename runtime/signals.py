@@ -17,20 +17,58 @@ whose peers have gone.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 
-__all__ = ["StopSignals", "ignore_stop_signals"]
+__all__ = ["StopSignals", "WorkerSignals", "ignore_stop_signals"]
 
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, name))
 
 
 def ignore_stop_signals(worker_id: int = 0) -> None:
     """DataLoader ``worker_init_fn``: a worker ignores the stop signals; the training process handles
-    them. Workers still end with it (DataLoader shuts them down, and they watch their parent)."""
+    them. Workers still end with it (DataLoader shuts them down, and they watch their parent).
+
+    A worker that ignores SIGTERM for good cannot be stopped by ``multiprocessing``'s exit handler,
+    which terminates daemonic children (SIGTERM) and then joins them: a process exiting while such
+    a worker is alive waits forever. The training loop uses :class:`WorkerSignals`, which ends that
+    once the loop is over."""
     for sig in SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+class WorkerSignals:
+    """DataLoader ``worker_init_fn`` for the training loop: workers ignore the stop signals while
+    the loop runs, and SIGTERM ends them again after :meth:`release`.
+
+    While the loop runs, a terminal's Ctrl-C or a scheduler's SIGTERM to the whole process group must
+    not kill a worker before the training process finishes its step and saves. After the loop,
+    nothing is left to protect, and SIGTERM is how ``multiprocessing`` stops daemonic children when
+    the process exits: a persistent worker still referenced then (by an exception's traceback, for
+    one) would otherwise leave the exit waiting for it forever. The flag is one shared byte, read
+    without a lock in the worker's signal handler.
+    """
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        self._released = multiprocessing.RawValue("b", 0)
+
+    def __call__(self, worker_id: int = 0) -> None:
+        ignore_stop_signals(worker_id)
+        if hasattr(signal, "SIGTERM"):
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum: int, frame) -> None:
+        if self._released.value:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    def release(self) -> None:
+        """From now on SIGTERM ends the workers (the loop is over; called in its ``finally``)."""
+        self._released.value = 1
 
 
 class StopSignals:

@@ -516,12 +516,13 @@ def _train_loop(cfg: TrainConfig, device: torch.device, rank: int, world: int, m
         if hasattr(data_set, "skip_log"):
             data_set.skip_log = skip_log
     workers = cfg.workers()
-    from .signals import ignore_stop_signals
+    from .signals import WorkerSignals
 
     # Workers leave the stop signals to the training process, which finishes its step and saves; a
     # terminal's Ctrl-C (or a scheduler's SIGTERM to the whole process group) would otherwise kill them
     # first and fail the step in flight.
-    loader_extra = {"persistent_workers": True, "worker_init_fn": ignore_stop_signals} if workers > 0 else {}
+    worker_signals = WorkerSignals()
+    loader_extra = {"persistent_workers": True, "worker_init_fn": worker_signals} if workers > 0 else {}
     pin = device.type == "cuda"
     if ddp:
         sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
@@ -735,6 +736,7 @@ def _train_loop(cfg: TrainConfig, device: torch.device, rank: int, world: int, m
                   file=sys.stderr)
         raise
     finally:
+        worker_signals.release()
         progress.close()
         if tb is not None:
             tb.close()

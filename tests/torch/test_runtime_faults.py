@@ -660,3 +660,38 @@ def test_a_decode_failure_in_a_data_worker_is_one_line(tmp_path: Path, capsys, m
     assert train_mod.main(argv) == 2
     assert _one_error_line(capsys.readouterr().err) == (
         f"error: {data / 'train' / 'synth_0001.png'}: unreadable image at load time (OSError: truncated)")
+
+
+# --------------------------------------------------------------------------- workers and the exit
+
+_WORKERS_AT_EXIT = r"""
+import multiprocessing, os, signal, sys, time
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+from rtseg_runtime.signals import WorkerSignals
+
+guard = WorkerSignals()
+loader = DataLoader(TensorDataset(torch.arange(8.0)), batch_size=2, num_workers=1,
+                    persistent_workers=True, worker_init_fn=guard)
+KEEP = iter(loader)  # a persistent worker still referenced at exit, as an exception's traceback keeps it
+next(KEEP)
+workers = multiprocessing.active_children()
+assert workers, "no worker started"
+for p in workers:
+    os.kill(p.pid, signal.SIGTERM)
+time.sleep(0.5)
+assert all(p.is_alive() for p in workers), "a worker died of SIGTERM while the loop runs"
+guard.release()
+print("released", flush=True)
+"""
+
+
+def test_training_workers_survive_sigterm_until_released_and_then_let_the_process_exit(tmp_path):
+    """A worker ignoring SIGTERM for good made the process hang at exit: multiprocessing's exit
+    handler terminates daemonic children with SIGTERM and joins them."""
+    script = tmp_path / "workers_at_exit.py"
+    script.write_text(_WORKERS_AT_EXIT, encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert "released" in done.stdout
